@@ -1,0 +1,37 @@
+//! The contract between the scorch engine and its node plugins.
+//!
+//! A node plugin is one kind of workflow node (`rollout`, `sft`, `exec`, ...). It declares
+//! its kind, a version, typed parameters, and named inputs and outputs ([`Signature`]);
+//! the engine type-checks a workflow against those declarations before anything runs,
+//! then calls [`Plugin::run`] with a [`NodeContext`] that reads the node's inputs and
+//! collects its outputs.
+//!
+//! Plugin crates depend on this crate alone, never on the engine. Every plugin crate
+//! should run the shared [`conformance`] suite in its tests.
+#![deny(missing_docs)]
+
+pub mod conformance;
+mod context;
+mod error;
+pub mod parquet_io;
+mod plugin;
+mod port;
+mod progress;
+pub mod testing;
+
+pub use context::{InputArtifact, NodeContext, NodeContextParts, TableInput, TableWriter};
+pub use error::{ParamError, PluginError, PluginErrorKind};
+pub use plugin::{Checked, DynPlugin, Plugin, Registry};
+pub use port::{InputPort, OutputPort, PortType, Signature, TableSpec, check_compatible};
+pub use progress::{Metric, NoProgress, ProgressSink};
+
+/// Re-exports so plugin crates use the same Arrow, Parquet and object_store as the engine.
+pub mod reexports {
+    pub use arrow_array;
+    pub use arrow_schema;
+    pub use async_trait::async_trait;
+    pub use object_store;
+    pub use parquet;
+    pub use schemars;
+    pub use tokio_util::sync::CancellationToken;
+}

@@ -1,0 +1,188 @@
+use std::fmt;
+use std::sync::Arc;
+
+use arrow_schema::{Schema, SchemaRef};
+
+/// The named inputs and outputs of one configured node.
+#[derive(Debug, Clone, Default)]
+pub struct Signature {
+    /// Inputs the plugin reads.
+    pub inputs: Vec<InputPort>,
+    /// Outputs the plugin writes; every one must be written by a successful run.
+    pub outputs: Vec<OutputPort>,
+    /// When set, inputs of any other name are accepted with this type (the `exec` plugin).
+    pub extra_inputs: Option<PortType>,
+}
+
+impl Signature {
+    /// An empty signature.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Add a required input.
+    pub fn input(mut self, name: &str, ty: PortType) -> Self {
+        self.inputs.push(InputPort { name: name.to_owned(), ty, optional: false });
+        self
+    }
+    /// Add an optional input.
+    pub fn optional_input(mut self, name: &str, ty: PortType) -> Self {
+        self.inputs.push(InputPort { name: name.to_owned(), ty, optional: true });
+        self
+    }
+    /// Add an output.
+    pub fn output(mut self, name: &str, ty: PortType) -> Self {
+        self.outputs.push(OutputPort { name: name.to_owned(), ty });
+        self
+    }
+    /// Accept inputs of any name with type `ty`.
+    pub fn extra_inputs(mut self, ty: PortType) -> Self {
+        self.extra_inputs = Some(ty);
+        self
+    }
+    /// The declared type of input `name`, if the plugin accepts it.
+    pub fn input_type(&self, name: &str) -> Option<&PortType> {
+        self.inputs.iter().find(|p| p.name == name).map(|p| &p.ty).or(self.extra_inputs.as_ref())
+    }
+    /// The declared type of output `name`.
+    pub fn output_type(&self, name: &str) -> Option<&PortType> {
+        self.outputs.iter().find(|p| p.name == name).map(|p| &p.ty)
+    }
+}
+
+/// A named input of a node.
+#[derive(Debug, Clone)]
+pub struct InputPort {
+    /// Input name, as written under the node's `inputs:`.
+    pub name: String,
+    /// What the input must be.
+    pub ty: PortType,
+    /// Whether a workflow may leave it unconnected.
+    pub optional: bool,
+}
+
+/// A named output of a node.
+#[derive(Debug, Clone)]
+pub struct OutputPort {
+    /// Output name, as referenced by `from: node.output`.
+    pub name: String,
+    /// What the output is.
+    pub ty: PortType,
+}
+
+/// What flows through a port.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PortType {
+    /// An Arrow table, stored as Parquet.
+    Table(TableSpec),
+    /// A set of files (a model checkpoint folder, say).
+    Blobs,
+}
+
+impl PortType {
+    /// A table with exactly these columns (for outputs) or at least these (for inputs).
+    pub fn table(schema: Schema) -> Self {
+        Self::Table(TableSpec::Columns(Arc::new(schema)))
+    }
+    /// A table whose columns are known only at run time (outputs) or not constrained (inputs).
+    pub fn any_table() -> Self {
+        Self::Table(TableSpec::Any)
+    }
+}
+
+/// The columns of a table port.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TableSpec {
+    /// No declared columns.
+    Any,
+    /// Declared columns.
+    Columns(SchemaRef),
+}
+
+impl fmt::Display for PortType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Blobs => f.write_str("blob set"),
+            Self::Table(TableSpec::Any) => f.write_str("table"),
+            Self::Table(TableSpec::Columns(s)) => {
+                f.write_str("table(")?;
+                for (i, field) in s.fields().iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{}: {}", field.name(), field.data_type())?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}
+
+/// Check that what a producer declares satisfies what a consumer requires.
+///
+/// A consumer's table columns must all be present in the producer's declaration with the
+/// same Arrow type, and a column the consumer requires non-null must be non-null there
+/// too; extra producer columns are allowed. A producer without declared columns passes
+/// here and is checked when its table is read.
+pub fn check_compatible(consumer: &PortType, producer: &PortType) -> Result<(), String> {
+    match (consumer, producer) {
+        (PortType::Blobs, PortType::Blobs) => Ok(()),
+        (PortType::Table(_), PortType::Blobs) | (PortType::Blobs, PortType::Table(_)) => {
+            Err(format!("expects a {consumer} but the producer gives a {producer}"))
+        }
+        (PortType::Table(TableSpec::Any), _) | (_, PortType::Table(TableSpec::Any)) => Ok(()),
+        (PortType::Table(TableSpec::Columns(want)), PortType::Table(TableSpec::Columns(have))) => {
+            check_schema(want, have)
+        }
+    }
+}
+
+/// Check that the table schema `have` satisfies the required columns `want`.
+pub fn check_schema(want: &Schema, have: &Schema) -> Result<(), String> {
+    let mut problems = Vec::new();
+    for field in want.fields() {
+        match have.field_with_name(field.name()) {
+            Err(_) => problems.push(format!("column `{}` ({}) is missing", field.name(), field.data_type())),
+            Ok(got) if got.data_type() != field.data_type() => problems.push(format!(
+                "column `{}` is {} but {} is expected",
+                field.name(),
+                got.data_type(),
+                field.data_type()
+            )),
+            Ok(got) if got.is_nullable() && !field.is_nullable() => {
+                problems.push(format!("column `{}` is nullable but must be non-null", field.name()))
+            }
+            Ok(_) => {}
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_schema::{DataType, Field};
+
+    fn table(cols: &[(&str, DataType, bool)]) -> PortType {
+        PortType::table(Schema::new(
+            cols.iter().map(|(n, t, null)| Field::new(*n, t.clone(), *null)).collect::<Vec<_>>(),
+        ))
+    }
+
+    #[test]
+    fn subset_of_columns_is_compatible() {
+        let want = table(&[("x", DataType::Int64, false)]);
+        let have = table(&[("x", DataType::Int64, false), ("y", DataType::Utf8, true)]);
+        assert_eq!(check_compatible(&want, &have), Ok(()));
+    }
+
+    #[test]
+    fn mismatches_are_named() {
+        let want = table(&[("x", DataType::Int64, false), ("z", DataType::Utf8, true)]);
+        let have = table(&[("x", DataType::Float64, false)]);
+        let err = check_compatible(&want, &have).unwrap_err();
+        assert!(err.contains("column `x` is Float64 but Int64 is expected"), "{err}");
+        assert!(err.contains("column `z` (Utf8) is missing"), "{err}");
+        let err = check_compatible(&PortType::Blobs, &have).unwrap_err();
+        assert!(err.contains("expects a blob set"), "{err}");
+    }
+}
