@@ -21,7 +21,7 @@ pub mod testing;
 
 pub use context::{InputArtifact, NodeContext, NodeContextParts, TableInput, TableWriter};
 pub use error::{ParamError, PluginError, PluginErrorKind};
-pub use plugin::{Checked, DynPlugin, Plugin, Registry};
+pub use plugin::{Checked, DynPlugin, Plugin, Registry, did_you_mean, unknown_field_hint};
 pub use port::{InputPort, OutputPort, PortType, Signature, TableSpec, check_compatible};
 pub use progress::{Metric, NoProgress, ProgressSink};
 

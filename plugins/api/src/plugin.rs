@@ -88,17 +88,22 @@ fn parse_params<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T, Pa
     })
 }
 
-/// For serde's "unknown field `x`, expected one of `a`, `b`": the closest expected name.
-fn unknown_field_hint(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
+/// For serde's "unknown field `x`, expected one of `a`, `b`": "did you mean `a`?".
+pub fn unknown_field_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"))?;
     let (field, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
-    let best = candidates
-        .iter()
-        .map(|c| (strsim::levenshtein(field, c), *c))
-        .filter(|(d, c)| *d <= c.len().max(field.len()) / 2 + 1)
-        .min_by_key(|(d, _)| *d)?;
-    Some(format!("did you mean `{}`?", best.1))
+    did_you_mean(field, candidates).map(|c| format!("did you mean `{c}`?"))
+}
+
+/// The candidate closest to `word`, if one is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::levenshtein(word, c), c))
+        .filter(|(d, c)| *d <= c.len().max(word.len()) / 3 + 1)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
 }
 
 #[async_trait]

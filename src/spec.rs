@@ -1,0 +1,94 @@
+//! The workflow file, as typed Rust. `schemas/workflow.schema.json` is generated from these
+//! types (`scorch schema`), and a test fails when the committed file is out of date.
+
+use std::collections::BTreeMap;
+
+use indexmap::IndexMap;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A workflow: a named DAG of nodes.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "scorch workflow")]
+pub struct WorkflowSpec {
+    /// The workflow's name; run records and `explain` history are kept per name.
+    pub name: String,
+    /// What the workflow is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Variables, used as `${vars.NAME}`; `--set vars.NAME=VALUE` overrides them.
+    /// `${env.NAME}` reads the environment (for secrets: never written to records).
+    #[serde(default)]
+    pub vars: IndexMap<String, Value>,
+    /// Where artifacts live: `file://DIR` (relative to the current directory), `s3://BUCKET/PREFIX`
+    /// or `memory://`. Default `file://.scorch`; `--store` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// The default seed of every node.
+    #[serde(default)]
+    #[schemars(schema_with = "templated_uint")]
+    pub seed: u64,
+    /// Resource slot limits for a run (`cpu: 2`, `gpu: 1`, `teacher: 8`); `--slots` overrides.
+    /// `cpu` defaults to the number of cores.
+    #[serde(default)]
+    pub resources: BTreeMap<String, u32>,
+    /// The nodes, by id.
+    pub nodes: IndexMap<String, NodeSpec>,
+}
+
+/// One node: a configured plugin.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    /// The plugin kind (`exec`, `rollout`, `sft`, ...).
+    pub kind: String,
+    /// What the node is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The plugin's typed parameters.
+    #[serde(default)]
+    pub params: serde_json::Map<String, Value>,
+    /// Named inputs, each taken from another node's named output.
+    #[serde(default)]
+    pub inputs: IndexMap<String, InputSpec>,
+    /// Resource slots the node holds while it runs; default `{cpu: 1}`.
+    #[serde(default)]
+    pub resources: BTreeMap<String, u32>,
+    /// How many times a failed run is retried, with exponential backoff.
+    #[serde(default)]
+    #[schemars(schema_with = "templated_uint")]
+    pub retries: u32,
+    /// The node's seed (default: the workflow's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "templated_uint")]
+    pub seed: Option<u64>,
+    /// Expand the node into one node per combination of values, named `id[key=value,...]`;
+    /// use the values as `${matrix.KEY}`.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub matrix: IndexMap<String, Vec<Value>>,
+}
+
+/// Where an input comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// `NODE.OUTPUT`, e.g. `warm_sft.checkpoint` or `rl[lr=1e-6].checkpoint`. A reference to a
+    /// matrix node from a node with the same matrix keys picks the instance with the same values.
+    pub from: String,
+}
+
+fn templated_uint(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": "^\\$\\{[a-z]+\\.[A-Za-z0-9_-]+\\}$"}
+        ]
+    })
+}
+
+/// The JSON Schema of the workflow file, as committed in `schemas/workflow.schema.json`.
+pub fn workflow_schema() -> Value {
+    serde_json::to_value(schemars::schema_for!(WorkflowSpec)).unwrap_or_default()
+}
