@@ -11,7 +11,8 @@ pub fn topo_order(deps: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
             users[d].push(node);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| indegree[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(next) = ready.pop_first() {
         order.push(next);
@@ -22,14 +23,20 @@ pub fn topo_order(deps: &[Vec<usize>]) -> Result<Vec<usize>, Vec<usize>> {
             }
         }
     }
-    if order.len() == n { Ok(order) } else { Err(find_cycle(deps, &indegree)) }
+    if order.len() == n {
+        Ok(order)
+    } else {
+        Err(find_cycle(deps, &indegree))
+    }
 }
 
 /// A cycle among the nodes left with a positive in-degree, as `[a, b, c]` meaning a→b→c→a
 /// in data-flow order (each feeds the next).
 fn find_cycle(deps: &[Vec<usize>], indegree: &[usize]) -> Vec<usize> {
     // Walk backwards along dependencies inside the stuck set until a node repeats.
-    let Some(start) = (0..deps.len()).find(|&i| indegree[i] > 0) else { return Vec::new() };
+    let Some(start) = (0..deps.len()).find(|&i| indegree[i] > 0) else {
+        return Vec::new();
+    };
     let mut seen = vec![usize::MAX; deps.len()];
     let mut path = Vec::new();
     let mut cur = start;
@@ -73,7 +80,10 @@ mod tests {
     #[test]
     fn orders_by_dependencies_then_declaration() {
         // 0 <- 2, 1 <- 2 ; 3 independent
-        assert_eq!(topo_order(&[vec![], vec![], vec![0, 1], vec![]]), Ok(vec![0, 1, 2, 3]));
+        assert_eq!(
+            topo_order(&[vec![], vec![], vec![0, 1], vec![]]),
+            Ok(vec![0, 1, 2, 3])
+        );
         assert_eq!(topo_order(&[vec![1], vec![]]), Ok(vec![1, 0]));
     }
 

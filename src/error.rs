@@ -110,7 +110,15 @@ pub struct Diagnostic {
 impl Diagnostic {
     /// A diagnostic without a place.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), path: None, span: None, label: None, hint: None, related: Vec::new() }
+        Self {
+            kind,
+            message: message.into(),
+            path: None,
+            span: None,
+            label: None,
+            hint: None,
+            related: Vec::new(),
+        }
     }
     /// Set the key path.
     pub fn at(mut self, path: impl Into<String>) -> Self {
@@ -198,18 +206,36 @@ pub struct EngineError {
 impl EngineError {
     /// A new error.
     pub fn new(kind: EngineErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
     /// Bad command-line input.
     pub fn usage(message: impl Into<String>) -> Self {
         Self::new(EngineErrorKind::Usage, message)
     }
     /// A store failure with context.
-    pub fn store(context: impl fmt::Display, err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self { kind: EngineErrorKind::Store, message: format!("{context}: {err}"), source: Some(Box::new(err)) }
+    pub fn store(
+        context: impl fmt::Display,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind: EngineErrorKind::Store,
+            message: format!("{context}: {err}"),
+            source: Some(Box::new(err)),
+        }
     }
     /// A local I/O failure with context.
-    pub fn io(context: impl fmt::Display, err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self { kind: EngineErrorKind::Io, message: format!("{context}: {err}"), source: Some(Box::new(err)) }
+    pub fn io(
+        context: impl fmt::Display,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            kind: EngineErrorKind::Io,
+            message: format!("{context}: {err}"),
+            source: Some(Box::new(err)),
+        }
     }
 }

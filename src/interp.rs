@@ -51,20 +51,35 @@ impl Secrets {
                 Value::String(s)
             }
             Value::Array(a) => Value::Array(a.iter().map(|x| self.redact(x)).collect()),
-            Value::Object(m) => Value::Object(m.iter().map(|(k, x)| (k.clone(), self.redact(x))).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, x)| (k.clone(), self.redact(x))).collect())
+            }
             other => other.clone(),
         }
     }
 }
 
 /// Interpolate every string in `value`.
-pub fn interpolate(value: &Value, scope: &Scope<'_>, secrets: &mut Secrets) -> Result<Value, InterpError> {
+pub fn interpolate(
+    value: &Value,
+    scope: &Scope<'_>,
+    secrets: &mut Secrets,
+) -> Result<Value, InterpError> {
     walk(value, scope, secrets, String::new())
 }
 
-fn walk(value: &Value, scope: &Scope<'_>, secrets: &mut Secrets, path: String) -> Result<Value, InterpError> {
+fn walk(
+    value: &Value,
+    scope: &Scope<'_>,
+    secrets: &mut Secrets,
+    path: String,
+) -> Result<Value, InterpError> {
     Ok(match value {
-        Value::String(s) => string(s, scope, secrets).map_err(|(message, hint)| InterpError { path, message, hint })?,
+        Value::String(s) => string(s, scope, secrets).map_err(|(message, hint)| InterpError {
+            path,
+            message,
+            hint,
+        })?,
         Value::Array(items) => Value::Array(
             items
                 .iter()
@@ -74,7 +89,12 @@ fn walk(value: &Value, scope: &Scope<'_>, secrets: &mut Secrets, path: String) -
         ),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, x)| Ok((k.clone(), walk(x, scope, secrets, crate::yaml::join(&path, k))?)))
+                .map(|(k, x)| {
+                    Ok((
+                        k.clone(),
+                        walk(x, scope, secrets, crate::yaml::join(&path, k))?,
+                    ))
+                })
                 .collect::<Result<_, _>>()?,
         ),
         other => other.clone(),
@@ -83,20 +103,33 @@ fn walk(value: &Value, scope: &Scope<'_>, secrets: &mut Secrets, path: String) -
 
 type Problem = (String, Option<String>);
 
-fn lookup(reference: &str, scope: &Scope<'_>, secrets: &mut Secrets) -> Result<Option<Value>, Problem> {
-    let (ns, name) = reference
-        .split_once('.')
-        .ok_or_else(|| (format!("`${{{reference}}}` is not of the form `${{vars.NAME}}`"), None))?;
+fn lookup(
+    reference: &str,
+    scope: &Scope<'_>,
+    secrets: &mut Secrets,
+) -> Result<Option<Value>, Problem> {
+    let (ns, name) = reference.split_once('.').ok_or_else(|| {
+        (
+            format!("`${{{reference}}}` is not of the form `${{vars.NAME}}`"),
+            None,
+        )
+    })?;
     match ns {
         "vars" => {
             let vars = scope.vars;
             match vars.and_then(|v| v.get(name)) {
                 Some(v) => Ok(Some(v.clone())),
                 None => {
-                    let known: Vec<&str> = vars.map(|v| v.keys().map(String::as_str).collect()).unwrap_or_default();
+                    let known: Vec<&str> = vars
+                        .map(|v| v.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
                     let hint = scorch_api::did_you_mean(name, known.iter().copied())
                         .map(|c| format!("did you mean `${{vars.{c}}}`?"))
-                        .or_else(|| Some(format!("define it under `vars:` or pass `--set vars.{name}=VALUE`")));
+                        .or_else(|| {
+                            Some(format!(
+                                "define it under `vars:` or pass `--set vars.{name}=VALUE`"
+                            ))
+                        });
                     Err((format!("variable `vars.{name}` is not set"), hint))
                 }
             }
@@ -149,7 +182,9 @@ fn string(s: &str, scope: &Scope<'_>, secrets: &mut Secrets) -> Result<Value, Pr
     // A whole-string reference keeps the value's type.
     if let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
         if !inner.contains(['{', '}', '$']) {
-            return Ok(lookup(inner, scope, secrets)?.unwrap_or_else(|| Value::String(s.to_owned())));
+            return Ok(
+                lookup(inner, scope, secrets)?.unwrap_or_else(|| Value::String(s.to_owned()))
+            );
         }
     }
     let mut out = String::with_capacity(s.len());
@@ -161,7 +196,9 @@ fn string(s: &str, scope: &Scope<'_>, secrets: &mut Secrets) -> Result<Value, Pr
             out.push_str("${");
             rest = after;
         } else if let Some(after) = tail.strip_prefix("${") {
-            let end = after.find('}').ok_or_else(|| (format!("unclosed `${{` in `{s}`"), None))?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| (format!("unclosed `${{` in `{s}`"), None))?;
             let reference = &after[..end];
             match lookup(reference, scope, secrets)? {
                 Some(v) => out.push_str(&text_of(&v)),
@@ -185,17 +222,33 @@ mod tests {
     #[test]
     fn whole_references_keep_their_type() {
         let vars = json!({"n": 3, "name": "x"});
-        let scope = Scope { vars: vars.as_object(), ..Default::default() };
+        let scope = Scope {
+            vars: vars.as_object(),
+            ..Default::default()
+        };
         let mut s = Secrets::default();
-        let v = interpolate(&json!({"a": "${vars.n}", "b": "n=${vars.n}/${vars.name}", "c": "$${vars.n}"}), &scope, &mut s).unwrap();
+        let v = interpolate(
+            &json!({"a": "${vars.n}", "b": "n=${vars.n}/${vars.name}", "c": "$${vars.n}"}),
+            &scope,
+            &mut s,
+        )
+        .unwrap();
         assert_eq!(v, json!({"a": 3, "b": "n=3/x", "c": "${vars.n}"}));
     }
 
     #[test]
     fn unset_variables_name_the_path_and_a_hint() {
         let vars = json!({"steps": 3});
-        let scope = Scope { vars: vars.as_object(), ..Default::default() };
-        let err = interpolate(&json!({"opt": {"k": ["${vars.step}"]}}), &scope, &mut Secrets::default()).unwrap_err();
+        let scope = Scope {
+            vars: vars.as_object(),
+            ..Default::default()
+        };
+        let err = interpolate(
+            &json!({"opt": {"k": ["${vars.step}"]}}),
+            &scope,
+            &mut Secrets::default(),
+        )
+        .unwrap_err();
         assert_eq!(err.path, "opt.k[0]");
         assert_eq!(err.message, "variable `vars.step` is not set");
         assert_eq!(err.hint.as_deref(), Some("did you mean `${vars.steps}`?"));
@@ -206,10 +259,23 @@ mod tests {
         // PATH is set in every test environment.
         let path = std::env::var("PATH").unwrap();
         let mut s = Secrets::default();
-        let v = interpolate(&json!({"k": "Bearer ${env.PATH}"}), &Scope::default(), &mut s).unwrap();
+        let v = interpolate(
+            &json!({"k": "Bearer ${env.PATH}"}),
+            &Scope::default(),
+            &mut s,
+        )
+        .unwrap();
         assert_eq!(v["k"], json!(format!("Bearer {path}")));
         assert_eq!(s.redact(&v), json!({"k": "Bearer ${env.PATH}"}));
-        let kept = interpolate(&json!({"k": "${env.PATH}"}), &Scope { keep_env: true, ..Default::default() }, &mut Secrets::default()).unwrap();
+        let kept = interpolate(
+            &json!({"k": "${env.PATH}"}),
+            &Scope {
+                keep_env: true,
+                ..Default::default()
+            },
+            &mut Secrets::default(),
+        )
+        .unwrap();
         assert_eq!(kept, json!({"k": "${env.PATH}"}));
     }
 }

@@ -1,9 +1,16 @@
 //! scorch: workflows of node plugins run as cached DAGs over Parquet tables in object storage.
 #![deny(missing_docs)]
 
+pub mod builtin;
+pub mod cache;
 pub mod dag;
 pub mod error;
 pub mod interp;
+pub mod plan;
+pub mod progress;
+pub mod record;
+pub mod run;
 pub mod spec;
+pub mod store;
 pub mod workflow;
 pub mod yaml;

@@ -1,1 +1,8 @@
-fn main() {}
+//! The `scorch` command: a thin shell over the engine in the `scorch` library.
+
+mod cli;
+mod report;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

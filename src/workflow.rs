@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use scorch_api::{DynPlugin, Registry, Signature, check_compatible, did_you_mean, unknown_field_hint};
+use scorch_api::{
+    DynPlugin, Registry, Signature, check_compatible, did_you_mean, unknown_field_hint,
+};
 use serde_json::Value;
 
 use crate::dag;
@@ -63,7 +65,10 @@ pub struct Node {
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("id", &self.id).field("kind", &self.plugin.kind()).finish_non_exhaustive()
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("kind", &self.plugin.kind())
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,7 +96,10 @@ impl Workflow {
     }
     /// Dependencies of each node, by index.
     pub fn deps(&self) -> Vec<Vec<usize>> {
-        self.nodes.iter().map(|n| n.inputs.iter().map(|e| e.node).collect()).collect()
+        self.nodes
+            .iter()
+            .map(|n| n.inputs.iter().map(|e| e.node).collect())
+            .collect()
     }
 }
 
@@ -105,15 +113,33 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// A diagnostic at `path` (instance ids mapped back to the file's ids), pointing at the
     /// value, or at the key when `at_key`.
-    fn push(&mut self, kind: ErrorKind, path: &str, message: impl Into<String>, hint: Option<String>, at_key: bool) {
+    fn push(
+        &mut self,
+        kind: ErrorKind,
+        path: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+        at_key: bool,
+    ) {
         let path = self.file_path(path);
         let place = self.index.nearest(&path);
-        let span = place.map(|(p, pl)| if at_key || p != path { pl.key.unwrap_or(pl.value) } else { pl.value });
+        let span = place.map(|(p, pl)| {
+            if at_key || p != path {
+                pl.key.unwrap_or(pl.value)
+            } else {
+                pl.value
+            }
+        });
         let span = match (place, at_key) {
             (Some((p, pl)), false) if p == path => Some(pl.value),
             _ => span,
         };
-        self.diags.push(Diagnostic::new(kind, message).at(path).spanned(span).hint(hint));
+        self.diags.push(
+            Diagnostic::new(kind, message)
+                .at(path)
+                .spanned(span)
+                .hint(hint),
+        );
     }
 
     fn file_path(&self, path: &str) -> String {
@@ -134,7 +160,8 @@ impl Ctx<'_> {
 
 fn valid_id(id: &str) -> bool {
     let mut c = id.chars();
-    c.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    c.next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
@@ -157,7 +184,9 @@ fn value_text(v: &Value, span: Option<yaml::Span>, text: &str) -> String {
 /// Apply one `--set a.b.c=VALUE`.
 fn apply_set(doc: &mut Value, set: &str) -> Result<(), Diagnostic> {
     let bad = |msg: String| Diagnostic::new(ErrorKind::InvalidSet, msg);
-    let (path, raw) = set.split_once('=').ok_or_else(|| bad(format!("`--set {set}` is not of the form PATH=VALUE")))?;
+    let (path, raw) = set
+        .split_once('=')
+        .ok_or_else(|| bad(format!("`--set {set}` is not of the form PATH=VALUE")))?;
     let value: Value = if raw.is_empty() {
         Value::String(String::new())
     } else {
@@ -168,38 +197,67 @@ fn apply_set(doc: &mut Value, set: &str) -> Result<(), Diagnostic> {
     };
     let keys: Vec<&str> = path.split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
-        return Err(bad(format!("`--set {set}`: `{path}` is not a dotted key path")));
+        return Err(bad(format!(
+            "`--set {set}`: `{path}` is not a dotted key path"
+        )));
     }
     let mut cur = doc;
     for (i, k) in keys.iter().enumerate() {
         let Value::Object(map) = cur else {
-            return Err(bad(format!("`--set {set}`: `{}` is not a mapping", keys[..i].join("."))));
+            return Err(bad(format!(
+                "`--set {set}`: `{}` is not a mapping",
+                keys[..i].join(".")
+            )));
         };
         if i + 1 == keys.len() {
             map.insert((*k).to_owned(), value);
             return Ok(());
         }
-        cur = map.entry((*k).to_owned()).or_insert_with(|| Value::Object(Default::default()));
+        cur = map
+            .entry((*k).to_owned())
+            .or_insert_with(|| Value::Object(Default::default()));
     }
     Ok(())
 }
 
 /// Read, check and resolve the workflow at `path`.
-pub fn load(path: &Path, registry: &Registry, options: &LoadOptions) -> Result<Workflow, WorkflowError> {
+pub fn load(
+    path: &Path,
+    registry: &Registry,
+    options: &LoadOptions,
+) -> Result<Workflow, WorkflowError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| WorkflowError {
         file: file.clone(),
         source_text: Arc::from(""),
-        diagnostics: vec![Diagnostic::new(ErrorKind::Io, format!("cannot read the workflow file: {e}"))],
+        diagnostics: vec![Diagnostic::new(
+            ErrorKind::Io,
+            format!("cannot read the workflow file: {e}"),
+        )],
     })?;
     let source_text: Arc<str> = Arc::from(text.as_str());
-    let fail = |diagnostics: Vec<Diagnostic>| WorkflowError { file: file.clone(), source_text: source_text.clone(), diagnostics };
+    let fail = |diagnostics: Vec<Diagnostic>| WorkflowError {
+        file: file.clone(),
+        source_text: source_text.clone(),
+        diagnostics,
+    };
     let (doc, index) = yaml::parse(&text).map_err(|e| {
-        fail(vec![Diagnostic::new(ErrorKind::Syntax, format!("invalid YAML: {}", e.message)).spanned(e.span)])
+        fail(vec![
+            Diagnostic::new(ErrorKind::Syntax, format!("invalid YAML: {}", e.message))
+                .spanned(e.span),
+        ])
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
-    let mut ctx = Ctx { index: &index, diags: Vec::new(), bases: HashMap::new() };
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
+    let mut ctx = Ctx {
+        index: &index,
+        diags: Vec::new(),
+        bases: HashMap::new(),
+    };
     match resolve(doc, &text, registry, options, &mut ctx, path, &dir) {
         Some(w) if ctx.diags.is_empty() => Ok(w),
         _ => Err(fail(std::mem::take(&mut ctx.diags))),
@@ -217,7 +275,11 @@ fn resolve(
 ) -> Option<Workflow> {
     for (dup, span, first) in ctx.index.duplicates.clone() {
         let is_node = yaml::parent(&dup) == Some("nodes");
-        let (kind, what) = if is_node { (ErrorKind::DuplicateNode, "node id") } else { (ErrorKind::DuplicateKey, "key") };
+        let (kind, what) = if is_node {
+            (ErrorKind::DuplicateNode, "node id")
+        } else {
+            (ErrorKind::DuplicateKey, "key")
+        };
         let name = dup.rsplit('.').next().unwrap_or(&dup).to_owned();
         let mut d = Diagnostic::new(kind, format!("duplicate {what} `{name}`"))
             .at(dup.clone())
@@ -228,7 +290,13 @@ fn resolve(
         ctx.diags.push(d);
     }
     if !doc.is_object() {
-        ctx.push(ErrorKind::Structure, "", "a workflow file is a mapping with `name:` and `nodes:`", None, false);
+        ctx.push(
+            ErrorKind::Structure,
+            "",
+            "a workflow file is a mapping with `name:` and `nodes:`",
+            None,
+            false,
+        );
         return None;
     }
     for set in &options.sets {
@@ -236,33 +304,63 @@ fn resolve(
             ctx.diags.push(d);
         }
     }
-    let Value::Object(mut top) = doc else { return None };
+    let Value::Object(mut top) = doc else {
+        return None;
+    };
 
     // Variables, with environment references resolved.
     let mut secrets = Secrets::default();
-    let raw_vars = top.get("vars").cloned().unwrap_or(Value::Object(Default::default()));
+    let raw_vars = top
+        .get("vars")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
     let vars = match &raw_vars {
         Value::Object(_) => match interpolate(&raw_vars, &Scope::default(), &mut secrets) {
             Ok(Value::Object(v)) => v,
             Ok(_) => Default::default(),
             Err(e) => {
-                ctx.push(ErrorKind::UnsetVariable, &yaml::join("vars", &e.path), e.message, e.hint, false);
+                ctx.push(
+                    ErrorKind::UnsetVariable,
+                    &yaml::join("vars", &e.path),
+                    e.message,
+                    e.hint,
+                    false,
+                );
                 Default::default()
             }
         },
         _ => {
-            ctx.push(ErrorKind::InvalidType, "vars", "`vars` must be a mapping of names to values", None, false);
+            ctx.push(
+                ErrorKind::InvalidType,
+                "vars",
+                "`vars` must be a mapping of names to values",
+                None,
+                false,
+            );
             Default::default()
         }
     };
     top.insert("vars".into(), Value::Object(vars.clone()));
     for key in ["name", "description", "store", "seed", "resources"] {
         if let Some(v) = top.get(key) {
-            match interpolate(v, &Scope { vars: Some(&vars), ..Default::default() }, &mut secrets) {
+            match interpolate(
+                v,
+                &Scope {
+                    vars: Some(&vars),
+                    ..Default::default()
+                },
+                &mut secrets,
+            ) {
                 Ok(v) => {
                     top.insert(key.into(), v);
                 }
-                Err(e) => ctx.push(ErrorKind::UnsetVariable, &yaml::join(key, &e.path), e.message, e.hint, false),
+                Err(e) => ctx.push(
+                    ErrorKind::UnsetVariable,
+                    &yaml::join(key, &e.path),
+                    e.message,
+                    e.hint,
+                    false,
+                ),
             }
         }
     }
@@ -274,7 +372,13 @@ fn resolve(
     match top.get("nodes") {
         Some(Value::Object(nodes)) => {
             if nodes.is_empty() {
-                ctx.push(ErrorKind::Structure, "nodes", "the workflow has no nodes", None, false);
+                ctx.push(
+                    ErrorKind::Structure,
+                    "nodes",
+                    "the workflow has no nodes",
+                    None,
+                    false,
+                );
             }
             for (id, raw) in nodes {
                 let node_path = yaml::join("nodes", id);
@@ -283,13 +387,22 @@ fn resolve(
                         ErrorKind::InvalidId,
                         &node_path,
                         format!("node id `{id}` is not an identifier"),
-                        Some("use letters, digits, `_` and `-`, starting with a letter or `_`".into()),
+                        Some(
+                            "use letters, digits, `_` and `-`, starting with a letter or `_`"
+                                .into(),
+                        ),
                         true,
                     );
                     continue;
                 }
                 let Value::Object(raw) = raw else {
-                    ctx.push(ErrorKind::InvalidType, &node_path, format!("node `{id}` must be a mapping with `kind:`"), None, false);
+                    ctx.push(
+                        ErrorKind::InvalidType,
+                        &node_path,
+                        format!("node `{id}` must be a mapping with `kind:`"),
+                        None,
+                        false,
+                    );
                     continue;
                 };
                 let combos = match expand_matrix(raw.get("matrix"), &node_path, text, ctx) {
@@ -300,34 +413,69 @@ fn resolve(
                     let inst_id = if combo.is_empty() {
                         id.clone()
                     } else {
-                        let parts: Vec<String> = combo.iter().map(|(k, _, t)| format!("{k}={t}")).collect();
+                        let parts: Vec<String> =
+                            combo.iter().map(|(k, _, t)| format!("{k}={t}")).collect();
                         format!("{id}[{}]", parts.join(","))
                     };
-                    let matrix: Vec<(String, Value)> = combo.iter().map(|(k, v, _)| (k.clone(), v.clone())).collect();
+                    let matrix: Vec<(String, Value)> = combo
+                        .iter()
+                        .map(|(k, v, _)| (k.clone(), v.clone()))
+                        .collect();
                     let mut body = raw.clone();
                     body.remove("matrix");
                     let body = Value::Object(body);
-                    let scope = Scope { vars: Some(&vars), matrix: matrix.iter().cloned().collect(), keep_env: false };
+                    let scope = Scope {
+                        vars: Some(&vars),
+                        matrix: matrix.iter().cloned().collect(),
+                        keep_env: false,
+                    };
                     let value = match interpolate(&body, &scope, &mut secrets) {
                         Ok(v) => v,
                         Err(e) => {
-                            ctx.push(ErrorKind::UnsetVariable, &yaml::join(&node_path, &e.path), e.message, e.hint, false);
+                            ctx.push(
+                                ErrorKind::UnsetVariable,
+                                &yaml::join(&node_path, &e.path),
+                                e.message,
+                                e.hint,
+                                false,
+                            );
                             continue;
                         }
                     };
                     if instances.contains_key(&inst_id) {
-                        ctx.push(ErrorKind::DuplicateNode, &node_path, format!("the matrix makes node `{inst_id}` twice"), Some("remove the repeated matrix value".into()), true);
+                        ctx.push(
+                            ErrorKind::DuplicateNode,
+                            &node_path,
+                            format!("the matrix makes node `{inst_id}` twice"),
+                            Some("remove the repeated matrix value".into()),
+                            true,
+                        );
                         continue;
                     }
                     ctx.bases.insert(inst_id.clone(), id.clone());
-                    key_params.insert(inst_id.clone(), value.get("params").cloned().unwrap_or(Value::Null));
+                    key_params.insert(
+                        inst_id.clone(),
+                        value.get("params").cloned().unwrap_or(Value::Null),
+                    );
                     bindings.insert(inst_id.clone(), (id.clone(), matrix));
                     instances.insert(inst_id, value);
                 }
             }
         }
-        Some(_) => ctx.push(ErrorKind::InvalidType, "nodes", "`nodes` must be a mapping of node ids to nodes", None, false),
-        None => ctx.push(ErrorKind::MissingField, "", "the workflow has no `nodes:`", Some("add `nodes:` with at least one node".into()), false),
+        Some(_) => ctx.push(
+            ErrorKind::InvalidType,
+            "nodes",
+            "`nodes` must be a mapping of node ids to nodes",
+            None,
+            false,
+        ),
+        None => ctx.push(
+            ErrorKind::MissingField,
+            "",
+            "the workflow has no `nodes:`",
+            Some("add `nodes:` with at least one node".into()),
+            false,
+        ),
     }
     if !ctx.diags.is_empty() {
         return None;
@@ -357,7 +505,9 @@ fn resolve(
 
     let mut limits = spec.resources.clone();
     limits.extend(options.slots.clone());
-    limits.entry("cpu".into()).or_insert_with(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    limits
+        .entry("cpu".into())
+        .or_insert_with(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
 
     // Plugins and params.
     let mut nodes: Vec<Node> = Vec::new();
@@ -367,17 +517,38 @@ fn resolve(
         let Some(plugin) = registry.get(&ns.kind) else {
             let hint = did_you_mean(&ns.kind, registry.kinds())
                 .map(|k| format!("did you mean `{k}`?"))
-                .unwrap_or_else(|| format!("known kinds: {}", registry.kinds().collect::<Vec<_>>().join(", ")));
-            ctx.push(ErrorKind::UnknownPlugin, &format!("{base_path}.kind"), format!("unknown plugin kind `{}`", ns.kind), Some(hint), false);
+                .unwrap_or_else(|| {
+                    format!(
+                        "known kinds: {}",
+                        registry.kinds().collect::<Vec<_>>().join(", ")
+                    )
+                });
+            ctx.push(
+                ErrorKind::UnknownPlugin,
+                &format!("{base_path}.kind"),
+                format!("unknown plugin kind `{}`", ns.kind),
+                Some(hint),
+                false,
+            );
             continue;
         };
         let params = Value::Object(ns.params.clone());
         let checked = match plugin.check(&params) {
             Ok(c) => c,
             Err(e) => {
-                let p = if e.path.is_empty() { format!("{base_path}.params") } else { format!("{base_path}.params.{}", e.path) };
+                let p = if e.path.is_empty() {
+                    format!("{base_path}.params")
+                } else {
+                    format!("{base_path}.params.{}", e.path)
+                };
                 let at_key = e.message.starts_with("unknown field");
-                ctx.push(ErrorKind::InvalidParam, &p, format!("invalid params for `{}`: {}", ns.kind, e.message), e.hint, at_key);
+                ctx.push(
+                    ErrorKind::InvalidParam,
+                    &p,
+                    format!("invalid params for `{}`: {}", ns.kind, e.message),
+                    e.hint,
+                    at_key,
+                );
                 continue;
             }
         };
@@ -402,7 +573,10 @@ fn resolve(
                 Some(_) => {}
             }
         }
-        let (base, matrix) = bindings.get(id).cloned().unwrap_or_else(|| (id.clone(), Vec::new()));
+        let (base, matrix) = bindings
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| (id.clone(), Vec::new()));
         nodes.push(Node {
             id: id.clone(),
             base,
@@ -429,42 +603,99 @@ fn resolve(
         let mut edges = Vec::new();
         for (input, is) in &specs[i].inputs {
             let p = format!("nodes.{node_id}.inputs.{input}.from");
-            let Some((target, output)) = resolve_ref(&is.from, &nodes[i], &nodes, &ids, ctx, &p) else { continue };
+            let Some((target, output)) = resolve_ref(&is.from, &nodes[i], &nodes, &ids, ctx, &p)
+            else {
+                continue;
+            };
             let Some(consumer_ty) = nodes[i].signature.input_type(input).cloned() else {
-                let known: Vec<&str> = nodes[i].signature.inputs.iter().map(|p| p.name.as_str()).collect();
+                let known: Vec<&str> = nodes[i]
+                    .signature
+                    .inputs
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect();
                 let hint = did_you_mean(input, known.iter().copied())
                     .map(|c| format!("did you mean `{c}`?"))
-                    .or_else(|| Some(format!("`{}` takes: {}", nodes[i].plugin.kind(), if known.is_empty() { "no inputs".into() } else { known.join(", ") })));
-                ctx.push(ErrorKind::UnknownInput, &format!("nodes.{node_id}.inputs.{input}"), format!("`{}` has no input `{input}`", nodes[i].plugin.kind()), hint, true);
+                    .or_else(|| {
+                        Some(format!(
+                            "`{}` takes: {}",
+                            nodes[i].plugin.kind(),
+                            if known.is_empty() {
+                                "no inputs".into()
+                            } else {
+                                known.join(", ")
+                            }
+                        ))
+                    });
+                ctx.push(
+                    ErrorKind::UnknownInput,
+                    &format!("nodes.{node_id}.inputs.{input}"),
+                    format!("`{}` has no input `{input}`", nodes[i].plugin.kind()),
+                    hint,
+                    true,
+                );
                 continue;
             };
             let Some(producer_ty) = nodes[target].signature.output_type(&output) else {
-                let known: Vec<&str> = nodes[target].signature.outputs.iter().map(|p| p.name.as_str()).collect();
+                let known: Vec<&str> = nodes[target]
+                    .signature
+                    .outputs
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect();
                 let hint = did_you_mean(&output, known.iter().copied())
                     .map(|c| format!("did you mean `{}.{c}`?", nodes[target].id))
-                    .or_else(|| Some(format!("`{}` has outputs: {}", nodes[target].id, known.join(", "))));
-                ctx.push(ErrorKind::UnknownOutput, &p, format!("node `{}` has no output `{output}`", nodes[target].id), hint, false);
+                    .or_else(|| {
+                        Some(format!(
+                            "`{}` has outputs: {}",
+                            nodes[target].id,
+                            known.join(", ")
+                        ))
+                    });
+                ctx.push(
+                    ErrorKind::UnknownOutput,
+                    &p,
+                    format!("node `{}` has no output `{output}`", nodes[target].id),
+                    hint,
+                    false,
+                );
                 continue;
             };
             if let Err(why) = check_compatible(&consumer_ty, producer_ty) {
                 ctx.push(
                     ErrorKind::SchemaMismatch,
                     &p,
-                    format!("`{}.{output}` does not fit input `{input}` of `{node_id}`: {why}", nodes[target].id),
-                    Some(format!("`{}` declares {producer_ty}; `{input}` expects {consumer_ty}", nodes[target].id)),
+                    format!(
+                        "`{}.{output}` does not fit input `{input}` of `{node_id}`: {why}",
+                        nodes[target].id
+                    ),
+                    Some(format!(
+                        "`{}` declares {producer_ty}; `{input}` expects {consumer_ty}",
+                        nodes[target].id
+                    )),
                     false,
                 );
                 continue;
             }
-            edges.push(Edge { input: input.clone(), node: target, output });
+            edges.push(Edge {
+                input: input.clone(),
+                node: target,
+                output,
+            });
         }
         for port in &nodes[i].signature.inputs {
             if !port.optional && !specs[i].inputs.contains_key(&port.name) {
                 ctx.push(
                     ErrorKind::MissingInput,
                     &format!("nodes.{node_id}"),
-                    format!("node `{node_id}` does not connect required input `{}` ({})", port.name, port.ty),
-                    Some(format!("add `inputs: {{{}: {{from: NODE.OUTPUT}}}}`", port.name)),
+                    format!(
+                        "node `{node_id}` does not connect required input `{}` ({})",
+                        port.name, port.ty
+                    ),
+                    Some(format!(
+                        "add `inputs: {{{}: {{from: NODE.OUTPUT}}}}`",
+                        port.name
+                    )),
                     true,
                 );
             }
@@ -476,7 +707,10 @@ fn resolve(
     }
 
     // The DAG.
-    let deps: Vec<Vec<usize>> = nodes.iter().map(|n| n.inputs.iter().map(|e| e.node).collect()).collect();
+    let deps: Vec<Vec<usize>> = nodes
+        .iter()
+        .map(|n| n.inputs.iter().map(|e| e.node).collect())
+        .collect();
     let order = match dag::topo_order(&deps) {
         Ok(o) => o,
         Err(cycle) => {
@@ -486,7 +720,12 @@ fn resolve(
                 ring.push_str(&format!(" → {first}"));
             }
             let (from, to) = (cycle[0], cycle.get(1).copied().unwrap_or(cycle[0]));
-            let input = nodes[to].inputs.iter().find(|e| e.node == from).map(|e| e.input.clone()).unwrap_or_default();
+            let input = nodes[to]
+                .inputs
+                .iter()
+                .find(|e| e.node == from)
+                .map(|e| e.input.clone())
+                .unwrap_or_default();
             ctx.push(
                 ErrorKind::Cycle,
                 &format!("nodes.{}.inputs.{input}.from", nodes[to].id),
@@ -519,33 +758,70 @@ fn resolve(
 
 type Combo = Vec<(String, Value, String)>;
 
-fn expand_matrix(matrix: Option<&Value>, node_path: &str, text: &str, ctx: &mut Ctx<'_>) -> Option<Vec<Combo>> {
-    let Some(matrix) = matrix else { return Some(vec![Vec::new()]) };
+fn expand_matrix(
+    matrix: Option<&Value>,
+    node_path: &str,
+    text: &str,
+    ctx: &mut Ctx<'_>,
+) -> Option<Vec<Combo>> {
+    let Some(matrix) = matrix else {
+        return Some(vec![Vec::new()]);
+    };
     let mpath = format!("{node_path}.matrix");
     let Value::Object(axes) = matrix else {
-        ctx.push(ErrorKind::InvalidMatrix, &mpath, "`matrix` must map keys to lists of values", Some("e.g. `matrix: {lr: [1e-6, 1e-5]}`".into()), false);
+        ctx.push(
+            ErrorKind::InvalidMatrix,
+            &mpath,
+            "`matrix` must map keys to lists of values",
+            Some("e.g. `matrix: {lr: [1e-6, 1e-5]}`".into()),
+            false,
+        );
         return None;
     };
     let mut combos: Vec<Combo> = vec![Vec::new()];
     for (key, values) in axes {
         let apath = format!("{mpath}.{key}");
         if !valid_id(key) {
-            ctx.push(ErrorKind::InvalidMatrix, &apath, format!("matrix key `{key}` is not an identifier"), None, true);
+            ctx.push(
+                ErrorKind::InvalidMatrix,
+                &apath,
+                format!("matrix key `{key}` is not an identifier"),
+                None,
+                true,
+            );
             return None;
         }
         let Value::Array(values) = values else {
-            ctx.push(ErrorKind::InvalidMatrix, &apath, format!("matrix key `{key}` must list its values"), Some(format!("e.g. `{key}: [1, 2]`")), false);
+            ctx.push(
+                ErrorKind::InvalidMatrix,
+                &apath,
+                format!("matrix key `{key}` must list its values"),
+                Some(format!("e.g. `{key}: [1, 2]`")),
+                false,
+            );
             return None;
         };
         if values.is_empty() {
-            ctx.push(ErrorKind::InvalidMatrix, &apath, format!("matrix key `{key}` has no values"), None, false);
+            ctx.push(
+                ErrorKind::InvalidMatrix,
+                &apath,
+                format!("matrix key `{key}` has no values"),
+                None,
+                false,
+            );
             return None;
         }
         let mut next = Vec::new();
         for combo in &combos {
             for (i, v) in values.iter().enumerate() {
                 if v.is_object() || v.is_array() {
-                    ctx.push(ErrorKind::InvalidMatrix, &format!("{apath}[{i}]"), "matrix values must be scalars", None, false);
+                    ctx.push(
+                        ErrorKind::InvalidMatrix,
+                        &format!("{apath}[{i}]"),
+                        "matrix values must be scalars",
+                        None,
+                        false,
+                    );
                     return None;
                 }
                 let span = ctx.index.get(&format!("{apath}[{i}]")).map(|p| p.value);
@@ -560,13 +836,32 @@ fn expand_matrix(matrix: Option<&Value>, node_path: &str, text: &str, ctx: &mut 
 }
 
 /// Resolve `from:` text to (producer index, output name).
-fn resolve_ref(from: &str, consumer: &Node, nodes: &[Node], ids: &[String], ctx: &mut Ctx<'_>, path: &str) -> Option<(usize, String)> {
+fn resolve_ref(
+    from: &str,
+    consumer: &Node,
+    nodes: &[Node],
+    ids: &[String],
+    ctx: &mut Ctx<'_>,
+    path: &str,
+) -> Option<(usize, String)> {
     let Some((target, output)) = from.rsplit_once('.') else {
-        ctx.push(ErrorKind::InvalidReference, path, format!("`{from}` is not of the form NODE.OUTPUT"), Some("e.g. `from: warm_sft.checkpoint`".into()), false);
+        ctx.push(
+            ErrorKind::InvalidReference,
+            path,
+            format!("`{from}` is not of the form NODE.OUTPUT"),
+            Some("e.g. `from: warm_sft.checkpoint`".into()),
+            false,
+        );
         return None;
     };
     if target.is_empty() || output.is_empty() {
-        ctx.push(ErrorKind::InvalidReference, path, format!("`{from}` is not of the form NODE.OUTPUT"), None, false);
+        ctx.push(
+            ErrorKind::InvalidReference,
+            path,
+            format!("`{from}` is not of the form NODE.OUTPUT"),
+            None,
+            false,
+        );
         return None;
     }
     if let Some(i) = ids.iter().position(|id| id == target) {
@@ -575,34 +870,66 @@ fn resolve_ref(from: &str, consumer: &Node, nodes: &[Node], ids: &[String], ctx:
         }
     }
     // A base id of a matrix node: pick the instance that agrees with the consumer's bindings.
-    let instances: Vec<usize> = (0..nodes.len()).filter(|&i| nodes[i].base == target && !nodes[i].matrix.is_empty()).collect();
+    let instances: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].base == target && !nodes[i].matrix.is_empty())
+        .collect();
     if instances.is_empty() {
         let bases: Vec<&str> = {
             let mut b: Vec<&str> = nodes.iter().map(|n| n.base.as_str()).collect();
             b.dedup();
             b
         };
-        let hint = did_you_mean(target, bases.iter().copied().chain(ids.iter().map(String::as_str)))
-            .map(|c| format!("did you mean `{c}`?"))
-            .or_else(|| Some(format!("nodes: {}", bases.join(", "))));
-        ctx.push(ErrorKind::UnknownNode, path, format!("unknown node `{target}` in `{from}`"), hint, false);
+        let hint = did_you_mean(
+            target,
+            bases.iter().copied().chain(ids.iter().map(String::as_str)),
+        )
+        .map(|c| format!("did you mean `{c}`?"))
+        .or_else(|| Some(format!("nodes: {}", bases.join(", "))));
+        ctx.push(
+            ErrorKind::UnknownNode,
+            path,
+            format!("unknown node `{target}` in `{from}`"),
+            hint,
+            false,
+        );
         return None;
     }
     let matching: Vec<usize> = instances
         .iter()
         .copied()
-        .filter(|&i| nodes[i].matrix.iter().all(|(k, v)| consumer.matrix.iter().find(|(ck, _)| ck == k).is_none_or(|(_, cv)| cv == v)))
+        .filter(|&i| {
+            nodes[i].matrix.iter().all(|(k, v)| {
+                consumer
+                    .matrix
+                    .iter()
+                    .find(|(ck, _)| ck == k)
+                    .is_none_or(|(_, cv)| cv == v)
+            })
+        })
         .collect();
-    let covered = nodes[instances[0]].matrix.iter().all(|(k, _)| consumer.matrix.iter().any(|(ck, _)| ck == k));
+    let covered = nodes[instances[0]]
+        .matrix
+        .iter()
+        .all(|(k, _)| consumer.matrix.iter().any(|(ck, _)| ck == k));
     if matching.len() == 1 && covered {
         return Some((matching[0], output.to_owned()));
     }
-    let choices: Vec<String> = instances.iter().take(4).map(|&i| format!("`{}.{output}`", nodes[i].id)).collect();
+    let choices: Vec<String> = instances
+        .iter()
+        .take(4)
+        .map(|&i| format!("`{}.{output}`", nodes[i].id))
+        .collect();
     ctx.push(
         ErrorKind::InvalidReference,
         path,
-        format!("`{target}` is a matrix of {} nodes; `{from}` does not say which", instances.len()),
-        Some(format!("name one, e.g. {}, or give this node the same matrix keys", choices.join(" or "))),
+        format!(
+            "`{target}` is a matrix of {} nodes; `{from}` does not say which",
+            instances.len()
+        ),
+        Some(format!(
+            "name one, e.g. {}, or give this node the same matrix keys",
+            choices.join(" or ")
+        )),
         false,
     );
     None

@@ -77,7 +77,11 @@ pub fn parent(path: &str) -> Option<&str> {
 
 /// Join a map key onto a path.
 pub fn join(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// A located YAML node.
@@ -192,16 +196,24 @@ pub fn parse(text: &str) -> Result<(Value, SpanIndex), SyntaxError> {
     let mut options = Options::default();
     options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
     options.with_snippet = false;
-    let root: Spanned<Node> = serde_saphyr::from_str_with_options(text, options).map_err(|e| SyntaxError {
-        message: e.to_string(),
-        span: e.location().map(span_of),
-    })?;
+    options.strict_booleans = true;
+    let root: Spanned<Node> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| SyntaxError {
+            message: e.to_string(),
+            span: e.location().map(span_of),
+        })?;
     let mut index = SpanIndex::default();
     let value = convert(root, String::new(), None, &mut index, text)?;
     Ok((value, index))
 }
 
-fn convert(node: Spanned<Node>, path: String, key: Option<Span>, index: &mut SpanIndex, text: &str) -> Result<Value, SyntaxError> {
+fn convert(
+    node: Spanned<Node>,
+    path: String,
+    key: Option<Span>,
+    index: &mut SpanIndex,
+    text: &str,
+) -> Result<Value, SyntaxError> {
     let mut span = span_of(node.referenced);
     if span.len == 0 {
         // Scalars without a byte length: cover the rest of the token.
@@ -209,7 +221,9 @@ fn convert(node: Spanned<Node>, path: String, key: Option<Span>, index: &mut Spa
         span.len = rest.find(['\n', '#']).unwrap_or(rest.len()).max(1);
         span.len = rest[..span.len.min(rest.len())].trim_end().len().max(1);
     }
-    index.places.insert(path.clone(), Place { key, value: span });
+    index
+        .places
+        .insert(path.clone(), Place { key, value: span });
     Ok(match node.value {
         Node::Null => Value::Null,
         Node::Bool(b) => Value::Bool(b),
@@ -218,7 +232,10 @@ fn convert(node: Spanned<Node>, path: String, key: Option<Span>, index: &mut Spa
         Node::F64(f) => match serde_json::Number::from_f64(f) {
             Some(n) => Value::Number(n),
             None => {
-                return Err(SyntaxError { message: format!("`{f}` is not a finite number"), span: Some(span) });
+                return Err(SyntaxError {
+                    message: format!("`{f}` is not a finite number"),
+                    span: Some(span),
+                });
             }
         },
         Node::Str(s) => Value::String(s),
@@ -234,7 +251,10 @@ fn convert(node: Spanned<Node>, path: String, key: Option<Span>, index: &mut Spa
             let mut first_seen: HashMap<String, Span> = HashMap::new();
             for (k, v) in entries {
                 let kspan = span_of(k.referenced);
-                let kspan = Span { len: kspan.len.max(k.value.0.len()), ..kspan };
+                let kspan = Span {
+                    len: kspan.len.max(k.value.0.len()),
+                    ..kspan
+                };
                 let child = join(&path, &k.value.0);
                 if let Some(first) = first_seen.get(&k.value.0) {
                     index.duplicates.push((child.clone(), kspan, *first));
@@ -261,7 +281,10 @@ mod tests {
         assert_eq!(v["nodes"]["a"]["params"]["xs"][1], serde_json::json!(2.5));
         let kind = idx.get("nodes.b.kind").unwrap();
         assert_eq!((kind.value.line, kind.value.column), (7, 11));
-        assert_eq!(&DOC[kind.value.offset..kind.value.offset + kind.value.len], "total");
+        assert_eq!(
+            &DOC[kind.value.offset..kind.value.offset + kind.value.len],
+            "total"
+        );
         let key = kind.key.unwrap();
         assert_eq!(&DOC[key.offset..key.offset + key.len], "kind");
         let x = idx.get("nodes.a.params.xs[1]").unwrap();

@@ -30,7 +30,12 @@ pub struct Case {
 impl Case {
     /// A case without inputs.
     pub fn new(name: &str, params: serde_json::Value) -> Self {
-        Self { name: name.to_owned(), params, inputs: BTreeMap::new(), workflow_dir: None }
+        Self {
+            name: name.to_owned(),
+            params,
+            inputs: BTreeMap::new(),
+            workflow_dir: None,
+        }
     }
     /// Add an input.
     pub fn input(mut self, name: &str, input: TestInput) -> Self {
@@ -69,7 +74,10 @@ pub async fn check_plugin(plugin: &dyn DynPlugin, cases: &[Case]) -> Report {
     let mut report = Report::default();
     let mut fail = |msg: String| report.failures.push(msg);
     if !valid_kind(plugin.kind()) {
-        fail(format!("kind `{}` is not lowercase [a-z][a-z0-9_-]*", plugin.kind()));
+        fail(format!(
+            "kind `{}` is not lowercase [a-z][a-z0-9_-]*",
+            plugin.kind()
+        ));
     }
     if plugin.version().trim().is_empty() {
         fail("version is empty".into());
@@ -94,49 +102,83 @@ pub async fn check_plugin(plugin: &dyn DynPlugin, cases: &[Case]) -> Report {
         };
         match plugin.check(&checked.params) {
             Ok(again) if again.params == checked.params => {}
-            Ok(_) => fail(format!("[{name}] canonical params are not stable under a second check")),
+            Ok(_) => fail(format!(
+                "[{name}] canonical params are not stable under a second check"
+            )),
             Err(e) => fail(format!("[{name}] canonical params are rejected: {e}")),
         }
         if let serde_json::Value::Object(map) = &checked.params {
             let mut with_unknown = map.clone();
             with_unknown.insert("__conformance_unknown_field__".into(), serde_json::json!(1));
-            if plugin.check(&serde_json::Value::Object(with_unknown)).is_ok() {
-                fail(format!("[{name}] an unknown params field is accepted (use deny_unknown_fields)"));
+            if plugin
+                .check(&serde_json::Value::Object(with_unknown))
+                .is_ok()
+            {
+                fail(format!(
+                    "[{name}] an unknown params field is accepted (use deny_unknown_fields)"
+                ));
             }
         }
         for input in &checked.signature.inputs {
             if !input.optional && !case.inputs.contains_key(&input.name) {
-                fail(format!("[{name}] the case does not give required input `{}`", input.name));
+                fail(format!(
+                    "[{name}] the case does not give required input `{}`",
+                    input.name
+                ));
             }
         }
-        let opts = RunOptions { seed: 7, cancelled: false, workflow_dir: case.workflow_dir.clone() };
+        let opts = RunOptions {
+            seed: 7,
+            cancelled: false,
+            workflow_dir: case.workflow_dir.clone(),
+        };
         let first = run_plugin(plugin, &case.params, case.inputs.clone(), opts.clone()).await;
         let second = run_plugin(plugin, &case.params, case.inputs.clone(), opts).await;
         match (first, second) {
             (Ok(a), Ok(b)) => {
-                let declared: Vec<_> = checked.signature.outputs.iter().map(|o| o.name.clone()).collect();
+                let declared: Vec<_> = checked
+                    .signature
+                    .outputs
+                    .iter()
+                    .map(|o| o.name.clone())
+                    .collect();
                 let written: Vec<_> = a.digests.keys().cloned().collect();
                 let mut declared_sorted = declared.clone();
                 declared_sorted.sort();
                 if written != declared_sorted {
-                    fail(format!("[{name}] wrote outputs {written:?}, declared {declared:?}"));
+                    fail(format!(
+                        "[{name}] wrote outputs {written:?}, declared {declared:?}"
+                    ));
                 }
                 if a.digests != b.digests {
-                    fail(format!("[{name}] two runs with the same seed wrote different bytes"));
+                    fail(format!(
+                        "[{name}] two runs with the same seed wrote different bytes"
+                    ));
                 }
             }
             (Err(e), _) | (_, Err(e)) => fail(format!("[{name}] run failed: {e}")),
         }
         let cancelled = tokio::time::timeout(
             Duration::from_secs(30),
-            run_plugin(plugin, &case.params, case.inputs.clone(), RunOptions { seed: 7, cancelled: true, workflow_dir: case.workflow_dir.clone() }),
+            run_plugin(
+                plugin,
+                &case.params,
+                case.inputs.clone(),
+                RunOptions {
+                    seed: 7,
+                    cancelled: true,
+                    workflow_dir: case.workflow_dir.clone(),
+                },
+            ),
         )
         .await;
         match cancelled {
-            Err(_) => fail(format!("[{name}] a cancelled run did not return within 30 s")),
-            Ok(Err(e)) if e.kind != PluginErrorKind::Cancelled => {
-                fail(format!("[{name}] a cancelled run failed with `{e}` instead of a cancellation"))
-            }
+            Err(_) => fail(format!(
+                "[{name}] a cancelled run did not return within 30 s"
+            )),
+            Ok(Err(e)) if e.kind != PluginErrorKind::Cancelled => fail(format!(
+                "[{name}] a cancelled run failed with `{e}` instead of a cancellation"
+            )),
             Ok(_) => {}
         }
     }

@@ -80,14 +80,20 @@ pub struct NodeContext {
 
 impl std::fmt::Debug for NodeContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeContext").field("node_id", &self.parts.node_id).finish_non_exhaustive()
+        f.debug_struct("NodeContext")
+            .field("node_id", &self.parts.node_id)
+            .finish_non_exhaustive()
     }
 }
 
 impl NodeContext {
     /// Build a context (the engine and the test harness do this).
     pub fn new(parts: NodeContextParts) -> Self {
-        Self { parts, claimed: Mutex::new(BTreeSet::new()), metrics: Mutex::new(Vec::new()) }
+        Self {
+            parts,
+            claimed: Mutex::new(BTreeSet::new()),
+            metrics: Mutex::new(Vec::new()),
+        }
     }
 
     /// The node's id.
@@ -112,7 +118,11 @@ impl NodeContext {
     }
     /// `Err(cancelled)` once the run was cancelled.
     pub fn check_cancelled(&self) -> Result<(), PluginError> {
-        if self.parts.cancel.is_cancelled() { Err(PluginError::cancelled()) } else { Ok(()) }
+        if self.parts.cancel.is_cancelled() {
+            Err(PluginError::cancelled())
+        } else {
+            Ok(())
+        }
     }
     /// The progress reporter.
     pub fn progress(&self) -> &dyn ProgressSink {
@@ -120,11 +130,19 @@ impl NodeContext {
     }
     /// Report a metric.
     pub fn metric(&self, name: &str, value: f64) {
-        self.push_metric(Metric { name: name.to_owned(), step: None, value });
+        self.push_metric(Metric {
+            name: name.to_owned(),
+            step: None,
+            value,
+        });
     }
     /// Report a metric at a step (a training step, an epoch).
     pub fn metric_at(&self, name: &str, step: u64, value: f64) {
-        self.push_metric(Metric { name: name.to_owned(), step: Some(step), value });
+        self.push_metric(Metric {
+            name: name.to_owned(),
+            step: Some(step),
+            value,
+        });
     }
     fn push_metric(&self, m: Metric) {
         if let Ok(mut v) = self.metrics.lock() {
@@ -157,16 +175,22 @@ impl NodeContext {
     }
 
     fn input(&self, name: &str) -> Result<&InputArtifact, PluginError> {
-        self.parts
-            .inputs
-            .get(name)
-            .ok_or_else(|| PluginError::new(PluginErrorKind::Input, format!("input `{name}` is not connected")))
+        self.parts.inputs.get(name).ok_or_else(|| {
+            PluginError::new(
+                PluginErrorKind::Input,
+                format!("input `{name}` is not connected"),
+            )
+        })
     }
 
     /// Input table `name`.
     pub fn table(&self, name: &str) -> Result<TableInput, PluginError> {
         match self.input(name)? {
-            InputArtifact::Table { files, schema, rows } => Ok(TableInput {
+            InputArtifact::Table {
+                files,
+                schema,
+                rows,
+            } => Ok(TableInput {
                 name: name.to_owned(),
                 store: self.parts.store.clone(),
                 files: files.clone(),
@@ -174,9 +198,10 @@ impl NodeContext {
                 rows: *rows,
                 scratch: self.parts.scratch_dir.join("inputs").join(name),
             }),
-            InputArtifact::Blobs { .. } => {
-                Err(PluginError::new(PluginErrorKind::Input, format!("input `{name}` is a blob set, not a table")))
-            }
+            InputArtifact::Blobs { .. } => Err(PluginError::new(
+                PluginErrorKind::Input,
+                format!("input `{name}` is a blob set, not a table"),
+            )),
         }
     }
 
@@ -184,26 +209,45 @@ impl NodeContext {
     pub fn blobs(&self, name: &str) -> Result<&Path, PluginError> {
         match self.input(name)? {
             InputArtifact::Blobs { dir } => Ok(dir),
-            InputArtifact::Table { .. } => {
-                Err(PluginError::new(PluginErrorKind::Input, format!("input `{name}` is a table, not a blob set")))
-            }
+            InputArtifact::Table { .. } => Err(PluginError::new(
+                PluginErrorKind::Input,
+                format!("input `{name}` is a table, not a blob set"),
+            )),
         }
     }
 
     fn claim(&self, name: &str, want_table: bool) -> Result<(&OutputPort, PathBuf), PluginError> {
-        let port = self.parts.outputs.iter().find(|p| p.name == name).ok_or_else(|| {
-            PluginError::new(PluginErrorKind::Output, format!("`{name}` is not a declared output"))
-        })?;
+        let port = self
+            .parts
+            .outputs
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| {
+                PluginError::new(
+                    PluginErrorKind::Output,
+                    format!("`{name}` is not a declared output"),
+                )
+            })?;
         let is_table = matches!(port.ty, PortType::Table(_));
         if is_table != want_table {
-            return Err(PluginError::new(PluginErrorKind::Output, format!("output `{name}` is a {}", port.ty)));
+            return Err(PluginError::new(
+                PluginErrorKind::Output,
+                format!("output `{name}` is a {}", port.ty),
+            ));
         }
-        let mut claimed = self.claimed.lock().map_err(|_| PluginError::failed("context lock poisoned"))?;
+        let mut claimed = self
+            .claimed
+            .lock()
+            .map_err(|_| PluginError::failed("context lock poisoned"))?;
         if !claimed.insert(name.to_owned()) {
-            return Err(PluginError::new(PluginErrorKind::Output, format!("output `{name}` was already written")));
+            return Err(PluginError::new(
+                PluginErrorKind::Output,
+                format!("output `{name}` was already written"),
+            ));
         }
         let dir = self.parts.staging_dir.join(name);
-        std::fs::create_dir_all(&dir).map_err(|e| PluginError::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| PluginError::io(format!("creating {}", dir.display()), e))?;
         Ok((port, dir))
     }
 
@@ -214,7 +258,13 @@ impl NodeContext {
             PortType::Table(TableSpec::Columns(s)) => Some(s.clone()),
             _ => None,
         };
-        Ok(TableWriter { name: name.to_owned(), declared, path: dir.join(TABLE_FILE), writer: None, rows: 0 })
+        Ok(TableWriter {
+            name: name.to_owned(),
+            declared,
+            path: dir.join(TABLE_FILE),
+            writer: None,
+            rows: 0,
+        })
     }
 
     /// The path where an external program writes output table `name` as one Parquet file.
@@ -251,18 +301,29 @@ impl TableInput {
         self.rows
     }
     /// Stream the table's record batches.
-    pub async fn stream(&self) -> Result<BoxStream<'static, Result<RecordBatch, PluginError>>, PluginError> {
+    pub async fn stream(
+        &self,
+    ) -> Result<BoxStream<'static, Result<RecordBatch, PluginError>>, PluginError> {
         let mut streams = Vec::with_capacity(self.files.len());
         for (path, size) in &self.files {
             #[allow(deprecated)]
-            let reader = ParquetObjectReader::new(self.store.clone(), path.clone()).with_file_size(*size);
+            let reader =
+                ParquetObjectReader::new(self.store.clone(), path.clone()).with_file_size(*size);
             let name = self.name.clone();
             let stream = ParquetRecordBatchStreamBuilder::new(reader)
                 .await
                 .and_then(|b| b.build())
-                .map_err(|e| PluginError::new(PluginErrorKind::Input, format!("reading input `{name}`: {e}")))?;
+                .map_err(|e| {
+                    PluginError::new(
+                        PluginErrorKind::Input,
+                        format!("reading input `{name}`: {e}"),
+                    )
+                })?;
             streams.push(stream.map_err(move |e| {
-                PluginError::new(PluginErrorKind::Input, format!("reading input `{name}`: {e}"))
+                PluginError::new(
+                    PluginErrorKind::Input,
+                    format!("reading input `{name}`: {e}"),
+                )
             }));
         }
         Ok(futures::stream::iter(streams).flatten().boxed())
@@ -279,7 +340,14 @@ impl TableInput {
         let mut out = Vec::new();
         for (i, (path, _)) in self.files.iter().enumerate() {
             let fetch = |e| PluginError::io(format!("fetching input `{}`", self.name), e);
-            let bytes = self.store.get(path).await.map_err(fetch)?.bytes().await.map_err(fetch)?;
+            let bytes = self
+                .store
+                .get(path)
+                .await
+                .map_err(fetch)?
+                .bytes()
+                .await
+                .map_err(fetch)?;
             let local = self.scratch.join(format!("part-{i:05}.parquet"));
             tokio::fs::write(&local, &bytes)
                 .await
@@ -301,14 +369,19 @@ pub struct TableWriter {
 
 impl std::fmt::Debug for TableWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableWriter").field("name", &self.name).field("rows", &self.rows).finish()
+        f.debug_struct("TableWriter")
+            .field("name", &self.name)
+            .field("rows", &self.rows)
+            .finish()
     }
 }
 
 fn same_fields(a: &arrow_schema::Schema, b: &arrow_schema::Schema) -> bool {
     a.fields().len() == b.fields().len()
         && a.fields().iter().zip(b.fields()).all(|(x, y)| {
-            x.name() == y.name() && x.data_type() == y.data_type() && x.is_nullable() == y.is_nullable()
+            x.name() == y.name()
+                && x.data_type() == y.data_type()
+                && x.is_nullable() == y.is_nullable()
         })
 }
 
@@ -316,13 +389,19 @@ impl TableWriter {
     fn open(&mut self, schema: SchemaRef) -> Result<&mut ArrowWriter<std::fs::File>, PluginError> {
         if self.writer.is_none() {
             let tmp = self.path.with_extension("partial");
-            let file =
-                std::fs::File::create(&tmp).map_err(|e| PluginError::io(format!("creating {}", tmp.display()), e))?;
-            let w = ArrowWriter::try_new(file, schema, Some(writer_properties()))
-                .map_err(|e| PluginError::new(PluginErrorKind::Output, format!("output `{}`: {e}", self.name)))?;
+            let file = std::fs::File::create(&tmp)
+                .map_err(|e| PluginError::io(format!("creating {}", tmp.display()), e))?;
+            let w = ArrowWriter::try_new(file, schema, Some(writer_properties())).map_err(|e| {
+                PluginError::new(
+                    PluginErrorKind::Output,
+                    format!("output `{}`: {e}", self.name),
+                )
+            })?;
             self.writer = Some(w);
         }
-        self.writer.as_mut().ok_or_else(|| PluginError::failed("writer missing"))
+        self.writer
+            .as_mut()
+            .ok_or_else(|| PluginError::failed("writer missing"))
     }
 
     /// Append a batch; its columns must be exactly the declared ones.
@@ -334,22 +413,34 @@ impl TableWriter {
                     format!(
                         "output `{}`: batch columns {:?} differ from the declared {:?}",
                         self.name,
-                        batch.schema().fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>(),
-                        declared.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>()
+                        batch
+                            .schema()
+                            .fields()
+                            .iter()
+                            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                            .collect::<Vec<_>>(),
+                        declared
+                            .fields()
+                            .iter()
+                            .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                            .collect::<Vec<_>>()
                     ),
                 ));
             }
         }
         let schema = self.declared.clone().unwrap_or_else(|| batch.schema());
         let batch = if self.declared.is_some() {
-            batch.clone().with_schema(schema.clone()).map_err(|e| PluginError::failed(e.to_string()))?
+            batch
+                .clone()
+                .with_schema(schema.clone())
+                .map_err(|e| PluginError::failed(e.to_string()))?
         } else {
             batch.clone()
         };
         let name = self.name.clone();
-        self.open(schema)?
-            .write(&batch)
-            .map_err(|e| PluginError::new(PluginErrorKind::Output, format!("output `{name}`: {e}")))?;
+        self.open(schema)?.write(&batch).map_err(|e| {
+            PluginError::new(PluginErrorKind::Output, format!("output `{name}`: {e}"))
+        })?;
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -360,17 +451,23 @@ impl TableWriter {
             let schema = self.declared.clone().ok_or_else(|| {
                 PluginError::new(
                     PluginErrorKind::Output,
-                    format!("output `{}` has no declared columns and no batch was written", self.name),
+                    format!(
+                        "output `{}` has no declared columns and no batch was written",
+                        self.name
+                    ),
                 )
             })?;
             self.open(schema)?;
         }
         let name = self.name.clone();
         if let Some(w) = self.writer.take() {
-            w.close().map_err(|e| PluginError::new(PluginErrorKind::Output, format!("output `{name}`: {e}")))?;
+            w.close().map_err(|e| {
+                PluginError::new(PluginErrorKind::Output, format!("output `{name}`: {e}"))
+            })?;
         }
         let tmp = self.path.with_extension("partial");
-        std::fs::rename(&tmp, &self.path).map_err(|e| PluginError::io(format!("finishing output `{name}`"), e))?;
+        std::fs::rename(&tmp, &self.path)
+            .map_err(|e| PluginError::io(format!("finishing output `{name}`"), e))?;
         Ok(self.rows)
     }
 }

@@ -43,7 +43,11 @@ pub struct PluginError {
 impl PluginError {
     /// A new error of `kind`.
     pub fn new(kind: PluginErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
     /// The plugin's work failed.
     pub fn failed(message: impl Into<String>) -> Self {
@@ -59,7 +63,10 @@ impl PluginError {
         self
     }
     /// An I/O failure with context.
-    pub fn io(context: impl fmt::Display, err: impl std::error::Error + Send + Sync + 'static) -> Self {
+    pub fn io(
+        context: impl fmt::Display,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
         Self::new(PluginErrorKind::Io, format!("{context}: {err}")).with_source(err)
     }
     /// Whether retrying can help (everything but cancellation).
@@ -83,7 +90,11 @@ pub struct ParamError {
 impl ParamError {
     /// A new error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { path: path.into(), message: message.into(), hint: None }
+        Self {
+            path: path.into(),
+            message: message.into(),
+            hint: None,
+        }
     }
     /// Add a hint.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {

@@ -22,7 +22,9 @@ pub mod testing;
 pub use context::{InputArtifact, NodeContext, NodeContextParts, TableInput, TableWriter};
 pub use error::{ParamError, PluginError, PluginErrorKind};
 pub use plugin::{Checked, DynPlugin, Plugin, Registry, did_you_mean, unknown_field_hint};
-pub use port::{InputPort, OutputPort, PortType, Signature, TableSpec, check_compatible};
+pub use port::{
+    InputPort, OutputPort, PortType, Signature, TableSpec, check_compatible, check_schema,
+};
 pub use progress::{Metric, NoProgress, ProgressSink};
 
 /// Re-exports so plugin crates use the same Arrow, Parquet and object_store as the engine.

@@ -24,9 +24,14 @@ pub fn writer_properties() -> WriterProperties {
 
 /// A Parquet file's Arrow schema and row count.
 pub fn read_schema(path: &Path) -> Result<(SchemaRef, u64), PluginError> {
-    let file = std::fs::File::open(path).map_err(|e| PluginError::io(format!("opening {}", path.display()), e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| PluginError::new(PluginErrorKind::Output, format!("{} is not a Parquet file: {e}", path.display())))?;
+    let file = std::fs::File::open(path)
+        .map_err(|e| PluginError::io(format!("opening {}", path.display()), e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| {
+        PluginError::new(
+            PluginErrorKind::Output,
+            format!("{} is not a Parquet file: {e}", path.display()),
+        )
+    })?;
     let rows = builder.metadata().file_metadata().num_rows();
     Ok((builder.schema().clone(), u64::try_from(rows).unwrap_or(0)))
 }
@@ -66,11 +71,19 @@ pub struct StagedOutput {
 }
 
 /// Check that every declared output was written completely and as declared.
-pub fn collect_outputs(staging_dir: &Path, outputs: &[OutputPort]) -> Result<Vec<StagedOutput>, PluginError> {
+pub fn collect_outputs(
+    staging_dir: &Path,
+    outputs: &[OutputPort],
+) -> Result<Vec<StagedOutput>, PluginError> {
     let mut staged = Vec::with_capacity(outputs.len());
     for port in outputs {
         let dir = staging_dir.join(&port.name);
-        let missing = || PluginError::new(PluginErrorKind::Output, format!("output `{}` was not written", port.name));
+        let missing = || {
+            PluginError::new(
+                PluginErrorKind::Output,
+                format!("output `{}` was not written", port.name),
+            )
+        };
         if !dir.is_dir() {
             return Err(missing());
         }
@@ -85,21 +98,31 @@ pub fn collect_outputs(staging_dir: &Path, outputs: &[OutputPort]) -> Result<Vec
                     check_schema(declared, &schema).map_err(|why| {
                         PluginError::new(
                             PluginErrorKind::Output,
-                            format!("output `{}` does not match its declaration: {why}", port.name),
+                            format!(
+                                "output `{}` does not match its declaration: {why}",
+                                port.name
+                            ),
                         )
                     })?;
                 }
                 staged.push(StagedOutput {
                     name: port.name.clone(),
                     kind: StagedKind::Table { schema, rows },
-                    files: vec![StagedFile { rel: TABLE_FILE.to_owned(), abs: path }],
+                    files: vec![StagedFile {
+                        rel: TABLE_FILE.to_owned(),
+                        abs: path,
+                    }],
                 });
             }
             PortType::Blobs => {
                 let mut files = Vec::new();
                 walk(&dir, "", &mut files)?;
                 files.sort_by(|a, b| a.rel.cmp(&b.rel));
-                staged.push(StagedOutput { name: port.name.clone(), kind: StagedKind::Blobs, files });
+                staged.push(StagedOutput {
+                    name: port.name.clone(),
+                    kind: StagedKind::Blobs,
+                    files,
+                });
             }
         }
     }
@@ -107,16 +130,26 @@ pub fn collect_outputs(staging_dir: &Path, outputs: &[OutputPort]) -> Result<Vec
 }
 
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<StagedFile>) -> Result<(), PluginError> {
-    let entries = std::fs::read_dir(dir).map_err(|e| PluginError::io(format!("listing {}", dir.display()), e))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| PluginError::io(format!("listing {}", dir.display()), e))?;
     for entry in entries {
         let entry = entry.map_err(|e| PluginError::io(format!("listing {}", dir.display()), e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-        let ty = entry.file_type().map_err(|e| PluginError::io(format!("reading {rel}"), e))?;
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let ty = entry
+            .file_type()
+            .map_err(|e| PluginError::io(format!("reading {rel}"), e))?;
         if ty.is_dir() {
             walk(&entry.path(), &rel, out)?;
         } else if ty.is_file() {
-            out.push(StagedFile { rel, abs: entry.path() });
+            out.push(StagedFile {
+                rel,
+                abs: entry.path(),
+            });
         } else {
             return Err(PluginError::new(
                 PluginErrorKind::Output,

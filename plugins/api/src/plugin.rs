@@ -72,11 +72,19 @@ pub trait DynPlugin: Send + Sync + 'static {
     /// Type-check `params` and compute the signature.
     fn check(&self, params: &serde_json::Value) -> Result<Checked, ParamError>;
     /// Run with params that passed [`check`](DynPlugin::check).
-    async fn run_json(&self, params: &serde_json::Value, ctx: &NodeContext) -> Result<(), PluginError>;
+    async fn run_json(
+        &self,
+        params: &serde_json::Value,
+        ctx: &NodeContext,
+    ) -> Result<(), PluginError>;
 }
 
 fn parse_params<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T, ParamError> {
-    let value = if params.is_null() { serde_json::Value::Object(Default::default()) } else { params.clone() };
+    let value = if params.is_null() {
+        serde_json::Value::Object(Default::default())
+    } else {
+        params.clone()
+    };
     serde_path_to_error::deserialize::<_, T>(value).map_err(|err| {
         let path = err.path().to_string();
         let path = if path == "." { String::new() } else { path };
@@ -90,14 +98,19 @@ fn parse_params<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T, Pa
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`": "did you mean `a`?".
 pub fn unknown_field_hint(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"))?;
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
     let (field, rest) = rest.split_once('`')?;
     let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
     did_you_mean(field, candidates).map(|c| format!("did you mean `{c}`?"))
 }
 
 /// The candidate closest to `word`, if one is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::levenshtein(word, c), c))
@@ -127,7 +140,11 @@ impl<P: Plugin> DynPlugin for P {
             .map_err(|e| ParamError::new("", format!("params do not serialise: {e}")))?;
         Ok(Checked { params, signature })
     }
-    async fn run_json(&self, params: &serde_json::Value, ctx: &NodeContext) -> Result<(), PluginError> {
+    async fn run_json(
+        &self,
+        params: &serde_json::Value,
+        ctx: &NodeContext,
+    ) -> Result<(), PluginError> {
         let typed: P::Params = parse_params(params)
             .map_err(|e| PluginError::failed(format!("params no longer type-check: {e}")))?;
         self.run(typed, ctx).await
@@ -177,8 +194,14 @@ mod tests {
     #[test]
     fn unknown_field_hint_picks_the_closest_name() {
         let msg = "unknown field `sedd`, expected one of `n`, `seed`, `scale`";
-        assert_eq!(unknown_field_hint(msg).as_deref(), Some("did you mean `seed`?"));
-        assert_eq!(unknown_field_hint("unknown field `zzzzzz`, expected `n`"), None);
+        assert_eq!(
+            unknown_field_hint(msg).as_deref(),
+            Some("did you mean `seed`?")
+        );
+        assert_eq!(
+            unknown_field_hint("unknown field `zzzzzz`, expected `n`"),
+            None
+        );
         assert_eq!(unknown_field_hint("invalid type: string"), None);
     }
 }

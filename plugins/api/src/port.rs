@@ -21,17 +21,28 @@ impl Signature {
     }
     /// Add a required input.
     pub fn input(mut self, name: &str, ty: PortType) -> Self {
-        self.inputs.push(InputPort { name: name.to_owned(), ty, optional: false });
+        self.inputs.push(InputPort {
+            name: name.to_owned(),
+            ty,
+            optional: false,
+        });
         self
     }
     /// Add an optional input.
     pub fn optional_input(mut self, name: &str, ty: PortType) -> Self {
-        self.inputs.push(InputPort { name: name.to_owned(), ty, optional: true });
+        self.inputs.push(InputPort {
+            name: name.to_owned(),
+            ty,
+            optional: true,
+        });
         self
     }
     /// Add an output.
     pub fn output(mut self, name: &str, ty: PortType) -> Self {
-        self.outputs.push(OutputPort { name: name.to_owned(), ty });
+        self.outputs.push(OutputPort {
+            name: name.to_owned(),
+            ty,
+        });
         self
     }
     /// Accept inputs of any name with type `ty`.
@@ -41,7 +52,11 @@ impl Signature {
     }
     /// The declared type of input `name`, if the plugin accepts it.
     pub fn input_type(&self, name: &str) -> Option<&PortType> {
-        self.inputs.iter().find(|p| p.name == name).map(|p| &p.ty).or(self.extra_inputs.as_ref())
+        self.inputs
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.ty)
+            .or(self.extra_inputs.as_ref())
     }
     /// The declared type of output `name`.
     pub fn output_type(&self, name: &str) -> Option<&PortType> {
@@ -126,9 +141,9 @@ impl fmt::Display for PortType {
 pub fn check_compatible(consumer: &PortType, producer: &PortType) -> Result<(), String> {
     match (consumer, producer) {
         (PortType::Blobs, PortType::Blobs) => Ok(()),
-        (PortType::Table(_), PortType::Blobs) | (PortType::Blobs, PortType::Table(_)) => {
-            Err(format!("expects a {consumer} but the producer gives a {producer}"))
-        }
+        (PortType::Table(_), PortType::Blobs) | (PortType::Blobs, PortType::Table(_)) => Err(
+            format!("expects a {consumer} but the producer gives a {producer}"),
+        ),
         (PortType::Table(TableSpec::Any), _) | (_, PortType::Table(TableSpec::Any)) => Ok(()),
         (PortType::Table(TableSpec::Columns(want)), PortType::Table(TableSpec::Columns(have))) => {
             check_schema(want, have)
@@ -141,20 +156,29 @@ pub fn check_schema(want: &Schema, have: &Schema) -> Result<(), String> {
     let mut problems = Vec::new();
     for field in want.fields() {
         match have.field_with_name(field.name()) {
-            Err(_) => problems.push(format!("column `{}` ({}) is missing", field.name(), field.data_type())),
+            Err(_) => problems.push(format!(
+                "column `{}` ({}) is missing",
+                field.name(),
+                field.data_type()
+            )),
             Ok(got) if got.data_type() != field.data_type() => problems.push(format!(
                 "column `{}` is {} but {} is expected",
                 field.name(),
                 got.data_type(),
                 field.data_type()
             )),
-            Ok(got) if got.is_nullable() && !field.is_nullable() => {
-                problems.push(format!("column `{}` is nullable but must be non-null", field.name()))
-            }
+            Ok(got) if got.is_nullable() && !field.is_nullable() => problems.push(format!(
+                "column `{}` is nullable but must be non-null",
+                field.name()
+            )),
             Ok(_) => {}
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
 }
 
 #[cfg(test)]
@@ -164,7 +188,9 @@ mod tests {
 
     fn table(cols: &[(&str, DataType, bool)]) -> PortType {
         PortType::table(Schema::new(
-            cols.iter().map(|(n, t, null)| Field::new(*n, t.clone(), *null)).collect::<Vec<_>>(),
+            cols.iter()
+                .map(|(n, t, null)| Field::new(*n, t.clone(), *null))
+                .collect::<Vec<_>>(),
         ))
     }
 
@@ -180,7 +206,10 @@ mod tests {
         let want = table(&[("x", DataType::Int64, false), ("z", DataType::Utf8, true)]);
         let have = table(&[("x", DataType::Float64, false)]);
         let err = check_compatible(&want, &have).unwrap_err();
-        assert!(err.contains("column `x` is Float64 but Int64 is expected"), "{err}");
+        assert!(
+            err.contains("column `x` is Float64 but Int64 is expected"),
+            "{err}"
+        );
         assert!(err.contains("column `z` (Utf8) is missing"), "{err}");
         let err = check_compatible(&PortType::Blobs, &have).unwrap_err();
         assert!(err.contains("expects a blob set"), "{err}");

@@ -12,7 +12,9 @@ use parquet::arrow::ArrowWriter;
 use tokio_util::sync::CancellationToken;
 
 use crate::parquet_io::{StagedKind, collect_outputs, writer_properties};
-use crate::{DynPlugin, InputArtifact, Metric, NoProgress, NodeContext, NodeContextParts, PluginError};
+use crate::{
+    DynPlugin, InputArtifact, Metric, NoProgress, NodeContext, NodeContextParts, PluginError,
+};
 
 /// An input given to a plugin under test.
 #[derive(Debug, Clone)]
@@ -56,7 +58,9 @@ pub async fn run_plugin(
     inputs: BTreeMap<String, TestInput>,
     options: RunOptions,
 ) -> Result<TestOutputs, PluginError> {
-    let checked = plugin.check(params).map_err(|e| PluginError::failed(format!("params: {e}")))?;
+    let checked = plugin
+        .check(params)
+        .map_err(|e| PluginError::failed(format!("params: {e}")))?;
     let dir = tempfile::tempdir().map_err(|e| PluginError::io("creating a temp dir", e))?;
     let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     let mut artifacts = BTreeMap::new();
@@ -64,13 +68,13 @@ pub async fn run_plugin(
         let artifact = match input {
             TestInput::Blobs(dir) => InputArtifact::Blobs { dir },
             TestInput::Table(batches) => {
-                let schema = batches
-                    .first()
-                    .map(|b| b.schema())
-                    .ok_or_else(|| PluginError::failed(format!("test input `{name}` has no batch")))?;
+                let schema = batches.first().map(|b| b.schema()).ok_or_else(|| {
+                    PluginError::failed(format!("test input `{name}` has no batch"))
+                })?;
                 let mut bytes = Vec::new();
-                let mut w = ArrowWriter::try_new(&mut bytes, schema.clone(), Some(writer_properties()))
-                    .map_err(|e| PluginError::failed(e.to_string()))?;
+                let mut w =
+                    ArrowWriter::try_new(&mut bytes, schema.clone(), Some(writer_properties()))
+                        .map_err(|e| PluginError::failed(e.to_string()))?;
                 let mut rows = 0;
                 for b in &batches {
                     w.write(b).map_err(|e| PluginError::failed(e.to_string()))?;
@@ -83,7 +87,11 @@ pub async fn run_plugin(
                     .put(&path, PutPayload::from(bytes))
                     .await
                     .map_err(|e| PluginError::io("storing a test input", e))?;
-                InputArtifact::Table { files: vec![(path, size)], schema, rows }
+                InputArtifact::Table {
+                    files: vec![(path, size)],
+                    schema,
+                    rows,
+                }
             }
         };
         artifacts.insert(name, artifact);
@@ -105,7 +113,10 @@ pub async fn run_plugin(
         outputs: checked.signature.outputs.clone(),
         staging_dir: staging.clone(),
         scratch_dir: scratch,
-        workflow_dir: options.workflow_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+        workflow_dir: options
+            .workflow_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(".")),
         cancel,
         progress: Arc::new(NoProgress),
     });
@@ -122,21 +133,28 @@ pub async fn run_plugin(
         let mut hasher = blake3::Hasher::new();
         for f in &output.files {
             hasher.update(f.rel.as_bytes());
-            let bytes = std::fs::read(&f.abs).map_err(|e| PluginError::io("reading an output", e))?;
+            let bytes =
+                std::fs::read(&f.abs).map_err(|e| PluginError::io("reading an output", e))?;
             hasher.update(&bytes);
         }
-        out.digests.insert(output.name.clone(), hasher.finalize().to_hex().to_string());
+        out.digests
+            .insert(output.name.clone(), hasher.finalize().to_hex().to_string());
         match output.kind {
             StagedKind::Table { .. } => {
-                let file = std::fs::File::open(&output.files[0].abs).map_err(|e| PluginError::io("reading an output", e))?;
-                let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .and_then(|b| b.build())
+                let file = std::fs::File::open(&output.files[0].abs)
+                    .map_err(|e| PluginError::io("reading an output", e))?;
+                let reader =
+                    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                        .and_then(|b| b.build())
+                        .map_err(|e| PluginError::failed(e.to_string()))?;
+                let batches = reader
+                    .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| PluginError::failed(e.to_string()))?;
-                let batches = reader.collect::<Result<Vec<_>, _>>().map_err(|e| PluginError::failed(e.to_string()))?;
                 out.tables.insert(output.name, batches);
             }
             StagedKind::Blobs => {
-                out.blobs.insert(output.name.clone(), staging.join(&output.name));
+                out.blobs
+                    .insert(output.name.clone(), staging.join(&output.name));
             }
         }
     }

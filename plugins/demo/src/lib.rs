@@ -9,18 +9,24 @@ use std::sync::Arc;
 
 use arrow_array::{Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
+use futures::StreamExt;
 use schemars::JsonSchema;
 use scorch_api::reexports::async_trait;
-use futures::StreamExt;
-use scorch_api::{ParamError, Plugin, PluginError, PortType, Registry, Signature, NodeContext};
+use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Registry, Signature};
 use serde::{Deserialize, Serialize};
 
 fn numbers_schema() -> Schema {
-    Schema::new(vec![Field::new("i", DataType::Int64, false), Field::new("x", DataType::Int64, false)])
+    Schema::new(vec![
+        Field::new("i", DataType::Int64, false),
+        Field::new("x", DataType::Int64, false),
+    ])
 }
 
 fn total_schema() -> Schema {
-    Schema::new(vec![Field::new("rows", DataType::Int64, false), Field::new("sum", DataType::Int64, false)])
+    Schema::new(vec![
+        Field::new("rows", DataType::Int64, false),
+        Field::new("sum", DataType::Int64, false),
+    ])
 }
 
 fn x_input() -> PortType {
@@ -85,7 +91,10 @@ impl Plugin for Numbers {
     }
     fn signature(&self, params: &NumbersParams) -> Result<Signature, ParamError> {
         if params.n > 10_000_000 {
-            return Err(ParamError::new("n", format!("{} rows is more than the 10,000,000 allowed", params.n)));
+            return Err(ParamError::new(
+                "n",
+                format!("{} rows is more than the 10,000,000 allowed", params.n),
+            ));
         }
         Ok(Signature::new().output("table", PortType::table(numbers_schema())))
     }
@@ -93,7 +102,10 @@ impl Plugin for Numbers {
         pause(ctx, p.delay_ms).await?;
         let n = i64::try_from(p.n).map_err(failed)?;
         let i: Vec<i64> = (0..n).collect();
-        let x: Vec<i64> = i.iter().map(|i| p.start.wrapping_add(i.wrapping_mul(p.step))).collect();
+        let x: Vec<i64> = i
+            .iter()
+            .map(|i| p.start.wrapping_add(i.wrapping_mul(p.step)))
+            .collect();
         let batch = RecordBatch::try_new(
             Arc::new(numbers_schema()),
             vec![Arc::new(Int64Array::from(i)), Arc::new(Int64Array::from(x))],
@@ -142,7 +154,9 @@ impl Plugin for Affine {
         "Maps column x to min(scale * x + offset, max)"
     }
     fn signature(&self, _: &AffineParams) -> Result<Signature, ParamError> {
-        Ok(Signature::new().input("table", x_input()).output("table", PortType::table(numbers_schema())))
+        Ok(Signature::new()
+            .input("table", x_input())
+            .output("table", PortType::table(numbers_schema())))
     }
     async fn run(&self, p: AffineParams, ctx: &NodeContext) -> Result<(), PluginError> {
         pause(ctx, p.delay_ms).await?;
@@ -163,7 +177,9 @@ impl Plugin for Affine {
                     })
                 })
                 .collect();
-            let out = RecordBatch::try_new(Arc::new(numbers_schema()), vec![Arc::new(i), Arc::new(y)]).map_err(failed)?;
+            let out =
+                RecordBatch::try_new(Arc::new(numbers_schema()), vec![Arc::new(i), Arc::new(y)])
+                    .map_err(failed)?;
             w.write(&out)?;
         }
         w.finish()?;
@@ -211,7 +227,7 @@ impl Plugin for Total {
     async fn run(&self, p: TotalParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let mut stream = ctx.table("table")?.stream().await?;
         let (mut rows, mut sum) = (0i64, 0i64);
-        
+
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             let x = column(&batch, "x")?;
@@ -220,15 +236,22 @@ impl Plugin for Total {
         }
         let out = RecordBatch::try_new(
             Arc::new(total_schema()),
-            vec![Arc::new(Int64Array::from(vec![rows])), Arc::new(Int64Array::from(vec![sum]))],
+            vec![
+                Arc::new(Int64Array::from(vec![rows])),
+                Arc::new(Int64Array::from(vec![sum])),
+            ],
         )
         .map_err(failed)?;
         let mut w = ctx.table_writer("table")?;
         w.write(&out)?;
         w.finish()?;
         let dir = ctx.blob_dir("report")?;
-        let report = format!("{{\"label\":{:?},\"rows\":{rows},\"sum\":{sum}}}\n", p.label);
-        std::fs::write(dir.join("report.json"), report).map_err(|e| PluginError::io("writing report.json", e))?;
+        let report = format!(
+            "{{\"label\":{:?},\"rows\":{rows},\"sum\":{sum}}}\n",
+            p.label
+        );
+        std::fs::write(dir.join("report.json"), report)
+            .map_err(|e| PluginError::io("writing report.json", e))?;
         ctx.metric("sum", sum as f64);
         Ok(())
     }
@@ -250,7 +273,10 @@ mod tests {
         TestInput::Table(vec![
             RecordBatch::try_new(
                 Arc::new(numbers_schema()),
-                vec![Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())), Arc::new(Int64Array::from(v))],
+                vec![
+                    Arc::new(Int64Array::from((0..n).collect::<Vec<_>>())),
+                    Arc::new(Int64Array::from(v)),
+                ],
             )
             .unwrap(),
         ])
@@ -258,11 +284,28 @@ mod tests {
 
     #[tokio::test]
     async fn demo_plugins_conform() {
-        let r = check_plugin(&Numbers, &[Case::new("default", serde_json::json!({})), Case::new("n5", serde_json::json!({"n": 5, "step": 3}))]).await;
+        let r = check_plugin(
+            &Numbers,
+            &[
+                Case::new("default", serde_json::json!({})),
+                Case::new("n5", serde_json::json!({"n": 5, "step": 3})),
+            ],
+        )
+        .await;
         assert!(r.is_ok(), "{r:?}");
-        let r = check_plugin(&Affine, &[Case::new("x2", serde_json::json!({"scale": 2, "max": 7})).input("table", xs(vec![1, 2, 5]))]).await;
+        let r = check_plugin(
+            &Affine,
+            &[Case::new("x2", serde_json::json!({"scale": 2, "max": 7}))
+                .input("table", xs(vec![1, 2, 5]))],
+        )
+        .await;
         assert!(r.is_ok(), "{r:?}");
-        let r = check_plugin(&Total, &[Case::new("sum", serde_json::json!({"label": "t"})).input("table", xs(vec![1, 2, 5]))]).await;
+        let r = check_plugin(
+            &Total,
+            &[Case::new("sum", serde_json::json!({"label": "t"}))
+                .input("table", xs(vec![1, 2, 5]))],
+        )
+        .await;
         assert!(r.is_ok(), "{r:?}");
     }
 
@@ -270,9 +313,14 @@ mod tests {
     async fn affine_maps_and_clamps() {
         let mut inputs = std::collections::BTreeMap::new();
         inputs.insert("table".to_owned(), xs(vec![1, 2, 5]));
-        let out = scorch_api::testing::run_plugin(&Affine, &serde_json::json!({"scale": 2, "offset": 1, "max": 9}), inputs, Default::default())
-            .await
-            .unwrap();
+        let out = scorch_api::testing::run_plugin(
+            &Affine,
+            &serde_json::json!({"scale": 2, "offset": 1, "max": 9}),
+            inputs,
+            Default::default(),
+        )
+        .await
+        .unwrap();
         let b = &out.tables["table"][0];
         assert_eq!(column(b, "x").unwrap().values().to_vec(), vec![3, 5, 9]);
     }

@@ -101,7 +101,10 @@ pub struct ExecParams {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[async_trait]
@@ -118,11 +121,18 @@ impl Plugin for Exec {
     }
     fn signature(&self, p: &ExecParams) -> Result<Signature, ParamError> {
         if p.command.first().is_none_or(|c| c.trim().is_empty()) {
-            return Err(ParamError::new("command", "the command is empty").with_hint("give the program and its arguments as a list, e.g. [python3, tool.py]"));
+            return Err(
+                ParamError::new("command", "the command is empty").with_hint(
+                    "give the program and its arguments as a list, e.g. [python3, tool.py]",
+                ),
+            );
         }
         if let Some(t) = p.timeout_s {
             if !(t.is_finite() && t > 0.0) {
-                return Err(ParamError::new("timeout_s", format!("{t} is not a positive number of seconds")));
+                return Err(ParamError::new(
+                    "timeout_s",
+                    format!("{t} is not a positive number of seconds"),
+                ));
             }
         }
         let mut sig = Signature::new().extra_inputs(PortType::any_table());
@@ -131,16 +141,25 @@ impl Plugin for Exec {
         }
         for (name, decl) in &p.outputs {
             if !valid_name(name) {
-                return Err(ParamError::new(format!("outputs.{name}"), "output names use letters, digits, `_` and `-`"));
+                return Err(ParamError::new(
+                    format!("outputs.{name}"),
+                    "output names use letters, digits, `_` and `-`",
+                ));
             }
             let ty = match decl.kind {
                 PortKind::Blobs if !decl.columns.is_empty() => {
-                    return Err(ParamError::new(format!("outputs.{name}.columns"), "a blob set has no columns"));
+                    return Err(ParamError::new(
+                        format!("outputs.{name}.columns"),
+                        "a blob set has no columns",
+                    ));
                 }
                 PortKind::Blobs => PortType::Blobs,
                 PortKind::Table if decl.columns.is_empty() => PortType::any_table(),
                 PortKind::Table => PortType::table(Schema::new(
-                    decl.columns.iter().map(|(c, t)| Field::new(c, t.data_type(), true)).collect::<Vec<_>>(),
+                    decl.columns
+                        .iter()
+                        .map(|(c, t)| Field::new(c, t.data_type(), true))
+                        .collect::<Vec<_>>(),
                 )),
             };
             sig = sig.output(name, ty);
@@ -158,7 +177,10 @@ impl Plugin for Exec {
                 ctx.blobs(&name)?.to_path_buf()
             } else {
                 let paths = ctx.table(&name)?.local_paths().await?;
-                paths.into_iter().next().ok_or_else(|| PluginError::failed(format!("input `{name}` has no file")))?
+                paths
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| PluginError::failed(format!("input `{name}` has no file")))?
             };
             let path = path.display().to_string();
             env.push((format!("SCORCH_INPUT_{}", env_name(&name)), path.clone()));
@@ -176,16 +198,26 @@ impl Plugin for Exec {
         let scratch = ctx.scratch_dir().display().to_string();
         vars.insert("scratch".into(), scratch.clone());
         vars.insert("seed".into(), ctx.seed().to_string());
-        vars.insert("workflow_dir".into(), ctx.workflow_dir().display().to_string());
+        vars.insert(
+            "workflow_dir".into(),
+            ctx.workflow_dir().display().to_string(),
+        );
         env.push(("SCORCH_SCRATCH".into(), scratch));
         env.push(("SCORCH_SEED".into(), ctx.seed().to_string()));
-        let argv: Vec<String> = p.command.iter().map(|a| substitute(a, &vars)).collect::<Result<_, _>>()?;
+        let argv: Vec<String> = p
+            .command
+            .iter()
+            .map(|a| substitute(a, &vars))
+            .collect::<Result<_, _>>()?;
         for (k, v) in &p.env {
             env.push((k.clone(), substitute(v, &vars)?));
         }
         let log_path = ctx.scratch_dir().join("exec.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| PluginError::io("creating the command log", e))?;
-        let log2 = log.try_clone().map_err(|e| PluginError::io("creating the command log", e))?;
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| PluginError::io("creating the command log", e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| PluginError::io("creating the command log", e))?;
         let program = resolve_program(&argv[0], ctx.workflow_dir());
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(&argv[1..])
@@ -198,7 +230,10 @@ impl Plugin for Exec {
         let mut child = cmd.spawn().map_err(|e| {
             PluginError::failed(format!("cannot start `{}`: {e}", argv[0])).with_source(e)
         })?;
-        let timeout = p.timeout_s.map(Duration::from_secs_f64).unwrap_or(Duration::MAX);
+        let timeout = p
+            .timeout_s
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::MAX);
         let status = tokio::select! {
             s = child.wait() => s.map_err(|e| PluginError::io("waiting for the command", e))?,
             () = ctx.cancellation().cancelled() => {
@@ -212,7 +247,10 @@ impl Plugin for Exec {
         };
         if !status.success() {
             let tail = log_tail(&log_path);
-            return Err(PluginError::failed(format!("`{}` exited with {status}; its last output:\n{tail}", argv.join(" "))));
+            return Err(PluginError::failed(format!(
+                "`{}` exited with {status}; its last output:\n{tail}",
+                argv.join(" ")
+            )));
         }
         Ok(())
     }
@@ -228,11 +266,23 @@ async fn sleep_or_forever(d: Duration) {
 
 fn resolve_program(program: &str, dir: &Path) -> PathBuf {
     let p = Path::new(program);
-    if p.components().count() > 1 && p.is_relative() { dir.join(p) } else { p.to_path_buf() }
+    if p.components().count() > 1 && p.is_relative() {
+        dir.join(p)
+    } else {
+        p.to_path_buf()
+    }
 }
 
 fn env_name(name: &str) -> String {
-    name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Replace `{name}` placeholders; `{{` and `}}` stand for literal braces.
@@ -250,11 +300,16 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Plu
         if tail.starts_with('}') {
             return Err(PluginError::failed(format!("unmatched `}}` in `{text}`")));
         }
-        let end = tail.find('}').ok_or_else(|| PluginError::failed(format!("unclosed `{{` in `{text}`")))?;
+        let end = tail
+            .find('}')
+            .ok_or_else(|| PluginError::failed(format!("unclosed `{{` in `{text}`")))?;
         let key = &tail[1..end];
         let value = vars.get(key).ok_or_else(|| {
             let known: Vec<&str> = vars.keys().map(String::as_str).collect();
-            PluginError::failed(format!("unknown placeholder `{{{key}}}` in `{text}`; known: {}", known.join(", ")))
+            PluginError::failed(format!(
+                "unknown placeholder `{{{key}}}` in `{text}`; known: {}",
+                known.join(", ")
+            ))
         })?;
         out.push_str(value);
         rest = &tail[end + 1..];
@@ -264,12 +319,13 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Plu
 }
 
 fn log_tail(path: &Path) -> String {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(20);
     lines[start..].join("\n")
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -279,10 +335,16 @@ mod tests {
     fn placeholders() {
         let mut vars = BTreeMap::new();
         vars.insert("inputs.a".to_owned(), "/x/a.parquet".to_owned());
-        assert_eq!(substitute("--in={inputs.a}", &vars).unwrap(), "--in=/x/a.parquet");
+        assert_eq!(
+            substitute("--in={inputs.a}", &vars).unwrap(),
+            "--in=/x/a.parquet"
+        );
         assert_eq!(substitute("{{literal}}", &vars).unwrap(), "{literal}");
         let err = substitute("{inputs.b}", &vars).unwrap_err();
-        assert!(err.message.contains("unknown placeholder `{inputs.b}`"), "{err}");
+        assert!(
+            err.message.contains("unknown placeholder `{inputs.b}`"),
+            "{err}"
+        );
         assert!(substitute("{oops", &vars).is_err());
     }
 }

@@ -1,0 +1,686 @@
+//! Command-line parsing and the commands' output.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use scorch::error::{EngineError, EngineErrorKind, WorkflowError};
+use scorch::plan::{PlanStatus, plan};
+use scorch::progress::{Mode, Reporter};
+use scorch::record::{Outcome, RunRecord, RunStatus};
+use scorch::run::{RunOptions, run};
+use scorch::store::{DEFAULT_STORE, Store, gc};
+use scorch::workflow::{LoadOptions, Workflow, load};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// Distil LLM agents with SCoRe: YAML workflows run as cached DAGs.
+#[derive(Debug, Parser)]
+#[command(name = "scorch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and check a workflow; nothing runs.
+    Validate(WorkflowArgs),
+    /// Show what a run would do, and why.
+    Plan(PlanArgs),
+    /// Run a workflow; cached nodes are reused.
+    Run(RunArgs),
+    /// Draw the DAG.
+    Dag {
+        #[command(flatten)]
+        wf: WorkflowArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: DagFormat,
+    },
+    /// List recorded runs, newest first.
+    Runs {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run record.
+    Show {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every component of a node's cache key and what changed since it last ran.
+    Explain {
+        #[command(flatten)]
+        wf: WorkflowArgs,
+        /// Node id.
+        node: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove staging leftovers and unreferenced artifacts.
+    Gc {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the built-in node kinds.
+    Plugins,
+    /// Print the JSON Schema of workflow files.
+    Schema,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DagFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Args)]
+struct WorkflowArgs {
+    /// The workflow file.
+    workflow: PathBuf,
+    /// Override a value: `vars.x=3`, `nodes.rl.params.lr=1e-6` (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    sets: Vec<String>,
+    /// Resource limits: `cpu=4`, `gpu=1` (repeatable).
+    #[arg(long = "slots", value_name = "NAME=N")]
+    slots: Vec<String>,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Artifact store URL (default: the workflow's `store:`, else file://.scorch).
+    #[arg(long, env = "SCORCH_STORE")]
+    store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SelectArgs {
+    /// Run only this node; its inputs must be cached (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Run this node and everything downstream (repeatable).
+    #[arg(long)]
+    from: Vec<String>,
+    /// Recompute this node even if cached (repeatable).
+    #[arg(long)]
+    force: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    wf: WorkflowArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    wf: WorkflowArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Run at most N nodes at once (default: the number of cores).
+    #[arg(short = 'j', long)]
+    jobs: Option<usize>,
+    /// No progress output.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Why the command stopped.
+enum Failure {
+    Workflow(WorkflowError, bool),
+    Engine(EngineError),
+    RunFailed,
+    Cancelled,
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(e)
+    }
+}
+
+/// Entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Workflow(e, as_json)) => {
+            if as_json {
+                println!("{}", workflow_error_json(&e));
+            } else {
+                eprint!("{}", crate::report::render(&e));
+                eprintln!("error: {} problem(s) in {}", e.diagnostics.len(), e.file);
+            }
+            ExitCode::from(2)
+        }
+        Err(Failure::Engine(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.kind == EngineErrorKind::Usage {
+                2
+            } else {
+                1
+            })
+        }
+        Err(Failure::RunFailed) => ExitCode::from(1),
+        Err(Failure::Cancelled) => ExitCode::from(130),
+    }
+}
+
+fn workflow_error_json(e: &WorkflowError) -> serde_json::Value {
+    json!({
+        "ok": false,
+        "file": e.file,
+        "errors": e.diagnostics.iter().map(|d| json!({
+            "code": d.kind.code(),
+            "message": d.message,
+            "path": d.path,
+            "line": d.span.map(|s| s.line),
+            "column": d.span.map(|s| s.column),
+            "hint": d.hint,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn parse_slots(slots: &[String]) -> Result<BTreeMap<String, u32>, EngineError> {
+    slots
+        .iter()
+        .map(|s| {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| EngineError::usage(format!("`--slots {s}` is not NAME=N")))?;
+            let n = v
+                .parse::<u32>()
+                .map_err(|_| EngineError::usage(format!("`--slots {s}`: `{v}` is not a count")))?;
+            Ok((k.to_owned(), n))
+        })
+        .collect()
+}
+
+fn load_workflow(args: &WorkflowArgs) -> Result<Workflow, Failure> {
+    let options = LoadOptions {
+        sets: args.sets.clone(),
+        slots: parse_slots(&args.slots)?,
+    };
+    load(&args.workflow, &scorch::builtin::registry(), &options)
+        .map_err(|e| Failure::Workflow(e, args.json))
+}
+
+fn open_store(flag: &StoreArgs, wf: Option<&Workflow>) -> Result<Store, EngineError> {
+    let url = flag
+        .store
+        .clone()
+        .or_else(|| wf.and_then(|w| w.store.clone()))
+        .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    let cwd =
+        std::env::current_dir().map_err(|e| EngineError::io("reading the current directory", e))?;
+    Store::open(&url, &cwd)
+}
+
+fn run_options(select: &SelectArgs, jobs: Option<usize>) -> RunOptions {
+    RunOptions {
+        jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        only: select.only.clone(),
+        from: select.from.clone(),
+        force: select.force.clone(),
+        retry_backoff: std::env::var("SCORCH_RETRY_BACKOFF_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_millis(500), Duration::from_millis),
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Validate(args) => {
+            let wf = load_workflow(&args)?;
+            if args.json {
+                let nodes: Vec<_> = wf
+                    .nodes
+                    .iter()
+                    .map(|n| json!({"id": n.id, "kind": n.plugin.kind()}))
+                    .collect();
+                println!(
+                    "{}",
+                    json!({"ok": true, "workflow": wf.name, "nodes": nodes})
+                );
+            } else {
+                println!(
+                    "{}: ok — workflow `{}`, {} node(s)",
+                    args.workflow.display(),
+                    wf.name,
+                    wf.nodes.len()
+                );
+            }
+            Ok(())
+        }
+        Command::Plan(args) => {
+            let wf = load_workflow(&args.wf)?;
+            let store = open_store(&args.store, Some(&wf))?;
+            let entries = plan(&wf, &store, &run_options(&args.select, None)).await?;
+            if args.wf.json {
+                println!(
+                    "{}",
+                    json!({"workflow": wf.name, "store": store.url(), "nodes": entries})
+                );
+            } else {
+                let width = entries.iter().map(|e| e.id.len()).max().unwrap_or(4);
+                for e in &entries {
+                    println!("{:width$}  {}", e.id, e.describe());
+                }
+                let runs = entries
+                    .iter()
+                    .filter(|e| matches!(e.status, PlanStatus::Runs | PlanStatus::Pending))
+                    .count();
+                println!(
+                    "{} node(s): {} cached, {} to run",
+                    entries.len(),
+                    entries
+                        .iter()
+                        .filter(|e| e.status == PlanStatus::Cached)
+                        .count(),
+                    runs
+                );
+            }
+            Ok(())
+        }
+        Command::Run(args) => {
+            let wf = load_workflow(&args.wf)?;
+            let store = open_store(&args.store, Some(&wf))?;
+            let opts = run_options(&args.select, args.jobs);
+            // Fail early on unknown node names: nothing is written.
+            scorch::run::targets(&wf, &opts)?;
+            let cancel = CancellationToken::new();
+            let c2 = cancel.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("interrupted: cancelling running nodes (Ctrl-C again to force)");
+                    c2.cancel();
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
+                }
+            });
+            let mode = if args.quiet || args.wf.json {
+                Mode::Quiet
+            } else {
+                Mode::Auto
+            };
+            let reporter = Reporter::new(mode);
+            reporter.line(&format!(
+                "run of `{}` on {} ({} node(s))",
+                wf.name,
+                store.url(),
+                wf.nodes.len()
+            ));
+            let record = run(&wf, &store, &opts, cancel, &reporter).await?;
+            if args.wf.json {
+                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+            } else {
+                print_record(&record);
+            }
+            match record.status {
+                RunStatus::Succeeded => Ok(()),
+                RunStatus::Cancelled => Err(Failure::Cancelled),
+                _ => Err(Failure::RunFailed),
+            }
+        }
+        Command::Dag { wf: args, format } => {
+            let wf = load_workflow(&args)?;
+            print!("{}", draw(&wf, format));
+            Ok(())
+        }
+        Command::Runs { store, json } => {
+            let store = open_store(&store, None)?;
+            let mut ids = store.list("runs").await?;
+            ids.reverse();
+            let mut records = Vec::new();
+            for (id, _) in ids {
+                if let Some(r) = store.run::<RunRecord>(&id).await? {
+                    records.push(r);
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string(&records).unwrap_or_default());
+            } else if records.is_empty() {
+                println!("no runs in {}", store.url());
+            } else {
+                println!(
+                    "{:<24}  {:<10}  {:<16}  {:>8}  nodes",
+                    "run", "status", "workflow", "time"
+                );
+                for r in &records {
+                    let status = effective_status(r);
+                    println!(
+                        "{:<24}  {:<10}  {:<16}  {:>7.1}s  {} ran, {} cached, {} failed",
+                        r.id,
+                        status,
+                        r.workflow,
+                        r.duration_ms as f64 / 1000.0,
+                        r.count(Outcome::Ran),
+                        r.count(Outcome::Cached),
+                        r.count(Outcome::Failed)
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Show {
+            run: id,
+            store,
+            json,
+        } => {
+            let store = open_store(&store, None)?;
+            let ids = store.list("runs").await?;
+            let hits: Vec<&String> = ids
+                .iter()
+                .map(|(i, _)| i)
+                .filter(|i| i.starts_with(&id))
+                .collect();
+            let full = match hits.as_slice() {
+                [one] => (*one).clone(),
+                [] => {
+                    return Err(EngineError::usage(format!(
+                        "no run `{id}` in {}; see `scorch runs`",
+                        store.url()
+                    ))
+                    .into());
+                }
+                many => {
+                    return Err(EngineError::usage(format!(
+                        "`{id}` matches {} runs; give more of the id",
+                        many.len()
+                    ))
+                    .into());
+                }
+            };
+            let record = store
+                .run::<RunRecord>(&full)
+                .await?
+                .ok_or_else(|| EngineError::usage(format!("run `{full}` vanished")))?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&record).unwrap_or_default()
+                );
+            } else {
+                print_record(&record);
+            }
+            Ok(())
+        }
+        Command::Explain {
+            wf: args,
+            node,
+            store,
+        } => {
+            let wf = load_workflow(&args)?;
+            let store = open_store(&store, Some(&wf))?;
+            explain(&wf, &store, &node).await
+        }
+        Command::Gc {
+            store,
+            dry_run,
+            json,
+        } => {
+            let store = open_store(&store, None)?;
+            let report = gc(&store, dry_run).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                println!(
+                    "{verb} {} staging folder(s), {} artifact(s), {} object(s) ({} bytes) from {}",
+                    report.staging_dirs.len(),
+                    report.artifacts.len(),
+                    report.objects.len(),
+                    report.bytes,
+                    store.url()
+                );
+            }
+            Ok(())
+        }
+        Command::Plugins => {
+            for p in scorch::builtin::registry().plugins() {
+                println!("{:<10} v{:<4} {}", p.kind(), p.version(), p.description());
+            }
+            Ok(())
+        }
+        Command::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&scorch::spec::workflow_schema()).unwrap_or_default()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn effective_status(r: &RunRecord) -> String {
+    let alive = Path::new(&format!("/proc/{}", r.pid)).exists();
+    match r.status {
+        RunStatus::Running if !alive => "died".into(),
+        s => serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+    }
+}
+
+fn print_record(r: &RunRecord) {
+    let width = r.nodes.iter().map(|n| n.id.len()).max().unwrap_or(4).max(4);
+    println!("{:width$}  {:<9}  {:>8}  detail", "node", "outcome", "time");
+    for n in &r.nodes {
+        let detail = n
+            .error
+            .clone()
+            .or_else(|| n.reason.clone())
+            .unwrap_or_else(|| {
+                n.outputs
+                    .iter()
+                    .map(|(k, o)| match o.rows {
+                        Some(rows) => format!("{k}: {rows} rows"),
+                        None => format!("{k}: {} bytes", o.bytes),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+        let detail = detail.lines().next().unwrap_or("").to_owned();
+        println!(
+            "{:width$}  {:<9}  {:>7.2}s  {detail}",
+            n.id,
+            n.outcome.to_string(),
+            n.duration_ms as f64 / 1000.0
+        );
+    }
+    println!(
+        "run {} {}: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
+        r.id,
+        effective_status(r),
+        r.count(Outcome::Ran),
+        r.count(Outcome::Cached),
+        r.count(Outcome::Failed),
+        r.count(Outcome::Skipped) + r.count(Outcome::Cancelled),
+        r.duration_ms as f64 / 1000.0
+    );
+    for n in r.nodes.iter().filter(|n| n.outcome == Outcome::Failed) {
+        if let Some(e) = &n.error {
+            eprintln!("error in node `{}`:\n{e}", n.id);
+        }
+    }
+}
+
+async fn explain(wf: &Workflow, store: &Store, node: &str) -> Result<(), Failure> {
+    let idx = wf.index_of(node).ok_or_else(|| {
+        let hint = scorch_api::did_you_mean(node, wf.nodes.iter().map(|n| n.id.as_str()))
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        EngineError::usage(format!("no node `{node}` in workflow `{}`{hint}", wf.name))
+    })?;
+    let entries = plan(wf, store, &RunOptions::default()).await?;
+    let e = &entries[idx];
+    println!(
+        "node     {} ({} v{})",
+        e.id,
+        e.kind,
+        wf.nodes[idx].plugin.version()
+    );
+    println!(
+        "key      {}",
+        e.key
+            .as_deref()
+            .unwrap_or("unknown until upstream nodes run")
+    );
+    println!("status   {}", e.describe());
+    let mark = |changed: bool| {
+        if e.last.is_none() {
+            "(never ran)"
+        } else if changed {
+            "CHANGED"
+        } else {
+            "unchanged"
+        }
+    };
+    if let Some(c) = &e.components {
+        let last = e.last.as_ref();
+        println!("components:");
+        println!(
+            "  format   {:<66} {}",
+            c.format,
+            mark(last.is_some_and(|l| l.format != c.format))
+        );
+        println!(
+            "  kind     {:<66} {}",
+            c.kind,
+            mark(last.is_some_and(|l| l.kind != c.kind))
+        );
+        println!(
+            "  version  {:<66} {}",
+            c.version,
+            mark(last.is_some_and(|l| l.version != c.version))
+        );
+        println!(
+            "  params   {:<66} {}",
+            scorch::cache::canonical_json(&c.params),
+            mark(last.is_some_and(|l| l.params != c.params))
+        );
+        println!(
+            "  seed     {:<66} {}",
+            c.seed,
+            mark(last.is_some_and(|l| l.seed != c.seed))
+        );
+        for (name, hash) in &c.inputs {
+            let changed = last.is_some_and(|l| l.inputs.get(name) != Some(hash));
+            println!("  input {name:<3}{:<66} {}", hash, mark(changed));
+        }
+        if let Some(l) = last {
+            let changes = c.changes_since(l);
+            if !changes.is_empty() {
+                println!("changed since it last ran: {}", changes.join("; "));
+            }
+        }
+    } else {
+        for edge in &wf.nodes[idx].inputs {
+            println!(
+                "  input {:<10} from `{}.{}` (not computed yet)",
+                edge.input, wf.nodes[edge.node].id, edge.output
+            );
+        }
+    }
+    Ok(())
+}
+
+fn draw(wf: &Workflow, format: DagFormat) -> String {
+    let mut out = String::new();
+    let safe = |i: usize| format!("n{i}");
+    match format {
+        DagFormat::Mermaid => {
+            out.push_str("flowchart TD\n");
+            for (i, n) in wf.nodes.iter().enumerate() {
+                out.push_str(&format!(
+                    "  {}[\"{}<br/><i>{}</i>\"]\n",
+                    safe(i),
+                    n.id.replace('"', "'"),
+                    n.plugin.kind()
+                ));
+            }
+            for (i, n) in wf.nodes.iter().enumerate() {
+                for e in &n.inputs {
+                    out.push_str(&format!(
+                        "  {} -->|{}| {}\n",
+                        safe(e.node),
+                        e.output,
+                        safe(i)
+                    ));
+                }
+            }
+        }
+        DagFormat::Dot => {
+            out.push_str(&format!(
+                "digraph \"{}\" {{\n  rankdir=TB;\n",
+                wf.name.replace('"', "'")
+            ));
+            for (i, n) in wf.nodes.iter().enumerate() {
+                out.push_str(&format!(
+                    "  {} [label=\"{}\\n({})\", shape=box];\n",
+                    safe(i),
+                    n.id.replace('"', "'"),
+                    n.plugin.kind()
+                ));
+            }
+            for (i, n) in wf.nodes.iter().enumerate() {
+                for e in &n.inputs {
+                    out.push_str(&format!(
+                        "  {} -> {} [label=\"{}\"];\n",
+                        safe(e.node),
+                        safe(i),
+                        e.output
+                    ));
+                }
+            }
+            out.push_str("}\n");
+        }
+    }
+    out
+}

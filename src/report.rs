@@ -1,0 +1,102 @@
+//! Rendering workflow diagnostics with miette: file, line and column, a caret, the key path
+//! and a hint.
+
+use std::io::IsTerminal;
+
+use miette::{
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan,
+};
+use scorch::error::WorkflowError;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+struct Rendered {
+    message: String,
+    code: String,
+    src: NamedSource<String>,
+    labels: Vec<LabeledSpan>,
+    help: Option<String>,
+}
+
+impl Diagnostic for Rendered {
+    fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        Some(Box::new(&self.code))
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.src)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        if self.labels.is_empty() {
+            None
+        } else {
+            Some(Box::new(self.labels.iter().cloned()))
+        }
+    }
+    fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+    }
+}
+
+fn handler() -> GraphicalReportHandler {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let theme = if color {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    GraphicalReportHandler::new_themed(theme).with_context_lines(1)
+}
+
+/// Every diagnostic of `err`, rendered for a terminal or a log.
+pub fn render(err: &WorkflowError) -> String {
+    let handler = handler();
+    let mut out = String::new();
+    for d in &err.diagnostics {
+        let mut labels = Vec::new();
+        if let Some(s) = d.span {
+            let text = match (&d.label, &d.path) {
+                (Some(l), Some(p)) => format!("{l} (at `{p}`)"),
+                (Some(l), None) => l.clone(),
+                (None, Some(p)) => format!("at `{p}`"),
+                (None, None) => String::new(),
+            };
+            labels.push(LabeledSpan::new_primary_with_span(
+                Some(text),
+                SourceSpan::new(s.offset.into(), s.len.max(1)),
+            ));
+        }
+        for (s, text) in &d.related {
+            labels.push(LabeledSpan::new_with_span(
+                Some(text.clone()),
+                SourceSpan::new(s.offset.into(), s.len.max(1)),
+            ));
+        }
+        let mut help = d.hint.clone();
+        if d.span.is_none() {
+            if let Some(p) = &d.path {
+                help = Some(match help {
+                    Some(h) => format!("at `{p}`: {h}"),
+                    None => format!("at `{p}`"),
+                });
+            }
+        }
+        let message = match d.span {
+            Some(s) => format!("{}:{}:{}: {}", err.file, s.line, s.column, d.message),
+            None => format!("{}: {}", err.file, d.message),
+        };
+        let rendered = Rendered {
+            message,
+            code: format!("scorch::workflow::{}", d.kind.code()),
+            src: NamedSource::new(err.file.clone(), err.source_text.to_string()),
+            labels,
+            help,
+        };
+        if handler.render_report(&mut out, &rendered).is_err() {
+            out.push_str(&rendered.message);
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,522 @@
+//! The artifact store: content-addressed objects, artifacts and node manifests in an
+//! `object_store` (a local folder, S3, or memory), plus run records.
+//!
+//! Layout under the store's root:
+//! - `objects/<blake3>`: file contents, immutable;
+//! - `artifacts/<hash>.json`: an artifact (a table or a blob set) as a list of objects;
+//!   `<hash>` is the artifact's content hash, which downstream cache keys use;
+//! - `nodes/<cache key>.json`: a node manifest mapping output names to artifacts, published
+//!   with put-if-absent once every object and artifact is written: the commit point;
+//! - `last/<workflow>/<node>.json`: the key components a node last ran or hit with (`explain`);
+//! - `runs/<run id>.json`: run records.
+//!
+//! Nodes write their outputs into a local staging folder first (the store's `work/`
+//! folder for a local store); a crash leaves staging folders and perhaps unreferenced
+//! objects, never a manifest, and `gc` removes both.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_schema::Schema;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::cache::{KeyComponents, canonical_json};
+use crate::error::{EngineError, EngineErrorKind};
+
+/// The default store URL.
+pub const DEFAULT_STORE: &str = "file://.scorch";
+
+/// Table or blob set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    /// Parquet table.
+    Table,
+    /// Files.
+    Blobs,
+}
+
+/// One file of an artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactFile {
+    /// Path inside the artifact.
+    pub path: String,
+    /// blake3 of the contents: the object's name.
+    pub object: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An immutable output of a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Table or blobs.
+    pub kind: ArtifactKind,
+    /// Its files, sorted by path.
+    pub files: Vec<ArtifactFile>,
+    /// For tables: the Arrow schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<Schema>,
+    /// For tables: rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+impl Artifact {
+    /// The content hash: blake3 over the kind and the files.
+    pub fn hash(&self) -> String {
+        let v = serde_json::json!({"kind": self.kind, "files": self.files});
+        blake3::hash(canonical_json(&v).as_bytes())
+            .to_hex()
+            .to_string()
+    }
+    /// Total bytes.
+    pub fn size(&self) -> u64 {
+        self.files.iter().map(|f| f.size).sum()
+    }
+}
+
+/// The published result of one node execution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeManifest {
+    /// The cache key.
+    pub key: String,
+    /// What the key is made of.
+    pub components: KeyComponents,
+    /// Output name → artifact hash.
+    pub outputs: BTreeMap<String, String>,
+    /// Metrics reported by the run.
+    #[serde(default)]
+    pub metrics: Vec<scorch_api::Metric>,
+    /// The node id that produced it.
+    pub node: String,
+    /// When it was published (RFC 3339).
+    pub created: String,
+    /// How long the run took.
+    pub duration_ms: u64,
+}
+
+/// A handle to an artifact store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+    work_dir: PathBuf,
+}
+
+fn meta_path(prefix: &str, name: &str) -> ObjectPath {
+    ObjectPath::from(format!("{prefix}/{name}"))
+}
+
+impl Store {
+    /// Open `url` (`file://DIR`, `s3://BUCKET[/PREFIX]`, `memory://`); relative folders are
+    /// relative to `base`. S3 takes its credentials, region and endpoint from the usual
+    /// `AWS_*` variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP=true` for a local server).
+    pub fn open(url: &str, base: &Path) -> Result<Self, EngineError> {
+        let bad = |why: String| EngineError::usage(format!("store `{url}`: {why}"));
+        let (inner, work_dir): (Arc<dyn ObjectStore>, PathBuf) =
+            if let Some(dir) = url.strip_prefix("file://") {
+                if dir.is_empty() {
+                    return Err(bad("no folder given (use file://DIR)".into()));
+                }
+                let root = base.join(dir);
+                std::fs::create_dir_all(&root).map_err(|e| {
+                    EngineError::io(format!("creating store folder {}", root.display()), e)
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?;
+                (Arc::new(fs), root.join("work"))
+            } else if url == "memory://" || url == "memory:" {
+                (
+                    Arc::new(InMemory::new()),
+                    std::env::temp_dir().join(format!("scorch-memory-{}", std::process::id())),
+                )
+            } else if let Some(rest) = url.strip_prefix("s3://") {
+                let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+                if bucket.is_empty() {
+                    return Err(bad("no bucket given (use s3://BUCKET/PREFIX)".into()));
+                }
+                let s3 = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                let prefix = prefix.trim_matches('/');
+                let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(PrefixStore::new(s3, prefix))
+                };
+                let tag = blake3::hash(url.as_bytes()).to_hex();
+                (inner, base.join(".scorch").join("work").join(&tag[..12]))
+            } else {
+                return Err(bad(
+                    "unsupported scheme; use file://, s3:// or memory://".into()
+                ));
+            };
+        Ok(Self {
+            inner,
+            url: url.to_owned(),
+            work_dir,
+        })
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    /// The underlying object store.
+    pub fn objects(&self) -> Arc<dyn ObjectStore> {
+        self.inner.clone()
+    }
+    /// The local folder for staging areas and scratch directories.
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+    /// The object path of content `hash`.
+    pub fn object_path(hash: &str) -> ObjectPath {
+        meta_path("objects", hash)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &ObjectPath,
+    ) -> Result<Option<T>, EngineError> {
+        match self.inner.get(path).await {
+            Ok(r) => {
+                let bytes = r
+                    .bytes()
+                    .await
+                    .map_err(|e| EngineError::store(format!("reading {path}"), e))?;
+                serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    EngineError::new(
+                        EngineErrorKind::Corrupt,
+                        format!("{path} in {} is corrupt: {e}", self.url),
+                    )
+                })
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(EngineError::store(
+                format!("reading {path} from {}", self.url),
+                e,
+            )),
+        }
+    }
+
+    async fn put_json<T: Serialize>(
+        &self,
+        path: &ObjectPath,
+        value: &T,
+        mode: PutMode,
+    ) -> Result<bool, EngineError> {
+        let bytes = serde_json::to_vec_pretty(value)
+            .map_err(|e| EngineError::new(EngineErrorKind::Internal, e.to_string()))?;
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(e) => Err(EngineError::store(
+                format!("writing {path} to {}", self.url),
+                e,
+            )),
+        }
+    }
+
+    /// Upload a local file as a content-addressed object; returns (hash, size).
+    pub async fn put_file(&self, file: &Path) -> Result<(String, u64), EngineError> {
+        let path = file.to_path_buf();
+        let (hash, size) =
+            tokio::task::spawn_blocking(move || -> std::io::Result<(String, u64)> {
+                let mut hasher = blake3::Hasher::new();
+                let f = std::fs::File::open(&path)?;
+                hasher.update_reader(f)?;
+                let size = std::fs::metadata(&path)?.len();
+                Ok((hasher.finalize().to_hex().to_string(), size))
+            })
+            .await
+            .map_err(|e| EngineError::new(EngineErrorKind::Internal, e.to_string()))?
+            .map_err(|e| EngineError::io(format!("hashing {}", file.display()), e))?;
+        let target = Self::object_path(&hash);
+        match self.inner.head(&target).await {
+            Ok(meta) if meta.size == size => return Ok((hash, size)),
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(EngineError::store(format!("checking {target}"), e)),
+        }
+        let mut src = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| EngineError::io(format!("opening {}", file.display()), e))?;
+        let mut writer = BufWriter::new(self.inner.clone(), target.clone());
+        tokio::io::copy(&mut src, &mut writer)
+            .await
+            .map_err(|e| EngineError::io(format!("uploading {}", file.display()), e))?;
+        writer
+            .shutdown()
+            .await
+            .map_err(|e| EngineError::io(format!("uploading {}", file.display()), e))?;
+        Ok((hash, size))
+    }
+
+    /// Write an artifact descriptor (idempotent); returns its hash.
+    pub async fn put_artifact(&self, artifact: &Artifact) -> Result<String, EngineError> {
+        let hash = artifact.hash();
+        self.put_json(
+            &meta_path("artifacts", &format!("{hash}.json")),
+            artifact,
+            PutMode::Overwrite,
+        )
+        .await?;
+        Ok(hash)
+    }
+
+    /// Read artifact `hash`.
+    pub async fn artifact(&self, hash: &str) -> Result<Artifact, EngineError> {
+        self.get_json(&meta_path("artifacts", &format!("{hash}.json")))
+            .await?
+            .ok_or_else(|| {
+                EngineError::new(
+                    EngineErrorKind::Corrupt,
+                    format!(
+                        "artifact {hash} is missing from {} (removed by gc?)",
+                        self.url
+                    ),
+                )
+            })
+    }
+
+    /// The manifest published under `key`, if any.
+    pub async fn manifest(&self, key: &str) -> Result<Option<NodeManifest>, EngineError> {
+        self.get_json(&meta_path("nodes", &format!("{key}.json")))
+            .await
+    }
+
+    /// Publish a manifest: the commit point of a node. With `overwrite` false an existing
+    /// manifest for the key wins (another run got there first with the same inputs).
+    pub async fn publish(
+        &self,
+        manifest: &NodeManifest,
+        overwrite: bool,
+    ) -> Result<(), EngineError> {
+        let mode = if overwrite {
+            PutMode::Overwrite
+        } else {
+            PutMode::Create
+        };
+        self.put_json(
+            &meta_path("nodes", &format!("{}.json", manifest.key)),
+            manifest,
+            mode,
+        )
+        .await?;
+        Ok(())
+    }
+
+    fn last_path(workflow: &str, node: &str) -> ObjectPath {
+        let enc = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '=') {
+                        c
+                    } else {
+                        '~'
+                    }
+                })
+                .collect()
+        };
+        ObjectPath::from(format!("last/{}/{}.json", enc(workflow), enc(node)))
+    }
+
+    /// The key components node `node` of `workflow` last ran or hit the cache with.
+    pub async fn last(
+        &self,
+        workflow: &str,
+        node: &str,
+    ) -> Result<Option<KeyComponents>, EngineError> {
+        self.get_json(&Self::last_path(workflow, node)).await
+    }
+
+    /// Remember the key components of the node's latest run.
+    pub async fn set_last(
+        &self,
+        workflow: &str,
+        node: &str,
+        c: &KeyComponents,
+    ) -> Result<(), EngineError> {
+        self.put_json(&Self::last_path(workflow, node), c, PutMode::Overwrite)
+            .await
+            .map(|_| ())
+    }
+
+    /// Write a run record.
+    pub async fn put_run<T: Serialize>(&self, id: &str, record: &T) -> Result<(), EngineError> {
+        self.put_json(
+            &meta_path("runs", &format!("{id}.json")),
+            record,
+            PutMode::Overwrite,
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Read a run record.
+    pub async fn run<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+    ) -> Result<Option<T>, EngineError> {
+        self.get_json(&meta_path("runs", &format!("{id}.json")))
+            .await
+    }
+
+    /// Names under `prefix/` (without the prefix and the `.json` suffix).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, EngineError> {
+        let p = ObjectPath::from(prefix);
+        let metas: Vec<_> = self
+            .inner
+            .list(Some(&p))
+            .try_collect()
+            .await
+            .map_err(|e| EngineError::store(format!("listing {prefix}/ in {}", self.url), e))?;
+        let mut out: Vec<(String, u64)> = metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m
+                    .location
+                    .as_ref()
+                    .strip_prefix(&format!("{prefix}/"))?
+                    .to_owned();
+                Some((
+                    name.strip_suffix(".json")
+                        .map(str::to_owned)
+                        .unwrap_or(name),
+                    m.size,
+                ))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Copy a blob-set artifact's files into `dir`.
+    pub async fn materialize(&self, artifact: &Artifact, dir: &Path) -> Result<(), EngineError> {
+        for f in &artifact.files {
+            let dest = dir.join(&f.path);
+            if let Some(parent) = dest.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| EngineError::io(format!("creating {}", parent.display()), e))?;
+            }
+            let bytes = self
+                .inner
+                .get(&Self::object_path(&f.object))
+                .await
+                .map_err(|e| EngineError::store(format!("fetching {}", f.path), e))?
+                .bytes()
+                .await
+                .map_err(|e| EngineError::store(format!("fetching {}", f.path), e))?;
+            tokio::fs::write(&dest, &bytes)
+                .await
+                .map_err(|e| EngineError::io(format!("writing {}", dest.display()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Delete one object path.
+    pub async fn delete(&self, path: &ObjectPath) -> Result<(), EngineError> {
+        match self.inner.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(EngineError::store(format!("deleting {path}"), e)),
+        }
+    }
+}
+
+/// What `gc` found (and removed, unless it was a dry run).
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Staging folders of runs that are no longer alive.
+    pub staging_dirs: Vec<String>,
+    /// Artifacts no manifest refers to.
+    pub artifacts: Vec<String>,
+    /// Objects no artifact refers to.
+    pub objects: Vec<String>,
+    /// Bytes of the removed objects.
+    pub bytes: u64,
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Remove staging leftovers of dead runs, unreferenced artifacts and unreferenced objects.
+pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
+    let mut report = GcReport::default();
+    let staging = store.work_dir().join("staging");
+    if let Ok(entries) = std::fs::read_dir(&staging) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Staging folders are named `<pid>-<uuid>`: keep those of live processes.
+            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(pid_alive) {
+                continue;
+            }
+            if !dry_run {
+                std::fs::remove_dir_all(entry.path()).map_err(|e| {
+                    EngineError::io(format!("removing {}", entry.path().display()), e)
+                })?;
+            }
+            report.staging_dirs.push(name);
+        }
+    }
+    let mut live_artifacts = BTreeSet::new();
+    for (key, _) in store.list("nodes").await? {
+        if let Some(m) = store.manifest(&key).await? {
+            live_artifacts.extend(m.outputs.into_values());
+        }
+    }
+    let mut live_objects = BTreeSet::new();
+    for (hash, _) in store.list("artifacts").await? {
+        if live_artifacts.contains(&hash) {
+            live_objects.extend(
+                store
+                    .artifact(&hash)
+                    .await?
+                    .files
+                    .into_iter()
+                    .map(|f| f.object),
+            );
+        } else {
+            if !dry_run {
+                store
+                    .delete(&meta_path("artifacts", &format!("{hash}.json")))
+                    .await?;
+            }
+            report.artifacts.push(hash);
+        }
+    }
+    for (hash, size) in store.list("objects").await? {
+        if !live_objects.contains(&hash) {
+            if !dry_run {
+                store.delete(&Store::object_path(&hash)).await?;
+            }
+            report.bytes += size;
+            report.objects.push(hash);
+        }
+    }
+    Ok(report)
+}
