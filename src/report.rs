@@ -59,7 +59,8 @@ pub fn render(err: &WorkflowError) -> String {
             let text = match (&d.label, &d.path) {
                 (Some(l), Some(p)) => format!("{l} (at `{p}`)"),
                 (Some(l), None) => l.clone(),
-                (None, Some(p)) => format!("at `{p}`"),
+                (None, Some(p)) if !p.is_empty() => format!("at `{p}`"),
+                (None, Some(_)) => String::new(),
                 (None, None) => String::new(),
             };
             labels.push(LabeledSpan::new_primary_with_span(

@@ -244,7 +244,8 @@ pub fn load(
     let (doc, index) = yaml::parse(&text).map_err(|e| {
         fail(vec![
             Diagnostic::new(ErrorKind::Syntax, format!("invalid YAML: {}", e.message))
-                .spanned(e.span),
+                .spanned(e.span)
+                .hint(Some("check the indentation, brackets and quotes around this place".into())),
         ])
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -496,7 +497,7 @@ fn resolve(
             } else {
                 (ErrorKind::InvalidType, false)
             };
-            let hint = unknown_field_hint(&message);
+            let hint = unknown_field_hint(&message).or_else(|| type_hint(&message));
             ctx.push(kind, &p, message, hint, at_key);
             return None;
         }
@@ -754,6 +755,23 @@ fn resolve(
         nodes: sorted,
         limits,
     })
+}
+
+/// A plain-words hint for serde's "invalid type: X, expected Y".
+fn type_hint(message: &str) -> Option<String> {
+    let expected = message.split("expected ").nth(1)?.trim();
+    let words = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, 0 or more",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "a boolean" => "`true` or `false`",
+        "a string" => "text (quote it if YAML reads it as something else)",
+        "a sequence" => "a list, e.g. `[a, b]`",
+        e if e.starts_with("a map") || e.starts_with("struct") => "a mapping, e.g. `{key: value}`",
+        e if e.starts_with("one of") => return Some(format!("use {e}")),
+        _ => return None,
+    };
+    Some(format!("write {words} here"))
 }
 
 type Combo = Vec<(String, Value, String)>;

@@ -32,6 +32,18 @@ fn span_of(loc: serde_saphyr::Location) -> Span {
     }
 }
 
+/// Fill in the byte offset of a span known only by line and column.
+fn with_offset(mut span: Span, text: &str) -> Span {
+    if span.offset == 0 && (span.line > 1 || span.column > 1) {
+        let line_start: usize = text.split_inclusive('\n').take(span.line.saturating_sub(1) as usize).map(str::len).sum();
+        let line = text[line_start.min(text.len())..].lines().next().unwrap_or("");
+        let col: usize = line.chars().take(span.column.saturating_sub(1) as usize).map(char::len_utf8).sum();
+        span.offset = (line_start + col).min(text.len().saturating_sub(1));
+    }
+    span.len = span.len.max(1);
+    span
+}
+
 /// Where the key and the value at one path are.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Place {
@@ -200,7 +212,7 @@ pub fn parse(text: &str) -> Result<(Value, SpanIndex), SyntaxError> {
     let root: Spanned<Node> =
         serde_saphyr::from_str_with_options(text, options).map_err(|e| SyntaxError {
             message: e.to_string(),
-            span: e.location().map(span_of),
+            span: e.location().map(|l| with_offset(span_of(l), text)),
         })?;
     let mut index = SpanIndex::default();
     let value = convert(root, String::new(), None, &mut index, text)?;
