@@ -245,7 +245,9 @@ pub fn load(
         fail(vec![
             Diagnostic::new(ErrorKind::Syntax, format!("invalid YAML: {}", e.message))
                 .spanned(e.span)
-                .hint(Some("check the indentation, brackets and quotes around this place".into())),
+                .hint(Some(
+                    "check the indentation, brackets and quotes around this place".into(),
+                )),
         ])
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -295,7 +297,7 @@ fn resolve(
             ErrorKind::Structure,
             "",
             "a workflow file is a mapping with `name:` and `nodes:`",
-            None,
+            Some("start the file with `name: my-experiment` and a `nodes:` mapping".into()),
             false,
         );
         return None;
@@ -454,10 +456,17 @@ fn resolve(
                         continue;
                     }
                     ctx.bases.insert(inst_id.clone(), id.clone());
-                    key_params.insert(
-                        inst_id.clone(),
-                        value.get("params").cloned().unwrap_or(Value::Null),
-                    );
+                    // The same params with `${env.X}` left as written: what keys and records see.
+                    let keep = Scope {
+                        keep_env: true,
+                        ..scope.clone()
+                    };
+                    if let Ok(kept) = interpolate(&body, &keep, &mut Secrets::default()) {
+                        key_params.insert(
+                            inst_id.clone(),
+                            kept.get("params").cloned().unwrap_or(Value::Null),
+                        );
+                    }
                     bindings.insert(inst_id.clone(), (id.clone(), matrix));
                     instances.insert(inst_id, value);
                 }
@@ -502,7 +511,6 @@ fn resolve(
             return None;
         }
     };
-    drop(key_params);
 
     let mut limits = spec.resources.clone();
     limits.extend(options.slots.clone());
@@ -547,7 +555,7 @@ fn resolve(
                     ErrorKind::InvalidParam,
                     &p,
                     format!("invalid params for `{}`: {}", ns.kind, e.message),
-                    e.hint,
+                    e.hint.clone().or_else(|| type_hint(&e.message)),
                     at_key,
                 );
                 continue;
@@ -583,7 +591,10 @@ fn resolve(
             base,
             matrix,
             plugin: plugin.clone(),
-            key_params: secrets.redact(&checked.params),
+            key_params: match key_params.get(id).map(|p| plugin.check(p)) {
+                Some(Ok(kept)) => kept.params,
+                _ => secrets.redact(&checked.params),
+            },
             params: checked.params,
             signature: checked.signature,
             inputs: Vec::new(),

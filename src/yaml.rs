@@ -35,9 +35,20 @@ fn span_of(loc: serde_saphyr::Location) -> Span {
 /// Fill in the byte offset of a span known only by line and column.
 fn with_offset(mut span: Span, text: &str) -> Span {
     if span.offset == 0 && (span.line > 1 || span.column > 1) {
-        let line_start: usize = text.split_inclusive('\n').take(span.line.saturating_sub(1) as usize).map(str::len).sum();
-        let line = text[line_start.min(text.len())..].lines().next().unwrap_or("");
-        let col: usize = line.chars().take(span.column.saturating_sub(1) as usize).map(char::len_utf8).sum();
+        let line_start: usize = text
+            .split_inclusive('\n')
+            .take(span.line.saturating_sub(1) as usize)
+            .map(str::len)
+            .sum();
+        let line = text[line_start.min(text.len())..]
+            .lines()
+            .next()
+            .unwrap_or("");
+        let col: usize = line
+            .chars()
+            .take(span.column.saturating_sub(1) as usize)
+            .map(char::len_utf8)
+            .sum();
         span.offset = (line_start + col).min(text.len().saturating_sub(1));
     }
     span.len = span.len.max(1);

@@ -135,8 +135,8 @@ impl fmt::Display for PortType {
 /// Check that what a producer declares satisfies what a consumer requires.
 ///
 /// A consumer's table columns must all be present in the producer's declaration with the
-/// same Arrow type, and a column the consumer requires non-null must be non-null there
-/// too; extra producer columns are allowed. A producer without declared columns passes
+/// same Arrow type; extra producer columns are allowed. Nullability is not compared (a
+/// nullable column may hold no null): consumers handle nulls or fail on them. A producer without declared columns passes
 /// here and is checked when its table is read.
 pub fn check_compatible(consumer: &PortType, producer: &PortType) -> Result<(), String> {
     match (consumer, producer) {
@@ -166,10 +166,6 @@ pub fn check_schema(want: &Schema, have: &Schema) -> Result<(), String> {
                 field.name(),
                 got.data_type(),
                 field.data_type()
-            )),
-            Ok(got) if got.is_nullable() && !field.is_nullable() => problems.push(format!(
-                "column `{}` is nullable but must be non-null",
-                field.name()
             )),
             Ok(_) => {}
         }

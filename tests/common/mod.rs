@@ -1,0 +1,109 @@
+//! Helpers shared by the end-to-end tests: run the real `scorch` binary in a temp folder.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temp project folder.
+pub struct Project {
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_scorch"));
+        c.args(args)
+            .current_dir(self.path())
+            .env("NO_COLOR", "1")
+            .env_remove("SCORCH_STORE")
+            .env("SCORCH_RETRY_BACKOFF_MS", "10");
+        c
+    }
+    pub fn scorch(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run scorch")
+    }
+    /// Run with `--json` and parse the run record; panics with the output on a bad exit.
+    pub fn run_json(&self, args: &[&str], expect_code: i32) -> serde_json::Value {
+        let mut a = vec!["run"];
+        a.extend_from_slice(args);
+        a.push("--json");
+        let out = self.scorch(&a);
+        assert_eq!(
+            out.status.code(),
+            Some(expect_code),
+            "scorch {a:?}\nstdout: {}\nstderr: {}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
+    }
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `{node id: outcome}` of a run record.
+pub fn outcomes(record: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    record["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap_or_default().to_owned(),
+                n["outcome"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Nodes of a record with the given outcome, sorted.
+pub fn with_outcome(record: &serde_json::Value, outcome: &str) -> Vec<String> {
+    outcomes(record)
+        .into_iter()
+        .filter(|(_, o)| o == outcome)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+pub const DIAMOND: &str = r#"
+name: diamond
+vars:
+  n: 20
+nodes:
+  nums:
+    kind: numbers
+    params: {n: "${vars.n}"}
+  doubled:
+    kind: affine
+    params: {scale: 2}
+    inputs: {table: {from: nums.table}}
+  shifted:
+    kind: affine
+    params: {offset: 5}
+    inputs: {table: {from: nums.table}}
+  sum_doubled:
+    kind: total
+    inputs: {table: {from: doubled.table}}
+  sum_shifted:
+    kind: total
+    inputs: {table: {from: shifted.table}}
+"#;

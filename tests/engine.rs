@@ -1,0 +1,404 @@
+//! End-to-end behaviour of the engine through the CLI: caching, early cutoff, failures,
+//! crashes, secrets and the inspection commands.
+
+mod common;
+
+use common::{DIAMOND, Project, outcomes, text, with_outcome};
+
+#[test]
+fn a_second_run_executes_no_node() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    let first = p.run_json(&["wf.yaml"], 0);
+    assert_eq!(with_outcome(&first, "ran").len(), 5, "{first}");
+    let second = p.run_json(&["wf.yaml"], 0);
+    assert_eq!(with_outcome(&second, "cached").len(), 5, "{second}");
+    assert!(with_outcome(&second, "ran").is_empty());
+    assert_eq!(second["status"], "succeeded");
+}
+
+#[test]
+fn editing_one_param_reruns_exactly_that_node_and_its_dependents() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    p.run_json(&["wf.yaml"], 0);
+    p.write(
+        "wf.yaml",
+        &DIAMOND.replace("params: {scale: 2}", "params: {scale: 3}"),
+    );
+    let plan = p.scorch(&["plan", "wf.yaml"]);
+    let plan_text = text(&plan.stdout);
+    assert!(
+        plan_text.contains("doubled      runs: params changed: scale: 2 → 3"),
+        "{plan_text}"
+    );
+    assert!(plan_text.contains("shifted      cached"), "{plan_text}");
+    let rec = p.run_json(&["wf.yaml"], 0);
+    assert_eq!(with_outcome(&rec, "ran"), vec!["doubled", "sum_doubled"]);
+    assert_eq!(
+        with_outcome(&rec, "cached"),
+        vec!["nums", "shifted", "sum_shifted"]
+    );
+    let sum = &rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "sum_doubled")
+        .unwrap()["metrics"][0];
+    assert_eq!(sum["value"], 3.0 * (0..20).sum::<i64>() as f64, "{sum}");
+}
+
+#[test]
+fn an_upstream_rerun_with_identical_output_leaves_downstream_cached() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    p.run_json(&["wf.yaml"], 0);
+    // A clamp far above every value changes the params but not the table.
+    let rec = p.run_json(&["wf.yaml", "--set", "nodes.doubled.params.max=1000000"], 0);
+    assert_eq!(with_outcome(&rec, "ran"), vec!["doubled"]);
+    assert_eq!(outcomes(&rec)["sum_doubled"], "cached");
+    // A clamp that bites changes the table, so the sum reruns.
+    let rec = p.run_json(&["wf.yaml", "--set", "nodes.doubled.params.max=10"], 0);
+    assert_eq!(with_outcome(&rec, "ran"), vec!["doubled", "sum_doubled"]);
+}
+
+#[test]
+fn vars_from_set_change_keys_and_plan_explains_why() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    p.run_json(&["wf.yaml"], 0);
+    let rec = p.run_json(&["wf.yaml", "--set", "vars.n=7"], 0);
+    assert_eq!(with_outcome(&rec, "ran").len(), 5);
+    let out = p.scorch(&["explain", "wf.yaml", "nums"]);
+    let t = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(t.contains("params changed: n: 7 → 20"), "{t}");
+    assert!(t.contains("CHANGED"), "{t}");
+    assert!(t.contains("version  1"), "{t}");
+    let out = p.scorch(&["explain", "wf.yaml", "doubled"]);
+    assert!(
+        text(&out.stdout).contains("input table"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+const FAILING: &str = r#"
+name: failing
+nodes:
+  nums: {kind: numbers, params: {n: 4}}
+  broken:
+    kind: exec
+    retries: 2
+    params:
+      command: [python3, -c, "import sys; print('bad things'); sys.exit(3)"]
+      outputs: {table: {type: table}}
+    inputs: {rows: {from: nums.table}}
+  after_broken:
+    kind: total
+    inputs: {table: {from: broken.table}}
+  fine:
+    kind: affine
+    params: {delay_ms: 300}
+    inputs: {table: {from: nums.table}}
+"#;
+
+#[test]
+fn a_failed_node_stops_its_dependents_while_independent_branches_finish() {
+    let p = Project::new();
+    p.write("wf.yaml", FAILING);
+    let rec = p.run_json(&["wf.yaml", "-j", "2"], 1);
+    let o = outcomes(&rec);
+    assert_eq!(o["broken"], "failed");
+    assert_eq!(o["after_broken"], "skipped");
+    assert_eq!(o["fine"], "ran");
+    assert_eq!(rec["status"], "failed");
+    let broken = rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "broken")
+        .unwrap();
+    assert_eq!(broken["attempts"], 3, "two retries: {broken}");
+    let err = broken["error"].as_str().unwrap();
+    assert!(
+        err.contains("exited with exit status: 3") && err.contains("bad things"),
+        "{err}"
+    );
+    // The failure published nothing: the next plan still wants to run it.
+    let plan = text(&p.scorch(&["plan", "wf.yaml"]).stdout);
+    assert!(plan.contains("broken        runs:"), "{plan}");
+    assert!(plan.contains("fine          cached"), "{plan}");
+}
+
+#[test]
+fn a_panicking_or_missing_output_plugin_is_a_node_failure_not_a_crash() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"
+name: lazy
+nodes:
+  lazy:
+    kind: exec
+    params:
+      command: [python3, -c, "pass"]
+      outputs: {table: {type: table}}
+"#,
+    );
+    let rec = p.run_json(&["wf.yaml"], 1);
+    let err = rec["nodes"][0]["error"].as_str().unwrap();
+    assert!(err.contains("output `table` was not written"), "{err}");
+}
+
+#[test]
+fn exec_runs_a_real_interpreter_on_parquet_paths_and_blob_folders() {
+    let p = Project::new();
+    p.write(
+        "tool.py",
+        r#"
+import os, shutil, sys
+src, dst, notes = sys.argv[1], sys.argv[2], os.environ["SCORCH_OUTPUT_NOTES"]
+assert open(src, "rb").read(4) == b"PAR1", "input is not parquet"
+shutil.copyfile(src, dst)
+os.makedirs(os.path.join(notes, "sub"), exist_ok=True)
+open(os.path.join(notes, "sub", "seed.txt"), "w").write(os.environ["SCORCH_SEED"])
+"#,
+    );
+    p.write(
+        "wf.yaml",
+        r#"
+name: exec-demo
+seed: 11
+nodes:
+  nums: {kind: numbers, params: {n: 6}}
+  tool:
+    kind: exec
+    params:
+      command: [python3, tool.py, "{inputs.rows}", "{outputs.table}"]
+      outputs:
+        table: {type: table, columns: {x: int64}}
+        notes: {type: blobs}
+    inputs: {rows: {from: nums.table}}
+  sum:
+    kind: total
+    inputs: {table: {from: tool.table}}
+  reader:
+    kind: exec
+    params:
+      command: [python3, -c, "import os,sys; d=os.environ['SCORCH_INPUT_NOTES']; s=open(os.path.join(d,'sub','seed.txt')).read(); open(sys.argv[1],'w').write('seed was '+s)", "{outputs.copy}/out.txt"]
+      blob_inputs: [notes]
+      outputs: {copy: {type: blobs}}
+    inputs: {notes: {from: tool.notes}}
+"#,
+    );
+    let rec = p.run_json(&["wf.yaml"], 0);
+    assert_eq!(with_outcome(&rec, "ran").len(), 4, "{rec}");
+    let sum = rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "sum")
+        .unwrap();
+    assert_eq!(sum["metrics"][0]["value"], 15.0);
+    let tool = rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "tool")
+        .unwrap();
+    assert_eq!(tool["outputs"]["table"]["rows"], 6);
+    assert_eq!(tool["outputs"]["notes"]["kind"], "blobs");
+    let reader = rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "reader")
+        .unwrap();
+    assert_eq!(reader["outputs"]["copy"]["bytes"], "seed was 11".len());
+}
+
+#[test]
+fn an_exec_output_that_breaks_its_declaration_fails_the_node() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"
+name: liar
+nodes:
+  nums: {kind: numbers, params: {n: 3}}
+  liar:
+    kind: exec
+    params:
+      command: [cp, "{inputs.rows}", "{outputs.table}"]
+      outputs: {table: {type: table, columns: {name: utf8}}}
+    inputs: {rows: {from: nums.table}}
+"#,
+    );
+    let rec = p.run_json(&["wf.yaml"], 1);
+    let err = rec["nodes"][1]["error"].as_str().unwrap();
+    assert!(
+        err.contains("does not match its declaration: column `name` (Utf8) is missing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_from_the_environment_never_reach_the_store() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"
+name: secret
+nodes:
+  call:
+    kind: exec
+    params:
+      command: [python3, -c, "import os; assert len(os.environ['TOKEN']) >= 7"]
+      env: {TOKEN: "${env.SCORCH_TEST_TOKEN}"}
+"#,
+    );
+    let out = p
+        .cmd(&["run", "wf.yaml", "--json"])
+        .env("SCORCH_TEST_TOKEN", "hunter2-very-secret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains("hunter2"));
+    let mut stack = vec![p.path().join(".scorch")];
+    let mut files = 0;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                files += 1;
+                let bytes = std::fs::read(e.path()).unwrap();
+                assert!(
+                    !text(&bytes).contains("hunter2"),
+                    "secret in {}",
+                    e.path().display()
+                );
+            }
+        }
+    }
+    assert!(files > 2);
+    // A new token value is the same configuration: the node stays cached.
+    let out = p
+        .cmd(&["run", "wf.yaml", "--json"])
+        .env("SCORCH_TEST_TOKEN", "another")
+        .output()
+        .unwrap();
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(with_outcome(&rec, "cached"), vec!["call"]);
+}
+
+#[test]
+fn matrix_nodes_get_readable_names_and_pair_with_matching_instances() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"
+name: grid
+nodes:
+  nums:
+    kind: numbers
+    matrix: {n: [3, 5]}
+    params: {n: "${matrix.n}"}
+  sum:
+    kind: total
+    matrix: {n: [3, 5]}
+    params: {label: "n=${matrix.n}"}
+    inputs: {table: {from: nums.table}}
+  only_five:
+    kind: total
+    inputs: {table: {from: "nums[n=5].table"}}
+"#,
+    );
+    let rec = p.run_json(&["wf.yaml"], 0);
+    let o = outcomes(&rec);
+    let ids: Vec<&String> = o.keys().collect();
+    assert_eq!(
+        ids,
+        vec![
+            "nums[n=3]",
+            "nums[n=5]",
+            "only_five",
+            "sum[n=3]",
+            "sum[n=5]"
+        ]
+    );
+    let value = |id: &str| {
+        rec["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .unwrap()["metrics"][0]["value"]
+            .clone()
+    };
+    assert_eq!(value("sum[n=3]"), 3.0);
+    assert_eq!(value("sum[n=5]"), 10.0);
+    assert_eq!(value("only_five"), 10.0);
+    let dag = text(&p.scorch(&["dag", "wf.yaml", "--format", "dot"]).stdout);
+    assert!(
+        dag.contains("digraph \"grid\"") && dag.contains("sum[n=5]"),
+        "{dag}"
+    );
+    let only = p.run_json(&["wf.yaml", "--only", "sum[n=3]", "--force", "sum[n=3]"], 0);
+    assert_eq!(with_outcome(&only, "ran"), vec!["sum[n=3]"]);
+}
+
+#[test]
+fn runs_show_and_gc_report_on_the_store() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    let rec = p.run_json(&["wf.yaml"], 0);
+    let id = rec["id"].as_str().unwrap();
+    let runs = text(&p.scorch(&["runs"]).stdout);
+    assert!(
+        runs.contains(id) && runs.contains("succeeded") && runs.contains("5 ran"),
+        "{runs}"
+    );
+    let show = p.scorch(&["show", &id[..18], "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["id"], id);
+    // Changing n replaces every artifact; the old ones are unreferenced once their manifests... stay.
+    let gc = text(&p.scorch(&["gc", "--dry-run"]).stdout);
+    assert!(
+        gc.contains("would remove 0 staging folder(s), 0 artifact(s), 0 object(s)"),
+        "{gc}"
+    );
+    // An object nobody refers to is garbage.
+    std::fs::write(p.path().join(".scorch/objects/deadbeef"), b"orphan").unwrap();
+    let gc = text(&p.scorch(&["gc"]).stdout);
+    assert!(
+        gc.contains("removed 0 staging folder(s), 0 artifact(s), 1 object(s) (6 bytes)"),
+        "{gc}"
+    );
+    assert!(!p.path().join(".scorch/objects/deadbeef").exists());
+    let again = p.run_json(&["wf.yaml"], 0);
+    assert_eq!(
+        with_outcome(&again, "cached").len(),
+        5,
+        "gc kept what manifests use"
+    );
+}
+
+#[test]
+fn unknown_node_names_on_the_command_line_are_usage_errors() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    let out = p.scorch(&["run", "wf.yaml", "--only", "dubled"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("no node `dubled` in workflow `diamond`; did you mean `doubled`?"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !p.path().join(".scorch/runs").exists(),
+        "nothing recorded for a bad command line"
+    );
+}
