@@ -347,7 +347,7 @@ pub async fn run(
                 };
                 rec.error = Some(err.clone());
                 failed |= !done.cancelled;
-                reporter.line(&format!("  {}  {}: {err}", rec.outcome, node.id));
+                reporter.line(&format!("  {}  {}: {}", rec.outcome, node.id, err.lines().next().unwrap_or("")));
                 state[done.index] = State::Stopped;
             }
         }

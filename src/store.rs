@@ -123,6 +123,12 @@ impl Store {
     /// relative to `base`. S3 takes its credentials, region and endpoint from the usual
     /// `AWS_*` variables (`AWS_ENDPOINT`, `AWS_ALLOW_HTTP=true` for a local server).
     pub fn open(url: &str, base: &Path) -> Result<Self, EngineError> {
+        Self::open_with(url, base, &[])
+    }
+
+    /// [`open`](Store::open), with S3 settings (`aws_endpoint`, `aws_allow_http`, ...) that
+    /// override the environment's.
+    pub fn open_with(url: &str, base: &Path, s3_config: &[(&str, &str)]) -> Result<Self, EngineError> {
         let bad = |why: String| EngineError::usage(format!("store `{url}`: {why}"));
         let (inner, work_dir): (Arc<dyn ObjectStore>, PathBuf) =
             if let Some(dir) = url.strip_prefix("file://") {
@@ -145,7 +151,12 @@ impl Store {
                 if bucket.is_empty() {
                     return Err(bad("no bucket given (use s3://BUCKET/PREFIX)".into()));
                 }
-                let s3 = AmazonS3Builder::from_env()
+                let mut builder = AmazonS3Builder::from_env();
+                for (k, v) in s3_config {
+                    let key = k.to_ascii_lowercase().parse().map_err(|e: object_store::Error| bad(e.to_string()))?;
+                    builder = builder.with_config(key, *v);
+                }
+                let s3 = builder
                     .with_bucket_name(bucket)
                     .build()
                     .map_err(|e| bad(e.to_string()))?;

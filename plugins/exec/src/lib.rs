@@ -135,6 +135,16 @@ impl Plugin for Exec {
                 ));
             }
         }
+        for (i, arg) in p.command.iter().enumerate() {
+            for key in placeholders(arg) {
+                if let Some(out) = key.strip_prefix("outputs.") {
+                    if !p.outputs.contains_key(out) {
+                        return Err(ParamError::new(format!("command[{i}]"), format!("`{{{key}}}` is not a declared output"))
+                            .with_hint(format!("declare it: `outputs: {{{out}: {{type: table}}}}`")));
+                    }
+                }
+            }
+        }
         let mut sig = Signature::new().extra_inputs(PortType::any_table());
         for name in &p.blob_inputs {
             sig = sig.input(name, PortType::Blobs);
@@ -285,34 +295,47 @@ fn env_name(name: &str) -> String {
         .collect()
 }
 
-/// Replace `{name}` placeholders; `{{` and `}}` stand for literal braces.
+/// Whether `key` has the shape of a placeholder (`inputs.NAME`, `outputs.NAME`, `scratch`,
+/// `seed`, `workflow_dir`). Other `{...}` text, such as a Python f-string, is left alone.
+fn is_placeholder(key: &str) -> bool {
+    match key.split_once('.') {
+        Some(("inputs" | "outputs", name)) => valid_name(name),
+        Some(_) => false,
+        None => matches!(key, "scratch" | "seed" | "workflow_dir"),
+    }
+}
+
+/// The placeholders used in `text`.
+fn placeholders(text: &str) -> impl Iterator<Item = &str> {
+    text.match_indices('{').filter_map(move |(i, _)| {
+        let rest = &text[i + 1..];
+        let end = rest.find('}')?;
+        let key = &rest[..end];
+        is_placeholder(key).then_some(key)
+    })
+}
+
+/// Replace placeholders in `text`.
 fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, PluginError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = rest.find(['{', '}']) {
+    while let Some(i) = rest.find('{') {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        if tail.starts_with("{{") || tail.starts_with("}}") {
-            out.push_str(&tail[..1]);
-            rest = &tail[2..];
-            continue;
+        let key = tail[1..].find('}').map(|end| &tail[1..=end]).filter(|k| is_placeholder(k));
+        match key {
+            Some(key) => {
+                let value = vars.get(key).ok_or_else(|| {
+                    PluginError::failed(format!("placeholder `{{{key}}}` names an input that is not connected"))
+                })?;
+                out.push_str(value);
+                rest = &tail[key.len() + 2..];
+            }
+            None => {
+                out.push('{');
+                rest = &tail[1..];
+            }
         }
-        if tail.starts_with('}') {
-            return Err(PluginError::failed(format!("unmatched `}}` in `{text}`")));
-        }
-        let end = tail
-            .find('}')
-            .ok_or_else(|| PluginError::failed(format!("unclosed `{{` in `{text}`")))?;
-        let key = &tail[1..end];
-        let value = vars.get(key).ok_or_else(|| {
-            let known: Vec<&str> = vars.keys().map(String::as_str).collect();
-            PluginError::failed(format!(
-                "unknown placeholder `{{{key}}}` in `{text}`; known: {}",
-                known.join(", ")
-            ))
-        })?;
-        out.push_str(value);
-        rest = &tail[end + 1..];
     }
     out.push_str(rest);
     Ok(out)
@@ -339,12 +362,9 @@ mod tests {
             substitute("--in={inputs.a}", &vars).unwrap(),
             "--in=/x/a.parquet"
         );
-        assert_eq!(substitute("{{literal}}", &vars).unwrap(), "{literal}");
+        assert_eq!(substitute("f'{a[1]}' {x} {", &vars).unwrap(), "f'{a[1]}' {x} {");
         let err = substitute("{inputs.b}", &vars).unwrap_err();
-        assert!(
-            err.message.contains("unknown placeholder `{inputs.b}`"),
-            "{err}"
-        );
-        assert!(substitute("{oops", &vars).is_err());
+        assert!(err.message.contains("`{inputs.b}` names an input that is not connected"), "{err}");
+        assert_eq!(placeholders("{outputs.t}/{x}{seed}").collect::<Vec<_>>(), vec!["outputs.t", "seed"]);
     }
 }
