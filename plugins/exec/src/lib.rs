@@ -355,7 +355,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn placeholders() {
+    fn substitution() {
         let mut vars = BTreeMap::new();
         vars.insert("inputs.a".to_owned(), "/x/a.parquet".to_owned());
         assert_eq!(
