@@ -180,12 +180,10 @@ fn string(s: &str, scope: &Scope<'_>, secrets: &mut Secrets) -> Result<Value, Pr
         return Ok(Value::String(s.to_owned()));
     }
     // A whole-string reference keeps the value's type.
-    if let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
-        if !inner.contains(['{', '}', '$']) {
-            return Ok(
-                lookup(inner, scope, secrets)?.unwrap_or_else(|| Value::String(s.to_owned()))
-            );
-        }
+    if let Some(inner) = s.strip_prefix("${").and_then(|r| r.strip_suffix('}'))
+        && !inner.contains(['{', '}', '$'])
+    {
+        return Ok(lookup(inner, scope, secrets)?.unwrap_or_else(|| Value::String(s.to_owned())));
     }
     let mut out = String::with_capacity(s.len());
     let mut rest = s;

@@ -75,13 +75,13 @@ pub fn render(err: &WorkflowError) -> String {
             ));
         }
         let mut help = d.hint.clone();
-        if d.span.is_none() {
-            if let Some(p) = &d.path {
-                help = Some(match help {
-                    Some(h) => format!("at `{p}`: {h}"),
-                    None => format!("at `{p}`"),
-                });
-            }
+        if d.span.is_none()
+            && let Some(p) = &d.path
+        {
+            help = Some(match help {
+                Some(h) => format!("at `{p}`: {h}"),
+                None => format!("at `{p}`"),
+            });
         }
         let message = match d.span {
             Some(s) => format!("{}:{}:{}: {}", err.file, s.line, s.column, d.message),

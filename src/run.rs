@@ -235,19 +235,19 @@ pub async fn run(
                     state[i] = State::Stopped;
                     continue;
                 }
-                if !forced[i] {
-                    if let Some(m) = store.manifest(&key).await? {
-                        let rec = &mut record.nodes[i];
-                        rec.outcome = Outcome::Cached;
-                        rec.reason = None;
-                        rec.metrics = m.metrics.clone();
-                        rec.outputs = output_records(store, &m).await?;
-                        store.set_last(&wf.name, &node.id, &comps).await?;
-                        reporter.line(&format!("  cached  {}", node.id));
-                        outputs[i] = Some(m.outputs.clone());
-                        state[i] = State::Done;
-                        continue;
-                    }
+                if !forced[i]
+                    && let Some(m) = store.manifest(&key).await?
+                {
+                    let rec = &mut record.nodes[i];
+                    rec.outcome = Outcome::Cached;
+                    rec.reason = None;
+                    rec.metrics = m.metrics.clone();
+                    rec.outputs = output_records(store, &m).await?;
+                    store.set_last(&wf.name, &node.id, &comps).await?;
+                    reporter.line(&format!("  cached  {}", node.id));
+                    outputs[i] = Some(m.outputs.clone());
+                    state[i] = State::Done;
+                    continue;
                 }
                 if !target[i] {
                     let rec = &mut record.nodes[i];
@@ -347,7 +347,12 @@ pub async fn run(
                 };
                 rec.error = Some(err.clone());
                 failed |= !done.cancelled;
-                reporter.line(&format!("  {}  {}: {}", rec.outcome, node.id, err.lines().next().unwrap_or("")));
+                reporter.line(&format!(
+                    "  {}  {}: {}",
+                    rec.outcome,
+                    node.id,
+                    err.lines().next().unwrap_or("")
+                ));
                 state[done.index] = State::Stopped;
             }
         }
@@ -463,10 +468,10 @@ impl Job {
             uuid::Uuid::new_v4().simple()
         ));
         let result = self.attempt_in(&staging).await;
-        if let Err(e) = tokio::fs::remove_dir_all(&staging).await {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %staging.display(), error = %e, "cannot remove a staging folder; `scorch gc` will");
-            }
+        if let Err(e) = tokio::fs::remove_dir_all(&staging).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %staging.display(), error = %e, "cannot remove a staging folder; `scorch gc` will");
         }
         result
     }

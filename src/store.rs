@@ -128,7 +128,11 @@ impl Store {
 
     /// [`open`](Store::open), with S3 settings (`aws_endpoint`, `aws_allow_http`, ...) that
     /// override the environment's.
-    pub fn open_with(url: &str, base: &Path, s3_config: &[(&str, &str)]) -> Result<Self, EngineError> {
+    pub fn open_with(
+        url: &str,
+        base: &Path,
+        s3_config: &[(&str, &str)],
+    ) -> Result<Self, EngineError> {
         let bad = |why: String| EngineError::usage(format!("store `{url}`: {why}"));
         let (inner, work_dir): (Arc<dyn ObjectStore>, PathBuf) =
             if let Some(dir) = url.strip_prefix("file://") {
@@ -153,7 +157,10 @@ impl Store {
                 }
                 let mut builder = AmazonS3Builder::from_env();
                 for (k, v) in s3_config {
-                    let key = k.to_ascii_lowercase().parse().map_err(|e: object_store::Error| bad(e.to_string()))?;
+                    let key = k
+                        .to_ascii_lowercase()
+                        .parse()
+                        .map_err(|e: object_store::Error| bad(e.to_string()))?;
                     builder = builder.with_config(key, *v);
                 }
                 let s3 = builder

@@ -145,12 +145,11 @@ impl Ctx<'_> {
     fn file_path(&self, path: &str) -> String {
         if let Some(rest) = path.strip_prefix("nodes.") {
             for (inst, base) in &self.bases {
-                if inst != base {
-                    if let Some(after) = rest.strip_prefix(inst.as_str()) {
-                        if after.is_empty() || after.starts_with('.') {
-                            return format!("nodes.{base}{after}");
-                        }
-                    }
+                if inst != base
+                    && let Some(after) = rest.strip_prefix(inst.as_str())
+                    && (after.is_empty() || after.starts_with('.'))
+                {
+                    return format!("nodes.{base}{after}");
                 }
             }
         }
@@ -167,12 +166,12 @@ fn valid_id(id: &str) -> bool {
 
 /// The text of a matrix value for instance names: the YAML source when there is one.
 fn value_text(v: &Value, span: Option<yaml::Span>, text: &str) -> String {
-    if let (Some(s), false) = (span, v.is_string()) {
-        if let Some(t) = text.get(s.offset..s.offset + s.len) {
-            let t = t.trim();
-            if !t.is_empty() && !t.contains([',', ']', '\n']) {
-                return t.to_owned();
-            }
+    if let (Some(s), false) = (span, v.is_string())
+        && let Some(t) = text.get(s.offset..s.offset + s.len)
+    {
+        let t = t.trim();
+        if !t.is_empty() && !t.contains([',', ']', '\n']) {
+            return t.to_owned();
         }
     }
     match v {
@@ -182,8 +181,8 @@ fn value_text(v: &Value, span: Option<yaml::Span>, text: &str) -> String {
 }
 
 /// Apply one `--set a.b.c=VALUE`.
-fn apply_set(doc: &mut Value, set: &str) -> Result<(), Diagnostic> {
-    let bad = |msg: String| Diagnostic::new(ErrorKind::InvalidSet, msg);
+fn apply_set(doc: &mut Value, set: &str) -> Result<(), Box<Diagnostic>> {
+    let bad = |msg: String| Box::new(Diagnostic::new(ErrorKind::InvalidSet, msg));
     let (path, raw) = set
         .split_once('=')
         .ok_or_else(|| bad(format!("`--set {set}` is not of the form PATH=VALUE")))?;
@@ -304,7 +303,7 @@ fn resolve(
     }
     for set in &options.sets {
         if let Err(d) = apply_set(&mut doc, set) {
-            ctx.diags.push(d);
+            ctx.diags.push(*d);
         }
     }
     let Value::Object(mut top) = doc else {
@@ -893,10 +892,10 @@ fn resolve_ref(
         );
         return None;
     }
-    if let Some(i) = ids.iter().position(|id| id == target) {
-        if nodes[i].matrix.is_empty() || target.contains('[') {
-            return Some((i, output.to_owned()));
-        }
+    if let Some(i) = ids.iter().position(|id| id == target)
+        && (nodes[i].matrix.is_empty() || target.contains('['))
+    {
+        return Some((i, output.to_owned()));
     }
     // A base id of a matrix node: pick the instance that agrees with the consumer's bindings.
     let instances: Vec<usize> = (0..nodes.len())

@@ -1,6 +1,8 @@
 //! Every workflow in `tests/bad/` is rejected with its expected message and exit code 2,
 //! and nothing is written to the store.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{Project, text};

@@ -1,6 +1,8 @@
 //! A run killed with SIGKILL mid-node leaves no readable partial artifact, and the next run
 //! completes.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::os::unix::process::CommandExt;
@@ -46,34 +48,65 @@ fn sigkill_mid_run_leaves_nothing_partial_and_the_next_run_completes() {
     p.write("wf.yaml", SLOW);
     p.write("slow.py", SCRIPT);
     p.write("slow.flag", "");
-    let mut child = p.cmd(&["run", "wf.yaml", "-q"]).process_group(0).spawn().expect("spawn scorch");
+    let mut child = p
+        .cmd(&["run", "wf.yaml", "-q"])
+        .process_group(0)
+        .spawn()
+        .expect("spawn scorch");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !p.path().join("started").exists() {
         assert!(Instant::now() < deadline, "the slow node never started");
-        assert!(child.try_wait().expect("wait").is_none(), "scorch exited early");
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "scorch exited early"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let pgid = format!("-{}", child.id());
-    let status = std::process::Command::new("kill").args(["-KILL", "--", &pgid]).status().expect("kill");
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", "--", &pgid])
+        .status()
+        .expect("kill");
     assert!(status.success());
     let _ = child.wait();
 
     // The partial output sits in a staging folder; nothing in the store refers to it.
     let staging = p.path().join(".scorch/work/staging");
-    assert_eq!(std::fs::read_dir(&staging).expect("staging").count(), 1, "one staging folder left behind");
-    let manifests = std::fs::read_dir(p.path().join(".scorch/nodes")).expect("nodes").count();
+    assert_eq!(
+        std::fs::read_dir(&staging).expect("staging").count(),
+        1,
+        "one staging folder left behind"
+    );
+    let manifests = std::fs::read_dir(p.path().join(".scorch/nodes"))
+        .expect("nodes")
+        .count();
     assert_eq!(manifests, 1, "only `nums` was published");
-    for entry in std::fs::read_dir(p.path().join(".scorch/artifacts")).expect("artifacts").flatten() {
-        let artifact: serde_json::Value = serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
+    for entry in std::fs::read_dir(p.path().join(".scorch/artifacts"))
+        .expect("artifacts")
+        .flatten()
+    {
+        let artifact: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(entry.path()).unwrap()).unwrap();
         for f in artifact["files"].as_array().unwrap() {
-            let obj = std::fs::read(p.path().join(".scorch/objects").join(f["object"].as_str().unwrap())).expect("object of a published artifact");
+            let obj = std::fs::read(
+                p.path()
+                    .join(".scorch/objects")
+                    .join(f["object"].as_str().unwrap()),
+            )
+            .expect("object of a published artifact");
             assert!(is_complete_parquet(&obj), "a published table is complete");
         }
     }
     let runs = text(&p.scorch(&["runs"]).stdout);
-    assert!(runs.contains("died"), "the killed run is shown as died:\n{runs}");
+    assert!(
+        runs.contains("died"),
+        "the killed run is shown as died:\n{runs}"
+    );
     let plan = text(&p.scorch(&["plan", "wf.yaml"]).stdout);
-    assert!(plan.contains("nums  cached") && plan.contains("slow  runs: never ran"), "{plan}");
+    assert!(
+        plan.contains("nums  cached") && plan.contains("slow  runs: never ran"),
+        "{plan}"
+    );
 
     // The same workflow, unchanged, completes.
     std::fs::remove_file(p.path().join("slow.flag")).unwrap();

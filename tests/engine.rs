@@ -1,6 +1,8 @@
 //! End-to-end behaviour of the engine through the CLI: caching, early cutoff, failures,
 //! crashes, secrets and the inspection commands.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::{DIAMOND, Project, outcomes, text, with_outcome};

@@ -1,13 +1,19 @@
 //! `schemas/workflow.schema.json` is generated from the Rust types; this fails when the
 //! committed file is out of date (regenerate with `scorch schema > schemas/workflow.schema.json`).
 
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 #[test]
 fn the_committed_workflow_schema_is_up_to_date() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/workflow.schema.json");
-    let committed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file")).expect("json");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scorch")).arg("schema").output().expect("scorch schema");
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("schema file")).expect("json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scorch"))
+        .arg("schema")
+        .output()
+        .expect("scorch schema");
     let generated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(generated, scorch::spec::workflow_schema());
     assert!(
@@ -15,7 +21,10 @@ fn the_committed_workflow_schema_is_up_to_date() {
         "schemas/workflow.schema.json is stale: run `cargo run -- schema > schemas/workflow.schema.json`"
     );
     for key in ["name", "vars", "store", "seed", "resources", "nodes"] {
-        assert!(generated["properties"].get(key).is_some(), "property {key} missing");
+        assert!(
+            generated["properties"].get(key).is_some(),
+            "property {key} missing"
+        );
     }
 }
 
@@ -25,7 +34,9 @@ fn every_workflow_in_the_repo_validates() {
     let mut stack = vec![root.join("workflows"), root.join("examples")];
     let mut seen = 0;
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {
@@ -36,7 +47,12 @@ fn every_workflow_in_the_repo_validates() {
                     .env("NO_COLOR", "1")
                     .output()
                     .expect("scorch validate");
-                assert!(out.status.success(), "{}:\n{}", p.display(), String::from_utf8_lossy(&out.stderr));
+                assert!(
+                    out.status.success(),
+                    "{}:\n{}",
+                    p.display(),
+                    String::from_utf8_lossy(&out.stderr)
+                );
                 seen += 1;
             }
         }

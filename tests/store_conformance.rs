@@ -1,6 +1,8 @@
 //! One conformance suite for the artifact store, run against every backend: a local folder,
 //! memory, and a real S3-compatible server.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -49,8 +51,16 @@ async fn conformance(store: &Store) {
     let artifact = Artifact {
         kind: ArtifactKind::Blobs,
         files: vec![
-            ArtifactFile { path: "a.bin".into(), object: hash.clone(), size },
-            ArtifactFile { path: "sub/big.bin".into(), object: big_hash, size: big_size },
+            ArtifactFile {
+                path: "a.bin".into(),
+                object: hash.clone(),
+                size,
+            },
+            ArtifactFile {
+                path: "sub/big.bin".into(),
+                object: big_hash,
+                size: big_size,
+            },
         ],
         schema: None,
         rows: None,
@@ -70,17 +80,37 @@ async fn conformance(store: &Store) {
     let mut rival = first.clone();
     rival.node = "rival".into();
     store.publish(&rival, false).await.unwrap();
-    assert_eq!(store.manifest(&first.key).await.unwrap().unwrap().node, "nums", "put-if-absent");
+    assert_eq!(
+        store.manifest(&first.key).await.unwrap().unwrap().node,
+        "nums",
+        "put-if-absent"
+    );
     store.publish(&rival, true).await.unwrap();
-    assert_eq!(store.manifest(&first.key).await.unwrap().unwrap().node, "rival", "forced overwrite");
+    assert_eq!(
+        store.manifest(&first.key).await.unwrap().unwrap().node,
+        "rival",
+        "forced overwrite"
+    );
 
     // Listing, last-run memory and run records.
-    store.set_last("wf", "rl[lr=1e-6]", &first.components).await.unwrap();
-    assert_eq!(store.last("wf", "rl[lr=1e-6]").await.unwrap(), Some(first.components.clone()));
+    store
+        .set_last("wf", "rl[lr=1e-6]", &first.components)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.last("wf", "rl[lr=1e-6]").await.unwrap(),
+        Some(first.components.clone())
+    );
     assert_eq!(store.last("wf", "other").await.unwrap(), None);
-    store.put_run("r1", &serde_json::json!({"id": "r1"})).await.unwrap();
+    store
+        .put_run("r1", &serde_json::json!({"id": "r1"}))
+        .await
+        .unwrap();
     let runs = store.list("runs").await.unwrap();
-    assert_eq!(runs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), vec!["r1"]);
+    assert_eq!(
+        runs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        vec!["r1"]
+    );
 
     // gc keeps what manifests reference and removes the rest.
     std::fs::write(&file, b"orphan").unwrap();
@@ -90,7 +120,10 @@ async fn conformance(store: &Store) {
     let report = gc(store, false).await.unwrap();
     assert_eq!(report.objects, vec![orphan]);
     assert!(gc(store, false).await.unwrap().objects.is_empty());
-    store.materialize(&artifact, &dir.path().join("again")).await.unwrap();
+    store
+        .materialize(&artifact, &dir.path().join("again"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -120,7 +153,11 @@ async fn s3_compatible_server() {
 fn bad_urls_are_usage_errors() {
     for url in ["ftp://x", "file://", "s3://"] {
         let err = Store::open(url, std::path::Path::new(".")).unwrap_err();
-        assert_eq!(err.kind, scorch::error::EngineErrorKind::Usage, "{url}: {err}");
+        assert_eq!(
+            err.kind,
+            scorch::error::EngineErrorKind::Usage,
+            "{url}: {err}"
+        );
         assert!(err.message.contains(url), "{err}");
     }
 }

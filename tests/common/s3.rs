@@ -34,27 +34,57 @@ impl Drop for Server {
 
 pub fn start_server() -> Server {
     if let Ok(endpoint) = std::env::var("SCORCH_TEST_S3_ENDPOINT") {
-        return Server { endpoint, child: None };
+        return Server {
+            endpoint,
+            child: None,
+        };
     }
-    let port = TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new("python3")
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("python3 -m moto.server: install it with `pip install 'moto[server]'` (.ci/run does)");
-    let server = Server { endpoint: format!("http://127.0.0.1:{port}"), child: Some(child) };
+        .expect(
+            "python3 -m moto.server: install it with `pip install 'moto[server]'` (.ci/run does)",
+        );
+    let server = Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        child: Some(child),
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto server did not start; is `moto[server]` installed?");
+        assert!(
+            Instant::now() < deadline,
+            "moto server did not start; is `moto[server]` installed?"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     server
 }
 
 pub fn create_bucket(endpoint: &str, bucket: &str) {
-    let code = format!("import urllib.request as u; u.urlopen(u.Request('{endpoint}/{bucket}', method='PUT')).read()");
-    let out = Command::new("python3").args(["-c", &code]).output().expect("python3");
-    assert!(out.status.success(), "creating bucket: {}", text(&out.stderr));
+    let code = format!(
+        "import urllib.request as u; u.urlopen(u.Request('{endpoint}/{bucket}', method='PUT')).read()"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &code])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "creating bucket: {}",
+        text(&out.stderr)
+    );
 }
-

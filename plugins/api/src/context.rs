@@ -376,6 +376,15 @@ impl std::fmt::Debug for TableWriter {
     }
 }
 
+fn describe(schema: &arrow_schema::Schema) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{}: {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn same_fields(a: &arrow_schema::Schema, b: &arrow_schema::Schema) -> bool {
     a.fields().len() == b.fields().len()
         && a.fields().iter().zip(b.fields()).all(|(x, y)| {
@@ -406,27 +415,18 @@ impl TableWriter {
 
     /// Append a batch; its columns must be exactly the declared ones.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
-        if let Some(declared) = &self.declared {
-            if !same_fields(declared, &batch.schema()) {
-                return Err(PluginError::new(
-                    PluginErrorKind::Output,
-                    format!(
-                        "output `{}`: batch columns {:?} differ from the declared {:?}",
-                        self.name,
-                        batch
-                            .schema()
-                            .fields()
-                            .iter()
-                            .map(|f| format!("{}: {}", f.name(), f.data_type()))
-                            .collect::<Vec<_>>(),
-                        declared
-                            .fields()
-                            .iter()
-                            .map(|f| format!("{}: {}", f.name(), f.data_type()))
-                            .collect::<Vec<_>>()
-                    ),
-                ));
-            }
+        if let Some(declared) = &self.declared
+            && !same_fields(declared, &batch.schema())
+        {
+            return Err(PluginError::new(
+                PluginErrorKind::Output,
+                format!(
+                    "output `{}`: batch columns [{}] differ from the declared [{}]",
+                    self.name,
+                    describe(&batch.schema()),
+                    describe(declared)
+                ),
+            ));
         }
         let schema = self.declared.clone().unwrap_or_else(|| batch.schema());
         let batch = if self.declared.is_some() {

@@ -127,21 +127,24 @@ impl Plugin for Exec {
                 ),
             );
         }
-        if let Some(t) = p.timeout_s {
-            if !(t.is_finite() && t > 0.0) {
-                return Err(ParamError::new(
-                    "timeout_s",
-                    format!("{t} is not a positive number of seconds"),
-                ));
-            }
+        if let Some(t) = p.timeout_s
+            && !(t.is_finite() && t > 0.0)
+        {
+            return Err(ParamError::new(
+                "timeout_s",
+                format!("{t} is not a positive number of seconds"),
+            ));
         }
         for (i, arg) in p.command.iter().enumerate() {
             for key in placeholders(arg) {
-                if let Some(out) = key.strip_prefix("outputs.") {
-                    if !p.outputs.contains_key(out) {
-                        return Err(ParamError::new(format!("command[{i}]"), format!("`{{{key}}}` is not a declared output"))
-                            .with_hint(format!("declare it: `outputs: {{{out}: {{type: table}}}}`")));
-                    }
+                if let Some(out) = key.strip_prefix("outputs.")
+                    && !p.outputs.contains_key(out)
+                {
+                    return Err(ParamError::new(
+                        format!("command[{i}]"),
+                        format!("`{{{key}}}` is not a declared output"),
+                    )
+                    .with_hint(format!("declare it: `outputs: {{{out}: {{type: table}}}}`")));
                 }
             }
         }
@@ -322,11 +325,16 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Plu
     while let Some(i) = rest.find('{') {
         out.push_str(&rest[..i]);
         let tail = &rest[i..];
-        let key = tail[1..].find('}').map(|end| &tail[1..=end]).filter(|k| is_placeholder(k));
+        let key = tail[1..]
+            .find('}')
+            .map(|end| &tail[1..=end])
+            .filter(|k| is_placeholder(k));
         match key {
             Some(key) => {
                 let value = vars.get(key).ok_or_else(|| {
-                    PluginError::failed(format!("placeholder `{{{key}}}` names an input that is not connected"))
+                    PluginError::failed(format!(
+                        "placeholder `{{{key}}}` names an input that is not connected"
+                    ))
                 })?;
                 out.push_str(value);
                 rest = &tail[key.len() + 2..];
@@ -362,9 +370,19 @@ mod tests {
             substitute("--in={inputs.a}", &vars).unwrap(),
             "--in=/x/a.parquet"
         );
-        assert_eq!(substitute("f'{a[1]}' {x} {", &vars).unwrap(), "f'{a[1]}' {x} {");
+        assert_eq!(
+            substitute("f'{a[1]}' {x} {", &vars).unwrap(),
+            "f'{a[1]}' {x} {"
+        );
         let err = substitute("{inputs.b}", &vars).unwrap_err();
-        assert!(err.message.contains("`{inputs.b}` names an input that is not connected"), "{err}");
-        assert_eq!(placeholders("{outputs.t}/{x}{seed}").collect::<Vec<_>>(), vec!["outputs.t", "seed"]);
+        assert!(
+            err.message
+                .contains("`{inputs.b}` names an input that is not connected"),
+            "{err}"
+        );
+        assert_eq!(
+            placeholders("{outputs.t}/{x}{seed}").collect::<Vec<_>>(),
+            vec!["outputs.t", "seed"]
+        );
     }
 }
