@@ -608,7 +608,7 @@ fn resolve(
     }
 
     // References.
-    let ids: Vec<String> = nodes.iter().map(|n| n.id.clone()).collect();
+    let ids: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
     for i in 0..nodes.len() {
         let node_id = nodes[i].id.clone();
         let mut edges = Vec::new();
@@ -868,7 +868,7 @@ fn resolve_ref(
     from: &str,
     consumer: &Node,
     nodes: &[Node],
-    ids: &[String],
+    ids: &HashMap<String, usize>,
     ctx: &mut Ctx<'_>,
     path: &str,
 ) -> Option<(usize, String)> {
@@ -892,7 +892,7 @@ fn resolve_ref(
         );
         return None;
     }
-    if let Some(i) = ids.iter().position(|id| id == target)
+    if let Some(&i) = ids.get(target)
         && (nodes[i].matrix.is_empty() || target.contains('['))
     {
         return Some((i, output.to_owned()));
@@ -909,7 +909,7 @@ fn resolve_ref(
         };
         let hint = did_you_mean(
             target,
-            bases.iter().copied().chain(ids.iter().map(String::as_str)),
+            bases.iter().copied().chain(ids.keys().map(String::as_str)),
         )
         .map(|c| format!("did you mean `{c}`?"))
         .or_else(|| Some(format!("nodes: {}", bases.join(", "))));
