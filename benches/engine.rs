@@ -19,10 +19,21 @@ fn generate(n: usize) -> String {
     for i in 1..n {
         let parent = (i - 1) / 2;
         if i % 10 == 0 {
-            let _ = writeln!(y, "  n{i}: {{kind: total, params: {{label: n{i}}}, inputs: {{table: {{from: n{parent}.table}}}}}}");
+            let _ = writeln!(
+                y,
+                "  n{i}: {{kind: total, params: {{label: n{i}}}, inputs: {{table: {{from: n{parent}.table}}}}}}"
+            );
         } else {
-            let parent = if parent % 10 == 0 && parent != 0 { parent - 1 } else { parent };
-            let _ = writeln!(y, "  n{i}: {{kind: affine, params: {{scale: {}, offset: {i}}}, inputs: {{table: {{from: n{parent}.table}}}}}}", i % 7 + 1);
+            let parent = if parent % 10 == 0 && parent != 0 {
+                parent - 1
+            } else {
+                parent
+            };
+            let _ = writeln!(
+                y,
+                "  n{i}: {{kind: affine, params: {{scale: {}, offset: {i}}}, inputs: {{table: {{from: n{parent}.table}}}}}}",
+                i % 7 + 1
+            );
         }
     }
     y
@@ -34,7 +45,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let registry = scorch::builtin::registry();
     let dir = tempfile::tempdir().expect("tempdir");
     let mut rows = Vec::new();
@@ -50,7 +64,9 @@ fn main() {
         let wf = load(&big, &registry, &LoadOptions::default()).expect("valid");
         validate.push(t.elapsed());
         let t = Instant::now();
-        let entries = rt.block_on(plan(&wf, &store, &RunOptions::default())).expect("plan");
+        let entries = rt
+            .block_on(plan(&wf, &store, &RunOptions::default()))
+            .expect("plan");
         plan_t.push(t.elapsed());
         assert_eq!(entries.len(), 10_000);
     }
@@ -63,20 +79,30 @@ fn main() {
     let wf = load(&small, &registry, &LoadOptions::default()).expect("valid");
     let store = Store::open("file://store-small", dir.path()).expect("store");
     let reporter = Reporter::new(Mode::Quiet);
-    let opts = RunOptions { jobs: 2, ..RunOptions::default() };
+    let opts = RunOptions {
+        jobs: 2,
+        ..RunOptions::default()
+    };
     let t = Instant::now();
-    let rec = rt.block_on(run(&wf, &store, &opts, CancellationToken::new(), &reporter)).expect("run");
+    let rec = rt
+        .block_on(run(&wf, &store, &opts, CancellationToken::new(), &reporter))
+        .expect("run");
     let cold = t.elapsed();
     assert_eq!(rec.count(scorch::record::Outcome::Ran), 200);
     let mut cached = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
-        let rec = rt.block_on(run(&wf, &store, &opts, CancellationToken::new(), &reporter)).expect("run");
+        let rec = rt
+            .block_on(run(&wf, &store, &opts, CancellationToken::new(), &reporter))
+            .expect("run");
         cached.push(t.elapsed());
         assert_eq!(rec.count(scorch::record::Outcome::Cached), 200);
     }
     rows.push(("cold run, 200-node DAG (-j 2, local store)", cold));
-    rows.push(("fully cached rerun, 200-node DAG (local store)", median(cached)));
+    rows.push((
+        "fully cached rerun, 200-node DAG (local store)",
+        median(cached),
+    ));
 
     println!("| benchmark | median wall time |\n|---|---|");
     for (name, d) in &rows {

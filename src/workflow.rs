@@ -608,7 +608,11 @@ fn resolve(
     }
 
     // References.
-    let ids: HashMap<String, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect();
+    let ids: HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.clone(), i))
+        .collect();
     for i in 0..nodes.len() {
         let node_id = nodes[i].id.clone();
         let mut edges = Vec::new();
