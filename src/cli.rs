@@ -470,6 +470,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 let verb = if dry_run { "would remove" } else { "removed" };
+                if report.kept_for_live_runs {
+                    println!("a run is in progress: unreferenced artifacts are kept until it ends");
+                }
                 println!(
                     "{verb} {} staging folder(s), {} artifact(s), {} object(s) ({} bytes) from {}",
                     report.staging_dirs.len(),

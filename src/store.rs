@@ -475,6 +475,9 @@ pub struct GcReport {
     pub objects: Vec<String>,
     /// Bytes of the removed objects.
     pub bytes: u64,
+    /// Nodes of live runs were staging: unreferenced objects were kept, since they may be
+    /// theirs, not yet published.
+    pub kept_for_live_runs: bool,
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -491,6 +494,7 @@ pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
             // Staging folders are named `<pid>-<uuid>`: keep those of live processes.
             let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
             if pid.is_some_and(pid_alive) {
+                report.kept_for_live_runs = true;
                 continue;
             }
             if !dry_run {
@@ -500,6 +504,9 @@ pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
             }
             report.staging_dirs.push(name);
         }
+    }
+    if report.kept_for_live_runs {
+        return Ok(report);
     }
     let mut live_artifacts = BTreeSet::new();
     for (key, _) in store.list("nodes").await? {
