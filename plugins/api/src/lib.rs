@@ -17,6 +17,7 @@ pub mod parquet_io;
 mod plugin;
 mod port;
 mod progress;
+pub mod tables;
 pub mod testing;
 
 pub use context::{InputArtifact, NodeContext, NodeContextParts, TableInput, TableWriter};

@@ -1,0 +1,226 @@
+//! The trajectory format (as in the method's reference code): turn 1 is a plan (thought
+//! only); every later turn is a thought plus code, whose tool output comes back as an
+//! observation; the episode ends at `final_answer(...)` or at the turn limit.
+//!
+//! This module renders trajectories into chat messages and parses model text back into
+//! steps. Text that does not parse becomes a step marked malformed with its raw text kept.
+
+use scorch_api::tables::{Author, Step, StepKind};
+use serde::{Deserialize, Serialize};
+
+/// The default turn limit.
+pub const DEFAULT_TURN_LIMIT: u32 = 8;
+
+/// A chat role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions.
+    System,
+    /// The question and the observations.
+    User,
+    /// The policy's turns.
+    Assistant,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Who speaks.
+    pub role: Role,
+    /// What is said.
+    pub content: String,
+}
+
+impl Message {
+    /// A message.
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// The system prompt of the built-in suite's agent.
+pub const CALC_SYSTEM: &str = "Solve the problem with the calculator. First write a plan. Then, each turn, write a thought and one calculator expression. Finish with final_answer(VALUE).";
+
+/// The system prompt of a Python-tool agent.
+pub const PYTHON_SYSTEM: &str = "Solve the task step by step. First write a plan. Then, each turn, write a thought and Python code; the output of the code comes back as an observation and variables persist between turns. Finish by calling final_answer(answer).";
+
+/// The text of one step as the policy writes it.
+pub fn render_step(step: &Step) -> String {
+    if step.malformed {
+        if let Some(raw) = &step.raw {
+            return raw.clone();
+        }
+    }
+    match step.kind {
+        StepKind::Plan => format!("Plan: {}", step.thought.trim()),
+        StepKind::Step if step.code.contains('\n') => {
+            format!(
+                "Thought: {}\nCode:\n```py\n{}\n```",
+                step.thought.trim(),
+                step.code.trim_end()
+            )
+        }
+        StepKind::Step => format!(
+            "Thought: {}\nCode: {}",
+            step.thought.trim(),
+            step.code.trim()
+        ),
+    }
+}
+
+/// The observation message of a step.
+pub fn render_observation(observation: &str) -> String {
+    format!("Observation: {observation}")
+}
+
+/// The chat of a trajectory so far: system, question, then each step and its observation.
+pub fn render_messages(system: &str, question: &str, steps: &[Step]) -> Vec<Message> {
+    let mut out = Vec::with_capacity(2 + steps.len() * 2);
+    if !system.is_empty() {
+        out.push(Message::new(Role::System, system));
+    }
+    out.push(Message::new(Role::User, question));
+    for step in steps {
+        out.push(Message::new(Role::Assistant, render_step(step)));
+        if let Some(obs) = &step.observation {
+            out.push(Message::new(Role::User, render_observation(obs)));
+        }
+    }
+    out
+}
+
+fn after_label<'a>(text: &'a str, label: &str) -> Option<(usize, &'a str)> {
+    let lower = text.to_ascii_lowercase();
+    let i = lower.find(&label.to_ascii_lowercase())?;
+    Some((i, &text[i + label.len()..]))
+}
+
+/// Parse what a policy wrote for step `index` (1 = the plan). Never fails: text that does
+/// not parse gives a step marked malformed that keeps the raw text.
+pub fn parse_step(text: &str, index: u32, author: Author) -> Step {
+    let raw = text.to_owned();
+    let text = text.trim().trim_end_matches("<end_code>").trim();
+    let malformed = |thought: &str| {
+        let mut s = Step::new(
+            index,
+            if index == 1 {
+                StepKind::Plan
+            } else {
+                StepKind::Step
+            },
+            author,
+            thought,
+            "",
+        );
+        s.malformed = true;
+        s.raw = Some(raw.clone());
+        s
+    };
+    if index == 1 {
+        let thought = match after_label(text, "plan:") {
+            Some((0, rest)) => rest.trim(),
+            _ => text,
+        };
+        if thought.is_empty() || after_label(text, "code:").is_some() {
+            return malformed(thought);
+        }
+        return Step::new(index, StepKind::Plan, author, thought, "");
+    }
+    let Some((code_at, rest)) = after_label(text, "code:") else {
+        return malformed(text);
+    };
+    let head = &text[..code_at];
+    let thought = match after_label(head, "thought:") {
+        Some((_, t)) => t.trim(),
+        None => head.trim(),
+    };
+    let rest = rest.trim_start_matches([' ', '\t']);
+    let code = if let Some(fenced) = rest.trim_start().strip_prefix("```") {
+        let body = fenced.split_once('\n').map_or("", |(_, b)| b);
+        match body.find("```") {
+            Some(end) => body[..end].trim_end().to_owned(),
+            None => return malformed(thought),
+        }
+    } else {
+        rest.lines().next().unwrap_or("").trim().to_owned()
+    };
+    if code.is_empty() {
+        return malformed(thought);
+    }
+    Step::new(index, StepKind::Step, author, thought, &code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_round_trip_through_text() {
+        let plan = Step::new(1, StepKind::Plan, Author::Teacher, "use 12 3 5", "");
+        assert_eq!(parse_step(&render_step(&plan), 1, Author::Teacher), plan);
+        let s = Step::new(2, StepKind::Step, Author::Student, "buys", "3 * 5");
+        assert_eq!(render_step(&s), "Thought: buys\nCode: 3 * 5");
+        assert_eq!(parse_step(&render_step(&s), 2, Author::Student), s);
+        let multi = Step::new(
+            3,
+            StepKind::Step,
+            Author::Student,
+            "compute",
+            "x = 1\nprint(x + 1)",
+        );
+        assert_eq!(parse_step(&render_step(&multi), 3, Author::Student), multi);
+    }
+
+    #[test]
+    fn reference_style_text_parses() {
+        let text = "Thought: I will add.\nCode:\n```py\nprint(1 + 1)\n```<end_code>";
+        let s = parse_step(text, 2, Author::Student);
+        assert!(!s.malformed);
+        assert_eq!(
+            (s.thought.as_str(), s.code.as_str()),
+            ("I will add.", "print(1 + 1)")
+        );
+    }
+
+    #[test]
+    fn garbage_is_kept_as_a_malformed_step() {
+        for (text, index) in [
+            ("", 2),
+            ("just words", 2),
+            ("Thought: x\nCode:", 3),
+            ("Code:\n```py\nx = 1", 2),
+            ("", 1),
+            ("Plan: a\nCode: 1", 1),
+        ] {
+            let s = parse_step(text, index, Author::Student);
+            assert!(s.malformed, "{text:?}");
+            assert_eq!(s.raw.as_deref(), Some(text));
+            assert_eq!(s.index, index);
+            assert_eq!(render_step(&s), text, "the raw text renders back");
+        }
+    }
+
+    #[test]
+    fn messages_alternate_with_observations_as_user_turns() {
+        let mut s = Step::new(2, StepKind::Step, Author::Student, "add", "1 + 2");
+        s.observation = Some("3".into());
+        let plan = Step::new(1, StepKind::Plan, Author::Student, "use 1 2", "");
+        let m = render_messages(CALC_SYSTEM, "q?", &[plan, s]);
+        let roles: Vec<Role> = m.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            vec![
+                Role::System,
+                Role::User,
+                Role::Assistant,
+                Role::Assistant,
+                Role::User
+            ]
+        );
+        assert_eq!(m[4].content, "Observation: 3");
+    }
+}
