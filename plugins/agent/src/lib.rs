@@ -6,8 +6,12 @@
 //! importers of benchmark and reference files.
 #![deny(missing_docs)]
 
+pub mod answer;
+pub mod benchmarks;
 pub mod calc;
 pub mod format;
+pub mod judge;
 pub mod oracle;
+pub mod reference;
 pub mod suite;
 pub mod teacher;

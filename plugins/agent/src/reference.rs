@@ -1,0 +1,355 @@
+//! Import of the method's reference JSONL files (teacher trajectories and mentored-solving
+//! records with their repairs) into trajectory and repair rows, and the exact way back.
+
+use std::path::Path;
+
+use scorch_api::tables::{Author, Repair, RepairRecord, Step, StepKind, StopReason, Trajectory};
+use serde_json::{Map, Value, json};
+
+use crate::answer::extract_boxed;
+
+/// A reference file that cannot be imported: which line, and why.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ImportError {
+    /// The file.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Rows imported from one file.
+#[derive(Debug, Clone, Default)]
+pub struct Imported {
+    /// One per record.
+    pub trajectories: Vec<Trajectory>,
+    /// One per mentored-solving record (none for plain trajectories).
+    pub repairs: Vec<RepairRecord>,
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn observation(v: Option<&Value>) -> Result<Option<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("observation is not text: {other}")),
+    }
+}
+
+/// A reference step object to a step row.
+fn step(v: &Value, index: u32, kind: StepKind, author: Author) -> Result<Step, String> {
+    let Value::Object(o) = v else {
+        return Err(format!("step {index} is not an object"));
+    };
+    let known = ["thought", "code", "observation", "is_finished"];
+    if !o.contains_key("thought") || o.keys().any(|k| !known.contains(&k.as_str())) {
+        // Not a step: an error record of the reference pipeline. Kept whole, as text.
+        let mut s = Step::new(index, kind, author, "", "");
+        s.malformed = true;
+        s.raw = Some(v.to_string());
+        return Ok(s);
+    }
+    let mut s = Step::new(
+        index,
+        kind,
+        author,
+        &text(o.get("thought")),
+        &text(o.get("code")),
+    );
+    s.observation = observation(o.get("observation"))?;
+    Ok(s)
+}
+
+/// A step row back to a reference step object.
+fn step_json(s: &Step, is_finished: Option<&Value>) -> Value {
+    if s.malformed {
+        if let Some(v) = s
+            .raw
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        {
+            return v;
+        }
+    }
+    let mut o = Map::new();
+    o.insert("thought".into(), Value::String(s.thought.clone()));
+    o.insert("code".into(), Value::String(s.code.clone()));
+    o.insert(
+        "observation".into(),
+        s.observation.clone().map_or(Value::Null, Value::String),
+    );
+    if let Some(f) = is_finished {
+        o.insert("is_finished".into(), f.clone());
+    }
+    Value::Object(o)
+}
+
+fn correct_of(eval: Option<&Value>) -> bool {
+    match eval {
+        Some(Value::Object(o)) => o
+            .get("is_correct")
+            .or_else(|| o.get("equivalent"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .ok()
+            .is_some_and(|v| correct_of(Some(&v))),
+        _ => false,
+    }
+}
+
+/// Import one record (line `line` of `source`).
+pub fn import_record(
+    record: &Value,
+    source: &str,
+    line: usize,
+) -> Result<(Trajectory, Option<RepairRecord>), String> {
+    let Value::Object(o) = record else {
+        return Err("a record is not a JSON object".into());
+    };
+    let info = o
+        .get("original_task_info")
+        .and_then(Value::as_object)
+        .ok_or("no `original_task_info`")?;
+    let task_id = text(info.get("id"));
+    let question = text(info.get("question"));
+    let raw_steps = o
+        .get("steps")
+        .and_then(Value::as_array)
+        .ok_or("no `steps` list")?;
+    let mentored = o.contains_key("repair_steps");
+    let trajectory_id = format!("{source}:{line}");
+
+    // Teacher-written steps of a mentored record are its repairs' steps.
+    let teacher_steps: Vec<(String, String)> = o
+        .get("repair_steps")
+        .and_then(Value::as_array)
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| r.get("teacher_guided_step"))
+                .map(|s| (text(s.get("thought")), text(s.get("code"))))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut steps = Vec::new();
+    let mut flags = Vec::new();
+    if let Some(first) = o.get("first_thought") {
+        steps.push(Step::new(
+            1,
+            StepKind::Plan,
+            Author::Teacher,
+            &text(Some(first)),
+            "",
+        ));
+    }
+    let base_author = if mentored {
+        Author::Student
+    } else {
+        Author::Teacher
+    };
+    for (i, s) in raw_steps.iter().enumerate() {
+        let index = steps.len() as u32 + 1;
+        let kind = if index == 1 {
+            StepKind::Plan
+        } else {
+            StepKind::Step
+        };
+        let pair = (text(s.get("thought")), text(s.get("code")));
+        let author = if teacher_steps.contains(&pair) {
+            Author::Teacher
+        } else {
+            base_author
+        };
+        steps.push(step(s, index, kind, author).map_err(|e| format!("steps[{i}]: {e}"))?);
+        flags.push(s.get("is_finished").cloned().unwrap_or(Value::Null));
+    }
+    let finished = raw_steps
+        .iter()
+        .rposition(|s| s.get("is_finished").and_then(Value::as_bool) == Some(true));
+    let final_answer = finished.map(|i| {
+        let obs = text(raw_steps[i].get("observation"));
+        extract_boxed(&obs).unwrap_or(obs)
+    });
+    let stop_reason = if finished.is_some() {
+        StopReason::FinalAnswer
+    } else if steps.iter().any(|s| s.malformed) {
+        StopReason::Error
+    } else {
+        StopReason::TurnLimit
+    };
+    let mut rest = o.clone();
+    rest.remove("steps");
+    rest.remove("repair_steps");
+    let metadata = json!({"source": source, "line": line, "reference": rest, "is_finished": flags})
+        .to_string();
+    let trajectory = Trajectory {
+        trajectory_id: trajectory_id.clone(),
+        task_id: task_id.clone(),
+        policy: if mentored {
+            "student+teacher".into()
+        } else {
+            "teacher".into()
+        },
+        sample: 0,
+        question,
+        turns: steps.len() as u32,
+        steps,
+        final_answer,
+        correct: correct_of(o.get("evaluation_result")),
+        stop_reason,
+        metadata,
+    };
+    if !mentored {
+        return Ok((trajectory, None));
+    }
+    let mut repairs = Vec::new();
+    for (i, r) in o
+        .get("repair_steps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = r
+            .get("mistake_step_index")
+            .and_then(Value::as_u64)
+            .ok_or(format!("repair_steps[{i}]: no mistake_step_index"))? as u32
+            + 1;
+        let student = r
+            .get("student_mistake")
+            .and_then(Value::as_array)
+            .ok_or(format!("repair_steps[{i}]: no student_mistake list"))?
+            .iter()
+            .enumerate()
+            .map(|(j, s)| {
+                step(
+                    s,
+                    at + j as u32,
+                    if at + j as u32 == 1 {
+                        StepKind::Plan
+                    } else {
+                        StepKind::Step
+                    },
+                    Author::Student,
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("repair_steps[{i}]: {e}"))?;
+        let teacher = step(
+            r.get("teacher_guided_step")
+                .ok_or(format!("repair_steps[{i}]: no teacher_guided_step"))?,
+            at,
+            if at == 1 {
+                StepKind::Plan
+            } else {
+                StepKind::Step
+            },
+            Author::Teacher,
+        )
+        .map_err(|e| format!("repair_steps[{i}]: {e}"))?;
+        repairs.push(Repair {
+            step_index: at,
+            student_steps: student,
+            teacher_step: teacher,
+            analysis: text(r.get("correction_suggestion")),
+            context: r
+                .get("context_before_intervention")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            valid: r.get("is_valid").and_then(Value::as_bool).unwrap_or(true),
+        });
+    }
+    let record = RepairRecord {
+        trajectory_id,
+        task_id,
+        repairs,
+        hard_sample: o
+            .get("is_hard_sample")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        metadata: "{}".into(),
+    };
+    Ok((trajectory, Some(record)))
+}
+
+/// Import a reference JSONL file.
+pub fn import_file(path: &Path) -> Result<Imported, ImportError> {
+    let file = path.display().to_string();
+    let source = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let body = std::fs::read_to_string(path).map_err(|e| ImportError {
+        file: file.clone(),
+        line: 0,
+        message: e.to_string(),
+    })?;
+    let mut out = Imported::default();
+    for (i, line) in body
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let err = |message: String| ImportError {
+            file: file.clone(),
+            line: i + 1,
+            message,
+        };
+        let v: Value = serde_json::from_str(line).map_err(|e| err(format!("not JSON: {e}")))?;
+        let (t, r) = import_record(&v, &source, i + 1).map_err(err)?;
+        out.trajectories.push(t);
+        out.repairs.extend(r);
+    }
+    Ok(out)
+}
+
+/// Rebuild the reference record of an imported trajectory (and its repairs).
+pub fn export_record(t: &Trajectory, repairs: Option<&RepairRecord>) -> Result<Value, String> {
+    let meta: Value = serde_json::from_str(&t.metadata).map_err(|e| format!("metadata: {e}"))?;
+    let mut o = meta
+        .get("reference")
+        .and_then(Value::as_object)
+        .cloned()
+        .ok_or("not an imported trajectory")?;
+    let flags = meta
+        .get("is_finished")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let has_first = o.contains_key("first_thought");
+    let steps: Vec<Value> = t
+        .steps
+        .iter()
+        .skip(usize::from(has_first))
+        .enumerate()
+        .map(|(i, s)| step_json(s, flags.get(i).filter(|f| !f.is_null())))
+        .collect();
+    o.insert("steps".into(), Value::Array(steps));
+    if let Some(r) = repairs {
+        let list: Vec<Value> = r
+            .repairs
+            .iter()
+            .map(|rp| {
+                json!({
+                    "teacher_guided_step": step_json(&rp.teacher_step, None),
+                    "student_mistake": rp.student_steps.iter().map(|s| step_json(s, None)).collect::<Vec<_>>(),
+                    "mistake_step_index": rp.step_index - 1,
+                    "correction_suggestion": rp.analysis,
+                    "context_before_intervention": rp.context,
+                    "is_valid": rp.valid,
+                })
+            })
+            .collect();
+        o.insert("repair_steps".into(), Value::Array(list));
+    }
+    Ok(Value::Object(o))
+}
