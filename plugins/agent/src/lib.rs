@@ -12,6 +12,8 @@ pub mod calc;
 pub mod format;
 pub mod judge;
 pub mod oracle;
+pub mod python;
 pub mod reference;
 pub mod suite;
 pub mod teacher;
+pub mod tool;
