@@ -80,8 +80,47 @@ enum Command {
     },
     /// List the built-in node kinds.
     Plugins,
-    /// Print the JSON Schema of workflow files.
-    Schema,
+    /// Import the method's reference JSONL files into trajectory and repair tables.
+    Import {
+        /// Reference JSONL files (trajectories, or mentored-solving records with repairs).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Folder for `trajectories.parquet` and `repairs.parquet`.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Export a trajectories table to multi-turn chat JSON lines (LLaMA-Factory, TRL).
+    ExportChat {
+        /// A trajectories Parquet file.
+        table: PathBuf,
+        /// The JSONL file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// System prompt of every conversation.
+        #[arg(long, default_value = scorch_agent::format::PYTHON_SYSTEM)]
+        system: String,
+    },
+    /// Write the built-in suite's tasks as a tasks table.
+    Tasks {
+        /// `train`, `test` or `hard`.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// How many.
+        #[arg(long, default_value_t = 10)]
+        count: u64,
+        /// Suite seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// A Parquet file to write; without it the tasks are printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of workflow files, or of a table kind's rows.
+    Schema {
+        /// A table kind (`tasks`, `trajectories`, `repairs`, `rl_prompts`).
+        #[arg(long)]
+        table: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -152,7 +191,7 @@ struct RunArgs {
 }
 
 /// Why the command stopped.
-enum Failure {
+pub(crate) enum Failure {
     Workflow(WorkflowError, bool),
     Engine(EngineError),
     RunFailed,
@@ -490,13 +529,33 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
-        Command::Schema => {
+        Command::Schema { table } => {
+            let schema = match table {
+                None => scorch::spec::workflow_schema(),
+                Some(kind) => scorch_api::tables::table_schemas()
+                    .into_iter()
+                    .find(|(k, _)| *k == kind)
+                    .map(|(_, s)| s)
+                    .ok_or_else(|| {
+                        EngineError::usage(format!("no table kind `{kind}`; kinds: tasks, trajectories, repairs, rl_prompts"))
+                    })?,
+            };
             println!(
                 "{}",
-                serde_json::to_string_pretty(&scorch::spec::workflow_schema()).unwrap_or_default()
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
             );
             Ok(())
         }
+        Command::Import { files, out } => crate::data::import(&files, &out),
+        Command::ExportChat { table, out, system } => {
+            crate::data::export_chat(&table, &out, &system)
+        }
+        Command::Tasks {
+            split,
+            count,
+            seed,
+            out,
+        } => crate::data::tasks(&split, count, seed, out.as_deref()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `scorch` command: a thin shell over the engine in the `scorch` library.
 
 mod cli;
+mod data;
 mod report;
 
 fn main() -> std::process::ExitCode {

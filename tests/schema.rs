@@ -29,6 +29,30 @@ fn the_committed_workflow_schema_is_up_to_date() {
 }
 
 #[test]
+fn the_committed_table_schemas_are_up_to_date() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/tables");
+    for (kind, schema) in scorch_api::tables::table_schemas() {
+        let path = dir.join(format!("{kind}.schema.json"));
+        let committed: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(&path)
+                .unwrap_or_else(|_| panic!("{} is missing", path.display())),
+        )
+        .expect("json");
+        assert!(
+            committed == schema,
+            "{} is stale: run `scorch schema --table {kind} > {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&dir).expect("schemas/tables").count(),
+        4,
+        "one file per table kind"
+    );
+}
+
+#[test]
 fn every_workflow_in_the_repo_validates() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut stack = vec![root.join("workflows"), root.join("examples")];

@@ -127,16 +127,15 @@ pub fn normalize_math(answer: &str) -> String {
         "degrees", "degree", "units", "unit", "cm", "meters", "inches", "dollars", "cents",
         "hours", "minutes",
     ] {
-        if let Some(stripped) = lower.trim_end().strip_suffix(unit) {
-            if stripped
+        if let Some(stripped) = lower.trim_end().strip_suffix(unit)
+            && stripped
                 .trim_end()
                 .chars()
                 .last()
                 .is_some_and(|c| c.is_ascii_digit() || c == ')')
-            {
-                s = s[..stripped.trim_end().len()].to_owned();
-                break;
-            }
+        {
+            s = s[..stripped.trim_end().len()].to_owned();
+            break;
         }
     }
     let s = s.trim().trim_end_matches('.').trim();
@@ -231,11 +230,11 @@ pub fn token_f1(predicted: &str, gold: &str) -> f64 {
     }
     let mut same = 0i64;
     for t in &pt {
-        if let Some(c) = counts.get_mut(t) {
-            if *c > 0 {
-                *c -= 1;
-                same += 1;
-            }
+        if let Some(c) = counts.get_mut(t)
+            && *c > 0
+        {
+            *c -= 1;
+            same += 1;
         }
     }
     if same == 0 {

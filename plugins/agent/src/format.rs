@@ -50,10 +50,10 @@ pub const PYTHON_SYSTEM: &str = "Solve the task step by step. First write a plan
 
 /// The text of one step as the policy writes it.
 pub fn render_step(step: &Step) -> String {
-    if step.malformed {
-        if let Some(raw) = &step.raw {
-            return raw.clone();
-        }
+    if step.malformed
+        && let Some(raw) = &step.raw
+    {
+        return raw.clone();
     }
     match step.kind {
         StepKind::Plan => format!("Plan: {}", step.thought.trim()),

@@ -77,17 +77,16 @@ pub fn parse_reply(text: &str) -> Verdict {
         return v;
     }
     let re = Regex::new(r"(?i)correction\W{0,3}start\W{0,3}step\W{0,5}(?:step\s*)?(\d+)").ok();
-    if let Some(m) = re.as_ref().and_then(|re| re.captures_iter(text).last()) {
-        if let Some(step) = m
+    if let Some(m) = re.as_ref().and_then(|re| re.captures_iter(text).last())
+        && let Some(step) = m
             .get(1)
             .and_then(|d| d.as_str().parse::<u32>().ok())
             .filter(|s| *s > 0)
-        {
-            let analysis = text[..m.get(0).map_or(text.len(), |g| g.start())]
-                .trim()
-                .to_owned();
-            return Verdict::Wrong { step, analysis };
-        }
+    {
+        let analysis = text[..m.get(0).map_or(text.len(), |g| g.start())]
+            .trim()
+            .to_owned();
+        return Verdict::Wrong { step, analysis };
     }
     let lower = text.to_lowercase();
     let says_correct = Regex::new(r"(?i)\b(all steps are correct|the (solution|trajectory) is correct|no (error|mistake)s? (was |were )?found)\b")

@@ -9,8 +9,10 @@
 pub mod answer;
 pub mod benchmarks;
 pub mod calc;
+pub mod export;
 pub mod format;
 pub mod judge;
+pub mod llm;
 pub mod oracle;
 pub mod python;
 pub mod reference;

@@ -241,10 +241,10 @@ pub fn next_step(w: &World, prefix: &[Step]) -> Step {
                 .sum::<i64>();
         if let Some(i) = (0..seg.terms.len()).find(|i| mask & (1 << i) == 0) {
             let t = &seg.terms[i];
-            if let Some(c) = t.count {
-                if !observed.contains(&t.amount()) {
-                    return step(index, "bags", format!("{c} * {}", t.size));
-                }
+            if let Some(c) = t.count
+                && !observed.contains(&t.amount())
+            {
+                return step(index, "bags", format!("{c} * {}", t.size));
             }
             return step(
                 index,

@@ -71,14 +71,13 @@ fn step(v: &Value, index: u32, kind: StepKind, author: Author) -> Result<Step, S
 
 /// A step row back to a reference step object.
 fn step_json(s: &Step, is_finished: Option<&Value>) -> Value {
-    if s.malformed {
-        if let Some(v) = s
+    if s.malformed
+        && let Some(v) = s
             .raw
             .as_deref()
             .and_then(|r| serde_json::from_str::<Value>(r).ok())
-        {
-            return v;
-        }
+    {
+        return v;
     }
     let mut o = Map::new();
     o.insert("thought".into(), Value::String(s.thought.clone()));

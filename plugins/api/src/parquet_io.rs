@@ -159,3 +159,44 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<StagedFile>) -> Result<(), Plugi
     }
     Ok(())
 }
+
+/// Write rows of a table kind to a local Parquet file.
+pub fn write_rows<T: crate::tables::TableRow>(path: &Path, rows: &[T]) -> Result<(), PluginError> {
+    let batch = T::to_batch(rows)?;
+    let file = std::fs::File::create(path)
+        .map_err(|e| PluginError::io(format!("creating {}", path.display()), e))?;
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
+            .map_err(|e| {
+                PluginError::new(PluginErrorKind::Output, format!("{}: {e}", path.display()))
+            })?;
+    w.write(&batch).map_err(|e| {
+        PluginError::new(PluginErrorKind::Output, format!("{}: {e}", path.display()))
+    })?;
+    w.close().map_err(|e| {
+        PluginError::new(PluginErrorKind::Output, format!("{}: {e}", path.display()))
+    })?;
+    Ok(())
+}
+
+/// Read rows of a table kind from a local Parquet file.
+pub fn read_rows<T: crate::tables::TableRow>(path: &Path) -> Result<Vec<T>, PluginError> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| PluginError::io(format!("opening {}", path.display()), e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .and_then(|b| b.build())
+        .map_err(|e| {
+            PluginError::new(
+                PluginErrorKind::Input,
+                format!("{} is not a Parquet file: {e}", path.display()),
+            )
+        })?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| {
+            PluginError::new(PluginErrorKind::Input, format!("{}: {e}", path.display()))
+        })?;
+        rows.extend(T::from_batch(&batch)?);
+    }
+    Ok(rows)
+}

@@ -11,6 +11,7 @@
 //!   which the process is killed; the next step starts a fresh process and replays the
 //!   earlier steps' code to restore the state;
 //! - output is capped.
+//!
 //! A refusal or a failure becomes the step's observation; nothing reaches the host.
 
 use std::io::{BufRead, BufReader, Write};
@@ -284,14 +285,14 @@ impl PythonTool {
 
 impl Tool for PythonTool {
     fn execute(&mut self, code: &str) -> ToolOutput {
-        if self.worker.is_none() {
-            if let Err(e) = self.restart() {
-                return ToolOutput {
-                    observation: format!("Error: {e}"),
-                    final_answer: None,
-                    failed: true,
-                };
-            }
+        if self.worker.is_none()
+            && let Err(e) = self.restart()
+        {
+            return ToolOutput {
+                observation: format!("Error: {e}"),
+                final_answer: None,
+                failed: true,
+            };
         }
         match self.call(code, self.options.timeout) {
             Ok(reply) => {

@@ -1,0 +1,109 @@
+//! The data commands through the CLI: import the reference files, export chat JSON, write
+//! built-in tasks.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Project, text};
+use scorch_api::parquet_io::read_rows;
+use scorch_api::tables::{RepairRecord, Task, Trajectory};
+
+fn shared() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    assert!(
+        dir.join("reference").is_dir(),
+        "needs the shared data folder beside the repository: {}",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn import_then_export_chat() {
+    let p = Project::new();
+    let refs = shared().join("reference");
+    let out = p.scorch(&[
+        "import",
+        &refs
+            .join("math_bc_init_trajectories.jsonl")
+            .display()
+            .to_string(),
+        &refs
+            .join("math_mps_trajectories.jsonl")
+            .display()
+            .to_string(),
+        "--out",
+        "tables",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let trajectories: Vec<Trajectory> =
+        read_rows(&p.path().join("tables/trajectories.parquet")).unwrap();
+    let repairs: Vec<RepairRecord> = read_rows(&p.path().join("tables/repairs.parquet")).unwrap();
+    assert_eq!((trajectories.len(), repairs.len()), (141, 64));
+    let out = p.scorch(&[
+        "export-chat",
+        "tables/trajectories.parquet",
+        "--out",
+        "chat.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let body = std::fs::read_to_string(p.path().join("chat.jsonl")).unwrap();
+    let records: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 141);
+    for r in &records {
+        let m = r["messages"].as_array().unwrap();
+        assert_eq!(m[0]["role"], "system");
+        assert_eq!(m[1]["role"], "user");
+        assert_eq!(m[2]["role"], "assistant");
+        assert!(
+            m.iter()
+                .all(|x| ["system", "user", "assistant"].contains(&x["role"].as_str().unwrap()))
+        );
+    }
+}
+
+#[test]
+fn bad_input_to_the_data_commands_is_a_usage_error() {
+    let p = Project::new();
+    p.write("bad.jsonl", "{\"steps\": []}\nnot json\n");
+    let out = p.scorch(&["import", "bad.jsonl", "--out", "t"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("bad.jsonl:1: no `original_task_info`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!p.path().join("t").exists(), "nothing written");
+    let out = p.scorch(&["tasks", "--split", "medium"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no split `medium`"));
+}
+
+#[test]
+fn builtin_tasks_are_written_as_a_tasks_table() {
+    let p = Project::new();
+    let out = p.scorch(&[
+        "tasks",
+        "--split",
+        "hard",
+        "--count",
+        "25",
+        "--seed",
+        "3",
+        "--out",
+        "hard.parquet",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let tasks: Vec<Task> = read_rows(&p.path().join("hard.parquet")).unwrap();
+    assert_eq!(tasks.len(), 25);
+    assert_eq!(
+        tasks,
+        scorch_agent::suite::tasks(3, scorch_agent::suite::Split::Hard, 0, 25)
+    );
+}
