@@ -68,6 +68,8 @@ pub struct Prompts {
     pub repair: String,
     /// Equivalence: `question`, `a`, `b`.
     pub equivalent: String,
+    /// Answer check: `question`, `predicted`, `gold`.
+    pub answer: String,
 }
 
 impl Default for Prompts {
@@ -76,6 +78,7 @@ impl Default for Prompts {
             judge: include_str!("../prompts/judge.j2").to_owned(),
             repair: include_str!("../prompts/repair.j2").to_owned(),
             equivalent: include_str!("../prompts/equivalent.j2").to_owned(),
+            answer: include_str!("../prompts/answer.j2").to_owned(),
         }
     }
 }
@@ -157,6 +160,42 @@ pub fn repair_prompt(
         &prompts.repair,
         context! { question => task.question.clone(), prefix => minijinja::Value::from(minijinja::value::Serde(views(prefix))), wrong => render_step(wrong), analysis => analysis, index => prefix.len() as u32 + 1 },
     )
+}
+
+fn says_yes(text: &str) -> bool {
+    let first = text
+        .trim()
+        .trim_start_matches(['*', '"', '\''])
+        .to_ascii_lowercase();
+    first.starts_with("yes")
+        || first.starts_with("equivalent")
+        || first.contains("\"equivalent\": true")
+}
+
+/// The optional judge-model answer check: asks `client` whether `predicted` answers
+/// `question` as `gold` does (for answers that normalisation cannot compare).
+pub async fn answers_match(
+    client: &dyn ChatClient,
+    prompts: &Prompts,
+    question: &str,
+    predicted: &str,
+    gold: &str,
+) -> Result<(bool, Cost), TeacherError> {
+    let prompt = render(
+        &prompts.answer,
+        context! { question => question, predicted => predicted, gold => gold },
+    )?;
+    let reply = client
+        .chat(&[Message::new(Role::User, prompt)], &ChatOptions::default())
+        .await?;
+    Ok((
+        says_yes(&reply.text),
+        Cost {
+            calls: 1,
+            prompt_tokens: reply.prompt_tokens,
+            completion_tokens: reply.completion_tokens,
+        },
+    ))
 }
 
 /// A teacher behind a chat endpoint.

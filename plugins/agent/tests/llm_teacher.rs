@@ -177,6 +177,28 @@ async fn repair_writes_one_step_and_equivalence_reads_yes_or_no() {
     );
 }
 
+#[tokio::test]
+async fn the_optional_judge_model_answer_check() {
+    let client = Recorded::new(&["Yes, both are one half.", "No."]);
+    let p = Prompts::default();
+    let (same, cost) =
+        scorch_agent::llm::answers_match(client.as_ref(), &p, "Half of 1?", "0.5", "\\frac{1}{2}")
+            .await
+            .unwrap();
+    assert!(same && cost.calls == 1);
+    assert!(
+        !scorch_agent::llm::answers_match(client.as_ref(), &p, "Half of 1?", "2", "\\frac{1}{2}")
+            .await
+            .unwrap()
+            .0
+    );
+    let prompt = &client.prompts.lock().unwrap()[0][0].content;
+    assert!(
+        prompt.contains("Candidate answer: 0.5")
+            && prompt.contains("Reference answer: \\frac{1}{2}")
+    );
+}
+
 #[test]
 fn templates_in_a_folder_replace_the_built_in_ones_and_bad_ones_are_named() {
     let dir = tempfile::tempdir().unwrap();
