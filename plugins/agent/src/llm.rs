@@ -338,16 +338,7 @@ impl Teacher for LlmTeacher {
             context! { question => task.question.clone(), a => render_step(a), b => render_step(b) },
         )?;
         let (text, cost) = self.ask(prompt).await?;
-        let first = text
-            .trim()
-            .trim_start_matches(['*', '"', '\''])
-            .to_ascii_lowercase();
-        Ok((
-            first.starts_with("yes")
-                || first.starts_with("equivalent")
-                || first.contains("\"equivalent\": true"),
-            cost,
-        ))
+        Ok((says_yes(&text), cost))
     }
 }
 
