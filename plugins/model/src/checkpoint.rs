@@ -1,0 +1,277 @@
+//! HF-layout checkpoint folders: `config.json`, `model.safetensors` (or sharded with
+//! `model.safetensors.index.json`), `tokenizer.json`. What we load, `transformers` wrote;
+//! what we save, `transformers` loads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::ModelError;
+use crate::qwen2::{Config, Qwen2};
+
+/// A model with its weights, config and tokenizer.
+pub struct Checkpoint {
+    /// The weights.
+    pub vs: nn::VarStore,
+    /// The network.
+    pub model: Qwen2,
+    /// The tokenizer.
+    pub tokenizer: tokenizers::Tokenizer,
+    /// Where it was loaded from, if anywhere.
+    pub source: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("config", &self.model.config)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind_of(dtype: Dtype) -> Result<Kind, ModelError> {
+    Ok(match dtype {
+        Dtype::F32 => Kind::Float,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F16 => Kind::Half,
+        Dtype::F64 => Kind::Double,
+        other => {
+            return Err(ModelError::Checkpoint(format!(
+                "weights of dtype {other:?} are not supported"
+            )));
+        }
+    })
+}
+
+/// The `torch_dtype` name of a kind.
+pub fn dtype_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::BFloat16 => "bfloat16",
+        Kind::Half => "float16",
+        Kind::Double => "float64",
+        _ => "float32",
+    }
+}
+
+fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, ModelError> {
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    let text = std::fs::read_to_string(&index).map_err(|_| {
+        ModelError::Checkpoint(format!(
+            "{} has neither model.safetensors nor model.safetensors.index.json",
+            dir.display()
+        ))
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", index.display())))?;
+    let mut files: Vec<String> = v["weight_map"]
+        .as_object()
+        .ok_or_else(|| ModelError::Checkpoint(format!("{}: no weight_map", index.display())))?
+        .values()
+        .filter_map(|f| f.as_str().map(str::to_owned))
+        .collect();
+    files.sort();
+    files.dedup();
+    Ok(files.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Read every tensor of the checkpoint's weight files (on the CPU).
+pub fn read_weights(dir: &Path) -> Result<HashMap<String, Tensor>, ModelError> {
+    let mut out = HashMap::new();
+    for file in weight_files(dir)? {
+        let bytes = std::fs::read(&file)
+            .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", file.display())))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", file.display())))?;
+        for (name, view) in st.tensors() {
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            let t = Tensor::f_from_data_size(view.data(), &shape, kind_of(view.dtype())?)
+                .map_err(|e| ModelError::Checkpoint(format!("{name}: {e}")))?;
+            out.insert(name, t);
+        }
+    }
+    Ok(out)
+}
+
+impl Checkpoint {
+    /// Load an HF-layout folder onto `device`, with weights in `kind`.
+    pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
+        let config = read_config(dir)?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
+                ModelError::Checkpoint(format!("{}: {e}", dir.join("tokenizer.json").display()))
+            })?;
+        let mut vs = nn::VarStore::new(device);
+        let model = Qwen2::new(&vs.root(), config);
+        let weights = read_weights(dir)?;
+        let mut missing = Vec::new();
+        tch::no_grad(|| -> Result<(), ModelError> {
+            for (name, var) in vs.variables() {
+                match weights.get(&name) {
+                    Some(src) => {
+                        if src.size() != var.size() {
+                            return Err(ModelError::Checkpoint(format!(
+                                "{name}: the file has shape {:?}, the config gives {:?}",
+                                src.size(),
+                                var.size()
+                            )));
+                        }
+                        let mut var = var;
+                        var.copy_(src);
+                    }
+                    None => missing.push(name),
+                }
+            }
+            Ok(())
+        })?;
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(ModelError::Checkpoint(format!(
+                "{} lacks weights: {}",
+                dir.display(),
+                missing.join(", ")
+            )));
+        }
+        if kind != Kind::Float {
+            vs.set_kind(kind);
+        }
+        Ok(Self {
+            vs,
+            model,
+            tokenizer,
+            source: Some(dir.to_path_buf()),
+        })
+    }
+
+    /// A new model with random weights (HF's initialisation: normal(0, 0.02), zero biases).
+    pub fn init(
+        config: Config,
+        tokenizer: tokenizers::Tokenizer,
+        device: Device,
+        seed: u64,
+    ) -> Result<Self, ModelError> {
+        config.validate().map_err(ModelError::Config)?;
+        tch::manual_seed(seed as i64);
+        let vs = nn::VarStore::new(device);
+        let model = Qwen2::new(&vs.root(), config);
+        tch::no_grad(|| {
+            for (name, mut var) in vs.variables() {
+                if name.ends_with("norm.weight") {
+                    let _ = var.fill_(1.0);
+                } else if name.ends_with(".bias") {
+                    let _ = var.zero_();
+                } else {
+                    let _ = var.normal_(0.0, 0.02);
+                }
+            }
+        });
+        Ok(Self {
+            vs,
+            model,
+            tokenizer,
+            source: None,
+        })
+    }
+
+    /// The weights' kind.
+    pub fn kind(&self) -> Kind {
+        self.vs
+            .variables()
+            .values()
+            .next()
+            .map_or(Kind::Float, Tensor::kind)
+    }
+
+    /// Save as an HF-layout folder.
+    pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", dir.display())))?;
+        let mut config = self.model.config.clone();
+        config.torch_dtype = dtype_name(self.kind()).into();
+        let text = serde_json::to_string_pretty(&config)
+            .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
+        std::fs::write(dir.join("config.json"), text)
+            .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
+        write_weights(&self.vs.variables(), &dir.join("model.safetensors"))?;
+        self.tokenizer
+            .save(dir.join("tokenizer.json"), false)
+            .map_err(|e| ModelError::Checkpoint(format!("saving tokenizer.json: {e}")))?;
+        let generation = serde_json::json!({"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id, "do_sample": false});
+        std::fs::write(dir.join("generation_config.json"), generation.to_string())
+            .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Read and check `config.json`.
+pub fn read_config(dir: &Path) -> Result<Config, ModelError> {
+    let path = dir.join("config.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", path.display())))?;
+    let config: Config = serde_json::from_str(&text)
+        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+    config
+        .validate()
+        .map_err(|e| ModelError::Config(format!("{}: {e}", path.display())))?;
+    Ok(config)
+}
+
+fn tensor_bytes(t: &Tensor) -> Result<(Dtype, Vec<u8>), ModelError> {
+    let t = t.to_device(Device::Cpu).contiguous().flatten(0, -1);
+    let err = |e: tch::TchError| ModelError::Checkpoint(e.to_string());
+    Ok(match t.kind() {
+        Kind::Float => (
+            Dtype::F32,
+            Vec::<f32>::try_from(&t)
+                .map_err(err)?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
+        Kind::BFloat16 => (
+            Dtype::BF16,
+            Vec::<i16>::try_from(&t.view_dtype(Kind::Int16))
+                .map_err(err)?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
+        Kind::Half => (
+            Dtype::F16,
+            Vec::<i16>::try_from(&t.view_dtype(Kind::Int16))
+                .map_err(err)?
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
+        other => {
+            return Err(ModelError::Checkpoint(format!(
+                "cannot save weights of kind {other:?}"
+            )));
+        }
+    })
+}
+
+/// Write named tensors as safetensors with HF's `format: pt` metadata.
+pub fn write_weights(vars: &HashMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
+    let mut data: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    for (name, t) in vars {
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let (dtype, bytes) = tensor_bytes(t)?;
+        data.insert(name.clone(), (dtype, shape, bytes));
+    }
+    let views: Vec<(String, TensorView<'_>)> = data
+        .iter()
+        .map(|(n, (d, s, b))| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
+    let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
+    safetensors::tensor::serialize_to_file(views, metadata, path)
+        .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", path.display())))
+}

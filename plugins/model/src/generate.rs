@@ -1,0 +1,203 @@
+//! Batched generation with a KV cache: many sequences at once, seeded sampling
+//! (temperature, top-k, top-p), stop tokens, a stop check for strings, and the
+//! log-probability of every sampled token.
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind, Tensor};
+
+use crate::ModelError;
+use crate::qwen2::Qwen2;
+
+/// Sampling settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f64,
+    /// Keep the smallest set of tokens whose probability reaches this (1.0: off).
+    pub top_p: f64,
+    /// Keep the k most likely tokens (0: off).
+    pub top_k: usize,
+    /// Most new tokens per sequence.
+    pub max_new_tokens: usize,
+    /// Tokens that end a sequence (kept in the output).
+    pub stop_tokens: Vec<i64>,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: 64,
+            stop_tokens: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// Why a sequence stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// A stop token.
+    StopToken,
+    /// The caller's stop check (a stop string).
+    StopCheck,
+    /// `max_new_tokens`.
+    Length,
+}
+
+/// One generated continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// New token ids.
+    pub ids: Vec<i64>,
+    /// Log-probability of each new token under the sampling distribution's model (before
+    /// temperature and truncation).
+    pub logprobs: Vec<f32>,
+    /// Why it stopped.
+    pub finish: Finish,
+}
+
+/// Pick a token from `logits` (one row).
+fn sample(logits: &[f32], s: &Sampling, rng: &mut ChaCha8Rng) -> usize {
+    if s.temperature <= 0.0 {
+        return logits
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+            )
+            .0;
+    }
+    let t = s.temperature as f32;
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<(usize, f32)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (i, ((v - max) / t).exp()))
+        .collect();
+    if s.top_k > 0 || s.top_p < 1.0 {
+        probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if s.top_k > 0 {
+            probs.truncate(s.top_k.max(1));
+        }
+        if s.top_p < 1.0 {
+            let total: f32 = probs.iter().map(|p| p.1).sum();
+            let mut acc = 0.0;
+            let mut keep = probs.len();
+            for (i, p) in probs.iter().enumerate() {
+                acc += p.1 / total;
+                if acc >= s.top_p as f32 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep.max(1));
+        }
+    }
+    let total: f32 = probs.iter().map(|p| p.1).sum();
+    let mut x = rng.random::<f32>() * total;
+    for (i, p) in &probs {
+        x -= p;
+        if x <= 0.0 {
+            return *i;
+        }
+    }
+    probs.last().map_or(0, |p| p.0)
+}
+
+/// Continue each prompt. `stop_check(i, new_ids)` may end sequence `i` early (stop strings).
+pub fn generate(
+    model: &Qwen2,
+    prompts: &[Vec<i64>],
+    s: &Sampling,
+    pad: i64,
+    mut stop_check: impl FnMut(usize, &[i64]) -> bool,
+) -> Result<Vec<Generation>, ModelError> {
+    let n = prompts.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(ModelError::Torch(
+            "an empty prompt cannot be continued".into(),
+        ));
+    }
+    let device: Device = model.device();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    // Left padding.
+    let mut ids = Vec::with_capacity(n * width);
+    let mut mask = Vec::with_capacity(n * width);
+    for p in prompts {
+        let padn = width - p.len();
+        ids.extend(std::iter::repeat_n(pad, padn).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, padn).chain(std::iter::repeat_n(1i64, p.len())));
+    }
+    let mut out: Vec<Generation> = (0..n)
+        .map(|_| Generation {
+            ids: Vec::new(),
+            logprobs: Vec::new(),
+            finish: Finish::Length,
+        })
+        .collect();
+    let mut live: Vec<usize> = (0..n).collect();
+    let mut rngs: Vec<ChaCha8Rng> = (0..n)
+        .map(|i| ChaCha8Rng::seed_from_u64(s.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        .collect();
+    let mut attention = Tensor::from_slice(&mask)
+        .view([n as i64, width as i64])
+        .to_device(device);
+    let mut input = Tensor::from_slice(&ids)
+        .view([n as i64, width as i64])
+        .to_device(device);
+    let mut cache = model.cache();
+    tch::no_grad(|| -> Result<(), ModelError> {
+        for _ in 0..s.max_new_tokens {
+            let logits = model.forward(&input, &attention, Some(&mut cache));
+            let last = logits.select(1, -1).to_kind(Kind::Float);
+            let logp = last.log_softmax(-1, Kind::Float).to_device(Device::Cpu);
+            let last = last.to_device(Device::Cpu);
+            let vocab = last.size()[1] as usize;
+            let rows: Vec<f32> = Vec::<f32>::try_from(last.flatten(0, -1))?;
+            let lps: Vec<f32> = Vec::<f32>::try_from(logp.flatten(0, -1))?;
+            let mut next = Vec::with_capacity(live.len());
+            let mut still = Vec::with_capacity(live.len());
+            for (row, &seq) in live.iter().enumerate() {
+                let r = &rows[row * vocab..(row + 1) * vocab];
+                let tok = sample(r, s, &mut rngs[seq]);
+                let g = &mut out[seq];
+                g.ids.push(tok as i64);
+                g.logprobs.push(lps[row * vocab + tok]);
+                if s.stop_tokens.contains(&(tok as i64)) {
+                    g.finish = Finish::StopToken;
+                } else if stop_check(seq, &g.ids) {
+                    g.finish = Finish::StopCheck;
+                } else {
+                    still.push(row as i64);
+                    next.push(tok as i64);
+                }
+            }
+            live = still.iter().map(|&r| live[r as usize]).collect();
+            if live.is_empty() {
+                break;
+            }
+            let keep = Tensor::from_slice(&still).to_device(device);
+            if (still.len() as i64) < attention.size()[0] {
+                cache.select(&keep);
+                attention = attention.index_select(0, &keep);
+            }
+            let ones = Tensor::ones([live.len() as i64, 1], (Kind::Int64, device));
+            attention = Tensor::cat(&[&attention, &ones], 1);
+            input = Tensor::from_slice(&next)
+                .view([live.len() as i64, 1])
+                .to_device(device);
+        }
+        Ok(())
+    })?;
+    Ok(out)
+}

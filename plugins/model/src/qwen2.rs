@@ -1,0 +1,496 @@
+//! The Qwen2 architecture, after HF `transformers`' `modeling_qwen2.py`: RMSNorm, rotary
+//! embeddings (`rope_theta`), grouped-query attention through scaled-dot-product attention,
+//! a SwiGLU MLP, tied or untied embeddings. Parameter paths are HF's keys
+//! (`model.layers.0.self_attn.q_proj.weight`), so an HF folder loads unchanged.
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module};
+use tch::{Kind, Tensor};
+
+/// `config.json` of a Qwen2 model, with HF's field names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Tokens in the vocabulary.
+    pub vocab_size: i64,
+    /// Width of the residual stream.
+    pub hidden_size: i64,
+    /// Width of the MLP.
+    pub intermediate_size: i64,
+    /// Decoder layers.
+    pub num_hidden_layers: i64,
+    /// Query heads.
+    pub num_attention_heads: i64,
+    /// Key/value heads (grouped-query attention).
+    pub num_key_value_heads: i64,
+    /// Longest sequence the rotary cache covers.
+    #[serde(default = "default_positions")]
+    pub max_position_embeddings: i64,
+    /// Rotary base.
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    /// Share the input embedding with the output projection.
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Activation (only `silu`).
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// Beginning-of-sequence token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bos_token_id: Option<i64>,
+    /// End-of-sequence token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eos_token_id: Option<i64>,
+    /// Weights' dtype as HF names it (`float32`, `bfloat16`).
+    #[serde(default = "default_dtype")]
+    pub torch_dtype: String,
+    /// Always `qwen2`.
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+    /// Always `["Qwen2ForCausalLM"]`.
+    #[serde(default = "default_architectures")]
+    pub architectures: Vec<String>,
+    /// HF's attention dropout (ignored; 0 at inference).
+    #[serde(default)]
+    pub attention_dropout: f64,
+    /// HF's sliding-window switch (must be off).
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    /// Every other field of the file, kept so a saved config says what it said.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+fn default_positions() -> i64 {
+    32768
+}
+fn default_theta() -> f64 {
+    10000.0
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "silu".into()
+}
+fn default_dtype() -> String {
+    "float32".into()
+}
+fn default_model_type() -> String {
+    "qwen2".into()
+}
+fn default_architectures() -> Vec<String> {
+    vec!["Qwen2ForCausalLM".into()]
+}
+
+impl Config {
+    /// Per-head width.
+    pub fn head_dim(&self) -> i64 {
+        self.hidden_size / self.num_attention_heads
+    }
+    /// Check what this implementation supports.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.hidden_act != "silu" {
+            return Err(format!(
+                "hidden_act `{}` is not supported (only silu)",
+                self.hidden_act
+            ));
+        }
+        if self.hidden_size % self.num_attention_heads != 0 {
+            return Err("hidden_size must divide by num_attention_heads".into());
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err("num_attention_heads must divide by num_key_value_heads".into());
+        }
+        if self.use_sliding_window {
+            return Err("sliding-window attention is not supported".into());
+        }
+        Ok(())
+    }
+}
+
+/// RMSNorm with a learned scale, computed in float32.
+#[derive(Debug)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn new(vs: nn::Path, size: i64, eps: f64) -> Self {
+        Self {
+            weight: vs.ones("weight", &[size]),
+            eps,
+        }
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        let kind = xs.kind();
+        let x = xs.to_kind(Kind::Float);
+        let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
+        let normed = x * (var + self.eps).rsqrt();
+        normed.to_kind(kind) * &self.weight
+    }
+}
+
+/// Rotary embeddings: `rotate_half` form, as in HF.
+#[derive(Debug)]
+pub struct Rotary {
+    cos: Tensor,
+    sin: Tensor,
+}
+
+impl Rotary {
+    fn new(cfg: &Config, device: tch::Device) -> Self {
+        let dim = cfg.head_dim();
+        let inv: Vec<f32> = (0..dim)
+            .step_by(2)
+            .map(|i| 1.0 / (cfg.rope_theta.powf(i as f64 / dim as f64)) as f32)
+            .collect();
+        let inv = Tensor::from_slice(&inv).to_device(device);
+        let t = Tensor::arange(cfg.max_position_embeddings, (Kind::Float, device));
+        let freqs = t.unsqueeze(1) * inv.unsqueeze(0);
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        Self {
+            cos: emb.cos(),
+            sin: emb.sin(),
+        }
+    }
+
+    /// Apply to `x` (batch, heads, time, head_dim) at `positions` (batch, time).
+    fn apply(&self, x: &Tensor, positions: &Tensor) -> Tensor {
+        let cos = self
+            .cos
+            .index_select(0, &positions.flatten(0, -1))
+            .view([positions.size()[0], 1, positions.size()[1], -1])
+            .to_kind(x.kind());
+        let sin = self
+            .sin
+            .index_select(0, &positions.flatten(0, -1))
+            .view([positions.size()[0], 1, positions.size()[1], -1])
+            .to_kind(x.kind());
+        let half = x.size()[3] / 2;
+        let x1 = x.narrow(3, 0, half);
+        let x2 = x.narrow(3, half, half);
+        let rotated = Tensor::cat(&[&x2.neg(), &x1], -1);
+        x * cos + rotated * sin
+    }
+}
+
+/// Cached keys and values of one layer: (batch, kv_heads, time, head_dim).
+#[derive(Debug)]
+pub struct LayerCache {
+    k: Tensor,
+    v: Tensor,
+}
+
+/// The cache of every layer.
+#[derive(Debug, Default)]
+pub struct KvCache {
+    layers: Vec<Option<LayerCache>>,
+}
+
+impl KvCache {
+    /// An empty cache.
+    pub fn new(layers: usize) -> Self {
+        Self {
+            layers: (0..layers).map(|_| None).collect(),
+        }
+    }
+    /// Cached positions.
+    pub fn len(&self) -> i64 {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |c| c.k.size()[2])
+    }
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Keep only the batch rows in `index`.
+    pub fn select(&mut self, index: &Tensor) {
+        for l in self.layers.iter_mut().flatten() {
+            l.k = l.k.index_select(0, index);
+            l.v = l.v.index_select(0, index);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Attention {
+    q_proj: nn::Linear,
+    k_proj: nn::Linear,
+    v_proj: nn::Linear,
+    o_proj: nn::Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(vs: nn::Path, cfg: &Config) -> Self {
+        let hd = cfg.head_dim();
+        let bias = nn::LinearConfig {
+            bias: true,
+            ..Default::default()
+        };
+        let no_bias = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
+        Self {
+            q_proj: nn::linear(
+                &vs / "q_proj",
+                cfg.hidden_size,
+                cfg.num_attention_heads * hd,
+                bias,
+            ),
+            k_proj: nn::linear(
+                &vs / "k_proj",
+                cfg.hidden_size,
+                cfg.num_key_value_heads * hd,
+                bias,
+            ),
+            v_proj: nn::linear(
+                &vs / "v_proj",
+                cfg.hidden_size,
+                cfg.num_key_value_heads * hd,
+                bias,
+            ),
+            o_proj: nn::linear(
+                &vs / "o_proj",
+                cfg.num_attention_heads * hd,
+                cfg.hidden_size,
+                no_bias,
+            ),
+            heads: cfg.num_attention_heads,
+            kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        }
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotary: &Rotary,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: Option<&mut Option<LayerCache>>,
+    ) -> Tensor {
+        let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
+        let q = self
+            .q_proj
+            .forward(x)
+            .view([b, t, self.heads, self.head_dim])
+            .transpose(1, 2);
+        let k = self
+            .k_proj
+            .forward(x)
+            .view([b, t, self.kv_heads, self.head_dim])
+            .transpose(1, 2);
+        let v = self
+            .v_proj
+            .forward(x)
+            .view([b, t, self.kv_heads, self.head_dim])
+            .transpose(1, 2);
+        let q = rotary.apply(&q, positions);
+        let k = rotary.apply(&k, positions);
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some(prev) => (
+                        Tensor::cat(&[&prev.k, &k], 2),
+                        Tensor::cat(&[&prev.v, &v], 2),
+                    ),
+                    None => (k, v),
+                };
+                *slot = Some(LayerCache {
+                    k: k.shallow_clone(),
+                    v: v.shallow_clone(),
+                });
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let groups = self.heads / self.kv_heads;
+        let (k, v) = if groups > 1 {
+            (
+                k.repeat_interleave_self_int(groups, 1, None),
+                v.repeat_interleave_self_int(groups, 1, None),
+            )
+        } else {
+            (k, v)
+        };
+        let y =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
+        self.o_proj.forward(&y.transpose(1, 2).contiguous().view([
+            b,
+            t,
+            self.heads * self.head_dim,
+        ]))
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    gate_proj: nn::Linear,
+    up_proj: nn::Linear,
+    down_proj: nn::Linear,
+}
+
+impl Mlp {
+    fn new(vs: nn::Path, cfg: &Config) -> Self {
+        let c = nn::LinearConfig {
+            bias: false,
+            ..Default::default()
+        };
+        Self {
+            gate_proj: nn::linear(&vs / "gate_proj", cfg.hidden_size, cfg.intermediate_size, c),
+            up_proj: nn::linear(&vs / "up_proj", cfg.hidden_size, cfg.intermediate_size, c),
+            down_proj: nn::linear(&vs / "down_proj", cfg.intermediate_size, cfg.hidden_size, c),
+        }
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        self.down_proj
+            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    self_attn: Attention,
+    mlp: Mlp,
+    input_layernorm: RmsNorm,
+    post_attention_layernorm: RmsNorm,
+}
+
+/// A Qwen2 causal language model.
+#[derive(Debug)]
+pub struct Qwen2 {
+    /// The configuration.
+    pub config: Config,
+    embed_tokens: nn::Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Option<nn::Linear>,
+    rotary: Rotary,
+    device: tch::Device,
+}
+
+impl Qwen2 {
+    /// Build the model's variables under `vs` (the var store's root), with HF's paths.
+    pub fn new(vs: &nn::Path, config: Config) -> Self {
+        let m = vs / "model";
+        let embed_tokens = nn::embedding(
+            &m / "embed_tokens",
+            config.vocab_size,
+            config.hidden_size,
+            Default::default(),
+        );
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| {
+                let l = &m / "layers" / i;
+                Layer {
+                    self_attn: Attention::new(&l / "self_attn", &config),
+                    mlp: Mlp::new(&l / "mlp", &config),
+                    input_layernorm: RmsNorm::new(
+                        &l / "input_layernorm",
+                        config.hidden_size,
+                        config.rms_norm_eps,
+                    ),
+                    post_attention_layernorm: RmsNorm::new(
+                        &l / "post_attention_layernorm",
+                        config.hidden_size,
+                        config.rms_norm_eps,
+                    ),
+                }
+            })
+            .collect();
+        let norm = RmsNorm::new(&m / "norm", config.hidden_size, config.rms_norm_eps);
+        let lm_head = (!config.tie_word_embeddings).then(|| {
+            nn::linear(
+                vs / "lm_head",
+                config.hidden_size,
+                config.vocab_size,
+                nn::LinearConfig {
+                    bias: false,
+                    ..Default::default()
+                },
+            )
+        });
+        let rotary = Rotary::new(&config, vs.device());
+        Self {
+            config,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rotary,
+            device: vs.device(),
+        }
+    }
+
+    /// Where the weights live.
+    pub fn device(&self) -> tch::Device {
+        self.device
+    }
+
+    /// A fresh cache for this model.
+    pub fn cache(&self) -> KvCache {
+        KvCache::new(self.layers.len())
+    }
+
+    /// Logits (batch, time, vocab) of `ids` (batch, time).
+    ///
+    /// `attention` (batch, cached + time) is 1 for real tokens and 0 for padding; positions
+    /// count real tokens only, so left-padded prompts behave like unpadded ones.
+    pub fn forward(&self, ids: &Tensor, attention: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+        let (b, t) = ids.size2().unwrap_or((0, 0));
+        let device = ids.device();
+        let total = attention.size()[1];
+        let past = total - t;
+        let positions_all = (attention.cumsum(1, Kind::Int64) - 1).clamp_min(0);
+        let positions = positions_all.narrow(1, past, t);
+        // Causal mask over (query t, key total) combined with the padding mask.
+        let q_idx = Tensor::arange_start(past, total, (Kind::Int64, device)).view([t, 1]);
+        let k_idx = Tensor::arange(total, (Kind::Int64, device)).view([1, total]);
+        let causal = k_idx.le_tensor(&q_idx).view([1, 1, t, total]);
+        let keep = attention.to_kind(Kind::Bool).view([b, 1, 1, total]);
+        let allowed = causal.logical_and(&keep);
+        // A fully padded query row (left padding) would give NaN: let it see itself.
+        let diag = k_idx.eq_tensor(&q_idx).view([1, 1, t, total]);
+        let allowed = allowed.logical_or(&diag);
+        let mut x = self.embed_tokens.forward(ids);
+        let mut cache = cache;
+        // Residual adds stay out of place: autograd needs the inputs of every norm.
+        #[allow(clippy::assign_op_pattern)]
+        for (i, layer) in self.layers.iter().enumerate() {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let h = layer.self_attn.forward(
+                &layer.input_layernorm.forward(&x),
+                &self.rotary,
+                &positions,
+                &allowed,
+                slot,
+            );
+            x = x + h;
+            let h = layer
+                .mlp
+                .forward(&layer.post_attention_layernorm.forward(&x));
+            x = x + h;
+        }
+        let x = self.norm.forward(&x);
+        match &self.lm_head {
+            Some(head) => head.forward(&x),
+            None => x.matmul(&self.embed_tokens.ws.transpose(0, 1)),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Training pieces used by `sft` and `rl`: token-level loss with a mask (only the policy's
+//! own turns count), log-probabilities of given completions, AdamW, gradient clipping,
+//! warmup + cosine schedule, gradient accumulation.
+
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::ModelError;
+use crate::qwen2::Qwen2;
+
+/// Optimiser and schedule settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// AdamW betas.
+    pub betas: (f64, f64),
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// Optimiser steps in all (the cosine reaches its floor there).
+    pub total_steps: usize,
+    /// The cosine's floor, as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Clip the global gradient norm to this (0: off).
+    pub clip: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            lr: 1e-3,
+            betas: (0.9, 0.98),
+            weight_decay: 0.01,
+            warmup_steps: 10,
+            total_steps: 300,
+            min_lr_ratio: 0.1,
+            clip: 1.0,
+        }
+    }
+}
+
+/// The learning rate at optimiser step `step` (0-based).
+pub fn lr_at(c: &TrainConfig, step: usize) -> f64 {
+    if step < c.warmup_steps {
+        return c.lr * (step + 1) as f64 / c.warmup_steps as f64;
+    }
+    let span = c.total_steps.saturating_sub(c.warmup_steps).max(1) as f64;
+    let progress = ((step - c.warmup_steps) as f64 / span).min(1.0);
+    let floor = c.lr * c.min_lr_ratio;
+    floor + (c.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+}
+
+/// A batch of token sequences with loss masks, padded on the right.
+#[derive(Debug)]
+pub struct Batch {
+    /// (batch, time) token ids.
+    pub ids: Tensor,
+    /// (batch, time) 1 for real tokens.
+    pub attention: Tensor,
+    /// (batch, time - 1) weight of predicting token t + 1 (0 outside the policy's turns).
+    pub loss_mask: Tensor,
+}
+
+/// Pad `seqs` (ids, per-token 0/1 loss mask) into a batch on `device`.
+pub fn collate(
+    seqs: &[(Vec<i64>, Vec<f32>)],
+    pad: i64,
+    device: Device,
+) -> Result<Batch, ModelError> {
+    let width = seqs.iter().map(|s| s.0.len()).max().unwrap_or(0);
+    if width < 2 {
+        return Err(ModelError::Torch(
+            "sequences need at least two tokens".into(),
+        ));
+    }
+    let n = seqs.len();
+    let (mut ids, mut att, mut mask) = (
+        Vec::with_capacity(n * width),
+        Vec::with_capacity(n * width),
+        Vec::with_capacity(n * (width - 1)),
+    );
+    for (s, m) in seqs {
+        if s.len() != m.len() {
+            return Err(ModelError::Torch(
+                "a loss mask does not match its sequence".into(),
+            ));
+        }
+        ids.extend(
+            s.iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad, width - s.len())),
+        );
+        att.extend(
+            std::iter::repeat_n(1i64, s.len()).chain(std::iter::repeat_n(0, width - s.len())),
+        );
+        // The mask marks tokens to predict: the target of position t is token t + 1.
+        mask.extend(
+            m.iter()
+                .skip(1)
+                .copied()
+                .chain(std::iter::repeat_n(0.0, width - s.len())),
+        );
+    }
+    let shape = [n as i64, width as i64];
+    Ok(Batch {
+        ids: Tensor::from_slice(&ids).view(shape).to_device(device),
+        attention: Tensor::from_slice(&att).view(shape).to_device(device),
+        loss_mask: Tensor::from_slice(&mask)
+            .view([n as i64, width as i64 - 1])
+            .to_device(device),
+    })
+}
+
+/// Log-probability of every next token: (batch, time - 1).
+pub fn token_logprobs(model: &Qwen2, ids: &Tensor, attention: &Tensor) -> Tensor {
+    let logits = model.forward(ids, attention, None);
+    let t = ids.size()[1];
+    let logp = logits
+        .narrow(1, 0, t - 1)
+        .to_kind(Kind::Float)
+        .log_softmax(-1, Kind::Float);
+    logp.gather(2, &ids.narrow(1, 1, t - 1).unsqueeze(-1), false)
+        .squeeze_dim(-1)
+}
+
+/// Mean negative log-likelihood over the masked tokens, and the number of such tokens.
+pub fn masked_nll(model: &Qwen2, batch: &Batch) -> (Tensor, f64) {
+    let lp = token_logprobs(model, &batch.ids, &batch.attention);
+    let count = batch.loss_mask.sum(Kind::Float);
+    let n = f64::try_from(&count).unwrap_or(0.0);
+    (
+        -(lp * &batch.loss_mask).sum(Kind::Float) / count.clamp_min(1.0),
+        n,
+    )
+}
+
+/// AdamW with the schedule, clipping and accumulation.
+pub struct Trainer {
+    opt: nn::Optimizer,
+    vars: Vec<Tensor>,
+    config: TrainConfig,
+    step: usize,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("step", &self.step)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Trainer {
+    /// An optimiser over every trainable variable of `vs`.
+    pub fn new(vs: &nn::VarStore, config: TrainConfig) -> Result<Self, ModelError> {
+        use tch::nn::OptimizerConfig;
+        let opt = nn::adamw(config.betas.0, config.betas.1, config.weight_decay)
+            .build(vs, lr_at(&config, 0))?;
+        Ok(Self {
+            opt,
+            vars: vs.trainable_variables(),
+            config,
+            step: 0,
+        })
+    }
+
+    /// Accumulate gradients of `loss` scaled by `scale` (1 / accumulation steps).
+    pub fn backward(&self, loss: &Tensor, scale: f64) {
+        (loss * scale).backward();
+    }
+
+    /// Clip, apply the step's learning rate, update, zero the gradients. Returns (lr, grad norm).
+    pub fn step(&mut self) -> Result<(f64, f64), ModelError> {
+        let norm = tch::no_grad(|| -> Result<f64, ModelError> {
+            let norms: Vec<Tensor> = self
+                .vars
+                .iter()
+                .map(Tensor::grad)
+                .filter(Tensor::defined)
+                .map(|g| g.to_kind(Kind::Float).norm())
+                .collect();
+            if norms.is_empty() {
+                return Ok(0.0);
+            }
+            let total = f64::try_from(Tensor::stack(&norms, 0).norm())?;
+            if self.config.clip > 0.0 && total > self.config.clip {
+                let k = self.config.clip / (total + 1e-6);
+                for v in &self.vars {
+                    let mut g = v.grad();
+                    if g.defined() {
+                        let _ = g.g_mul_scalar_(k);
+                    }
+                }
+            }
+            Ok(total)
+        })?;
+        let lr = lr_at(&self.config, self.step);
+        self.opt.set_lr(lr);
+        self.opt.step();
+        self.opt.zero_grad();
+        self.step += 1;
+        Ok((lr, norm))
+    }
+
+    /// Optimiser steps taken.
+    pub fn steps(&self) -> usize {
+        self.step
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_the_floor() {
+        let c = TrainConfig {
+            lr: 1.0,
+            warmup_steps: 10,
+            total_steps: 110,
+            min_lr_ratio: 0.1,
+            ..Default::default()
+        };
+        assert!((lr_at(&c, 0) - 0.1).abs() < 1e-12);
+        assert!((lr_at(&c, 9) - 1.0).abs() < 1e-12);
+        assert!((lr_at(&c, 10) - 1.0).abs() < 1e-12);
+        assert!((lr_at(&c, 60) - 0.55).abs() < 1e-9);
+        assert!((lr_at(&c, 110) - 0.1).abs() < 1e-12);
+        assert!((lr_at(&c, 500) - 0.1).abs() < 1e-12);
+    }
+}
