@@ -100,6 +100,20 @@ enum Command {
         #[arg(long, default_value = scorch_agent::format::PYTHON_SYSTEM)]
         system: String,
     },
+    /// Serve a checkpoint folder as an OpenAI-compatible endpoint.
+    Serve {
+        /// An HF-layout checkpoint folder.
+        checkpoint: PathBuf,
+        /// Address to listen on (port 0 picks a free one; the URL is printed).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        addr: std::net::SocketAddr,
+        /// `auto`, `cpu` or `cuda`.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// The model name clients use (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Write the built-in suite's tasks as a tasks table.
     Tasks {
         /// `train`, `test` or `hard`.
@@ -546,6 +560,12 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             );
             Ok(())
         }
+        Command::Serve {
+            checkpoint,
+            addr,
+            device,
+            name,
+        } => crate::data::serve(&checkpoint, addr, &device, name).await,
         Command::Import { files, out } => crate::data::import(&files, &out),
         Command::ExportChat { table, out, system } => {
             crate::data::export_chat(&table, &out, &system)

@@ -4,7 +4,10 @@
 
 pub mod checkpoint;
 pub mod generate;
+pub mod local;
+pub mod openai;
 pub mod qwen2;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 

@@ -1,0 +1,175 @@
+//! The in-process student behind the chat interface: ChatML in, batched generation, text out.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use scorch_agent::format::{Message, Role};
+use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
+use scorch_agent::teacher::TeacherError;
+
+use crate::ModelError;
+use crate::checkpoint::Checkpoint;
+use crate::generate::{Finish, Sampling, generate};
+use crate::openai::ChatResult;
+use crate::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, decode, token_id};
+
+/// Sampling settings of a chat request to the local model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalOptions {
+    /// 0: greedy.
+    pub temperature: f64,
+    /// Nucleus sampling.
+    pub top_p: f64,
+    /// Top-k (0: off).
+    pub top_k: usize,
+    /// Most new tokens.
+    pub max_tokens: usize,
+    /// Stop strings (cut from the text).
+    pub stop: Vec<String>,
+    /// Sampler seed.
+    pub seed: u64,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_tokens: 256,
+            stop: Vec::new(),
+            seed: 0,
+        }
+    }
+}
+
+/// A checkpoint shared by the threads that sample from it.
+#[derive(Clone)]
+pub struct LocalModel {
+    name: String,
+    inner: Arc<Mutex<Checkpoint>>,
+}
+
+impl std::fmt::Debug for LocalModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalModel")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+fn role(r: Role) -> &'static str {
+    match r {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+impl LocalModel {
+    /// Wrap a checkpoint.
+    pub fn new(name: &str, checkpoint: Checkpoint) -> Self {
+        Self {
+            name: name.to_owned(),
+            inner: Arc::new(Mutex::new(checkpoint)),
+        }
+    }
+
+    /// The model's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Complete many chats in one batched generation (blocking: call from a worker thread).
+    pub fn complete_batch(
+        &self,
+        chats: &[Vec<Message>],
+        o: &LocalOptions,
+    ) -> Result<Vec<ChatResult>, ModelError> {
+        let ck = self
+            .inner
+            .lock()
+            .map_err(|_| ModelError::Torch("the model lock is poisoned".into()))?;
+        let tk = &ck.tokenizer;
+        let mut prompts = Vec::with_capacity(chats.len());
+        for chat in chats {
+            let turns: Vec<Turn<'_>> = chat
+                .iter()
+                .map(|m| Turn {
+                    role: role(m.role),
+                    content: &m.content,
+                })
+                .collect();
+            prompts.push(chatml(tk, &turns, true)?.0);
+        }
+        let stop_tokens = vec![token_id(tk, IM_END)?, token_id(tk, END_OF_TEXT)?];
+        let pad = token_id(tk, END_OF_TEXT)?;
+        let sampling = Sampling {
+            temperature: o.temperature,
+            top_p: o.top_p,
+            top_k: o.top_k,
+            max_new_tokens: o.max_tokens,
+            stop_tokens,
+            seed: o.seed,
+        };
+        let stops = &o.stop;
+        let gens = generate(&ck.model, &prompts, &sampling, pad, |_, ids| {
+            !stops.is_empty() && {
+                let tail = &ids[ids.len().saturating_sub(16)..];
+                decode(tk, tail).is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
+            }
+        })?;
+        let mut out = Vec::with_capacity(gens.len());
+        for (g, p) in gens.into_iter().zip(&prompts) {
+            let mut text = decode(tk, &g.ids)?;
+            if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+                text.truncate(cut);
+            }
+            out.push(ChatResult {
+                text,
+                prompt_tokens: p.len() as u64,
+                completion_tokens: g.ids.len() as u64,
+                finish_reason: if g.finish == Finish::Length {
+                    "length".into()
+                } else {
+                    "stop".into()
+                },
+                logprobs: Some(g.logprobs),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl ChatClient for LocalModel {
+    fn model(&self) -> &str {
+        &self.name
+    }
+    async fn chat(
+        &self,
+        messages: &[Message],
+        options: &ChatOptions,
+    ) -> Result<ChatReply, TeacherError> {
+        let o = LocalOptions {
+            temperature: f64::from(options.temperature),
+            max_tokens: options.max_tokens as usize,
+            stop: options.stop.clone(),
+            ..Default::default()
+        };
+        let me = self.clone();
+        let chat = messages.to_vec();
+        let mut r = tokio::task::spawn_blocking(move || me.complete_batch(&[chat], &o))
+            .await
+            .map_err(|e| TeacherError(e.to_string()))?
+            .map_err(|e| TeacherError(e.to_string()))?;
+        let r = r
+            .pop()
+            .ok_or_else(|| TeacherError("no completion".into()))?;
+        Ok(ChatReply {
+            text: r.text,
+            prompt_tokens: r.prompt_tokens,
+            completion_tokens: r.completion_tokens,
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! `scorch serve`: the official `openai` Python client completes a chat against it, and so
+//! does our own client (whose response cache then answers a repeat without a call).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::text;
+use scorch_agent::format::{Message, Role};
+use scorch_agent::llm::ChatOptions;
+use scorch_model::checkpoint::Checkpoint;
+use scorch_model::openai::{Endpoint, OpenAiClient};
+use scorch_model::qwen2::Config;
+use scorch_model::tokenizer::train_bpe;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tiny_checkpoint(dir: &std::path::Path) {
+    let texts: Vec<String> = (0..300)
+        .map(|i| format!("Thought: add {i}\nCode: {i} + 4\nObservation: {}", i + 4))
+        .collect();
+    let tk = train_bpe(&texts, 200).unwrap();
+    let config: Config = serde_json::from_value(serde_json::json!({
+        "vocab_size": tk.get_vocab_size(true), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 512, "tie_word_embeddings": true
+    }))
+    .unwrap();
+    Checkpoint::init(config, tk, tch::Device::Cpu, 3)
+        .unwrap()
+        .save(dir)
+        .unwrap();
+}
+
+fn start(dir: &std::path::Path) -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_scorch"))
+        .args([
+            "serve",
+            &dir.display().to_string(),
+            "--addr",
+            "127.0.0.1:0",
+            "--device",
+            "cpu",
+            "--name",
+            "tiny",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected: {line}"))
+        .to_owned();
+    (Server(child), url)
+}
+
+#[test]
+fn the_openai_python_client_and_ours_complete_chats_against_scorch_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("tiny");
+    tiny_checkpoint(&ck);
+    let (_server, url) = start(&ck);
+
+    let script = r#"
+import sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key="unused")
+assert [m.id for m in client.models.list().data] == ["tiny"]
+r = client.chat.completions.create(model="tiny", messages=[{"role": "system", "content": "Solve."}, {"role": "user", "content": "What is 2 + 4?"}], max_tokens=12, temperature=0)
+assert r.choices[0].message.role == "assistant"
+assert r.usage.completion_tokens >= 1 and r.usage.prompt_tokens > 5, r.usage
+print(r.choices[0].finish_reason, r.usage.completion_tokens)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script, &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openai client (installed by scripts/setup): {}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).starts_with("stop") || text(&out.stdout).starts_with("length"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cache = dir.path().join("cache");
+        let client = OpenAiClient::new(Endpoint {
+            base_url: url.clone(),
+            model: "tiny".into(),
+            api_key_env: None,
+            concurrency: 4,
+            timeout_s: 60.0,
+            retries: 1,
+            cache_dir: Some(cache.clone()),
+        })
+        .unwrap();
+        let chat = vec![Message::new(Role::User, "What is 3 + 4?")];
+        let o = ChatOptions {
+            temperature: 0.0,
+            max_tokens: 10,
+            stop: vec![],
+        };
+        let first = client.complete(&chat, &o, true).await.unwrap();
+        assert!(first.completion_tokens >= 1 && first.completion_tokens <= 10);
+        assert_eq!(
+            first.logprobs.as_ref().map(Vec::len),
+            Some(first.completion_tokens as usize)
+        );
+        // Several at once are batched by the server; greedy answers agree with the single one.
+        let o11 = ChatOptions {
+            max_tokens: 11,
+            ..o.clone()
+        };
+        let many =
+            futures::future::join_all((0..5).map(|_| client.complete(&chat, &o11, false))).await;
+        assert!(many.iter().all(|r| r.is_ok()));
+        let again = client.complete(&chat, &o, true).await.unwrap();
+        assert_eq!(again, first, "the cache answers a repeated request");
+        let usage = client.usage();
+        // The five concurrent requests all went out (none had finished); the repeat hit the cache.
+        assert_eq!((usage.calls, usage.cached), (6, 1), "{usage:?}");
+        assert!(std::fs::read_dir(&cache).unwrap().count() == 2);
+        // A bad request is a clear HTTP error, not a hang.
+        let bad = reqwest::Client::new()
+            .post(format!("{url}/chat/completions"))
+            .json(&serde_json::json!({"messages": "nope"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(bad.status().as_u16(), 400);
+    });
+}
