@@ -136,6 +136,28 @@ print(r.choices[0].finish_reason, r.usage.completion_tokens)
         // The five concurrent requests all went out (none had finished); the repeat hit the cache.
         assert_eq!((usage.calls, usage.cached), (6, 1), "{usage:?}");
         assert!(std::fs::read_dir(&cache).unwrap().count() == 2);
+        // The same Policy interface over the endpoint and over the model in process: greedy
+        // answers agree token for token.
+        use scorch_model::policy::Policy;
+        let greedy = scorch_model::local::SampleOptions {
+            temperature: 0.0,
+            max_tokens: 9,
+            ..Default::default()
+        };
+        let chats = vec![
+            chat.clone(),
+            vec![Message::new(Role::User, "What is 10 + 4?")],
+        ];
+        let remote = client.complete_many(chats.clone(), &greedy).await.unwrap();
+        let local = scorch_model::local::LocalModel::new(
+            "tiny",
+            Checkpoint::load(&ck, tch::Device::Cpu, tch::Kind::Float).unwrap(),
+        );
+        let here = local.complete_many(chats, &greedy).await.unwrap();
+        assert_eq!(
+            remote.iter().map(|r| &r.text).collect::<Vec<_>>(),
+            here.iter().map(|r| &r.text).collect::<Vec<_>>()
+        );
         // A bad request is a clear HTTP error, not a hang.
         let bad = reqwest::Client::new()
             .post(format!("{url}/chat/completions"))

@@ -160,8 +160,11 @@ impl Checkpoint {
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let model = Qwen2::new(&vs.root(), config);
+        // Sorted: the same seed gives the same weights (the var store is a hash map).
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
         tch::no_grad(|| {
-            for (name, mut var) in vs.variables() {
+            for (name, mut var) in vars {
                 if name.ends_with("norm.weight") {
                     let _ = var.fill_(1.0);
                 } else if name.ends_with(".bias") {

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod generate;
 pub mod local;
 pub mod openai;
+pub mod policy;
 pub mod qwen2;
 pub mod serve;
 pub mod tokenizer;

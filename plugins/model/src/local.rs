@@ -15,7 +15,7 @@ use crate::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, decode, token_id};
 
 /// Sampling settings of a chat request to the local model.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LocalOptions {
+pub struct SampleOptions {
     /// 0: greedy.
     pub temperature: f64,
     /// Nucleus sampling.
@@ -30,7 +30,7 @@ pub struct LocalOptions {
     pub seed: u64,
 }
 
-impl Default for LocalOptions {
+impl Default for SampleOptions {
     fn default() -> Self {
         Self {
             temperature: 1.0,
@@ -84,7 +84,7 @@ impl LocalModel {
     pub fn complete_batch(
         &self,
         chats: &[Vec<Message>],
-        o: &LocalOptions,
+        o: &SampleOptions,
     ) -> Result<Vec<ChatResult>, ModelError> {
         let ck = self
             .inner
@@ -151,7 +151,7 @@ impl ChatClient for LocalModel {
         messages: &[Message],
         options: &ChatOptions,
     ) -> Result<ChatReply, TeacherError> {
-        let o = LocalOptions {
+        let o = SampleOptions {
             temperature: f64::from(options.temperature),
             max_tokens: options.max_tokens as usize,
             stop: options.stop.clone(),

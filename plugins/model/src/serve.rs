@@ -15,12 +15,12 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::ModelError;
-use crate::local::{LocalModel, LocalOptions};
+use crate::local::{LocalModel, SampleOptions};
 use crate::openai::ChatResult;
 
 struct Job {
     chat: Vec<Message>,
-    options: LocalOptions,
+    options: SampleOptions,
     reply: oneshot::Sender<Result<ChatResult, String>>,
 }
 
@@ -38,7 +38,7 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn parse_request(body: &Value) -> Result<(Vec<Message>, LocalOptions), String> {
+fn parse_request(body: &Value) -> Result<(Vec<Message>, SampleOptions), String> {
     let messages = body["messages"]
         .as_array()
         .ok_or("`messages` must be a list")?;
@@ -78,7 +78,7 @@ fn parse_request(body: &Value) -> Result<(Vec<Message>, LocalOptions), String> {
         .unwrap_or(256);
     Ok((
         chat,
-        LocalOptions {
+        SampleOptions {
             temperature: body["temperature"].as_f64().unwrap_or(1.0),
             top_p: body["top_p"].as_f64().unwrap_or(1.0),
             top_k: body["top_k"].as_u64().unwrap_or(0) as usize,
