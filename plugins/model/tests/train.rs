@@ -10,7 +10,9 @@ use scorch_model::tokenizer::{Turn, chatml, train_bpe};
 use scorch_model::train::{TrainConfig, Trainer, collate, masked_nll, token_logprobs};
 use tch::{Device, Kind};
 
-fn setup(seed: u64) -> (Checkpoint, Vec<(Vec<i64>, Vec<f32>)>) {
+type Seqs = Vec<(Vec<i64>, Vec<f32>)>;
+
+fn setup(seed: u64) -> (Checkpoint, Seqs) {
     let texts: Vec<String> = (0..200)
         .map(|i| format!("What is {i} + 3?\nCode: {i} + 3\nObservation: {}", i + 3))
         .collect();
