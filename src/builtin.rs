@@ -4,5 +4,13 @@ use scorch_api::Registry;
 
 /// Every built-in node kind.
 pub fn registry() -> Registry {
-    scorch_demo::register(Registry::new().with(scorch_exec::Exec))
+    let score = Registry::new()
+        .with(scorch_agent::node::TasksPlugin)
+        .with(scorch_rollout::Rollout)
+        .with(scorch_sft::Sft)
+        .with(scorch_eval::Eval)
+        .with(scorch_correct::Correct)
+        .with(scorch_filter::Filter)
+        .with(scorch_exec::Exec);
+    scorch_demo::register(score)
 }

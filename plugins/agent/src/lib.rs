@@ -13,6 +13,7 @@ pub mod export;
 pub mod format;
 pub mod judge;
 pub mod llm;
+pub mod node;
 pub mod oracle;
 pub mod python;
 pub mod reference;

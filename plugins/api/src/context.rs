@@ -205,6 +205,32 @@ impl NodeContext {
         }
     }
 
+    /// Every row of input table `name`, as a table kind's row type.
+    pub async fn read_rows<T: crate::tables::TableRow>(
+        &self,
+        name: &str,
+    ) -> Result<Vec<T>, PluginError> {
+        let mut rows = Vec::new();
+        for batch in self.table(name)?.read_all().await? {
+            rows.extend(T::from_batch(&batch)?);
+        }
+        Ok(rows)
+    }
+
+    /// Write output table `name` from rows of a table kind.
+    pub fn write_rows<T: crate::tables::TableRow>(
+        &self,
+        name: &str,
+        rows: &[T],
+    ) -> Result<(), PluginError> {
+        let mut w = self.table_writer(name)?;
+        if !rows.is_empty() {
+            w.write(&T::to_batch(rows)?)?;
+        }
+        w.finish()?;
+        Ok(())
+    }
+
     /// The local directory of input blob set `name`.
     pub fn blobs(&self, name: &str) -> Result<&Path, PluginError> {
         match self.input(name)? {

@@ -266,6 +266,54 @@ impl TableRow for RlPrompt {
     const KIND: &'static str = "rl_prompts";
 }
 
+/// One evaluated group (a suite and split under one policy).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct EvalResult {
+    /// What was evaluated (an arm name: `warm_start`, `score_rl`, `teacher`).
+    pub label: String,
+    /// The suite.
+    pub suite: String,
+    /// The split.
+    pub split: String,
+    /// Trajectories evaluated.
+    pub n: u32,
+    /// Correct ones.
+    pub correct: u32,
+    /// correct / n.
+    pub accuracy: f64,
+    /// pass@k over the samples of each task (k = samples).
+    pub pass_at_k: f64,
+    /// Mean token F1 (QA suites; 0 elsewhere).
+    pub mean_f1: f64,
+    /// Mean turns used.
+    pub mean_turns: f64,
+    /// Mean tokens written by the policy per trajectory.
+    pub mean_tokens: f64,
+}
+
+impl TableRow for EvalResult {
+    const KIND: &'static str = "results";
+}
+
+/// One optimiser step of a training node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrainStep {
+    /// Step (0-based).
+    pub step: u32,
+    /// Loss (SFT: masked NLL; RL: the surrogate objective).
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Mean reward of the step's groups (RL; 0 for SFT).
+    pub reward: f64,
+}
+
+impl TableRow for TrainStep {
+    const KIND: &'static str = "train_steps";
+}
+
 /// `(kind, JSON Schema of a row)` of every table kind.
 pub fn table_schemas() -> Vec<(&'static str, serde_json::Value)> {
     vec![
@@ -273,6 +321,8 @@ pub fn table_schemas() -> Vec<(&'static str, serde_json::Value)> {
         (Trajectory::KIND, Trajectory::row_schema()),
         (RepairRecord::KIND, RepairRecord::row_schema()),
         (RlPrompt::KIND, RlPrompt::row_schema()),
+        (EvalResult::KIND, EvalResult::row_schema()),
+        (TrainStep::KIND, TrainStep::row_schema()),
     ]
 }
 

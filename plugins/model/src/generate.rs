@@ -130,6 +130,14 @@ pub fn generate(
     }
     let device: Device = model.device();
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let room = (model.config.max_position_embeddings as usize).saturating_sub(width);
+    if room == 0 {
+        return Err(ModelError::Torch(format!(
+            "a prompt of {width} tokens fills the model's {} positions",
+            model.config.max_position_embeddings
+        )));
+    }
+    let max_new = s.max_new_tokens.min(room);
     // Left padding.
     let mut ids = Vec::with_capacity(n * width);
     let mut mask = Vec::with_capacity(n * width);
@@ -157,7 +165,7 @@ pub fn generate(
         .to_device(device);
     let mut cache = model.cache();
     tch::no_grad(|| -> Result<(), ModelError> {
-        for _ in 0..s.max_new_tokens {
+        for _ in 0..max_new {
             let logits = model.forward(&input, &attention, Some(&mut cache));
             let last = logits.select(1, -1).to_kind(Kind::Float);
             let logp = last.log_softmax(-1, Kind::Float).to_device(Device::Cpu);

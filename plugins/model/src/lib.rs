@@ -3,12 +3,14 @@
 #![deny(missing_docs)]
 
 pub mod checkpoint;
+pub mod episode;
 pub mod generate;
 pub mod local;
 pub mod openai;
 pub mod policy;
 pub mod qwen2;
 pub mod serve;
+pub mod spec;
 pub mod tokenizer;
 pub mod train;
 

@@ -91,7 +91,7 @@ impl LocalModel {
             .lock()
             .map_err(|_| ModelError::Torch("the model lock is poisoned".into()))?;
         let tk = &ck.tokenizer;
-        let mut prompts = Vec::with_capacity(chats.len());
+        let mut all = Vec::with_capacity(chats.len());
         for chat in chats {
             let turns: Vec<Turn<'_>> = chat
                 .iter()
@@ -100,8 +100,11 @@ impl LocalModel {
                     content: &m.content,
                 })
                 .collect();
-            prompts.push(chatml(tk, &turns, true)?.0);
+            all.push(chatml(tk, &turns, true)?.0);
         }
+        // A chat that leaves no room to write gets an empty completion ("length").
+        let limit = ck.model.config.max_position_embeddings as usize;
+        let prompts: Vec<Vec<i64>> = all.iter().filter(|p| p.len() < limit).cloned().collect();
         let stop_tokens = vec![token_id(tk, IM_END)?, token_id(tk, END_OF_TEXT)?];
         let pad = token_id(tk, END_OF_TEXT)?;
         let sampling = Sampling {
@@ -113,27 +116,47 @@ impl LocalModel {
             seed: o.seed,
         };
         let stops = &o.stop;
-        let gens = generate(&ck.model, &prompts, &sampling, pad, |_, ids| {
-            !stops.is_empty() && {
-                let tail = &ids[ids.len().saturating_sub(16)..];
-                decode(tk, tail).is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
-            }
-        })?;
-        let mut out = Vec::with_capacity(gens.len());
-        for (g, p) in gens.into_iter().zip(&prompts) {
+        let gens = if prompts.is_empty() {
+            Vec::new()
+        } else {
+            generate(&ck.model, &prompts, &sampling, pad, |_, ids| {
+                !stops.is_empty() && {
+                    let tail = &ids[ids.len().saturating_sub(16)..];
+                    decode(tk, tail).is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
+                }
+            })?
+        };
+        let mut gens = gens.into_iter();
+        let mut out = Vec::with_capacity(all.len());
+        for p in &all {
+            let g = match (p.len() < limit).then(|| gens.next()).flatten() {
+                Some(g) => g,
+                None => {
+                    let logprobs = Some(Vec::new());
+                    out.push(ChatResult {
+                        text: String::new(),
+                        prompt_tokens: p.len() as u64,
+                        completion_tokens: 0,
+                        finish_reason: "length".into(),
+                        logprobs,
+                    });
+                    continue;
+                }
+            };
             let mut text = decode(tk, &g.ids)?;
             if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
                 text.truncate(cut);
             }
+            let finish = if g.finish == Finish::Length {
+                "length"
+            } else {
+                "stop"
+            };
             out.push(ChatResult {
                 text,
                 prompt_tokens: p.len() as u64,
                 completion_tokens: g.ids.len() as u64,
-                finish_reason: if g.finish == Finish::Length {
-                    "length".into()
-                } else {
-                    "stop".into()
-                },
+                finish_reason: finish.into(),
                 logprobs: Some(g.logprobs),
             });
         }

@@ -130,6 +130,11 @@ impl RmsNorm {
 impl Module for RmsNorm {
     fn forward(&self, xs: &Tensor) -> Tensor {
         let kind = xs.kind();
+        if kind == Kind::Float {
+            // One fused op; in float32 it is HF's computation.
+            let size = self.weight.size();
+            return xs.rms_norm(size.as_slice(), Some(&self.weight), self.eps);
+        }
         let x = xs.to_kind(Kind::Float);
         let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = x * (var + self.eps).rsqrt();
@@ -161,18 +166,25 @@ impl Rotary {
         }
     }
 
-    /// Apply to `x` (batch, heads, time, head_dim) at `positions` (batch, time).
-    fn apply(&self, x: &Tensor, positions: &Tensor) -> Tensor {
+    /// cos and sin at `positions` (batch, time), shaped (batch, 1, time, head_dim).
+    fn at(&self, positions: &Tensor, kind: Kind) -> (Tensor, Tensor) {
+        let (b, t) = (positions.size()[0], positions.size()[1]);
+        let flat = positions.flatten(0, -1);
         let cos = self
             .cos
-            .index_select(0, &positions.flatten(0, -1))
-            .view([positions.size()[0], 1, positions.size()[1], -1])
-            .to_kind(x.kind());
+            .index_select(0, &flat)
+            .view([b, 1, t, -1])
+            .to_kind(kind);
         let sin = self
             .sin
-            .index_select(0, &positions.flatten(0, -1))
-            .view([positions.size()[0], 1, positions.size()[1], -1])
-            .to_kind(x.kind());
+            .index_select(0, &flat)
+            .view([b, 1, t, -1])
+            .to_kind(kind);
+        (cos, sin)
+    }
+
+    /// Apply to `x` (batch, heads, time, head_dim) with the (cos, sin) of its positions.
+    fn apply(x: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Tensor {
         let half = x.size()[3] / 2;
         let x1 = x.narrow(3, 0, half);
         let x2 = x.narrow(3, half, half);
@@ -277,9 +289,9 @@ impl Attention {
     fn forward(
         &self,
         x: &Tensor,
-        rotary: &Rotary,
-        positions: &Tensor,
-        mask: &Tensor,
+        rope: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+        causal: bool,
         cache: Option<&mut Option<LayerCache>>,
     ) -> Tensor {
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
@@ -298,8 +310,8 @@ impl Attention {
             .forward(x)
             .view([b, t, self.kv_heads, self.head_dim])
             .transpose(1, 2);
-        let q = rotary.apply(&q, positions);
-        let k = rotary.apply(&k, positions);
+        let q = Rotary::apply(&q, rope);
+        let k = Rotary::apply(&k, rope);
         let (k, v) = match cache {
             Some(slot) => {
                 let (k, v) = match slot.take() {
@@ -326,8 +338,7 @@ impl Attention {
         } else {
             (k, v)
         };
-        let y =
-            Tensor::scaled_dot_product_attention(&q, &k, &v, Some(mask), 0.0, false, None, false);
+        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false);
         self.o_proj.forward(&y.transpose(1, 2).contiguous().view([
             b,
             t,
@@ -459,15 +470,23 @@ impl Qwen2 {
         let past = total - t;
         let positions_all = (attention.cumsum(1, Kind::Int64) - 1).clamp_min(0);
         let positions = positions_all.narrow(1, past, t);
-        // Causal mask over (query t, key total) combined with the padding mask.
-        let q_idx = Tensor::arange_start(past, total, (Kind::Int64, device)).view([t, 1]);
-        let k_idx = Tensor::arange(total, (Kind::Int64, device)).view([1, total]);
-        let causal = k_idx.le_tensor(&q_idx).view([1, 1, t, total]);
-        let keep = attention.to_kind(Kind::Bool).view([b, 1, 1, total]);
-        let allowed = causal.logical_and(&keep);
-        // A fully padded query row (left padding) would give NaN: let it see itself.
-        let diag = k_idx.eq_tensor(&q_idx).view([1, 1, t, total]);
-        let allowed = allowed.logical_or(&diag);
+        let padded = i64::try_from(attention.min()).unwrap_or(0) < 1;
+        // Without padding, one new token sees everything cached and a fresh prompt is plainly
+        // causal: no mask to build. Otherwise combine causality and padding.
+        let (mask, causal) = if !padded && t == 1 {
+            (None, false)
+        } else if !padded && past == 0 {
+            (None, true)
+        } else {
+            let q_idx = Tensor::arange_start(past, total, (Kind::Int64, device)).view([t, 1]);
+            let k_idx = Tensor::arange(total, (Kind::Int64, device)).view([1, total]);
+            let causal = k_idx.le_tensor(&q_idx).view([1, 1, t, total]);
+            let keep = attention.to_kind(Kind::Bool).view([b, 1, 1, total]);
+            // A fully padded query row (left padding) would give NaN: let it see itself.
+            let diag = k_idx.eq_tensor(&q_idx).view([1, 1, t, total]);
+            (Some(causal.logical_and(&keep).logical_or(&diag)), false)
+        };
+        let rope = self.rotary.at(&positions, self.embed_tokens.ws.kind());
         let mut x = self.embed_tokens.forward(ids);
         let mut cache = cache;
         // Residual adds stay out of place: autograd needs the inputs of every norm.
@@ -476,9 +495,9 @@ impl Qwen2 {
             let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
             let h = layer.self_attn.forward(
                 &layer.input_layernorm.forward(&x),
-                &self.rotary,
-                &positions,
-                &allowed,
+                &rope,
+                mask.as_ref(),
+                causal,
                 slot,
             );
             x = x + h;

@@ -153,7 +153,17 @@ fn worker(model: LocalModel, jobs: std_mpsc::Receiver<Job>) {
                 batch.into_iter().partition(|j| j.options == options);
             batch = rest;
             let chats: Vec<Vec<Message>> = same.iter().map(|j| j.chat.clone()).collect();
-            match model.complete_batch(&chats, &options) {
+            // A failure inside libtorch (which panics) answers this batch with an error and
+            // leaves the worker serving.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                model.complete_batch(&chats, &options)
+            }))
+            .unwrap_or_else(|_| {
+                Err(ModelError::Torch(
+                    "generation failed inside libtorch".into(),
+                ))
+            });
+            match result {
                 Ok(results) => {
                     for (job, r) in same.into_iter().zip(results) {
                         let _ = job.reply.send(Ok(r));

@@ -1,0 +1,267 @@
+//! The `correct` node (stage 1, mentored solving): the student rolls out; the teacher judges;
+//! at the earliest wrong step the student's later steps are discarded, the teacher's one
+//! replacement step is executed, and the student continues; at most `max_repairs` times. A
+//! failure the judge cannot locate is a hard sample. Counts teacher and student tokens.
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+
+use scorch_agent::format::{CALC_SYSTEM, PYTHON_SYSTEM};
+use scorch_agent::llm::{LlmTeacher, Prompts};
+use scorch_agent::oracle::Oracle;
+use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
+use scorch_api::reexports::async_trait;
+use scorch_api::reexports::schemars::{self, JsonSchema};
+use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, TableRow, Task, Trajectory};
+use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
+use scorch_model::episode::{self, Episode};
+use scorch_model::openai::{Endpoint, OpenAiClient};
+use scorch_model::spec::{SamplingParams, load_student, system_for, tool_for};
+use serde::{Deserialize, Serialize};
+
+/// The `correct` plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Correct;
+
+/// Which teacher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TeacherSpec {
+    /// The exact oracle of the built-in suite.
+    Oracle,
+    /// An LLM behind an OpenAI-compatible endpoint, with optional prompt templates.
+    Endpoint(Endpoint),
+}
+
+/// Params of `correct`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorrectParams {
+    /// The teacher.
+    #[serde(default = "oracle")]
+    pub teacher: TeacherSpec,
+    /// Repairs per trajectory at most.
+    #[serde(default = "three")]
+    pub max_repairs: u32,
+    /// The student's sampling.
+    #[serde(default)]
+    pub sampling: SamplingParams,
+    /// Turns per episode.
+    #[serde(default = "turns")]
+    pub turn_limit: u32,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default = "auto")]
+    pub device: String,
+}
+
+fn oracle() -> TeacherSpec {
+    TeacherSpec::Oracle
+}
+fn three() -> u32 {
+    3
+}
+fn turns() -> u32 {
+    scorch_agent::format::DEFAULT_TURN_LIMIT
+}
+fn auto() -> String {
+    "auto".into()
+}
+
+fn teacher_of(
+    spec: &TeacherSpec,
+    turn_limit: u32,
+    calc: bool,
+) -> Result<Arc<dyn Teacher>, TeacherError> {
+    Ok(match spec {
+        TeacherSpec::Oracle => Arc::new(Oracle),
+        TeacherSpec::Endpoint(e) => {
+            let client = Arc::new(OpenAiClient::new(e.clone())?);
+            let system = if calc { CALC_SYSTEM } else { PYTHON_SYSTEM };
+            Arc::new(LlmTeacher::new(
+                client,
+                Prompts::default(),
+                system,
+                move || {
+                    let task = Task {
+                        task_id: String::new(),
+                        suite: if calc {
+                            "builtin".into()
+                        } else {
+                            String::new()
+                        },
+                        split: String::new(),
+                        question: String::new(),
+                        answer: String::new(),
+                        metadata: "{}".into(),
+                    };
+                    tool_for(&task).map_err(|e| TeacherError(e.to_string()))
+                },
+                turn_limit,
+            ))
+        }
+    })
+}
+
+/// Mentored solving of `tasks` by the student at `model_dir`. Returns trajectories, repair
+/// records, and (teacher cost, student tokens).
+pub async fn mentor(
+    p: &CorrectParams,
+    tasks: &[Task],
+    model_dir: &std::path::Path,
+    seed: u64,
+) -> Result<(Vec<Trajectory>, Vec<RepairRecord>, Cost, u64), PluginError> {
+    let fail = |e: scorch_model::ModelError| PluginError::failed(e.to_string());
+    let teacher_fail = |e: TeacherError| PluginError::failed(e.0);
+    let student = load_student(model_dir, &p.device).map_err(fail)?;
+    let calc = tasks.iter().all(|t| t.suite == "builtin");
+    let teacher = teacher_of(&p.teacher, p.turn_limit, calc).map_err(teacher_fail)?;
+    let mut eps: Vec<Episode> = tasks
+        .iter()
+        .map(|t| Ok(Episode::new(t.clone(), tool_for(t).map_err(fail)?)))
+        .collect::<Result<_, PluginError>>()?;
+    let mut repairs: Vec<Vec<Repair>> = vec![Vec::new(); eps.len()];
+    let mut hard = vec![false; eps.len()];
+    let mut settled = vec![false; eps.len()];
+    let mut cost = Cost::default();
+    let mut student_tokens = 0u64;
+    let system = system_for(tasks.first().map_or("", |t| t.task_id.as_str()));
+    for round in 0..=p.max_repairs {
+        let open: Vec<usize> = (0..eps.len()).filter(|&i| !settled[i]).collect();
+        if open.is_empty() {
+            break;
+        }
+        let mut batch: Vec<Episode> = open
+            .iter()
+            .map(|&i| {
+                std::mem::replace(
+                    &mut eps[i],
+                    Episode::new(tasks[i].clone(), Box::new(scorch_agent::tool::CalcTool)),
+                )
+            })
+            .collect();
+        let options = p.sampling.options(seed.wrapping_add(u64::from(round)));
+        let (_, completion) = episode::run(
+            &student,
+            &mut batch,
+            system,
+            &options,
+            p.turn_limit,
+            Author::Student,
+        )
+        .await
+        .map_err(fail)?;
+        student_tokens += completion;
+        for (&i, ep) in open.iter().zip(batch) {
+            eps[i] = ep;
+        }
+        for &i in &open {
+            let (verdict, c) = teacher
+                .judge(&tasks[i], &eps[i].steps)
+                .await
+                .map_err(teacher_fail)?;
+            cost += c;
+            match verdict {
+                Verdict::Correct => settled[i] = true,
+                Verdict::CannotLocate { .. } => {
+                    hard[i] = true;
+                    settled[i] = true;
+                }
+                Verdict::Wrong { step, analysis } => {
+                    if repairs[i].len() as u32 >= p.max_repairs
+                        || step == 0
+                        || step as usize > eps[i].steps.len()
+                    {
+                        settled[i] = true;
+                        continue;
+                    }
+                    let k = step as usize;
+                    let student_steps = eps[i].steps[k - 1..].to_vec();
+                    let prefix = eps[i].steps[..k - 1].to_vec();
+                    let (mut fix, c) = teacher
+                        .repair(&tasks[i], &prefix, &student_steps[0], &analysis)
+                        .await
+                        .map_err(teacher_fail)?;
+                    cost += c;
+                    fix.author = Author::Teacher;
+                    fix.kind = if k == 1 {
+                        StepKind::Plan
+                    } else {
+                        StepKind::Step
+                    };
+                    let fresh = tool_for(&tasks[i]).map_err(fail)?;
+                    eps[i].truncate(step, fresh);
+                    eps[i].push(fix, p.turn_limit);
+                    let teacher_step = eps[i].steps[k - 1].clone();
+                    repairs[i].push(Repair {
+                        step_index: step,
+                        student_steps,
+                        teacher_step,
+                        analysis,
+                        context: None,
+                        valid: true,
+                    });
+                }
+            }
+        }
+    }
+    let mut trajectories = Vec::with_capacity(eps.len());
+    let mut records = Vec::with_capacity(eps.len());
+    for (i, ep) in eps.iter().enumerate() {
+        let t = scorch_rollout::trajectory_of(ep, "student+teacher", 0);
+        records.push(RepairRecord {
+            trajectory_id: t.trajectory_id.clone(),
+            task_id: t.task_id.clone(),
+            repairs: repairs[i].clone(),
+            hard_sample: hard[i],
+            metadata: "{}".into(),
+        });
+        trajectories.push(t);
+    }
+    Ok((trajectories, records, cost, student_tokens))
+}
+
+#[async_trait]
+impl Plugin for Correct {
+    type Params = CorrectParams;
+    fn kind(&self) -> &'static str {
+        "correct"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn description(&self) -> &'static str {
+        "Mentored solving: the teacher repairs the student's earliest wrong step, the student continues"
+    }
+    fn signature(&self, _: &CorrectParams) -> Result<Signature, ParamError> {
+        Ok(Signature::new()
+            .input("tasks", Task::port())
+            .input("model", PortType::Blobs)
+            .output("trajectories", Trajectory::port())
+            .output("repairs", RepairRecord::port()))
+    }
+    async fn run(&self, p: CorrectParams, ctx: &NodeContext) -> Result<(), PluginError> {
+        let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
+        let model = ctx.blobs("model")?.to_path_buf();
+        let (trajectories, records, cost, student_tokens) =
+            mentor(&p, &tasks, &model, ctx.seed()).await?;
+        ctx.check_cancelled()?;
+        let teacher_steps: usize = records.iter().map(|r| r.repairs.len()).sum();
+        ctx.metric(
+            "success",
+            trajectories.iter().filter(|t| t.correct).count() as f64
+                / trajectories.len().max(1) as f64,
+        );
+        ctx.metric("repairs", teacher_steps as f64);
+        ctx.metric(
+            "hard_samples",
+            records.iter().filter(|r| r.hard_sample).count() as f64,
+        );
+        ctx.metric("teacher_steps", teacher_steps as f64);
+        ctx.metric("teacher_calls", cost.calls as f64);
+        ctx.metric("teacher_prompt_tokens", cost.prompt_tokens as f64);
+        ctx.metric("teacher_completion_tokens", cost.completion_tokens as f64);
+        ctx.metric("student_tokens", student_tokens as f64);
+        ctx.write_rows("trajectories", &trajectories)?;
+        ctx.write_rows("repairs", &records)
+    }
+}

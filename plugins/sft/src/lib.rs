@@ -1,0 +1,339 @@
+//! The `sft` node: trains a checkpoint on trajectories. The loss covers the assistant turns
+//! (the student's own steps and the teacher's repairs and demonstrations); tool observations
+//! and malformed steps are masked. Without a `model` input it starts from scratch: a BPE
+//! tokenizer trained on the trajectories' text and a small Qwen2.
+#![deny(missing_docs)]
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use scorch_agent::format::render_step;
+use scorch_api::reexports::async_trait;
+use scorch_api::reexports::schemars::{self, JsonSchema};
+use scorch_api::tables::{TableRow, TrainStep, Trajectory};
+use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
+use scorch_model::checkpoint::Checkpoint;
+use scorch_model::qwen2::Config;
+use scorch_model::spec::system_for;
+use scorch_model::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, token_id, train_bpe};
+use scorch_model::train::{TrainConfig, Trainer, collate, masked_nll};
+use serde::{Deserialize, Serialize};
+
+/// The `sft` plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sft;
+
+/// A from-scratch student.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InitParams {
+    /// Tokenizer size (byte-level BPE trained on the trajectories).
+    #[serde(default = "d_vocab")]
+    pub vocab_size: usize,
+    /// Residual width.
+    #[serde(default = "d_hidden")]
+    pub hidden_size: i64,
+    /// Layers.
+    #[serde(default = "d_layers")]
+    pub num_hidden_layers: i64,
+    /// Attention heads.
+    #[serde(default = "d_heads")]
+    pub num_attention_heads: i64,
+    /// Key/value heads.
+    #[serde(default = "d_heads")]
+    pub num_key_value_heads: i64,
+    /// MLP width.
+    #[serde(default = "d_mlp")]
+    pub intermediate_size: i64,
+}
+
+fn d_vocab() -> usize {
+    400
+}
+fn d_hidden() -> i64 {
+    192
+}
+fn d_layers() -> i64 {
+    4
+}
+fn d_heads() -> i64 {
+    6
+}
+fn d_mlp() -> i64 {
+    512
+}
+
+/// Params of `sft`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SftParams {
+    /// Optimiser steps.
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    /// Sequences per step.
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// Warm-up steps.
+    #[serde(default = "d_warmup")]
+    pub warmup_steps: usize,
+    /// Cosine floor as a fraction of `lr`.
+    #[serde(default = "d_floor")]
+    pub min_lr_ratio: f64,
+    /// Gradient clipping.
+    #[serde(default = "d_clip")]
+    pub clip: f64,
+    /// AdamW weight decay.
+    #[serde(default = "d_wd")]
+    pub weight_decay: f64,
+    /// Train on correct trajectories only.
+    #[serde(default = "yes")]
+    pub only_correct: bool,
+    /// Start from scratch with this model (then no `model` input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitParams>,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default = "d_device")]
+    pub device: String,
+}
+
+fn d_steps() -> usize {
+    300
+}
+fn d_batch() -> usize {
+    32
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_warmup() -> usize {
+    10
+}
+fn d_floor() -> f64 {
+    0.1
+}
+fn d_clip() -> f64 {
+    1.0
+}
+fn d_wd() -> f64 {
+    0.01
+}
+fn yes() -> bool {
+    true
+}
+fn d_device() -> String {
+    "auto".into()
+}
+
+/// The texts of a trajectory's chat (for tokenizer training).
+fn chat_text(t: &Trajectory) -> String {
+    let mut s = format!("{}\n{}\n", system_for(&t.task_id), t.question);
+    for step in &t.steps {
+        s.push_str(&render_step(step));
+        s.push('\n');
+        if let Some(o) = &step.observation {
+            s.push_str(&format!("Observation: {o}\n"));
+        }
+    }
+    s
+}
+
+/// Token ids and loss mask of a trajectory as ChatML.
+pub fn encode_trajectory(
+    tk: &tokenizers::Tokenizer,
+    t: &Trajectory,
+) -> Result<(Vec<i64>, Vec<f32>), PluginError> {
+    let rendered: Vec<(String, Option<String>, bool)> = t
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                render_step(s),
+                s.observation.as_ref().map(|o| format!("Observation: {o}")),
+                !s.malformed,
+            )
+        })
+        .collect();
+    let mut turns = vec![
+        Turn {
+            role: "system",
+            content: system_for(&t.task_id),
+        },
+        Turn {
+            role: "user",
+            content: &t.question,
+        },
+    ];
+    let mut learn = vec![false, false];
+    for (text, obs, ok) in &rendered {
+        turns.push(Turn {
+            role: "assistant",
+            content: text,
+        });
+        learn.push(*ok);
+        if let Some(o) = obs {
+            turns.push(Turn {
+                role: "user",
+                content: o,
+            });
+            learn.push(false);
+        }
+    }
+    // Encode turn by turn so that a malformed assistant turn can be masked out.
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for (turn, keep) in turns.iter().zip(learn) {
+        let (i, m) = chatml(tk, std::slice::from_ref(turn), false)
+            .map_err(|e| PluginError::failed(e.to_string()))?;
+        ids.extend(i);
+        mask.extend(m.into_iter().map(|x| if keep { x } else { 0.0 }));
+    }
+    Ok((ids, mask))
+}
+
+#[async_trait]
+impl Plugin for Sft {
+    type Params = SftParams;
+    fn kind(&self) -> &'static str {
+        "sft"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn description(&self) -> &'static str {
+        "Trains a checkpoint on trajectories (loss on assistant turns only)"
+    }
+    fn signature(&self, p: &SftParams) -> Result<Signature, ParamError> {
+        if p.steps == 0 || p.batch_size == 0 {
+            return Err(ParamError::new(
+                "steps",
+                "steps and batch_size must be positive",
+            ));
+        }
+        let mut sig = Signature::new()
+            .input("trajectories", Trajectory::port())
+            .optional_input("more", Trajectory::port())
+            .output("checkpoint", PortType::Blobs)
+            .output("loss", TrainStep::port());
+        if p.init.is_none() {
+            sig = sig.input("model", PortType::Blobs);
+        }
+        Ok(sig)
+    }
+    async fn run(&self, p: SftParams, ctx: &NodeContext) -> Result<(), PluginError> {
+        let mut trajectories: Vec<Trajectory> = ctx.read_rows("trajectories").await?;
+        if ctx.has_input("more") {
+            trajectories.extend(ctx.read_rows::<Trajectory>("more").await?);
+        }
+        if p.only_correct {
+            trajectories.retain(|t| t.correct);
+        }
+        if trajectories.is_empty() {
+            return Err(PluginError::failed(
+                "no trajectory to train on (after only_correct)",
+            ));
+        }
+        let model_dir = if ctx.has_input("model") {
+            Some(ctx.blobs("model")?.to_path_buf())
+        } else {
+            None
+        };
+        let out_dir = ctx.blob_dir("checkpoint")?;
+        let cancel = ctx.cancellation().clone();
+        let seed = ctx.seed();
+        let fail = |e: scorch_model::ModelError| PluginError::failed(e.to_string());
+        let (device, kind) = scorch_model::pick_device(&p.device).map_err(fail)?;
+        let steps = ctx
+            .blocking(move || -> Result<Vec<TrainStep>, PluginError> {
+                let ck = match (&p.init, model_dir) {
+                    (Some(init), _) => {
+                        let texts: Vec<String> = trajectories.iter().map(chat_text).collect();
+                        let tk = train_bpe(&texts, init.vocab_size).map_err(fail)?;
+                        let config = Config {
+                            vocab_size: tk.get_vocab_size(true) as i64,
+                            hidden_size: init.hidden_size,
+                            intermediate_size: init.intermediate_size,
+                            num_hidden_layers: init.num_hidden_layers,
+                            num_attention_heads: init.num_attention_heads,
+                            num_key_value_heads: init.num_key_value_heads,
+                            max_position_embeddings: 1024,
+                            rope_theta: 10000.0,
+                            rms_norm_eps: 1e-6,
+                            tie_word_embeddings: true,
+                            hidden_act: "silu".into(),
+                            bos_token_id: None,
+                            eos_token_id: Some(token_id(&tk, IM_END).map_err(fail)?),
+                            torch_dtype: "float32".into(),
+                            model_type: "qwen2".into(),
+                            architectures: vec!["Qwen2ForCausalLM".into()],
+                            attention_dropout: 0.0,
+                            use_sliding_window: false,
+                            extra: Default::default(),
+                        };
+                        Checkpoint::init(config, tk, device, seed).map_err(fail)?
+                    }
+                    (None, Some(dir)) => Checkpoint::load(&dir, device, kind).map_err(fail)?,
+                    (None, None) => {
+                        return Err(PluginError::failed("no `model` input and no `init`"));
+                    }
+                };
+                let seqs: Vec<(Vec<i64>, Vec<f32>)> = trajectories
+                    .iter()
+                    .map(|t| encode_trajectory(&ck.tokenizer, t))
+                    .collect::<Result<_, _>>()?;
+                let pad = token_id(&ck.tokenizer, END_OF_TEXT).map_err(fail)?;
+                let config = TrainConfig {
+                    lr: p.lr,
+                    betas: (0.9, 0.98),
+                    weight_decay: p.weight_decay,
+                    warmup_steps: p.warmup_steps,
+                    total_steps: p.steps,
+                    min_lr_ratio: p.min_lr_ratio,
+                    clip: p.clip,
+                };
+                tch::manual_seed(seed as i64);
+                let mut trainer = Trainer::new(&ck.vs, config).map_err(fail)?;
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                let mut order: Vec<usize> = Vec::new();
+                let mut log = Vec::with_capacity(p.steps);
+                for step in 0..p.steps {
+                    if cancel.is_cancelled() {
+                        return Err(PluginError::cancelled());
+                    }
+                    let mut pick = Vec::with_capacity(p.batch_size);
+                    while pick.len() < p.batch_size.min(seqs.len()) {
+                        if order.is_empty() {
+                            order = (0..seqs.len()).collect();
+                            order.shuffle(&mut rng);
+                        }
+                        pick.extend(order.pop());
+                    }
+                    let batch: Vec<(Vec<i64>, Vec<f32>)> =
+                        pick.iter().map(|&i| seqs[i].clone()).collect();
+                    let b = collate(&batch, pad, device).map_err(fail)?;
+                    let (loss, _) = masked_nll(&ck.model, &b);
+                    let value = f64::try_from(&loss).unwrap_or(f64::NAN);
+                    trainer.backward(&loss, 1.0);
+                    let (lr, grad_norm) = trainer.step().map_err(fail)?;
+                    log.push(TrainStep {
+                        step: step as u32,
+                        loss: value,
+                        lr,
+                        grad_norm,
+                        reward: 0.0,
+                    });
+                }
+                ck.save(&out_dir).map_err(fail)?;
+                Ok(log)
+            })
+            .await?;
+        for s in steps.iter().step_by((steps.len() / 20).max(1)) {
+            ctx.metric_at("loss", u64::from(s.step), s.loss);
+        }
+        if let Some(last) = steps.last() {
+            ctx.metric("final_loss", last.loss);
+        }
+        ctx.write_rows("loss", &steps)
+    }
+}
