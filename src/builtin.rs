@@ -11,6 +11,7 @@ pub fn registry() -> Registry {
         .with(scorch_eval::Eval)
         .with(scorch_correct::Correct)
         .with(scorch_filter::Filter)
+        .with(scorch_rl::Rl)
         .with(scorch_exec::Exec);
     scorch_demo::register(score)
 }

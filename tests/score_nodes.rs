@@ -47,8 +47,12 @@ nodes:
     inputs: {tasks: {from: mentor_tasks.tasks}, model: {from: warm_sft.checkpoint}}
   split:
     kind: filter
-    params: {rl_share: 0.5}
+    params: {rl_share: 1.0}
     inputs: {tasks: {from: mentor_tasks.tasks}, trajectories: {from: mentored.trajectories}, repairs: {from: mentored.repairs}}
+  score_rl:
+    kind: rl
+    params: {steps: 2, prompts_per_step: 2, group_size: 2, turn_limit: 4, device: cpu, sampling: {temperature: 1.0, max_tokens: 24}}
+    inputs: {rl_prompts: {from: split.rl_prompts}, tasks: {from: mentor_tasks.tasks}, model: {from: warm_sft.checkpoint}}
 "#;
 
 fn artifact_file(
@@ -78,7 +82,7 @@ fn a_tiny_warm_start_runs_end_to_end_and_reruns_cached() {
     let p = Project::new();
     p.write("wf.yaml", TINY);
     let rec = p.run_json(&["wf.yaml", "-j", "2"], 0);
-    assert_eq!(with_outcome(&rec, "ran").len(), 9, "{rec}");
+    assert_eq!(with_outcome(&rec, "ran").len(), 10, "{rec}");
     let demos: Vec<Trajectory> =
         read_rows(&artifact_file(&p, &rec, "demos", "trajectories")).unwrap();
     assert_eq!(demos.len(), 24);
@@ -146,5 +150,13 @@ fn a_tiny_warm_start_runs_end_to_end_and_reruns_cached() {
         }
     }
     let again = p.run_json(&["wf.yaml"], 0);
-    assert_eq!(with_outcome(&again, "cached").len(), 9);
+    let metrics: Vec<TrainStep> =
+        read_rows(&artifact_file(&p, &rec, "score_rl", "metrics")).unwrap();
+    assert_eq!(metrics.len(), 2);
+    assert!(
+        metrics
+            .iter()
+            .all(|m| (0.0..=1.0).contains(&m.reward) && m.loss.is_finite())
+    );
+    assert_eq!(with_outcome(&again, "cached").len(), 10);
 }

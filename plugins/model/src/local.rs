@@ -75,6 +75,14 @@ impl LocalModel {
         }
     }
 
+    /// The checkpoint, for training it in place (a poisoned lock is taken over: the weights
+    /// are still whole).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Checkpoint> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The model's name.
     pub fn name(&self) -> &str {
         &self.name

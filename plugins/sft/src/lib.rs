@@ -145,14 +145,24 @@ pub fn encode_trajectory(
     tk: &tokenizers::Tokenizer,
     t: &Trajectory,
 ) -> Result<(Vec<i64>, Vec<f32>), PluginError> {
+    encode_trajectory_from(tk, t, 0)
+}
+
+/// Like [`encode_trajectory`], with the loss only on the steps after the first `start`.
+pub fn encode_trajectory_from(
+    tk: &tokenizers::Tokenizer,
+    t: &Trajectory,
+    start: usize,
+) -> Result<(Vec<i64>, Vec<f32>), PluginError> {
     let rendered: Vec<(String, Option<String>, bool)> = t
         .steps
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             (
                 render_step(s),
                 s.observation.as_ref().map(|o| format!("Observation: {o}")),
-                !s.malformed,
+                !s.malformed && i >= start,
             )
         })
         .collect();

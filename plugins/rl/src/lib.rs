@@ -1,0 +1,379 @@
+//! The `rl` node (stage 3): GRPO from the verified prefixes. For each prompt, G episodes start
+//! from the prefix (the interpreter state restored by replaying the prefix's code) and run to
+//! the turn limit; the key-step reward is 1.0 for a right final answer, else 0.5 if the first
+//! new step is equivalent to the teacher's (chosen) step, 0 if equivalent to the student's old
+//! wrong (rejected) step, 0.1 otherwise, and 0 with no final answer. Advantages are
+//! normalised within each group; the loss is the clipped policy-gradient surrogate over the
+//! new assistant turns (tool observations masked), with an optional KL term to the start.
+#![deny(missing_docs)]
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use scorch_agent::oracle::Oracle;
+use scorch_agent::teacher::Teacher;
+use scorch_api::reexports::async_trait;
+use scorch_api::reexports::schemars::{self, JsonSchema};
+use scorch_api::tables::{Author, RlPrompt, Step, TableRow, Task, TrainStep, Trajectory};
+use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
+use scorch_model::checkpoint::Checkpoint;
+use scorch_model::episode::{self, Episode};
+use scorch_model::local::LocalModel;
+use scorch_model::spec::{SamplingParams, system_for, tool_for};
+use scorch_model::tokenizer::{END_OF_TEXT, token_id};
+use scorch_model::train::{TrainConfig, Trainer, collate, token_logprobs};
+use serde::{Deserialize, Serialize};
+use tch::Kind;
+
+/// The `rl` plugin.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rl;
+
+/// The reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reward {
+    /// SCoRe's key-step reward.
+    KeyStep,
+    /// 1 for a right final answer, else 0 (an ablation).
+    Sparse,
+}
+
+/// Params of `rl`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RlParams {
+    /// Optimiser steps.
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    /// Prompts per step.
+    #[serde(default = "d_prompts")]
+    pub prompts_per_step: usize,
+    /// Samples per prompt (G).
+    #[serde(default = "d_group")]
+    pub group_size: usize,
+    /// Learning rate (constant after warm-up).
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// PPO-style ratio clipping.
+    #[serde(default = "d_clip")]
+    pub clip_eps: f64,
+    /// KL to the starting checkpoint (0: off).
+    #[serde(default)]
+    pub kl_coef: f64,
+    /// Start from the verified prefix (false: the full horizon, an ablation).
+    #[serde(default = "yes")]
+    pub from_prefix: bool,
+    /// The reward.
+    #[serde(default = "key_step")]
+    pub reward: Reward,
+    /// Sampling of the rollouts.
+    #[serde(default)]
+    pub sampling: SamplingParams,
+    /// Turns per episode (prefix included).
+    #[serde(default = "d_turns")]
+    pub turn_limit: u32,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default = "d_device")]
+    pub device: String,
+}
+
+fn d_steps() -> usize {
+    20
+}
+fn d_prompts() -> usize {
+    8
+}
+fn d_group() -> usize {
+    16
+}
+fn d_lr() -> f64 {
+    1e-4
+}
+fn d_clip() -> f64 {
+    0.2
+}
+fn yes() -> bool {
+    true
+}
+fn key_step() -> Reward {
+    Reward::KeyStep
+}
+fn d_turns() -> u32 {
+    scorch_agent::format::DEFAULT_TURN_LIMIT
+}
+fn d_device() -> String {
+    "auto".into()
+}
+
+/// The reward of one finished episode that started after `prefix_len` steps.
+pub async fn reward(
+    kind: Reward,
+    prompt: &RlPrompt,
+    task: &Task,
+    steps: &[Step],
+    final_answer: Option<&str>,
+    prefix_len: usize,
+) -> f64 {
+    if final_answer.is_none() {
+        return 0.0;
+    }
+    if scorch_rollout::is_correct(task, final_answer) {
+        return 1.0;
+    }
+    if kind == Reward::Sparse {
+        return 0.0;
+    }
+    let Some(first) = steps.get(prefix_len) else {
+        return 0.1;
+    };
+    let prefix = &steps[..prefix_len];
+    let same = |other: &Option<scorch_api::tables::Step>| {
+        let other = other.clone();
+        async move {
+            match other {
+                Some(o) => Oracle
+                    .equivalent(task, prefix, first, &o)
+                    .await
+                    .map(|r| r.0)
+                    .unwrap_or(false),
+                None => false,
+            }
+        }
+    };
+    if same(&prompt.chosen).await {
+        0.5
+    } else if same(&prompt.rejected).await {
+        0.0
+    } else {
+        0.1
+    }
+}
+
+/// Group-normalised advantages.
+pub fn advantages(rewards: &[f64]) -> Vec<f64> {
+    let n = rewards.len().max(1) as f64;
+    let mean = rewards.iter().sum::<f64>() / n;
+    let var = rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n;
+    let std = var.sqrt();
+    rewards
+        .iter()
+        .map(|r| {
+            if std < 1e-9 {
+                0.0
+            } else {
+                (r - mean) / (std + 1e-6)
+            }
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Plugin for Rl {
+    type Params = RlParams;
+    fn kind(&self) -> &'static str {
+        "rl"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn description(&self) -> &'static str {
+        "GRPO from verified prefixes with the key-step reward"
+    }
+    fn signature(&self, p: &RlParams) -> Result<Signature, ParamError> {
+        if p.group_size < 2 {
+            return Err(ParamError::new(
+                "group_size",
+                "GRPO needs at least 2 samples per prompt",
+            ));
+        }
+        if p.steps == 0 || p.prompts_per_step == 0 {
+            return Err(ParamError::new(
+                "steps",
+                "steps and prompts_per_step must be positive",
+            ));
+        }
+        Ok(Signature::new()
+            .input("rl_prompts", RlPrompt::port())
+            .input("tasks", Task::port())
+            .input("model", PortType::Blobs)
+            .output("checkpoint", PortType::Blobs)
+            .output("metrics", TrainStep::port()))
+    }
+    async fn run(&self, p: RlParams, ctx: &NodeContext) -> Result<(), PluginError> {
+        let prompts: Vec<RlPrompt> = ctx.read_rows("rl_prompts").await?;
+        let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
+        let fail = |e: scorch_model::ModelError| PluginError::failed(e.to_string());
+        let (device, kind) = scorch_model::pick_device(&p.device).map_err(fail)?;
+        let ck = Checkpoint::load(ctx.blobs("model")?, device, kind).map_err(fail)?;
+        let reference = if p.kl_coef > 0.0 {
+            Some(Checkpoint::load(ctx.blobs("model")?, device, kind).map_err(fail)?)
+        } else {
+            None
+        };
+        let pad = token_id(&ck.tokenizer, END_OF_TEXT).map_err(fail)?;
+        let config = TrainConfig {
+            lr: p.lr,
+            warmup_steps: 1,
+            total_steps: p.steps,
+            min_lr_ratio: 1.0,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(&ck.vs, config).map_err(fail)?;
+        let tokenizer = ck.tokenizer.clone();
+        let policy = LocalModel::new("student", ck);
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
+        let mut order: Vec<usize> = Vec::new();
+        let mut log = Vec::with_capacity(p.steps);
+        if prompts.is_empty() {
+            return Err(PluginError::failed("no RL prompt to train on"));
+        }
+        for step in 0..p.steps {
+            ctx.check_cancelled()?;
+            let mut pick = Vec::new();
+            while pick.len() < p.prompts_per_step.min(prompts.len()) {
+                if order.is_empty() {
+                    order = (0..prompts.len()).collect();
+                    order.shuffle(&mut rng);
+                }
+                pick.extend(order.pop());
+            }
+            // G episodes per prompt, all advanced together.
+            let mut eps = Vec::new();
+            let mut owners = Vec::new();
+            for &pi in &pick {
+                let prompt = &prompts[pi];
+                let Some(task) = tasks.iter().find(|t| t.task_id == prompt.task_id) else {
+                    continue;
+                };
+                for _ in 0..p.group_size {
+                    let mut ep = Episode::new(task.clone(), tool_for(task).map_err(fail)?);
+                    if p.from_prefix && !prompt.prefix.is_empty() {
+                        ep.steps = prompt.prefix.clone();
+                        ep.truncate(
+                            prompt.prefix.len() as u32 + 1,
+                            tool_for(task).map_err(fail)?,
+                        );
+                    }
+                    eps.push(ep);
+                    owners.push(pi);
+                }
+            }
+            let system = system_for(eps.first().map_or("", |e| e.task.task_id.as_str()));
+            let options = p
+                .sampling
+                .options(ctx.seed().wrapping_add(step as u64 * 7919));
+            episode::run(
+                &policy,
+                &mut eps,
+                system,
+                &options,
+                p.turn_limit,
+                Author::Student,
+            )
+            .await
+            .map_err(fail)?;
+            let finished: Vec<(Task, Vec<Step>, Option<String>)> = eps
+                .iter()
+                .map(|e| (e.task.clone(), e.steps.clone(), e.final_answer.clone()))
+                .collect();
+            let mut rewards = Vec::with_capacity(finished.len());
+            for ((task, steps, answer), &pi) in finished.iter().zip(&owners) {
+                let start = if p.from_prefix {
+                    prompts[pi].prefix.len()
+                } else {
+                    0
+                };
+                rewards.push(
+                    reward(
+                        p.reward,
+                        &prompts[pi],
+                        task,
+                        steps,
+                        answer.as_deref(),
+                        start,
+                    )
+                    .await,
+                );
+            }
+            let mut adv = Vec::with_capacity(rewards.len());
+            for chunk in rewards.chunks(p.group_size) {
+                adv.extend(advantages(chunk));
+            }
+            // Sequences: the new assistant turns carry the loss.
+            let mut seqs = Vec::with_capacity(eps.len());
+            for (ep, &pi) in eps.iter().zip(&owners) {
+                let start = if p.from_prefix {
+                    prompts[pi].prefix.len()
+                } else {
+                    0
+                };
+                let t = Trajectory {
+                    trajectory_id: String::new(),
+                    task_id: ep.task.task_id.clone(),
+                    policy: String::new(),
+                    sample: 0,
+                    question: ep.task.question.clone(),
+                    steps: ep.steps.clone(),
+                    final_answer: None,
+                    correct: false,
+                    stop_reason: scorch_api::tables::StopReason::TurnLimit,
+                    turns: 0,
+                    metadata: String::new(),
+                };
+                seqs.push(scorch_sft::encode_trajectory_from(&tokenizer, &t, start)?);
+            }
+            let mean_reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+            // The update is CPU-heavy: keep it off the async worker threads.
+            let mut update = || -> Result<(f64, f64, f64), PluginError> {
+                let guard = policy.lock();
+                let model = &guard.model;
+                let batch = collate(&seqs, pad, device).map_err(fail)?;
+                let a = tch::Tensor::from_slice(&adv.iter().map(|x| *x as f32).collect::<Vec<_>>())
+                    .to_device(device)
+                    .unsqueeze(1);
+                let logp = token_logprobs(model, &batch.ids, &batch.attention);
+                let old = logp.detach();
+                let ratio = (&logp - &old).exp();
+                let unclipped = &ratio * &a;
+                let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
+                let surrogate = unclipped.min_other(&clipped);
+                let count = batch.loss_mask.sum(Kind::Float).clamp_min(1.0);
+                let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / &count;
+                let loss = match &reference {
+                    Some(r) => {
+                        let ref_logp =
+                            tch::no_grad(|| token_logprobs(&r.model, &batch.ids, &batch.attention));
+                        let kl = ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
+                            * &batch.loss_mask;
+                        pg + kl.sum(Kind::Float) / &count * p.kl_coef
+                    }
+                    None => pg,
+                };
+                let value = f64::try_from(&loss).unwrap_or(f64::NAN);
+                trainer.backward(&loss, 1.0);
+                let (lr, norm) = trainer.step().map_err(fail)?;
+                Ok((value, lr, norm))
+            };
+            let multi = tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::MultiThread;
+            let (loss_value, lr, norm) = if multi {
+                tokio::task::block_in_place(update)?
+            } else {
+                update()?
+            };
+            ctx.metric_at("reward", step as u64, mean_reward);
+            log.push(TrainStep {
+                step: step as u32,
+                loss: loss_value,
+                lr,
+                grad_norm: norm,
+                reward: mean_reward,
+            });
+            ctx.progress().advance(1);
+        }
+        let dir = ctx.blob_dir("checkpoint")?;
+        policy.lock().save(&dir).map_err(fail)?;
+        ctx.write_rows("metrics", &log)
+    }
+}
