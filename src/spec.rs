@@ -34,6 +34,10 @@ pub struct WorkflowSpec {
     /// `cpu` defaults to the number of cores.
     #[serde(default)]
     pub resources: BTreeMap<String, u32>,
+    /// Named sets of variable values (`smoke: {tasks: 40}`), chosen with `--set profile=NAME`;
+    /// `--set vars.x=...` still wins over a profile.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub profiles: IndexMap<String, serde_json::Map<String, Value>>,
     /// The nodes, by id.
     pub nodes: IndexMap<String, NodeSpec>,
 }

@@ -301,7 +301,45 @@ fn resolve(
         );
         return None;
     }
-    for set in &options.sets {
+    // `--set profile=NAME` applies the profile's variables first; other `--set`s win over it.
+    let (profile_sets, other_sets): (Vec<&String>, Vec<&String>) =
+        options.sets.iter().partition(|s| s.starts_with("profile="));
+    if let Some(set) = profile_sets.last() {
+        let name = set.trim_start_matches("profile=");
+        let profile = doc
+            .get("profiles")
+            .and_then(|p| p.get(name))
+            .and_then(Value::as_object)
+            .cloned();
+        match profile {
+            Some(values) => {
+                if let Some(Value::Object(vars)) = doc.get_mut("vars") {
+                    vars.extend(values);
+                } else if let Value::Object(top) = &mut doc {
+                    top.insert("vars".into(), Value::Object(values));
+                }
+            }
+            None => {
+                let known: Vec<String> = doc
+                    .get("profiles")
+                    .and_then(Value::as_object)
+                    .map(|p| p.keys().cloned().collect())
+                    .unwrap_or_default();
+                ctx.diags.push(
+                    Diagnostic::new(
+                        ErrorKind::InvalidSet,
+                        format!("`--set profile={name}`: the workflow has no profile `{name}`"),
+                    )
+                    .hint(Some(if known.is_empty() {
+                        "the workflow defines no `profiles:`".into()
+                    } else {
+                        format!("profiles: {}", known.join(", "))
+                    })),
+                );
+            }
+        }
+    }
+    for set in other_sets {
         if let Err(d) = apply_set(&mut doc, set) {
             ctx.diags.push(*d);
         }

@@ -112,6 +112,13 @@ pub fn collate(
     })
 }
 
+/// Cut a (ids, loss mask) sequence to at most `max` tokens (the model's positions).
+pub fn clip_len((mut ids, mut mask): (Vec<i64>, Vec<f32>), max: usize) -> (Vec<i64>, Vec<f32>) {
+    ids.truncate(max);
+    mask.truncate(max);
+    (ids, mask)
+}
+
 /// Log-probability of every next token: (batch, time - 1).
 pub fn token_logprobs(model: &Qwen2, ids: &Tensor, attention: &Tensor) -> Tensor {
     let logits = model.forward(ids, attention, None);

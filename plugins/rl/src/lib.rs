@@ -21,7 +21,7 @@ use scorch_model::episode::{self, Episode};
 use scorch_model::local::LocalModel;
 use scorch_model::spec::{SamplingParams, system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
-use scorch_model::train::{TrainConfig, Trainer, collate, token_logprobs};
+use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, token_logprobs};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
@@ -221,6 +221,7 @@ impl Plugin for Rl {
         };
         let mut trainer = Trainer::new(&ck.vs, config).map_err(fail)?;
         let tokenizer = ck.tokenizer.clone();
+        let max_len = ck.model.config.max_position_embeddings as usize;
         let policy = LocalModel::new("student", ck);
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
         let mut order: Vec<usize> = Vec::new();
@@ -321,7 +322,10 @@ impl Plugin for Rl {
                     turns: 0,
                     metadata: String::new(),
                 };
-                seqs.push(scorch_sft::encode_trajectory_from(&tokenizer, &t, start)?);
+                seqs.push(clip_len(
+                    scorch_sft::encode_trajectory_from(&tokenizer, &t, start)?,
+                    max_len,
+                ));
             }
             let mean_reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
             // The update is CPU-heavy: keep it off the async worker threads.

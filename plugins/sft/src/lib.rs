@@ -16,7 +16,7 @@ use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
 use scorch_model::spec::system_for;
 use scorch_model::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, token_id, train_bpe};
-use scorch_model::train::{TrainConfig, Trainer, collate, masked_nll};
+use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, masked_nll};
 use serde::{Deserialize, Serialize};
 
 /// The `sft` plugin.
@@ -221,6 +221,34 @@ impl Plugin for Sft {
                 "steps and batch_size must be positive",
             ));
         }
+        if let Some(init) = &p.init {
+            if init.num_attention_heads <= 0 || init.hidden_size % init.num_attention_heads != 0 {
+                return Err(ParamError::new(
+                    "init.num_attention_heads",
+                    format!(
+                        "hidden_size {} does not divide into {} heads",
+                        init.hidden_size, init.num_attention_heads
+                    ),
+                ));
+            }
+            if init.num_key_value_heads <= 0
+                || init.num_attention_heads % init.num_key_value_heads != 0
+            {
+                return Err(ParamError::new(
+                    "init.num_key_value_heads",
+                    format!(
+                        "{} heads do not group into {} key/value heads",
+                        init.num_attention_heads, init.num_key_value_heads
+                    ),
+                ));
+            }
+            if (init.hidden_size / init.num_attention_heads) % 2 != 0 {
+                return Err(ParamError::new(
+                    "init.hidden_size",
+                    "the head width (hidden_size / heads) must be even for rotary embeddings",
+                ));
+            }
+        }
         let mut sig = Signature::new()
             .input("trajectories", Trajectory::port())
             .optional_input("more", Trajectory::port())
@@ -290,7 +318,10 @@ impl Plugin for Sft {
                 };
                 let seqs: Vec<(Vec<i64>, Vec<f32>)> = trajectories
                     .iter()
-                    .map(|t| encode_trajectory(&ck.tokenizer, t))
+                    .map(|t| {
+                        encode_trajectory(&ck.tokenizer, t)
+                            .map(|x| clip_len(x, ck.model.config.max_position_embeddings as usize))
+                    })
                     .collect::<Result<_, _>>()?;
                 let pad = token_id(&ck.tokenizer, END_OF_TEXT).map_err(fail)?;
                 let config = TrainConfig {
