@@ -12,6 +12,7 @@ pub fn registry() -> Registry {
         .with(scorch_correct::Correct)
         .with(scorch_filter::Filter)
         .with(scorch_rl::Rl)
-        .with(scorch_exec::Exec);
+        .with(scorch_exec::Exec)
+        .with(scorch_exec::Folder);
     scorch_demo::register(score)
 }

@@ -16,7 +16,7 @@ use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, TableRow, Task,
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
 use scorch_model::episode::{self, Episode};
 use scorch_model::openai::{Endpoint, OpenAiClient};
-use scorch_model::spec::{SamplingParams, load_student, system_for, tool_for};
+use scorch_model::spec::{PolicySpec, SamplingParams, chat_policy, system_for, tool_for};
 use serde::{Deserialize, Serialize};
 
 /// The `correct` plugin.
@@ -37,6 +37,9 @@ pub enum TeacherSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorrectParams {
+    /// The student (default: the checkpoint connected as `model`).
+    #[serde(default = "student")]
+    pub student: PolicySpec,
     /// The teacher.
     #[serde(default = "oracle")]
     pub teacher: TeacherSpec,
@@ -54,6 +57,9 @@ pub struct CorrectParams {
     pub device: String,
 }
 
+fn student() -> PolicySpec {
+    PolicySpec::Student
+}
 fn oracle() -> TeacherSpec {
     TeacherSpec::Oracle
 }
@@ -107,12 +113,18 @@ fn teacher_of(
 pub async fn mentor(
     p: &CorrectParams,
     tasks: &[Task],
-    model_dir: &std::path::Path,
+    model_dir: Option<&std::path::Path>,
     seed: u64,
 ) -> Result<(Vec<Trajectory>, Vec<RepairRecord>, Cost, u64), PluginError> {
     let fail = |e: scorch_model::ModelError| PluginError::failed(e.to_string());
     let teacher_fail = |e: TeacherError| PluginError::failed(e.0);
-    let student = load_student(model_dir, &p.device).map_err(fail)?;
+    let student = chat_policy(&p.student, model_dir, &p.device)
+        .map_err(fail)?
+        .ok_or_else(|| {
+            PluginError::failed(
+                "the student must be a chat policy (student or endpoint), not the oracle",
+            )
+        })?;
     let calc = tasks.iter().all(|t| t.suite == "builtin");
     let teacher = teacher_of(&p.teacher, p.turn_limit, calc).map_err(teacher_fail)?;
     let mut eps: Vec<Episode> = tasks
@@ -141,7 +153,7 @@ pub async fn mentor(
             .collect();
         let options = p.sampling.options(seed.wrapping_add(u64::from(round)));
         let (_, completion) = episode::run(
-            &student,
+            student.as_ref(),
             &mut batch,
             system,
             &options,
@@ -232,18 +244,31 @@ impl Plugin for Correct {
     fn description(&self) -> &'static str {
         "Mentored solving: the teacher repairs the student's earliest wrong step, the student continues"
     }
-    fn signature(&self, _: &CorrectParams) -> Result<Signature, ParamError> {
-        Ok(Signature::new()
+    fn signature(&self, p: &CorrectParams) -> Result<Signature, ParamError> {
+        if p.student == PolicySpec::Oracle {
+            return Err(ParamError::new(
+                "student",
+                "the oracle is a teacher; the student is `student` or an endpoint",
+            ));
+        }
+        let mut sig = Signature::new()
             .input("tasks", Task::port())
-            .input("model", PortType::Blobs)
             .output("trajectories", Trajectory::port())
-            .output("repairs", RepairRecord::port()))
+            .output("repairs", RepairRecord::port());
+        if p.student == PolicySpec::Student {
+            sig = sig.input("model", PortType::Blobs);
+        }
+        Ok(sig)
     }
     async fn run(&self, p: CorrectParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
-        let model = ctx.blobs("model")?.to_path_buf();
+        let model = if ctx.has_input("model") {
+            Some(ctx.blobs("model")?.to_path_buf())
+        } else {
+            None
+        };
         let (trajectories, records, cost, student_tokens) =
-            mentor(&p, &tasks, &model, ctx.seed()).await?;
+            mentor(&p, &tasks, model.as_deref(), ctx.seed()).await?;
         ctx.check_cancelled()?;
         let teacher_steps: usize = records.iter().map(|r| r.repairs.len()).sum();
         ctx.metric(

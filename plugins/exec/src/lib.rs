@@ -8,6 +8,9 @@
 //! `SCORCH_SEED`. Relative paths run from the workflow file's directory.
 #![deny(missing_docs)]
 
+mod folder;
+pub use folder::{Folder, FolderParams};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,0 +1,128 @@
+//! The main job's smoke profile end to end: `workflows/score.yaml --set profile=smoke` runs,
+//! every table is well formed, repairs happened, every RL prompt starts from a verified
+//! prefix, and a rerun executes no node.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Project, with_outcome};
+use scorch_api::parquet_io::read_rows;
+use scorch_api::tables::{Author, EvalResult, RepairRecord, RlPrompt, Task, TrainStep, Trajectory};
+
+fn artifact_files(p: &Project, rec: &serde_json::Value, node: &str, output: &str) -> PathBuf {
+    let n = rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == node)
+        .unwrap_or_else(|| panic!("no node {node}"));
+    let hash = n["outputs"][output]["artifact"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{node}.{output}: {n}"));
+    let a: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(p.path().join(format!(".scorch/artifacts/{hash}.json"))).unwrap(),
+    )
+    .unwrap();
+    p.path()
+        .join(".scorch/objects")
+        .join(a["files"][0]["object"].as_str().unwrap())
+}
+
+#[test]
+fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
+    let p = Project::new();
+    let wf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("workflows/score.yaml");
+    let wf = wf.display().to_string();
+    let rec = p.run_json(&[&wf, "--set", "profile=smoke", "-j", "2"], 0);
+    assert_eq!(rec["status"], "succeeded");
+    assert_eq!(
+        with_outcome(&rec, "ran").len(),
+        rec["nodes"].as_array().unwrap().len(),
+        "a fresh store runs every node"
+    );
+
+    let tasks: Vec<Task> = read_rows(&artifact_files(&p, &rec, "mentor_tasks", "tasks")).unwrap();
+    let demos: Vec<Trajectory> =
+        read_rows(&artifact_files(&p, &rec, "demos", "trajectories")).unwrap();
+    assert!(
+        demos
+            .iter()
+            .all(|t| t.correct && t.steps.iter().all(|s| s.author == Author::Teacher))
+    );
+    let warm: Vec<Trajectory> = read_rows(&artifact_files(&p, &rec, "warm_demos", "sft")).unwrap();
+    assert!(
+        !warm.is_empty() && warm.len() < demos.len(),
+        "the warm start keeps a share of the demonstrations"
+    );
+    let loss: Vec<TrainStep> = read_rows(&artifact_files(&p, &rec, "warm_sft", "loss")).unwrap();
+    assert!(loss.iter().all(|s| s.loss.is_finite()));
+
+    let mentored: Vec<Trajectory> =
+        read_rows(&artifact_files(&p, &rec, "mentored", "trajectories")).unwrap();
+    let records: Vec<RepairRecord> =
+        read_rows(&artifact_files(&p, &rec, "mentored", "repairs")).unwrap();
+    assert_eq!(mentored.len(), tasks.len());
+    assert_eq!(records.len(), tasks.len());
+    let repairs: usize = records.iter().map(|r| r.repairs.len()).sum();
+    assert!(repairs > 0, "repairs happened");
+    for r in &records {
+        assert!(r.repairs.len() <= 2, "smoke allows two repairs");
+        for fix in &r.repairs {
+            assert_eq!(fix.teacher_step.author, Author::Teacher);
+            assert!(!fix.analysis.is_empty());
+        }
+    }
+
+    let prompts: Vec<RlPrompt> =
+        read_rows(&artifact_files(&p, &rec, "split", "rl_prompts")).unwrap();
+    assert!(!prompts.is_empty());
+    for prompt in &prompts {
+        let task = tasks.iter().find(|t| t.task_id == prompt.task_id).unwrap();
+        let world = scorch_agent::suite::world_of(task).unwrap();
+        let verdict = scorch_agent::oracle::judge_world(&world, &prompt.prefix);
+        assert!(
+            matches!(verdict, scorch_agent::teacher::Verdict::CannotLocate { .. }),
+            "the prefix of {} is not verified: {verdict:?}",
+            prompt.prompt_id
+        );
+        if prompt.source == "repaired" {
+            assert!(prompt.chosen.is_some() && prompt.rejected.is_some());
+        }
+    }
+    let rl: Vec<TrainStep> = read_rows(&artifact_files(&p, &rec, "score_rl", "metrics")).unwrap();
+    assert!(
+        rl.iter()
+            .all(|m| (0.0..=1.0).contains(&m.reward) && m.loss.is_finite())
+    );
+
+    for arm in [
+        "eval_warm",
+        "eval_score_sft",
+        "eval_score_rl",
+        "eval_teacher",
+    ] {
+        for split in ["test", "hard"] {
+            let r: Vec<EvalResult> = read_rows(&artifact_files(
+                &p,
+                &rec,
+                &format!("{arm}[split={split}]"),
+                "results",
+            ))
+            .unwrap();
+            assert_eq!(r.len(), 1, "{arm} {split}");
+            assert_eq!(r[0].split, split);
+            assert!((0.0..=1.0).contains(&r[0].accuracy));
+            if arm == "eval_teacher" {
+                assert_eq!(r[0].accuracy, 1.0, "the oracle solves every task");
+            }
+        }
+    }
+    let again = p.run_json(&[&wf, "--set", "profile=smoke"], 0);
+    assert!(
+        with_outcome(&again, "ran").is_empty(),
+        "a rerun executes no node"
+    );
+}
