@@ -4,20 +4,13 @@
 use scorch_api::tables::Trajectory;
 use serde_json::{Value, json};
 
-use crate::format::{Role, render_messages};
+use crate::format::render_messages;
 
 /// One trajectory as a chat record.
 pub fn chat_record(t: &Trajectory, system: &str) -> Value {
     let messages: Vec<Value> = render_messages(system, &t.question, &t.steps)
         .into_iter()
-        .map(|m| {
-            let role = match m.role {
-                Role::System => "system",
-                Role::User => "user",
-                Role::Assistant => "assistant",
-            };
-            json!({"role": role, "content": m.content})
-        })
+        .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
         .collect();
     json!({"id": t.trajectory_id, "messages": messages})
 }

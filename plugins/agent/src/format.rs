@@ -23,6 +23,17 @@ pub enum Role {
     Assistant,
 }
 
+impl Role {
+    /// The role's name in chat APIs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+}
+
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {

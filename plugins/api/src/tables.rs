@@ -385,7 +385,14 @@ mod tests {
         let kinds: Vec<&str> = table_schemas().iter().map(|(k, _)| *k).collect();
         assert_eq!(
             kinds,
-            vec!["tasks", "trajectories", "repairs", "rl_prompts"]
+            vec![
+                "tasks",
+                "trajectories",
+                "repairs",
+                "rl_prompts",
+                "results",
+                "train_steps"
+            ]
         );
         assert!(
             !RlPrompt::fields().is_empty()

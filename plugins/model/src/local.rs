@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use scorch_agent::format::{Message, Role};
+use scorch_agent::format::Message;
 use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
 use scorch_agent::teacher::TeacherError;
 
@@ -58,14 +58,6 @@ impl std::fmt::Debug for LocalModel {
     }
 }
 
-fn role(r: Role) -> &'static str {
-    match r {
-        Role::System => "system",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-    }
-}
-
 impl LocalModel {
     /// Wrap a checkpoint.
     pub fn new(name: &str, checkpoint: Checkpoint) -> Self {
@@ -104,7 +96,7 @@ impl LocalModel {
             let turns: Vec<Turn<'_>> = chat
                 .iter()
                 .map(|m| Turn {
-                    role: role(m.role),
+                    role: m.role.as_str(),
                     content: &m.content,
                 })
                 .collect();

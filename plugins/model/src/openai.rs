@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use scorch_agent::format::{Message, Role};
+use scorch_agent::format::Message;
 use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
 use scorch_agent::teacher::TeacherError;
 use serde::{Deserialize, Serialize};
@@ -127,14 +127,7 @@ impl OpenAiClient {
     fn body(&self, messages: &[Message], o: &ChatOptions, logprobs: bool) -> Value {
         let messages: Vec<Value> = messages
             .iter()
-            .map(|m| {
-                let role = match m.role {
-                    Role::System => "system",
-                    Role::User => "user",
-                    Role::Assistant => "assistant",
-                };
-                json!({"role": role, "content": m.content})
-            })
+            .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
             .collect();
         let mut body = json!({
             "model": self.endpoint.model,
