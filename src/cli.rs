@@ -67,6 +67,16 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Write a run's report folder: results table, node timings and teacher cost, the DAG, HTML.
+    Report {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Folder to write (default: `report-<run id>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Remove staging leftovers and unreferenced artifacts.
     Gc {
         #[command(flatten)]
@@ -413,6 +423,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string(&record).unwrap_or_default());
             } else {
                 print_record(&record);
+                let results = scorch::summary::collect_results(&store, &record).await?;
+                if !results.is_empty() {
+                    println!("\n{}", scorch::summary::results_markdown(&results));
+                }
             }
             match record.status {
                 RunStatus::Succeeded => Ok(()),
@@ -466,33 +480,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             json,
         } => {
             let store = open_store(&store, None)?;
-            let ids = store.list("runs").await?;
-            let hits: Vec<&String> = ids
-                .iter()
-                .map(|(i, _)| i)
-                .filter(|i| i.starts_with(&id))
-                .collect();
-            let full = match hits.as_slice() {
-                [one] => (*one).clone(),
-                [] => {
-                    return Err(EngineError::usage(format!(
-                        "no run `{id}` in {}; see `scorch runs`",
-                        store.url()
-                    ))
-                    .into());
-                }
-                many => {
-                    return Err(EngineError::usage(format!(
-                        "`{id}` matches {} runs; give more of the id",
-                        many.len()
-                    ))
-                    .into());
-                }
-            };
-            let record = store
-                .run::<RunRecord>(&full)
-                .await?
-                .ok_or_else(|| EngineError::usage(format!("run `{full}` vanished")))?;
+            let record = find_run(&store, &id).await?;
             if json {
                 println!(
                     "{}",
@@ -501,6 +489,25 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             } else {
                 print_record(&record);
             }
+            Ok(())
+        }
+        Command::Report {
+            run: id,
+            store,
+            out,
+        } => {
+            let store = open_store(&store, None)?;
+            let record = find_run(&store, &id).await?;
+            let file = PathBuf::from(&record.file);
+            let dag = file
+                .exists()
+                .then(|| load(&file, &scorch::builtin::registry(), &LoadOptions::default()).ok())
+                .flatten()
+                .map(|wf| (draw(&wf, DagFormat::Mermaid), draw(&wf, DagFormat::Dot)));
+            let dir = out.unwrap_or_else(|| PathBuf::from(format!("report-{}", record.id)));
+            let results = scorch::summary::write(&store, &record, dag, &dir).await?;
+            print!("{}", scorch::summary::results_markdown(&results));
+            println!("report written to {}", dir.join("index.html").display());
             Ok(())
         }
         Command::Explain {
@@ -577,6 +584,36 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             out,
         } => crate::data::tasks(&split, count, seed, out.as_deref()),
     }
+}
+
+async fn find_run(store: &Store, id: &str) -> Result<RunRecord, Failure> {
+    let ids = store.list("runs").await?;
+    let hits: Vec<&String> = ids
+        .iter()
+        .map(|(i, _)| i)
+        .filter(|i| i.starts_with(id))
+        .collect();
+    let full = match hits.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(EngineError::usage(format!(
+                "no run `{id}` in {}; see `scorch runs`",
+                store.url()
+            ))
+            .into());
+        }
+        many => {
+            return Err(EngineError::usage(format!(
+                "`{id}` matches {} runs; give more of the id",
+                many.len()
+            ))
+            .into());
+        }
+    };
+    Ok(store
+        .run::<RunRecord>(&full)
+        .await?
+        .ok_or_else(|| EngineError::usage(format!("run `{full}` vanished")))?)
 }
 
 fn effective_status(r: &RunRecord) -> String {

@@ -12,5 +12,6 @@ pub mod record;
 pub mod run;
 pub mod spec;
 pub mod store;
+pub mod summary;
 pub mod workflow;
 pub mod yaml;

@@ -125,4 +125,34 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         with_outcome(&again, "ran").is_empty(),
         "a rerun executes no node"
     );
+
+    // The end of a run prints the results table; `scorch report` writes the report folder.
+    let out = p.scorch(&["run", &wf, "--set", "profile=smoke", "-q"]);
+    let printed = common::text(&out.stdout);
+    assert!(
+        printed.contains("| teacher | builtin | test | 8 | 100.0% |"),
+        "{printed}"
+    );
+    let id = rec["id"].as_str().unwrap();
+    let out = p.scorch(&["report", id, "--out", "rep"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    let md = std::fs::read_to_string(p.path().join("rep/results.md")).unwrap();
+    for arm in ["warm_start", "score_sft", "score_rl", "teacher"] {
+        assert_eq!(
+            md.matches(&format!("| {arm} | builtin |")).count(),
+            2,
+            "{arm} test and hard:\n{md}"
+        );
+    }
+    let table: Vec<EvalResult> = read_rows(&p.path().join("rep/results.parquet")).unwrap();
+    assert_eq!(table.len(), 8);
+    let nodes = std::fs::read_to_string(p.path().join("rep/nodes.md")).unwrap();
+    assert!(nodes.contains("| mentored | correct | ran |"), "{nodes}");
+    let html = std::fs::read_to_string(p.path().join("rep/index.html")).unwrap();
+    assert!(html.contains("<h2>Results</h2>") && html.contains("eval_score_rl[split=hard]"));
+    assert!(
+        std::fs::read_to_string(p.path().join("rep/dag.dot"))
+            .unwrap()
+            .contains("digraph \"score\"")
+    );
 }
