@@ -25,6 +25,16 @@ fn err(e: impl std::fmt::Display) -> ModelError {
 /// Train a byte-level BPE of about `vocab_size` tokens on `texts`, with the ChatML special
 /// tokens; digits are always split one by one (as Qwen's tokenizer does).
 pub fn train_bpe(texts: &[String], vocab_size: usize) -> Result<Tokenizer, ModelError> {
+    train_bpe_with(texts, vocab_size, true)
+}
+
+/// [`train_bpe`], choosing whether digits are split one by one. Kept whole, frequent numbers
+/// become single tokens, which a tiny model copies far more easily than digit strings.
+pub fn train_bpe_with(
+    texts: &[String],
+    vocab_size: usize,
+    split_digits: bool,
+) -> Result<Tokenizer, ModelError> {
     let specials: Vec<AddedToken> = [END_OF_TEXT, IM_START, IM_END]
         .iter()
         .map(|s| AddedToken::from(*s, true))
@@ -37,7 +47,7 @@ pub fn train_bpe(texts: &[String], vocab_size: usize) -> Result<Tokenizer, Model
         .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build();
     let pre = Sequence::new(vec![
-        Digits::new(true).into(),
+        Digits::new(split_digits).into(),
         ByteLevel::new(false, true, true).into(),
     ]);
     let mut tk: TokenizerImpl<BPE, NormalizerWrapper, Sequence, PostProcessorWrapper, ByteLevel> =

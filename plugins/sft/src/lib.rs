@@ -15,7 +15,7 @@ use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signatu
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
 use scorch_model::spec::system_for;
-use scorch_model::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, token_id, train_bpe};
+use scorch_model::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, token_id, train_bpe_with};
 use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, masked_nll};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,10 @@ pub struct InitParams {
     /// Tokenizer size (byte-level BPE trained on the trajectories).
     #[serde(default = "d_vocab")]
     pub vocab_size: usize,
+    /// Split numbers into digits (as Qwen's tokenizer does); off, frequent numbers are single
+    /// tokens, which a tiny student copies far more easily.
+    #[serde(default)]
+    pub split_digits: bool,
     /// Residual width.
     #[serde(default = "d_hidden")]
     pub hidden_size: i64,
@@ -48,7 +52,7 @@ pub struct InitParams {
 }
 
 fn d_vocab() -> usize {
-    400
+    2000
 }
 fn d_hidden() -> i64 {
     192
@@ -287,7 +291,8 @@ impl Plugin for Sft {
                 let ck = match (&p.init, model_dir) {
                     (Some(init), _) => {
                         let texts: Vec<String> = trajectories.iter().map(chat_text).collect();
-                        let tk = train_bpe(&texts, init.vocab_size).map_err(fail)?;
+                        let tk = train_bpe_with(&texts, init.vocab_size, init.split_digits)
+                            .map_err(fail)?;
                         let config = Config {
                             vocab_size: tk.get_vocab_size(true) as i64,
                             hidden_size: init.hidden_size,
