@@ -50,10 +50,10 @@ pub struct CorrectParams {
     #[serde(default)]
     pub sampling: SamplingParams,
     /// Turns per episode.
-    #[serde(default = "turns")]
+    #[serde(default = "scorch_model::spec::default_turn_limit")]
     pub turn_limit: u32,
     /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "auto")]
+    #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
 }
 
@@ -65,12 +65,6 @@ fn oracle() -> TeacherSpec {
 }
 fn three() -> u32 {
     3
-}
-fn turns() -> u32 {
-    scorch_agent::format::DEFAULT_TURN_LIMIT
-}
-fn auto() -> String {
-    "auto".into()
 }
 
 fn teacher_of(

@@ -33,10 +33,10 @@ pub struct EvalParams {
     #[serde(default = "greedy")]
     pub sampling: SamplingParams,
     /// Turns per episode.
-    #[serde(default = "turns")]
+    #[serde(default = "scorch_model::spec::default_turn_limit")]
     pub turn_limit: u32,
     /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "auto")]
+    #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
 }
 
@@ -51,12 +51,6 @@ fn greedy() -> SamplingParams {
         temperature: 0.0,
         ..SamplingParams::default()
     }
-}
-fn turns() -> u32 {
-    scorch_agent::format::DEFAULT_TURN_LIMIT
-}
-fn auto() -> String {
-    "auto".into()
 }
 
 /// Aggregate trajectories into results rows, one per (suite, split).

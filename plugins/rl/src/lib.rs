@@ -71,10 +71,10 @@ pub struct RlParams {
     #[serde(default)]
     pub sampling: SamplingParams,
     /// Turns per episode (prefix included).
-    #[serde(default = "d_turns")]
+    #[serde(default = "scorch_model::spec::default_turn_limit")]
     pub turn_limit: u32,
     /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "d_device")]
+    #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
 }
 
@@ -98,12 +98,6 @@ fn yes() -> bool {
 }
 fn key_step() -> Reward {
     Reward::KeyStep
-}
-fn d_turns() -> u32 {
-    scorch_agent::format::DEFAULT_TURN_LIMIT
-}
-fn d_device() -> String {
-    "auto".into()
 }
 
 /// The reward of one finished episode that started after `prefix_len` steps.

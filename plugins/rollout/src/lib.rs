@@ -33,10 +33,10 @@ pub struct RolloutParams {
     #[serde(default)]
     pub sampling: SamplingParams,
     /// Turns per episode.
-    #[serde(default = "turns")]
+    #[serde(default = "scorch_model::spec::default_turn_limit")]
     pub turn_limit: u32,
     /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "auto")]
+    #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
     /// Keep only correct trajectories.
     #[serde(default)]
@@ -48,12 +48,6 @@ fn student() -> PolicySpec {
 }
 fn one() -> u32 {
     1
-}
-fn turns() -> u32 {
-    scorch_agent::format::DEFAULT_TURN_LIMIT
-}
-fn auto() -> String {
-    "auto".into()
 }
 
 /// Whether `answer` solves `task` (exact for the built-in suite; normalised for math;

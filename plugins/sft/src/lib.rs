@@ -99,7 +99,7 @@ pub struct SftParams {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<InitParams>,
     /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "d_device")]
+    #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
 }
 
@@ -126,9 +126,6 @@ fn d_wd() -> f64 {
 }
 fn yes() -> bool {
     true
-}
-fn d_device() -> String {
-    "auto".into()
 }
 
 /// The texts of a trajectory's chat (for tokenizer training).
