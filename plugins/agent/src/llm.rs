@@ -9,7 +9,7 @@ use minijinja::{Environment, context};
 use scorch_api::tables::{Author, Step, StepKind, Task};
 use serde::Serialize;
 
-use crate::format::{Message, Role, parse_step, render_messages, render_observation, render_step};
+use crate::format::{Message, Role, parse_step, render_messages, render_step};
 use crate::judge::parse_reply;
 use crate::teacher::{Cost, Demonstration, Teacher, TeacherError, Verdict};
 use crate::tool::Tool;
@@ -340,10 +340,4 @@ impl Teacher for LlmTeacher {
         let (text, cost) = self.ask(prompt).await?;
         Ok((says_yes(&text), cost))
     }
-}
-
-/// The observation text a policy sees after `step` (kept here so the teacher and the
-/// rollout node render observations alike).
-pub fn observation_message(step: &Step) -> Option<String> {
-    step.observation.as_deref().map(render_observation)
 }

@@ -2,7 +2,7 @@
 //! policy in one call, each reply is parsed into a step, and the step's code runs in that
 //! episode's own tool.
 
-use scorch_agent::format::{Message, Role, parse_step, render_messages};
+use scorch_agent::format::{Message, parse_step, render_messages};
 use scorch_agent::tool::Tool;
 use scorch_api::tables::{Author, Step, StepKind, StopReason, Task};
 
@@ -115,10 +115,4 @@ pub async fn run(
             ep.push(step, turn_limit);
         }
     }
-}
-
-/// Whether a message list ends with an observation (for callers checking turn order).
-pub fn ends_with_observation(chat: &[Message]) -> bool {
-    chat.last()
-        .is_some_and(|m| m.role == Role::User && m.content.starts_with("Observation:"))
 }

@@ -15,7 +15,7 @@
 //! A refusal or a failure becomes the step's observation; nothing reaches the host.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
@@ -322,9 +322,4 @@ impl Tool for PythonTool {
             }
         }
     }
-}
-
-/// The scratch folder of a tool, for tests that check nothing escaped it.
-pub fn is_inside(path: &Path, tool: &PythonTool) -> bool {
-    path.starts_with(tool.scratch())
 }
