@@ -750,56 +750,37 @@ async fn explain(wf: &Workflow, store: &Store, node: &str) -> Result<(), Failure
     Ok(())
 }
 
+type NodeLine = fn(usize, &str, &str) -> String;
+type EdgeLine = fn(usize, usize, &str) -> String;
+
 fn draw(wf: &Workflow, format: DagFormat) -> String {
-    let mut out = String::new();
-    let safe = |i: usize| format!("n{i}");
-    match format {
-        DagFormat::Mermaid => {
-            out.push_str("flowchart TD\n");
-            for (i, n) in wf.nodes.iter().enumerate() {
-                out.push_str(&format!(
-                    "  {}[\"{}<br/><i>{}</i>\"]\n",
-                    safe(i),
-                    n.id.replace('"', "'"),
-                    n.plugin.kind()
-                ));
-            }
-            for (i, n) in wf.nodes.iter().enumerate() {
-                for e in &n.inputs {
-                    out.push_str(&format!(
-                        "  {} -->|{}| {}\n",
-                        safe(e.node),
-                        e.output,
-                        safe(i)
-                    ));
-                }
-            }
-        }
-        DagFormat::Dot => {
-            out.push_str(&format!(
+    // One walk over nodes and edges; the format only decides how each line looks.
+    let (header, node, edge, footer): (String, NodeLine, EdgeLine, &str) = match format {
+        DagFormat::Mermaid => (
+            "flowchart TD\n".into(),
+            |i, id, kind| format!("  n{i}[\"{id}<br/><i>{kind}</i>\"]\n"),
+            |from, to, output| format!("  n{from} -->|{output}| n{to}\n"),
+            "",
+        ),
+        DagFormat::Dot => (
+            format!(
                 "digraph \"{}\" {{\n  rankdir=TB;\n",
                 wf.name.replace('"', "'")
-            ));
-            for (i, n) in wf.nodes.iter().enumerate() {
-                out.push_str(&format!(
-                    "  {} [label=\"{}\\n({})\", shape=box];\n",
-                    safe(i),
-                    n.id.replace('"', "'"),
-                    n.plugin.kind()
-                ));
-            }
-            for (i, n) in wf.nodes.iter().enumerate() {
-                for e in &n.inputs {
-                    out.push_str(&format!(
-                        "  {} -> {} [label=\"{}\"];\n",
-                        safe(e.node),
-                        safe(i),
-                        e.output
-                    ));
-                }
-            }
-            out.push_str("}\n");
+            ),
+            |i, id, kind| format!("  n{i} [label=\"{id}\\n({kind})\", shape=box];\n"),
+            |from, to, output| format!("  n{from} -> n{to} [label=\"{output}\"];\n"),
+            "}\n",
+        ),
+    };
+    let mut out = header;
+    for (i, n) in wf.nodes.iter().enumerate() {
+        out.push_str(&node(i, &n.id.replace('"', "'"), n.plugin.kind()));
+    }
+    for (i, n) in wf.nodes.iter().enumerate() {
+        for e in &n.inputs {
+            out.push_str(&edge(e.node, i, &e.output));
         }
     }
+    out.push_str(footer);
     out
 }

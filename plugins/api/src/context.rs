@@ -231,6 +231,15 @@ impl NodeContext {
         Ok(())
     }
 
+    /// The local directory of input blob set `name`, if that optional input is connected.
+    pub fn optional_blobs(&self, name: &str) -> Result<Option<PathBuf>, PluginError> {
+        if self.has_input(name) {
+            self.blobs(name).map(|d| Some(d.to_path_buf()))
+        } else {
+            Ok(None)
+        }
+    }
+
     /// The local directory of input blob set `name`.
     pub fn blobs(&self, name: &str) -> Result<&Path, PluginError> {
         match self.input(name)? {

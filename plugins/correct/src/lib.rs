@@ -13,7 +13,7 @@ use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
 use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, TableRow, Task, Trajectory};
-use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
+use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
 use scorch_model::episode::{self, Episode};
 use scorch_model::openai::{Endpoint, OpenAiClient};
 use scorch_model::spec::{PolicySpec, SamplingParams, chat_policy, system_for, tool_for};
@@ -245,22 +245,16 @@ impl Plugin for Correct {
                 "the oracle is a teacher; the student is `student` or an endpoint",
             ));
         }
-        let mut sig = Signature::new()
-            .input("tasks", Task::port())
-            .output("trajectories", Trajectory::port())
-            .output("repairs", RepairRecord::port());
-        if p.student == PolicySpec::Student {
-            sig = sig.input("model", PortType::Blobs);
-        }
-        Ok(sig)
+        Ok(p.student.add_inputs(
+            Signature::new()
+                .input("tasks", Task::port())
+                .output("trajectories", Trajectory::port())
+                .output("repairs", RepairRecord::port()),
+        ))
     }
     async fn run(&self, p: CorrectParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
-        let model = if ctx.has_input("model") {
-            Some(ctx.blobs("model")?.to_path_buf())
-        } else {
-            None
-        };
+        let model = ctx.optional_blobs("model")?;
         let (trajectories, records, cost, student_tokens) =
             mentor(&p, &tasks, model.as_deref(), ctx.seed()).await?;
         ctx.check_cancelled()?;

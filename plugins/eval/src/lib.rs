@@ -9,7 +9,7 @@ use scorch_agent::benchmarks::{answers, kind_of};
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
 use scorch_api::tables::{EvalResult, TableRow, Task, Trajectory};
-use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
+use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
 use scorch_model::spec::{PolicySpec, SamplingParams};
 use serde::{Deserialize, Serialize};
 
@@ -130,22 +130,16 @@ impl Plugin for Eval {
         if p.label.trim().is_empty() {
             return Err(ParamError::new("label", "give the arm a name"));
         }
-        let mut sig = Signature::new()
-            .input("tasks", Task::port())
-            .output("results", EvalResult::port())
-            .output("trajectories", Trajectory::port());
-        if p.policy == PolicySpec::Student {
-            sig = sig.input("model", PortType::Blobs);
-        }
-        Ok(sig)
+        Ok(p.policy.add_inputs(
+            Signature::new()
+                .input("tasks", Task::port())
+                .output("results", EvalResult::port())
+                .output("trajectories", Trajectory::port()),
+        ))
     }
     async fn run(&self, p: EvalParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
-        let model = if ctx.has_input("model") {
-            Some(ctx.blobs("model")?.to_path_buf())
-        } else {
-            None
-        };
+        let model = ctx.optional_blobs("model")?;
         let spec = scorch_rollout::RolloutSpec {
             policy: &p.policy,
             samples: p.samples,

@@ -28,6 +28,16 @@ pub enum PolicySpec {
     Endpoint(Endpoint),
 }
 
+impl PolicySpec {
+    /// Add the `model` checkpoint input that policy `student` reads.
+    pub fn add_inputs(&self, sig: scorch_api::Signature) -> scorch_api::Signature {
+        match self {
+            Self::Student => sig.input("model", scorch_api::PortType::Blobs),
+            _ => sig,
+        }
+    }
+}
+
 /// Sampling settings in node params.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -10,7 +10,7 @@ use scorch_agent::teacher::Teacher;
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
 use scorch_api::tables::{Author, StopReason, TableRow, Task, Trajectory};
-use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
+use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
 use scorch_model::episode::{self, Episode};
 use scorch_model::spec::{PolicySpec, SamplingParams, chat_policy, system_for, tool_for};
 use serde::{Deserialize, Serialize};
@@ -192,23 +192,17 @@ impl Plugin for Rollout {
         if p.samples == 0 {
             return Err(ParamError::new("samples", "at least one sample per task"));
         }
-        let mut sig = Signature::new()
-            .input("tasks", Task::port())
-            .output("trajectories", Trajectory::port());
-        if p.policy == PolicySpec::Student {
-            sig = sig.input("model", PortType::Blobs);
-        }
-        Ok(sig)
+        Ok(p.policy.add_inputs(
+            Signature::new()
+                .input("tasks", Task::port())
+                .output("trajectories", Trajectory::port()),
+        ))
     }
     async fn run(&self, p: RolloutParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         ctx.progress()
             .set_total(tasks.len() as u64 * u64::from(p.samples));
-        let model = if ctx.has_input("model") {
-            Some(ctx.blobs("model")?.to_path_buf())
-        } else {
-            None
-        };
+        let model = ctx.optional_blobs("model")?;
         let spec = RolloutSpec {
             policy: &p.policy,
             samples: p.samples,

@@ -273,11 +273,7 @@ impl Plugin for Sft {
                 "no trajectory to train on (after only_correct)",
             ));
         }
-        let model_dir = if ctx.has_input("model") {
-            Some(ctx.blobs("model")?.to_path_buf())
-        } else {
-            None
-        };
+        let model_dir = ctx.optional_blobs("model")?;
         let out_dir = ctx.blob_dir("checkpoint")?;
         let cancel = ctx.cancellation().clone();
         let seed = ctx.seed();
