@@ -163,11 +163,12 @@ pub fn generate(
     let mut input = Tensor::from_slice(&ids)
         .view([n as i64, width as i64])
         .to_device(device);
-    let mut cache = model.cache();
+    let mut cache = model.cache_with_reserve(max_new);
     tch::no_grad(|| -> Result<(), ModelError> {
         for _ in 0..max_new {
-            let logits = model.forward(&input, &attention, Some(&mut cache));
-            let last = logits.select(1, -1).to_kind(Kind::Float);
+            let last = model
+                .forward_last(&input, &attention, Some(&mut cache))
+                .to_kind(Kind::Float);
             let logp = last.log_softmax(-1, Kind::Float).to_device(Device::Cpu);
             let last = last.to_device(Device::Cpu);
             let vocab = last.size()[1] as usize;

@@ -183,6 +183,21 @@ impl Rotary {
         (cos, sin)
     }
 
+    /// cos and sin at positions `start..start + len` of every row, shaped (1, 1, len, head_dim).
+    fn span(&self, start: i64, len: i64, kind: Kind) -> (Tensor, Tensor) {
+        let cos = self
+            .cos
+            .narrow(0, start, len)
+            .view([1, 1, len, -1])
+            .to_kind(kind);
+        let sin = self
+            .sin
+            .narrow(0, start, len)
+            .view([1, 1, len, -1])
+            .to_kind(kind);
+        (cos, sin)
+    }
+
     /// Apply to `x` (batch, heads, time, head_dim) with the (cos, sin) of its positions.
     fn apply(x: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Tensor {
         let half = x.size()[3] / 2;
@@ -193,24 +208,76 @@ impl Rotary {
     }
 }
 
-/// Cached keys and values of one layer: (batch, kv_heads, time, head_dim).
+/// Cached keys and values of one layer: buffers of (batch, kv_heads, capacity, head_dim)
+/// of which the first `len` positions are filled. Appends write in place; a full buffer
+/// doubles, so a generation of T tokens copies O(T) values rather than O(T^2).
 #[derive(Debug)]
 pub struct LayerCache {
     k: Tensor,
     v: Tensor,
+    len: i64,
+}
+
+impl LayerCache {
+    fn append(slot: &mut Option<Self>, k: &Tensor, v: &Tensor, reserve: i64) -> (Tensor, Tensor) {
+        let t = k.size()[2];
+        let cache = match slot.take() {
+            Some(mut c) => {
+                let cap = c.k.size()[2];
+                if c.len + t > cap {
+                    let cap = (cap * 2).max(c.len + t);
+                    c.k = grow(&c.k, c.len, cap);
+                    c.v = grow(&c.v, c.len, cap);
+                }
+                c.k.narrow(2, c.len, t).copy_(k);
+                c.v.narrow(2, c.len, t).copy_(v);
+                c.len += t;
+                c
+            }
+            None => {
+                let cap = t + reserve.max(0);
+                Self {
+                    k: grow(k, t, cap),
+                    v: grow(v, t, cap),
+                    len: t,
+                }
+            }
+        };
+        let out = (
+            cache.k.narrow(2, 0, cache.len),
+            cache.v.narrow(2, 0, cache.len),
+        );
+        *slot = Some(cache);
+        out
+    }
+}
+
+/// A buffer of `cap` positions holding the first `len` positions of `x` (dim 2).
+fn grow(x: &Tensor, len: i64, cap: i64) -> Tensor {
+    let mut size = x.size();
+    size[2] = cap;
+    let buf = Tensor::empty(size.as_slice(), (x.kind(), x.device()));
+    buf.narrow(2, 0, len).copy_(&x.narrow(2, 0, len));
+    buf
 }
 
 /// The cache of every layer.
 #[derive(Debug, Default)]
 pub struct KvCache {
     layers: Vec<Option<LayerCache>>,
+    reserve: i64,
 }
 
 impl KvCache {
     /// An empty cache.
     pub fn new(layers: usize) -> Self {
+        Self::with_reserve(layers, 0)
+    }
+    /// An empty cache whose buffers keep room for `reserve` positions beyond the prompt.
+    pub fn with_reserve(layers: usize, reserve: usize) -> Self {
         Self {
             layers: (0..layers).map(|_| None).collect(),
+            reserve: reserve as i64,
         }
     }
     /// Cached positions.
@@ -218,7 +285,7 @@ impl KvCache {
         self.layers
             .first()
             .and_then(|l| l.as_ref())
-            .map_or(0, |c| c.k.size()[2])
+            .map_or(0, |c| c.len)
     }
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
@@ -292,7 +359,7 @@ impl Attention {
         rope: &(Tensor, Tensor),
         mask: Option<&Tensor>,
         causal: bool,
-        cache: Option<&mut Option<LayerCache>>,
+        cache: Option<(&mut Option<LayerCache>, i64)>,
     ) -> Tensor {
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
         let q = self
@@ -313,20 +380,7 @@ impl Attention {
         let q = Rotary::apply(&q, rope);
         let k = Rotary::apply(&k, rope);
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some(prev) => (
-                        Tensor::cat(&[&prev.k, &k], 2),
-                        Tensor::cat(&[&prev.v, &v], 2),
-                    ),
-                    None => (k, v),
-                };
-                *slot = Some(LayerCache {
-                    k: k.shallow_clone(),
-                    v: v.shallow_clone(),
-                });
-                (k, v)
-            }
+            Some((slot, reserve)) => LayerCache::append(slot, &k, &v, reserve),
             None => (k, v),
         };
         let groups = self.heads / self.kv_heads;
@@ -459,24 +513,74 @@ impl Qwen2 {
         KvCache::new(self.layers.len())
     }
 
+    /// A fresh cache with room for `reserve` positions beyond the first call's.
+    pub fn cache_with_reserve(&self, reserve: usize) -> KvCache {
+        KvCache::with_reserve(self.layers.len(), reserve)
+    }
+
     /// Logits (batch, time, vocab) of `ids` (batch, time).
     ///
     /// `attention` (batch, cached + time) is 1 for real tokens and 0 for padding; positions
     /// count real tokens only, so left-padded prompts behave like unpadded ones.
     pub fn forward(&self, ids: &Tensor, attention: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
+        self.head(&self.hidden(ids, attention, cache))
+    }
+
+    /// Like [`Qwen2::forward`], the logits (batch, vocab) of the last position only: what
+    /// sampling needs, without projecting every prompt position onto the vocabulary.
+    pub fn forward_last(
+        &self,
+        ids: &Tensor,
+        attention: &Tensor,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor {
+        self.head(&self.hidden(ids, attention, cache).select(1, -1))
+    }
+
+    fn head(&self, x: &Tensor) -> Tensor {
+        match &self.lm_head {
+            Some(head) => head.forward(x),
+            None => x.matmul(&self.embed_tokens.ws.transpose(0, 1)),
+        }
+    }
+
+    /// The final normed hidden states (batch, time, hidden).
+    fn hidden(&self, ids: &Tensor, attention: &Tensor, cache: Option<&mut KvCache>) -> Tensor {
         let (b, t) = ids.size2().unwrap_or((0, 0));
         let device = ids.device();
         let total = attention.size()[1];
         let past = total - t;
-        let positions_all = (attention.cumsum(1, Kind::Int64) - 1).clamp_min(0);
-        let positions = positions_all.narrow(1, past, t);
         let padded = i64::try_from(attention.min()).unwrap_or(0) < 1;
+        // Padding only on the right of a fresh batch (training) changes nothing for the real
+        // tokens under a causal mask: they never see a later position.
+        let right_padded = padded
+            && past == 0
+            && (total < 2
+                || bool::try_from(
+                    attention
+                        .narrow(1, 1, total - 1)
+                        .le_tensor(&attention.narrow(1, 0, total - 1))
+                        .all(),
+                )
+                .unwrap_or(false));
+        let positions = if padded && !right_padded {
+            let positions_all = (attention.cumsum(1, Kind::Int64) - 1).clamp_min(0);
+            Some(positions_all.narrow(1, past, t))
+        } else {
+            // Positions past..total on every row (right padding: the pads' positions do not
+            // matter, nothing real attends to them).
+            None
+        };
         // Without padding, one new token sees everything cached and a fresh prompt is plainly
         // causal: no mask to build. Otherwise combine causality and padding.
         let (mask, causal) = if !padded && t == 1 {
             (None, false)
-        } else if !padded && past == 0 {
+        } else if (!padded || right_padded) && past == 0 {
             (None, true)
+        } else if t == 1 {
+            // One new token after a left-padded prompt: only the padding is hidden.
+            let keep = attention.to_kind(Kind::Bool).view([b, 1, 1, total]);
+            (Some(keep), false)
         } else {
             let q_idx = Tensor::arange_start(past, total, (Kind::Int64, device)).view([t, 1]);
             let k_idx = Tensor::arange(total, (Kind::Int64, device)).view([1, total]);
@@ -486,13 +590,17 @@ impl Qwen2 {
             let diag = k_idx.eq_tensor(&q_idx).view([1, 1, t, total]);
             (Some(causal.logical_and(&keep).logical_or(&diag)), false)
         };
-        let rope = self.rotary.at(&positions, self.embed_tokens.ws.kind());
+        let kind = self.embed_tokens.ws.kind();
+        let rope = match &positions {
+            Some(p) => self.rotary.at(p, kind),
+            None => self.rotary.span(past, t, kind),
+        };
         let mut x = self.embed_tokens.forward(ids);
         let mut cache = cache;
         // Residual adds stay out of place: autograd needs the inputs of every norm.
         #[allow(clippy::assign_op_pattern)]
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.reserve));
             let h = layer.self_attn.forward(
                 &layer.input_layernorm.forward(&x),
                 &rope,
@@ -506,10 +614,6 @@ impl Qwen2 {
                 .forward(&layer.post_attention_layernorm.forward(&x));
             x = x + h;
         }
-        let x = self.norm.forward(&x);
-        match &self.lm_head {
-            Some(head) => head.forward(&x),
-            None => x.matmul(&self.embed_tokens.ws.transpose(0, 1)),
-        }
+        self.norm.forward(&x)
     }
 }

@@ -124,3 +124,71 @@ fn accumulated_gradients_match_one_big_batch() {
         );
     }
 }
+
+#[test]
+fn padding_and_batching_change_no_sequence() {
+    let (ck, seqs) = setup(7);
+    // Sequences of different lengths: alone, and right-padded in one batch.
+    let picked: Seqs = [0usize, 5, 11, 15]
+        .iter()
+        .map(|&i| {
+            let (ids, m) = &seqs[i];
+            let cut = ids.len() - i % 3;
+            (ids[..cut].to_vec(), m[..cut].to_vec())
+        })
+        .collect();
+    let batch = collate(&picked, 0, Device::Cpu).unwrap();
+    let together = token_logprobs(&ck.model, &batch.ids, &batch.attention);
+    for (row, seq) in picked.iter().enumerate() {
+        let alone = collate(std::slice::from_ref(seq), 0, Device::Cpu).unwrap();
+        let lp = token_logprobs(&ck.model, &alone.ids, &alone.attention);
+        let n = seq.0.len() as i64 - 1;
+        let d = f64::try_from(
+            (together.get(row as i64).narrow(0, 0, n) - lp.get(0))
+                .abs()
+                .max(),
+        )
+        .unwrap();
+        assert!(d < 1e-5, "row {row}: logprobs differ by {d}");
+    }
+    // Greedy generation: a left-padded batch gives what each prompt gives alone, and the
+    // cache (which grows past its first size) gives what a full forward pass gives.
+    let prompts: Vec<Vec<i64>> = picked.iter().map(|s| s.0.clone()).collect();
+    let s = scorch_model::generate::Sampling {
+        temperature: 0.0,
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let batched =
+        scorch_model::generate::generate(&ck.model, &prompts, &s, 0, |_, _| false).unwrap();
+    for (p, g) in prompts.iter().zip(&batched) {
+        let alone =
+            scorch_model::generate::generate(&ck.model, std::slice::from_ref(p), &s, 0, |_, _| {
+                false
+            })
+            .unwrap();
+        assert_eq!(alone[0].ids, g.ids);
+        let mut seq = p.clone();
+        for &tok in &g.ids {
+            let ids = tch::Tensor::from_slice(&seq).view([1, -1]);
+            let att = ids.ones_like();
+            let logits = ck.model.forward(&ids, &att, None);
+            let best = i64::try_from(logits.get(0).get(-1).argmax(0, false)).unwrap();
+            assert_eq!(best, tok, "the cached step disagrees with a full pass");
+            seq.push(tok);
+        }
+    }
+    // A cache with no room reserved grows as it goes and still agrees.
+    let mut cache = ck.model.cache();
+    let p = &prompts[0];
+    let mut seq = p.clone();
+    let mut input = tch::Tensor::from_slice(p).view([1, -1]);
+    for &tok in &batched[0].ids {
+        let att = tch::Tensor::ones([1, seq.len() as i64], (Kind::Int64, Device::Cpu));
+        let logits = ck.model.forward_last(&input, &att, Some(&mut cache));
+        assert_eq!(i64::try_from(logits.get(0).argmax(0, false)).unwrap(), tok);
+        seq.push(tok);
+        input = tch::Tensor::from_slice(&[tok]).view([1, 1]);
+    }
+    assert_eq!(cache.len() as usize, seq.len() - 1);
+}
