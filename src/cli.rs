@@ -503,7 +503,21 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 .exists()
                 .then(|| load(&file, &scorch::builtin::registry(), &LoadOptions::default()).ok())
                 .flatten()
-                .map(|wf| (draw(&wf, DagFormat::Mermaid), draw(&wf, DagFormat::Dot)));
+                .map(|wf| scorch::summary::DagDrawing {
+                    mermaid: draw(&wf, DagFormat::Mermaid),
+                    dot: draw(&wf, DagFormat::Dot),
+                    nodes: wf
+                        .nodes
+                        .iter()
+                        .map(|n| (n.id.clone(), n.plugin.kind().to_owned()))
+                        .collect(),
+                    edges: wf
+                        .nodes
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(i, n)| n.inputs.iter().map(move |e| (e.node, i)))
+                        .collect(),
+                });
             let dir = out.unwrap_or_else(|| PathBuf::from(format!("report-{}", record.id)));
             let results = scorch::summary::write(&store, &record, dag, &dir).await?;
             print!("{}", scorch::summary::results_markdown(&results));

@@ -7,6 +7,7 @@ pub mod dag;
 pub mod error;
 pub mod interp;
 pub mod plan;
+pub mod plots;
 pub mod progress;
 pub mod record;
 pub mod run;

@@ -1,5 +1,7 @@
 //! `scorch report RUN`: one folder with the results table (Markdown and Parquet), wall time
-//! per node, teacher cost, the DAG (Mermaid and Graphviz) and an HTML page tying them together.
+//! per node, teacher cost, PNG figures (accuracy by stage, SFT loss, RL reward, the mix of
+//! reward classes, the DAG), the DAG as Mermaid and Graphviz text, and an HTML page tying them
+//! together.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,7 +9,7 @@ use std::path::Path;
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use scorch_api::tables::{EvalResult, TableRow};
+use scorch_api::tables::{EvalResult, TableRow, TrainStep};
 
 use crate::error::{EngineError, EngineErrorKind};
 use crate::record::RunRecord;
@@ -18,38 +20,54 @@ pub async fn collect_results(
     store: &Store,
     record: &RunRecord,
 ) -> Result<Vec<EvalResult>, EngineError> {
+    Ok(collect_rows::<EvalResult>(store, record, "results", None)
+        .await?
+        .into_iter()
+        .flat_map(|(_, rows)| rows)
+        .collect())
+}
+
+/// The rows of output `port` of every node (of `kind`, if given) that has it, by node id.
+pub async fn collect_rows<T: TableRow>(
+    store: &Store,
+    record: &RunRecord,
+    port: &str,
+    kind: Option<&str>,
+) -> Result<Vec<(String, Vec<T>)>, EngineError> {
     let mut out = Vec::new();
     for node in &record.nodes {
-        let Some(output) = node.outputs.get("results") else {
+        if kind.is_some_and(|k| k != node.kind) {
+            continue;
+        }
+        let Some(output) = node.outputs.get(port) else {
             continue;
         };
+        let corrupt = |e: String| {
+            EngineError::new(
+                EngineErrorKind::Corrupt,
+                format!("`{port}` of `{}`: {e}", node.id),
+            )
+        };
         let artifact = store.artifact(&output.artifact).await?;
+        let mut rows = Vec::new();
         for f in &artifact.files {
             let bytes: Bytes = store
                 .objects()
                 .get(&Store::object_path(&f.object))
                 .await
-                .map_err(|e| EngineError::store("reading a results table", e))?
+                .map_err(|e| EngineError::store("reading a table", e))?
                 .bytes()
                 .await
-                .map_err(|e| EngineError::store("reading a results table", e))?;
+                .map_err(|e| EngineError::store("reading a table", e))?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
                 .and_then(|b| b.build())
-                .map_err(|e| {
-                    EngineError::new(
-                        EngineErrorKind::Corrupt,
-                        format!("results of `{}`: {e}", node.id),
-                    )
-                })?;
+                .map_err(|e| corrupt(e.to_string()))?;
             for batch in reader {
-                let batch =
-                    batch.map_err(|e| EngineError::new(EngineErrorKind::Corrupt, e.to_string()))?;
-                out.extend(
-                    EvalResult::from_batch(&batch)
-                        .map_err(|e| EngineError::new(EngineErrorKind::Corrupt, e.to_string()))?,
-                );
+                let batch = batch.map_err(|e| corrupt(e.to_string()))?;
+                rows.extend(T::from_batch(&batch).map_err(|e| corrupt(e.to_string()))?);
             }
         }
+        out.push((node.id.clone(), rows));
     }
     Ok(out)
 }
@@ -149,12 +167,194 @@ fn md_table_to_html(md: &str) -> String {
     out
 }
 
+/// The workflow's DAG, for the report: Mermaid and Graphviz text and the graph itself.
+#[derive(Debug, Clone, Default)]
+pub struct DagDrawing {
+    /// Mermaid text.
+    pub mermaid: String,
+    /// Graphviz text.
+    pub dot: String,
+    /// `(id, kind)` of every node, in workflow order.
+    pub nodes: Vec<(String, String)>,
+    /// `(producer, consumer)` indices into `nodes`.
+    pub edges: Vec<(usize, usize)>,
+}
+
+/// The figures of the report, each written as a PNG in `dir`; returns `(file, caption)` of
+/// those drawn (a figure without data is left out).
+pub async fn figures(
+    store: &Store,
+    record: &RunRecord,
+    results: &[EvalResult],
+    dag: Option<&DagDrawing>,
+    dir: &Path,
+) -> Result<Vec<(String, String)>, EngineError> {
+    let mut drawn = Vec::new();
+    if !results.is_empty() {
+        let mut arms: Vec<String> = Vec::new();
+        let mut splits: Vec<String> = Vec::new();
+        let suites: std::collections::BTreeSet<&str> =
+            results.iter().map(|r| r.suite.as_str()).collect();
+        let series_of = |r: &EvalResult| {
+            if suites.len() > 1 {
+                format!("{}/{}", r.suite, r.split)
+            } else {
+                r.split.clone()
+            }
+        };
+        for r in results {
+            if !arms.contains(&r.label) {
+                arms.push(r.label.clone());
+            }
+            let sname = series_of(r);
+            if !splits.contains(&sname) {
+                splits.push(sname);
+            }
+        }
+        let series: Vec<(String, Vec<f64>)> = splits
+            .iter()
+            .map(|sp| {
+                let values = arms
+                    .iter()
+                    .map(|arm| {
+                        let hits: Vec<&EvalResult> = results
+                            .iter()
+                            .filter(|r| &r.label == arm && &series_of(r) == sp)
+                            .collect();
+                        let n: u64 = hits.iter().map(|r| u64::from(r.n)).sum();
+                        hits.iter()
+                            .map(|r| r.accuracy * f64::from(r.n))
+                            .sum::<f64>()
+                            / n.max(1) as f64
+                    })
+                    .collect();
+                (sp.clone(), values)
+            })
+            .collect();
+        crate::plots::bars(
+            &dir.join("accuracy.png"),
+            "Accuracy by stage",
+            "accuracy",
+            &arms,
+            &series,
+            1.0,
+        )?;
+        drawn.push(("accuracy.png".into(), "Accuracy by stage and split".into()));
+    }
+    let curves = |tables: Vec<(String, Vec<TrainStep>)>, pick: fn(&TrainStep) -> f64| {
+        tables
+            .into_iter()
+            .filter(|(_, rows)| !rows.is_empty())
+            .map(|(id, rows)| {
+                let pts = rows.iter().map(|r| (f64::from(r.step), pick(r))).collect();
+                (id, pts)
+            })
+            .collect::<Vec<(String, Vec<(f64, f64)>)>>()
+    };
+    let loss = curves(
+        collect_rows::<TrainStep>(store, record, "loss", Some("sft")).await?,
+        |r| r.loss,
+    );
+    if !loss.is_empty() {
+        crate::plots::lines(
+            &dir.join("sft_loss.png"),
+            "SFT loss",
+            "step",
+            "masked NLL",
+            &loss,
+        )?;
+        drawn.push(("sft_loss.png".into(), "SFT loss per step".into()));
+    }
+    let reward = curves(
+        collect_rows::<TrainStep>(store, record, "metrics", Some("rl")).await?,
+        |r| r.reward,
+    );
+    if !reward.is_empty() {
+        crate::plots::lines(
+            &dir.join("rl_reward.png"),
+            "RL reward",
+            "step",
+            "mean reward",
+            &reward,
+        )?;
+        drawn.push(("rl_reward.png".into(), "Mean RL reward per step".into()));
+    }
+    let mix: Vec<(String, Vec<(String, f64)>)> = record
+        .nodes
+        .iter()
+        .filter(|n| n.kind == "rl")
+        .map(|n| {
+            let classes: Vec<(String, f64)> = n
+                .metrics
+                .iter()
+                .filter(|m| m.step.is_none())
+                .filter_map(|m| {
+                    m.name
+                        .strip_prefix("reward_class_")
+                        .map(|c| (c.to_owned(), m.value))
+                })
+                .collect();
+            (n.id.clone(), classes)
+        })
+        .filter(|(_, c)| c.iter().any(|x| x.1 > 0.0))
+        .collect();
+    if !mix.is_empty() {
+        let groups: Vec<String> = mix.iter().map(|m| m.0.clone()).collect();
+        let mut names: Vec<String> = Vec::new();
+        for (_, classes) in &mix {
+            for (c, v) in classes {
+                if *v > 0.0 && !names.contains(c) {
+                    names.push(c.clone());
+                }
+            }
+        }
+        let series: Vec<(String, Vec<f64>)> = names
+            .iter()
+            .map(|c| {
+                let values = mix
+                    .iter()
+                    .map(|(_, classes)| {
+                        let total: f64 = classes.iter().map(|x| x.1).sum();
+                        classes
+                            .iter()
+                            .find(|x| &x.0 == c)
+                            .map_or(0.0, |x| x.1 / total.max(1.0))
+                    })
+                    .collect();
+                (c.clone(), values)
+            })
+            .collect();
+        crate::plots::bars(
+            &dir.join("reward_mix.png"),
+            "Reward classes of the RL episodes",
+            "share of episodes",
+            &groups,
+            &series,
+            1.0,
+        )?;
+        drawn.push((
+            "reward_mix.png".into(),
+            "The mix of reward classes (key-step reward)".into(),
+        ));
+    }
+    if let Some(d) = dag {
+        crate::plots::dag(
+            &dir.join("dag.png"),
+            &format!("workflow {}", record.workflow),
+            &d.nodes,
+            &d.edges,
+        )?;
+        drawn.push(("dag.png".into(), "The workflow's DAG".into()));
+    }
+    Ok(drawn)
+}
+
 /// Write the report of `record` into `dir`. `dag` is the (Mermaid, dot) drawing of the
 /// workflow when its file is still there.
 pub async fn write(
     store: &Store,
     record: &RunRecord,
-    dag: Option<(String, String)>,
+    dag: Option<DagDrawing>,
     dir: &Path,
 ) -> Result<Vec<EvalResult>, EngineError> {
     let io =
@@ -178,7 +378,18 @@ pub async fn write(
         results = md_table_to_html(&results_md),
         nodes = md_table_to_html(&nodes_md),
     );
-    if let Some((mermaid, dot)) = dag {
+    let drawn = figures(store, record, &results, dag.as_ref(), dir).await?;
+    if !drawn.is_empty() {
+        html.push_str("<h2>Figures</h2>\n");
+        for (file, caption) in &drawn {
+            let _ = writeln!(
+                html,
+                "<figure><img src=\"{file}\" alt=\"{c}\" style=\"max-width:100%\"><figcaption>{c}</figcaption></figure>",
+                c = html_escape(caption)
+            );
+        }
+    }
+    if let Some(DagDrawing { mermaid, dot, .. }) = dag {
         std::fs::write(dir.join("dag.mmd"), &mermaid).map_err(io)?;
         std::fs::write(dir.join("dag.dot"), &dot).map_err(io)?;
         let _ = write!(

@@ -155,4 +155,38 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
             .unwrap()
             .contains("digraph \"score\"")
     );
+    // The figures are PNG images of a plausible size, linked from the page.
+    for png in [
+        "accuracy.png",
+        "sft_loss.png",
+        "rl_reward.png",
+        "reward_mix.png",
+        "dag.png",
+    ] {
+        let bytes = std::fs::read(p.path().join("rep").join(png)).unwrap();
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{png} is not a PNG"
+        );
+        assert!(bytes.len() > 5_000, "{png}: {} bytes", bytes.len());
+        assert!(
+            html.contains(&format!("<img src=\"{png}\"")),
+            "{png} not linked"
+        );
+    }
+    // The mix of reward classes counts every RL episode of the run.
+    let rl = rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == "score_rl")
+        .unwrap();
+    let episodes: f64 = rl["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["name"].as_str().unwrap().starts_with("reward_class_"))
+        .map(|m| m["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(episodes, 2.0 * 2.0 * 2.0, "rl_steps x prompts x group");
 }

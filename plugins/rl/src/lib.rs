@@ -100,6 +100,55 @@ fn key_step() -> Reward {
     Reward::KeyStep
 }
 
+/// What an episode earned, by the key-step rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RewardClass {
+    /// The final answer is right (1.0).
+    Solved,
+    /// Wrong answer; the first new step is equivalent to the teacher's step (0.5).
+    TeacherStep,
+    /// Wrong answer; the first new step repeats the student's wrong step (0).
+    WrongStep,
+    /// Wrong answer; the first new step is neither (0.1).
+    Other,
+    /// Wrong answer under the sparse reward (0).
+    Wrong,
+    /// No final answer (0).
+    NoAnswer,
+}
+
+impl RewardClass {
+    /// Every class, in report order.
+    pub const ALL: [Self; 6] = [
+        Self::Solved,
+        Self::TeacherStep,
+        Self::Other,
+        Self::WrongStep,
+        Self::Wrong,
+        Self::NoAnswer,
+    ];
+    /// The reward.
+    pub fn value(self) -> f64 {
+        match self {
+            Self::Solved => 1.0,
+            Self::TeacherStep => 0.5,
+            Self::Other => 0.1,
+            Self::WrongStep | Self::Wrong | Self::NoAnswer => 0.0,
+        }
+    }
+    /// The name used in metrics (`reward_class_<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Solved => "solved",
+            Self::TeacherStep => "teacher_step",
+            Self::WrongStep => "wrong_step",
+            Self::Other => "other_step",
+            Self::Wrong => "wrong_answer",
+            Self::NoAnswer => "no_answer",
+        }
+    }
+}
+
 /// The reward of one finished episode that started after `prefix_len` steps.
 pub async fn reward(
     kind: Reward,
@@ -109,17 +158,31 @@ pub async fn reward(
     final_answer: Option<&str>,
     prefix_len: usize,
 ) -> f64 {
+    reward_class(kind, prompt, task, steps, final_answer, prefix_len)
+        .await
+        .value()
+}
+
+/// The class of one finished episode that started after `prefix_len` steps.
+pub async fn reward_class(
+    kind: Reward,
+    prompt: &RlPrompt,
+    task: &Task,
+    steps: &[Step],
+    final_answer: Option<&str>,
+    prefix_len: usize,
+) -> RewardClass {
     if final_answer.is_none() {
-        return 0.0;
+        return RewardClass::NoAnswer;
     }
     if scorch_rollout::is_correct(task, final_answer) {
-        return 1.0;
+        return RewardClass::Solved;
     }
     if kind == Reward::Sparse {
-        return 0.0;
+        return RewardClass::Wrong;
     }
     let Some(first) = steps.get(prefix_len) else {
-        return 0.1;
+        return RewardClass::Other;
     };
     let prefix = &steps[..prefix_len];
     let same = |other: &Option<scorch_api::tables::Step>| {
@@ -136,11 +199,11 @@ pub async fn reward(
         }
     };
     if same(&prompt.chosen).await {
-        0.5
+        RewardClass::TeacherStep
     } else if same(&prompt.rejected).await {
-        0.0
+        RewardClass::WrongStep
     } else {
-        0.1
+        RewardClass::Other
     }
 }
 
@@ -220,6 +283,7 @@ impl Plugin for Rl {
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
         let mut order: Vec<usize> = Vec::new();
         let mut log = Vec::with_capacity(p.steps);
+        let mut classes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
         if prompts.is_empty() {
             return Err(PluginError::failed("no RL prompt to train on"));
         }
@@ -279,17 +343,17 @@ impl Plugin for Rl {
                 } else {
                     0
                 };
-                rewards.push(
-                    reward(
-                        p.reward,
-                        &prompts[pi],
-                        task,
-                        steps,
-                        answer.as_deref(),
-                        start,
-                    )
-                    .await,
-                );
+                let class = reward_class(
+                    p.reward,
+                    &prompts[pi],
+                    task,
+                    steps,
+                    answer.as_deref(),
+                    start,
+                )
+                .await;
+                *classes.entry(class.name()).or_insert(0u64) += 1;
+                rewards.push(class.value());
             }
             let mut adv = Vec::with_capacity(rewards.len());
             for chunk in rewards.chunks(p.group_size) {
@@ -369,6 +433,10 @@ impl Plugin for Rl {
                 reward: mean_reward,
             });
             ctx.progress().advance(1);
+        }
+        for class in RewardClass::ALL {
+            let n = classes.get(class.name()).copied().unwrap_or(0);
+            ctx.metric(&format!("reward_class_{}", class.name()), n as f64);
         }
         let dir = ctx.blob_dir("checkpoint")?;
         policy.lock().save(&dir).map_err(fail)?;
