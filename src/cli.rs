@@ -77,6 +77,20 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Compare the arms of an experiment run: success with intervals across seeds, the
+    /// paired difference against a baseline arm, McNemar per seed, teacher cost per arm.
+    Compare {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The arm (eval `label`) that differences are taken against.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Folder to write (default: `compare-<run id>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Remove staging leftovers and unreferenced artifacts.
     Gc {
         #[command(flatten)]
@@ -489,6 +503,47 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             } else {
                 print_record(&record);
             }
+            Ok(())
+        }
+        Command::Compare {
+            run: id,
+            store,
+            baseline,
+            out,
+        } => {
+            let store = open_store(&store, None)?;
+            let record = find_run(&store, &id).await?;
+            let file = PathBuf::from(&record.file);
+            let wf = load(&file, &scorch::builtin::registry(), &LoadOptions::default())
+                .map_err(|_| {
+                    EngineError::usage(format!(
+                        "the workflow file {} of run {} is needed to trace teacher cost; it is gone or no longer valid",
+                        record.file, record.id
+                    ))
+                })?;
+            let graph = scorch::compare::Graph {
+                nodes: wf
+                    .nodes
+                    .iter()
+                    .map(|n| (n.id.clone(), n.plugin.kind().to_owned()))
+                    .collect(),
+                inputs: wf
+                    .nodes
+                    .iter()
+                    .map(|n| {
+                        n.inputs
+                            .iter()
+                            .map(|e| (e.node, e.output.clone(), e.input.clone()))
+                            .collect()
+                    })
+                    .collect(),
+            };
+            let arms =
+                scorch::compare::compare(&store, &record, &graph, baseline.as_deref()).await?;
+            let dir = out.unwrap_or_else(|| PathBuf::from(format!("compare-{}", record.id)));
+            scorch::compare::write(&arms, baseline.as_deref(), &dir)?;
+            print!("{}", scorch::compare::markdown(&arms, baseline.as_deref()));
+            println!("comparison written to {}", dir.display());
             Ok(())
         }
         Command::Report {

@@ -3,6 +3,7 @@
 
 pub mod builtin;
 pub mod cache;
+pub mod compare;
 pub mod dag;
 pub mod error;
 pub mod interp;
@@ -12,6 +13,7 @@ pub mod progress;
 pub mod record;
 pub mod run;
 pub mod spec;
+pub mod stats;
 pub mod store;
 pub mod summary;
 pub mod workflow;

@@ -2,14 +2,16 @@
 //! needed no repair kept with probability 0.5) and the RL half (`rl_prompts` from the *last*
 //! repair — the verified prefix, chosen = the teacher's step, rejected = the student's — plus
 //! unrepaired tasks with an empty prefix: hard ones with probability 0.5, easy ones 0.1).
-//! In warm-start mode it keeps correct teacher demonstrations for a share of the tasks.
+//! In warm-start mode it keeps correct teacher demonstrations for a share of the tasks; in
+//! `count` and `budget` modes it picks baseline demonstrations of equal size or equal teacher
+//! cost.
 #![deny(missing_docs)]
 
 use std::collections::BTreeMap;
 
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
-use scorch_api::tables::{RepairRecord, RlPrompt, TableRow, Task, Trajectory};
+use scorch_api::tables::{Author, RepairRecord, RlPrompt, TableRow, Task, Trajectory};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +27,13 @@ pub enum Mode {
     Score,
     /// Warm start: a share of the teacher's correct demonstrations.
     WarmStart,
+    /// A baseline of equal size: the first correct demonstrations, as many as the `like`
+    /// table has rows (BC+: as many trajectories as SCoRe kept).
+    Count,
+    /// A baseline of equal teacher cost: the first correct demonstrations while their
+    /// teacher-written steps stay within those of the `spent` table (BC at the teacher cost
+    /// of mentored solving).
+    Budget,
 }
 
 /// Params of `filter`.
@@ -151,6 +160,30 @@ pub fn score_split(
     (sft, rl)
 }
 
+/// Steps the teacher wrote in `trajectories` (demonstrations and repairs).
+pub fn teacher_steps(trajectories: &[Trajectory]) -> usize {
+    trajectories
+        .iter()
+        .flat_map(|t| &t.steps)
+        .filter(|s| s.author == Author::Teacher)
+        .count()
+}
+
+/// The first correct demonstrations whose teacher-written steps add up to at most `budget`.
+pub fn within_budget(demos: Vec<Trajectory>, budget: usize) -> Vec<Trajectory> {
+    let mut used = 0;
+    let mut keep = Vec::new();
+    for t in demos.into_iter().filter(|t| t.correct) {
+        let cost = teacher_steps(std::slice::from_ref(&t));
+        if used + cost > budget {
+            break;
+        }
+        used += cost;
+        keep.push(t);
+    }
+    keep
+}
+
 #[async_trait]
 impl Plugin for Filter {
     type Params = FilterParams;
@@ -185,6 +218,14 @@ impl Plugin for Filter {
             Mode::WarmStart => Signature::new()
                 .input("trajectories", Trajectory::port())
                 .output("sft", Trajectory::port()),
+            Mode::Count => Signature::new()
+                .input("trajectories", Trajectory::port())
+                .input("like", Trajectory::port())
+                .output("sft", Trajectory::port()),
+            Mode::Budget => Signature::new()
+                .input("trajectories", Trajectory::port())
+                .input("spent", Trajectory::port())
+                .output("sft", Trajectory::port()),
         })
     }
     async fn run(&self, p: FilterParams, ctx: &NodeContext) -> Result<(), PluginError> {
@@ -196,6 +237,26 @@ impl Plugin for Filter {
                     .filter(|t| t.correct && draw(ctx.seed(), "warm", &t.task_id) < p.warm_share)
                     .collect();
                 ctx.metric("kept", keep.len() as f64);
+                ctx.write_rows("sft", &keep)
+            }
+            Mode::Count => {
+                let like: Vec<Trajectory> = ctx.read_rows("like").await?;
+                let keep: Vec<Trajectory> = trajectories
+                    .into_iter()
+                    .filter(|t| t.correct)
+                    .take(like.len())
+                    .collect();
+                // Fewer than wanted when the demonstrations run out: the metrics tell.
+                ctx.metric("wanted", like.len() as f64);
+                ctx.metric("kept", keep.len() as f64);
+                ctx.metric("teacher_steps", teacher_steps(&keep) as f64);
+                ctx.write_rows("sft", &keep)
+            }
+            Mode::Budget => {
+                let spent: Vec<Trajectory> = ctx.read_rows("spent").await?;
+                let keep = within_budget(trajectories, teacher_steps(&spent));
+                ctx.metric("kept", keep.len() as f64);
+                ctx.metric("teacher_steps", teacher_steps(&keep) as f64);
                 ctx.write_rows("sft", &keep)
             }
             Mode::Score => {
