@@ -126,6 +126,41 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         "a rerun executes no node"
     );
 
+    // The baseline and the ablations share score.yaml's nodes: after it, only what differs
+    // would run.
+    for (file, differ) in [
+        (
+            "workflows/ablations/rl_full_horizon.yaml",
+            &["score_rl", "eval_score_rl"][..],
+        ),
+        (
+            "workflows/ablations/rl_sparse_reward.yaml",
+            &["score_rl", "eval_score_rl"][..],
+        ),
+        ("workflows/baselines/bc.yaml", &["bc_sft", "eval_bc"][..]),
+    ] {
+        let other = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(file);
+        let out = p.scorch(&[
+            "plan",
+            &other.display().to_string(),
+            "--set",
+            "profile=smoke",
+            "--json",
+        ]);
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for n in plan["nodes"].as_array().unwrap() {
+            let id = n["id"].as_str().unwrap();
+            let base = id.split('[').next().unwrap();
+            let cached = n["status"] == "cached";
+            assert_eq!(
+                cached,
+                !differ.contains(&base),
+                "{file}: {id} is {}",
+                n["status"]
+            );
+        }
+    }
+
     // The end of a run prints the results table; `scorch report` writes the report folder.
     let out = p.scorch(&["run", &wf, "--set", "profile=smoke", "-q"]);
     let printed = common::text(&out.stdout);

@@ -13,6 +13,9 @@ use crate::generate::{Finish, Sampling, generate};
 use crate::openai::ChatResult;
 use crate::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, decode, token_id};
 
+/// Most sequences generated in one batch.
+const CHUNK: usize = 64;
+
 /// Sampling settings of a chat request to the local model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SampleOptions {
@@ -80,7 +83,7 @@ impl LocalModel {
         &self.name
     }
 
-    /// Complete many chats in one batched generation (blocking: call from a worker thread).
+    /// Complete many chats in batched generations (blocking: call from a worker thread).
     pub fn complete_batch(
         &self,
         chats: &[Vec<Message>],
@@ -116,16 +119,28 @@ impl LocalModel {
             seed: o.seed,
         };
         let stops = &o.stop;
-        let gens = if prompts.is_empty() {
-            Vec::new()
-        } else {
-            generate(&ck.model, &prompts, &sampling, pad, |_, ids| {
+        // Generate in chunks of similar length: little padding, and memory bounded however
+        // many chats come (attention over a padded batch grows with batch x length^2).
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by_key(|&i| (prompts[i].len(), i));
+        let mut slots: Vec<Option<crate::generate::Generation>> = vec![None; prompts.len()];
+        for (c, chunk) in order.chunks(CHUNK).enumerate() {
+            let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+            let sampling = Sampling {
+                seed: sampling.seed.wrapping_add(c as u64),
+                ..sampling.clone()
+            };
+            let out = generate(&ck.model, &batch, &sampling, pad, |_, ids| {
                 !stops.is_empty() && {
                     let tail = &ids[ids.len().saturating_sub(16)..];
                     decode(tk, tail).is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
                 }
-            })?
-        };
+            })?;
+            for (&i, g) in chunk.iter().zip(out) {
+                slots[i] = Some(g);
+            }
+        }
+        let gens: Vec<crate::generate::Generation> = slots.into_iter().flatten().collect();
         let mut gens = gens.into_iter();
         let mut out = Vec::with_capacity(all.len());
         for p in &all {
