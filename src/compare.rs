@@ -184,10 +184,13 @@ pub async fn compare(
     let mut out = Vec::new();
     for ((arm, split), mut runs) in groups.clone() {
         runs.sort_by(|a, b| a.seed.cmp(&b.seed));
-        let mean = mean_t(
+        // A t interval of a share can cross 0 or 1; the share cannot.
+        let mut mean = mean_t(
             &runs.iter().map(|r| r.success.estimate).collect::<Vec<_>>(),
             0.95,
         );
+        mean.lo = mean.lo.max(0.0);
+        mean.hi = mean.hi.min(1.0);
         let base = baseline
             .filter(|b| *b != arm)
             .and_then(|b| groups.get(&(b.to_owned(), split.clone())));

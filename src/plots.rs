@@ -189,12 +189,17 @@ pub fn scatter(
         .iter()
         .flat_map(|a| a.1.iter().map(|p| p.0).chain([a.2.0]));
     let x1 = xs.fold(1.0f64, f64::max) * 1.1;
+    // Zoom to the data: small success rates would sit flat on the axis of a 0..1 scale.
+    let ys = arms
+        .iter()
+        .flat_map(|a| a.1.iter().map(|p| p.1).chain([a.3.1]));
+    let y1 = (ys.fold(0.0f64, f64::max) * 1.15).clamp(0.02, 1.05);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 24))
         .margin(16)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(-0.02 * x1..x1, 0.0..1.05)
+        .build_cartesian_2d(-0.02 * x1..x1, 0.0..y1)
         .map_err(|e| fail(title, e))?;
     chart
         .configure_mesh()

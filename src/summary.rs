@@ -15,15 +15,16 @@ use crate::error::{EngineError, EngineErrorKind};
 use crate::record::RunRecord;
 use crate::store::Store;
 
-/// Every `results` table a run's nodes produced (the `eval` nodes), in node order.
+/// Every `results` row a run's nodes produced (the `eval` nodes), in node order, with the
+/// node that produced it.
 pub async fn collect_results(
     store: &Store,
     record: &RunRecord,
-) -> Result<Vec<EvalResult>, EngineError> {
+) -> Result<Vec<(String, EvalResult)>, EngineError> {
     Ok(collect_rows::<EvalResult>(store, record, "results", None)
         .await?
         .into_iter()
-        .flat_map(|(_, rows)| rows)
+        .flat_map(|(node, rows)| rows.into_iter().map(move |r| (node.clone(), r)))
         .collect())
 }
 
@@ -73,14 +74,14 @@ pub async fn collect_rows<T: TableRow>(
 }
 
 /// The results as a Markdown table.
-pub fn results_markdown(results: &[EvalResult]) -> String {
+pub fn results_markdown(results: &[(String, EvalResult)]) -> String {
     let mut s = String::from(
-        "| arm | suite | split | n | accuracy | pass@k | mean turns | mean tokens |\n|---|---|---|---|---|---|---|---|\n",
+        "| arm | suite | split | n | accuracy | pass@k | mean turns | mean tokens | node |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    for r in results {
+    for (node, r) in results {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.1}% | {:.1}% | {:.2} | {:.1} |",
+            "| {} | {} | {} | {} | {:.1}% | {:.1}% | {:.2} | {:.1} | {node} |",
             r.label,
             r.suite,
             r.split,
@@ -356,12 +357,13 @@ pub async fn write(
     record: &RunRecord,
     dag: Option<DagDrawing>,
     dir: &Path,
-) -> Result<Vec<EvalResult>, EngineError> {
+) -> Result<Vec<(String, EvalResult)>, EngineError> {
     let io =
         |e: std::io::Error| EngineError::io(format!("writing the report in {}", dir.display()), e);
     std::fs::create_dir_all(dir).map_err(io)?;
-    let results = collect_results(store, record).await?;
-    let results_md = results_markdown(&results);
+    let with_nodes = collect_results(store, record).await?;
+    let results_md = results_markdown(&with_nodes);
+    let results: Vec<EvalResult> = with_nodes.iter().map(|(_, r)| r.clone()).collect();
     let nodes_md = nodes_markdown(record);
     std::fs::write(dir.join("results.md"), &results_md).map_err(io)?;
     std::fs::write(dir.join("nodes.md"), &nodes_md).map_err(io)?;
@@ -400,5 +402,5 @@ pub async fn write(
     }
     html.push_str("</body></html>\n");
     std::fs::write(dir.join("index.html"), html).map_err(io)?;
-    Ok(results)
+    Ok(with_nodes)
 }
