@@ -1,5 +1,31 @@
 //! Command-line parsing and the commands' output.
 
+/// `print!` for the command's output: a reader that has gone away (`scorch runs | head`)
+/// ends the command quietly instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::emit(format_args!($($t)*), false) };
+}
+
+/// `println!` for the command's output; see [`out!`].
+macro_rules! outln {
+    () => { $crate::cli::emit(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::emit(format_args!($($t)*), true) };
+}
+
+/// Write to stdout; on a closed pipe, exit with success (the reader asked for no more).
+pub(crate) fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    let written = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = written
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -266,7 +292,7 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Workflow(e, as_json)) => {
             if as_json {
-                println!("{}", workflow_error_json(&e));
+                outln!("{}", workflow_error_json(&e));
             } else {
                 eprint!("{}", crate::report::render(&e));
                 eprintln!("error: {} problem(s) in {}", e.diagnostics.len(), e.file);
@@ -359,12 +385,12 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     .iter()
                     .map(|n| json!({"id": n.id, "kind": n.plugin.kind()}))
                     .collect();
-                println!(
+                outln!(
                     "{}",
                     json!({"ok": true, "workflow": wf.name, "nodes": nodes})
                 );
             } else {
-                println!(
+                outln!(
                     "{}: ok — workflow `{}`, {} node(s)",
                     args.workflow.display(),
                     wf.name,
@@ -378,20 +404,20 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let store = open_store(&args.store, Some(&wf))?;
             let entries = plan(&wf, &store, &run_options(&args.select, None)).await?;
             if args.wf.json {
-                println!(
+                outln!(
                     "{}",
                     json!({"workflow": wf.name, "store": store.url(), "nodes": entries})
                 );
             } else {
                 let width = entries.iter().map(|e| e.id.len()).max().unwrap_or(4);
                 for e in &entries {
-                    println!("{:width$}  {}", e.id, e.describe());
+                    outln!("{:width$}  {}", e.id, e.describe());
                 }
                 let runs = entries
                     .iter()
                     .filter(|e| matches!(e.status, PlanStatus::Runs | PlanStatus::Pending))
                     .count();
-                println!(
+                outln!(
                     "{} node(s): {} cached, {} to run",
                     entries.len(),
                     entries
@@ -434,12 +460,12 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             ));
             let record = run(&wf, &store, &opts, cancel, &reporter).await?;
             if args.wf.json {
-                println!("{}", serde_json::to_string(&record).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&record).unwrap_or_default());
             } else {
                 print_record(&record);
                 let results = scorch::summary::collect_results(&store, &record).await?;
                 if !results.is_empty() {
-                    println!("\n{}", scorch::summary::results_markdown(&results));
+                    outln!("\n{}", scorch::summary::results_markdown(&results));
                 }
             }
             match record.status {
@@ -450,7 +476,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Dag { wf: args, format } => {
             let wf = load_workflow(&args)?;
-            print!("{}", draw(&wf, format));
+            out!("{}", draw(&wf, format));
             Ok(())
         }
         Command::Runs { store, json } => {
@@ -464,17 +490,20 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 }
             }
             if json {
-                println!("{}", serde_json::to_string(&records).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&records).unwrap_or_default());
             } else if records.is_empty() {
-                println!("no runs in {}", store.url());
+                outln!("no runs in {}", store.url());
             } else {
-                println!(
+                outln!(
                     "{:<24}  {:<10}  {:<16}  {:>8}  nodes",
-                    "run", "status", "workflow", "time"
+                    "run",
+                    "status",
+                    "workflow",
+                    "time"
                 );
                 for r in &records {
                     let status = effective_status(r);
-                    println!(
+                    outln!(
                         "{:<24}  {:<10}  {:<16}  {:>7.1}s  {} ran, {} cached, {} failed",
                         r.id,
                         status,
@@ -496,7 +525,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let store = open_store(&store, None)?;
             let record = find_run(&store, &id).await?;
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&record).unwrap_or_default()
                 );
@@ -542,8 +571,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 scorch::compare::compare(&store, &record, &graph, baseline.as_deref()).await?;
             let dir = out.unwrap_or_else(|| PathBuf::from(format!("compare-{}", record.id)));
             scorch::compare::write(&arms, baseline.as_deref(), &dir)?;
-            print!("{}", scorch::compare::markdown(&arms, baseline.as_deref()));
-            println!("comparison written to {}", dir.display());
+            out!("{}", scorch::compare::markdown(&arms, baseline.as_deref()));
+            outln!("comparison written to {}", dir.display());
             Ok(())
         }
         Command::Report {
@@ -575,8 +604,8 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                 });
             let dir = out.unwrap_or_else(|| PathBuf::from(format!("report-{}", record.id)));
             let results = scorch::summary::write(&store, &record, dag, &dir).await?;
-            print!("{}", scorch::summary::results_markdown(&results));
-            println!("report written to {}", dir.join("index.html").display());
+            out!("{}", scorch::summary::results_markdown(&results));
+            outln!("report written to {}", dir.join("index.html").display());
             Ok(())
         }
         Command::Explain {
@@ -596,13 +625,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             let store = open_store(&store, None)?;
             let report = gc(&store, dry_run).await?;
             if json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                outln!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 let verb = if dry_run { "would remove" } else { "removed" };
                 if report.kept_for_live_runs {
-                    println!("a run is in progress: unreferenced artifacts are kept until it ends");
+                    outln!("a run is in progress: unreferenced artifacts are kept until it ends");
                 }
-                println!(
+                outln!(
                     "{verb} {} staging folder(s), {} artifact(s), {} object(s) ({} bytes) from {}",
                     report.staging_dirs.len(),
                     report.artifacts.len(),
@@ -615,7 +644,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Plugins => {
             for p in scorch::builtin::registry().plugins() {
-                println!("{:<10} v{:<4} {}", p.kind(), p.version(), p.description());
+                outln!("{:<10} v{:<4} {}", p.kind(), p.version(), p.description());
             }
             Ok(())
         }
@@ -630,7 +659,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                         EngineError::usage(format!("no table kind `{kind}`; kinds: tasks, trajectories, repairs, rl_prompts"))
                     })?,
             };
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&schema).unwrap_or_default()
             );
@@ -698,7 +727,7 @@ fn effective_status(r: &RunRecord) -> String {
 
 fn print_record(r: &RunRecord) {
     let width = r.nodes.iter().map(|n| n.id.len()).max().unwrap_or(4).max(4);
-    println!("{:width$}  {:<9}  {:>8}  detail", "node", "outcome", "time");
+    outln!("{:width$}  {:<9}  {:>8}  detail", "node", "outcome", "time");
     for n in &r.nodes {
         let detail = n
             .error
@@ -715,14 +744,14 @@ fn print_record(r: &RunRecord) {
                     .join(", ")
             });
         let detail = detail.lines().next().unwrap_or("").to_owned();
-        println!(
+        outln!(
             "{:width$}  {:<9}  {:>7.2}s  {detail}",
             n.id,
             n.outcome.to_string(),
             n.duration_ms as f64 / 1000.0
         );
     }
-    println!(
+    outln!(
         "run {} {}: {} ran, {} cached, {} failed, {} skipped in {:.2}s",
         r.id,
         effective_status(r),
@@ -748,19 +777,19 @@ async fn explain(wf: &Workflow, store: &Store, node: &str) -> Result<(), Failure
     })?;
     let entries = plan(wf, store, &RunOptions::default()).await?;
     let e = &entries[idx];
-    println!(
+    outln!(
         "node     {} ({} v{})",
         e.id,
         e.kind,
         wf.nodes[idx].plugin.version()
     );
-    println!(
+    outln!(
         "key      {}",
         e.key
             .as_deref()
             .unwrap_or("unknown until upstream nodes run")
     );
-    println!("status   {}", e.describe());
+    outln!("status   {}", e.describe());
     let mark = |changed: bool| {
         if e.last.is_none() {
             "(never ran)"
@@ -772,47 +801,49 @@ async fn explain(wf: &Workflow, store: &Store, node: &str) -> Result<(), Failure
     };
     if let Some(c) = &e.components {
         let last = e.last.as_ref();
-        println!("components:");
-        println!(
+        outln!("components:");
+        outln!(
             "  format   {:<66} {}",
             c.format,
             mark(last.is_some_and(|l| l.format != c.format))
         );
-        println!(
+        outln!(
             "  kind     {:<66} {}",
             c.kind,
             mark(last.is_some_and(|l| l.kind != c.kind))
         );
-        println!(
+        outln!(
             "  version  {:<66} {}",
             c.version,
             mark(last.is_some_and(|l| l.version != c.version))
         );
-        println!(
+        outln!(
             "  params   {:<66} {}",
             scorch::cache::canonical_json(&c.params),
             mark(last.is_some_and(|l| l.params != c.params))
         );
-        println!(
+        outln!(
             "  seed     {:<66} {}",
             c.seed,
             mark(last.is_some_and(|l| l.seed != c.seed))
         );
         for (name, hash) in &c.inputs {
             let changed = last.is_some_and(|l| l.inputs.get(name) != Some(hash));
-            println!("  input {name:<3}{:<66} {}", hash, mark(changed));
+            outln!("  input {name:<3}{:<66} {}", hash, mark(changed));
         }
         if let Some(l) = last {
             let changes = c.changes_since(l);
             if !changes.is_empty() {
-                println!("changed since it last ran: {}", changes.join("; "));
+                outln!("changed since it last ran: {}", changes.join("; "));
             }
         }
     } else {
         for edge in &wf.nodes[idx].inputs {
-            println!(
+            outln!(
                 "  input {:<10} from `{}.{}` (not computed yet)",
-                edge.input, wf.nodes[edge.node].id, edge.output
+                edge.input,
+                wf.nodes[edge.node].id,
+                edge.output
             );
         }
     }

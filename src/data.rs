@@ -25,7 +25,7 @@ pub(crate) fn import(files: &[std::path::PathBuf], out: &Path) -> Result<(), Fai
     let mut repairs: Vec<RepairRecord> = Vec::new();
     for f in files {
         let imported = scorch_agent::reference::import_file(f).map_err(usage)?;
-        println!(
+        outln!(
             "{}: {} trajectories, {} repair records",
             f.display(),
             imported.trajectories.len(),
@@ -36,10 +36,10 @@ pub(crate) fn import(files: &[std::path::PathBuf], out: &Path) -> Result<(), Fai
     }
     std::fs::create_dir_all(out).map_err(failed)?;
     write_rows(&out.join("trajectories.parquet"), &trajectories).map_err(failed)?;
-    println!("wrote {}", out.join("trajectories.parquet").display());
+    outln!("wrote {}", out.join("trajectories.parquet").display());
     if !repairs.is_empty() {
         write_rows(&out.join("repairs.parquet"), &repairs).map_err(failed)?;
-        println!("wrote {}", out.join("repairs.parquet").display());
+        outln!("wrote {}", out.join("repairs.parquet").display());
     }
     Ok(())
 }
@@ -47,7 +47,7 @@ pub(crate) fn import(files: &[std::path::PathBuf], out: &Path) -> Result<(), Fai
 pub(crate) fn export_chat(table: &Path, out: &Path, system: &str) -> Result<(), Failure> {
     let rows: Vec<Trajectory> = read_rows(table).map_err(usage)?;
     std::fs::write(out, scorch_agent::export::chat_jsonl(&rows, system)).map_err(failed)?;
-    println!("wrote {} conversations to {}", rows.len(), out.display());
+    outln!("wrote {} conversations to {}", rows.len(), out.display());
     Ok(())
 }
 
@@ -58,11 +58,11 @@ pub(crate) fn tasks(split: &str, count: u64, seed: u64, out: Option<&Path>) -> R
     match out {
         Some(path) => {
             write_rows(path, &rows).map_err(failed)?;
-            println!("wrote {} tasks to {}", rows.len(), path.display());
+            outln!("wrote {} tasks to {}", rows.len(), path.display());
         }
         None => {
             for t in &rows {
-                println!("{}\t{}\t{}", t.task_id, t.answer, t.question);
+                outln!("{}\t{}\t{}", t.task_id, t.answer, t.question);
             }
         }
     }

@@ -107,3 +107,25 @@ fn builtin_tasks_are_written_as_a_tasks_table() {
         scorch_agent::suite::tasks(3, scorch_agent::suite::Split::Hard, 0, 25)
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    // `scorch tasks | head -1`: the pipe closes long before the ~1 MB of output is written.
+    let p = Project::new();
+    let mut child = p
+        .cmd(&["tasks", "--count", "5000"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("panicked"),
+        "{}",
+        text(&out.stderr)
+    );
+}
