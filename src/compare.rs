@@ -182,7 +182,13 @@ pub async fn compare(
         }
     }
     let mut out = Vec::new();
-    for ((arm, split), mut runs) in groups.clone() {
+    // The baseline's runs by split (the only ones a difference needs beside the arm's own).
+    let baseline_runs: BTreeMap<String, Vec<RunOutcome>> = groups
+        .iter()
+        .filter(|((arm, _), _)| Some(arm.as_str()) == baseline)
+        .map(|((_, split), runs)| (split.clone(), runs.clone()))
+        .collect();
+    for ((arm, split), mut runs) in groups {
         runs.sort_by(|a, b| a.seed.cmp(&b.seed));
         // A t interval of a share can cross 0 or 1; the share cannot.
         let mut mean = mean_t(
@@ -193,7 +199,7 @@ pub async fn compare(
         mean.hi = mean.hi.min(1.0);
         let base = baseline
             .filter(|b| *b != arm)
-            .and_then(|b| groups.get(&(b.to_owned(), split.clone())));
+            .and_then(|_| baseline_runs.get(&split));
         let (mut xs, mut ys, mut mcnemar) = (Vec::new(), Vec::new(), Vec::new());
         if let Some(base) = base {
             for r in &runs {

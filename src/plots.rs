@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -52,6 +53,27 @@ fn canvas(
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail("the background", e))?;
     Ok(root)
+}
+
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Draw the legend at `position` and write the file.
+fn finish<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    root: &DrawingArea<BitMapBackend<'b>, Shift>,
+    position: SeriesLabelPosition,
+    title: &str,
+) -> Result<(), EngineError> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 14))
+        .draw()
+        .map_err(|e| fail(title, e))?;
+    root.present().map_err(|e| fail(title, e))
 }
 
 /// Grouped bars: one group per `groups` entry, one bar per series, heights in 0..=`y_max`.
@@ -113,14 +135,7 @@ pub fn bars(
             )
         }))
         .map_err(|e| fail(title, e))?;
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| fail(title, e))?;
-    root.present().map_err(|e| fail(title, e))
+    finish(&mut chart, &root, SeriesLabelPosition::MiddleRight, title)
 }
 
 /// Line curves `(name, points)` on one chart.
@@ -163,14 +178,7 @@ pub fn lines(
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| fail(title, e))?;
-    root.present().map_err(|e| fail(title, e))
+    finish(&mut chart, &root, SeriesLabelPosition::MiddleRight, title)
 }
 
 /// One point per run and the arm's mean with error bars: `(arm, points, mean, (lo, hi))`.
@@ -232,15 +240,7 @@ pub fn scatter(
             .draw_series([Cross::new(*mean, 8, c.stroke_width(3))])
             .map_err(|e| fail(title, e))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .label_font(("sans-serif", 14))
-        .draw()
-        .map_err(|e| fail(title, e))?;
-    root.present().map_err(|e| fail(title, e))
+    finish(&mut chart, &root, SeriesLabelPosition::LowerRight, title)
 }
 
 /// A DAG drawn in layers (each node one row below its deepest input): boxes named

@@ -13,13 +13,7 @@ use std::path::PathBuf;
 use common::Project;
 
 fn metric(rec: &serde_json::Value, node: &str, name: &str) -> f64 {
-    let n = rec["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == node)
-        .unwrap_or_else(|| panic!("no node {node}"));
-    n["metrics"]
+    common::node(rec, node)["metrics"]
         .as_array()
         .unwrap()
         .iter()

@@ -13,12 +13,7 @@ use scorch_api::parquet_io::read_rows;
 use scorch_api::tables::{Author, EvalResult, RepairRecord, RlPrompt, Task, TrainStep, Trajectory};
 
 fn artifact_files(p: &Project, rec: &serde_json::Value, node: &str, output: &str) -> PathBuf {
-    let n = rec["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == node)
-        .unwrap_or_else(|| panic!("no node {node}"));
+    let n = common::node(rec, node);
     let hash = n["outputs"][output]["artifact"]
         .as_str()
         .unwrap_or_else(|| panic!("{node}.{output}: {n}"));
@@ -210,13 +205,7 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         );
     }
     // The mix of reward classes counts every RL episode of the run.
-    let rl = rec["nodes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["id"] == "score_rl")
-        .unwrap();
-    let episodes: f64 = rl["metrics"]
+    let episodes: f64 = common::node(&rec, "score_rl")["metrics"]
         .as_array()
         .unwrap()
         .iter()

@@ -109,3 +109,13 @@ nodes:
     kind: total
     inputs: {table: {from: shifted.table}}
 "#;
+
+/// The record of node `id` in a run record (`run --json`).
+pub fn node<'a>(rec: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    rec["nodes"]
+        .as_array()
+        .expect("a run record has nodes")
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node {id}"))
+}

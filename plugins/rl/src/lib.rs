@@ -149,20 +149,6 @@ impl RewardClass {
     }
 }
 
-/// The reward of one finished episode that started after `prefix_len` steps.
-pub async fn reward(
-    kind: Reward,
-    prompt: &RlPrompt,
-    task: &Task,
-    steps: &[Step],
-    final_answer: Option<&str>,
-    prefix_len: usize,
-) -> f64 {
-    reward_class(kind, prompt, task, steps, final_answer, prefix_len)
-        .await
-        .value()
-}
-
 /// The class of one finished episode that started after `prefix_len` steps.
 pub async fn reward_class(
     kind: Reward,
