@@ -5,7 +5,7 @@ import json, sys, time
 import torch
 from transformers import Qwen2ForCausalLM
 
-d, batch, prompt_len, new_tokens, train_steps, seq_len = sys.argv[1], *map(int, sys.argv[2:7])
+d, batch, prompt_len, new_tokens, train_steps, seq_len, reps = sys.argv[1], *map(int, sys.argv[2:8])
 torch.manual_seed(0)
 model = Qwen2ForCausalLM.from_pretrained(d, torch_dtype=torch.float32).eval()
 vocab = model.config.vocab_size
@@ -13,10 +13,12 @@ ids = torch.randint(3, vocab, (batch, prompt_len))
 mask = torch.ones_like(ids)
 with torch.no_grad():
     model.generate(ids[:2, :8], attention_mask=mask[:2, :8], max_new_tokens=4, do_sample=False, pad_token_id=0)
-    t = time.perf_counter()
-    out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None)
-    gen_s = time.perf_counter() - t
-assert out.shape[1] == prompt_len + new_tokens
+    gen = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, eos_token_id=None)
+        gen.append(batch * new_tokens / (time.perf_counter() - t))
+        assert out.shape[1] == prompt_len + new_tokens
 model.train()
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.98), weight_decay=0.01)
 x = torch.randint(3, vocab, (batch, seq_len))
@@ -30,8 +32,11 @@ def step():
     opt.step()
     opt.zero_grad()
 step()
-t = time.perf_counter()
-for _ in range(train_steps):
-    step()
-train_s = time.perf_counter() - t
-print(json.dumps({"gen_tokens_per_s": batch * new_tokens / gen_s, "train_tokens_per_s": train_steps * batch * seq_len / train_s, "threads": torch.get_num_threads()}))
+train = []
+for _ in range(reps):
+    t = time.perf_counter()
+    for _ in range(train_steps):
+        step()
+    train.append(train_steps * batch * seq_len / (time.perf_counter() - t))
+median = lambda xs: sorted(xs)[len(xs) // 2]
+print(json.dumps({"gen_tokens_per_s": median(gen), "train_tokens_per_s": median(train), "threads": torch.get_num_threads()}))

@@ -99,6 +99,9 @@ pub fn read_weights(dir: &Path) -> Result<HashMap<String, Tensor>, ModelError> {
     Ok(out)
 }
 
+/// Held while a seed is set on torch's global generator and drawn from.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl Checkpoint {
     /// Load an HF-layout folder onto `device`, with weights in `kind`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
@@ -157,6 +160,11 @@ impl Checkpoint {
         seed: u64,
     ) -> Result<Self, ModelError> {
         config.validate().map_err(ModelError::Config)?;
+        // torch's generator is global: seeding it and drawing from it must not interleave
+        // with another initialisation in this process (parallel nodes, parallel tests).
+        let _guard = TORCH_RNG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let model = Qwen2::new(&vs.root(), config);

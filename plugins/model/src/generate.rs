@@ -111,13 +111,75 @@ fn sample(logits: &[f32], s: &Sampling, rng: &mut ChaCha8Rng) -> usize {
     probs.last().map_or(0, |p| p.0)
 }
 
+/// Fewest sequences worth a worker thread of their own.
+const MIN_SHARD: usize = 8;
+
 /// Continue each prompt. `stop_check(i, new_ids)` may end sequence `i` early (stop strings).
+///
+/// On the CPU, a batch is split into one shard per torch thread, and each shard runs on a
+/// thread of its own with one intra-op thread: a decode step is many small kernels, and two
+/// cores each stepping half the batch beat two cores sharing every kernel (and waiting for
+/// each other at the end of each). Sequence `i` draws from the same seeded sampler whichever
+/// shard it lands in.
 pub fn generate(
     model: &Qwen2,
     prompts: &[Vec<i64>],
     s: &Sampling,
     pad: i64,
-    mut stop_check: impl FnMut(usize, &[i64]) -> bool,
+    stop_check: impl Fn(usize, &[i64]) -> bool + Sync,
+) -> Result<Vec<Generation>, ModelError> {
+    let n = prompts.len();
+    let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
+    let shards = threads.min(n / MIN_SHARD);
+    if shards < 2 || model.device() != Device::Cpu {
+        return generate_shard(model, prompts, 0, s, pad, &stop_check);
+    }
+    let size = n.div_ceil(shards);
+    let ready = std::sync::Barrier::new(prompts.chunks(size).len() + 1);
+    let results: Vec<Result<Vec<Generation>, ModelError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = prompts
+            .chunks(size)
+            .enumerate()
+            .map(|(k, chunk)| {
+                let replica = model.replica();
+                let (ready, stop_check) = (&ready, &stop_check);
+                scope.spawn(move || {
+                    // Settle this thread's lazy thread-count set-up before choosing one.
+                    let _ = tch::get_num_threads();
+                    tch::set_num_threads(1);
+                    ready.wait();
+                    generate_shard(&replica, chunk, k * size, s, pad, stop_check)
+                })
+            })
+            .collect();
+        // Setting a thread's count also sets torch's default for threads yet to start:
+        // put it back once every worker has its own.
+        ready.wait();
+        tch::set_num_threads(i32::try_from(threads).unwrap_or(1));
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    Err(ModelError::Torch("a generation worker panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let mut out = Vec::with_capacity(n);
+    for r in results {
+        out.extend(r?);
+    }
+    Ok(out)
+}
+
+/// [`generate`] on one thread; `offset` is the index of `prompts[0]` in the whole batch.
+fn generate_shard(
+    model: &Qwen2,
+    prompts: &[Vec<i64>],
+    offset: usize,
+    s: &Sampling,
+    pad: i64,
+    stop_check: &(impl Fn(usize, &[i64]) -> bool + Sync),
 ) -> Result<Vec<Generation>, ModelError> {
     let n = prompts.len();
     if n == 0 {
@@ -155,7 +217,10 @@ pub fn generate(
         .collect();
     let mut live: Vec<usize> = (0..n).collect();
     let mut rngs: Vec<ChaCha8Rng> = (0..n)
-        .map(|i| ChaCha8Rng::seed_from_u64(s.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        .map(|i| {
+            let i = (offset + i) as u64;
+            ChaCha8Rng::seed_from_u64(s.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        })
         .collect();
     let mut attention = Tensor::from_slice(&mask)
         .view([n as i64, width as i64])
@@ -184,7 +249,7 @@ pub fn generate(
                 g.logprobs.push(lps[row * vocab + tok]);
                 if s.stop_tokens.contains(&(tok as i64)) {
                     g.finish = Finish::StopToken;
-                } else if stop_check(seq, &g.ids) {
+                } else if stop_check(offset + seq, &g.ids) {
                     g.finish = Finish::StopCheck;
                 } else {
                     still.push(row as i64);

@@ -119,6 +119,12 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
+    fn replica(&self) -> Self {
+        Self {
+            weight: self.weight.shallow_clone(),
+            eps: self.eps,
+        }
+    }
     fn new(vs: nn::Path, size: i64, eps: f64) -> Self {
         Self {
             weight: vs.ones("weight", &[size]),
@@ -392,7 +398,19 @@ impl Attention {
         } else {
             (k, v)
         };
-        let y = Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false);
+        let y = if t == 1 {
+            // One new token over the whole cache (a decode step): two batched products,
+            // faster here than the fused kernel's per-head blocks. Padding is hidden by the
+            // mask; the new token itself is always real, so no row is all masked.
+            let scale = 1.0 / (self.head_dim as f64).sqrt();
+            let mut scores = (q * scale).matmul(&k.transpose(2, 3));
+            if let Some(keep) = mask {
+                scores = scores.masked_fill(&keep.logical_not(), f64::NEG_INFINITY);
+            }
+            scores.softmax(-1, Kind::Float).to_kind(k.kind()).matmul(&v)
+        } else {
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false)
+        };
         self.o_proj.forward(&y.transpose(1, 2).contiguous().view([
             b,
             t,
@@ -429,6 +447,37 @@ impl Module for Mlp {
     }
 }
 
+fn linear_replica(l: &nn::Linear) -> nn::Linear {
+    nn::Linear {
+        ws: l.ws.shallow_clone(),
+        bs: l.bs.as_ref().map(Tensor::shallow_clone),
+    }
+}
+
+impl Layer {
+    fn replica(&self) -> Self {
+        let a = &self.self_attn;
+        Self {
+            self_attn: Attention {
+                q_proj: linear_replica(&a.q_proj),
+                k_proj: linear_replica(&a.k_proj),
+                v_proj: linear_replica(&a.v_proj),
+                o_proj: linear_replica(&a.o_proj),
+                heads: a.heads,
+                kv_heads: a.kv_heads,
+                head_dim: a.head_dim,
+            },
+            mlp: Mlp {
+                gate_proj: linear_replica(&self.mlp.gate_proj),
+                up_proj: linear_replica(&self.mlp.up_proj),
+                down_proj: linear_replica(&self.mlp.down_proj),
+            },
+            input_layernorm: self.input_layernorm.replica(),
+            post_attention_layernorm: self.post_attention_layernorm.replica(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Layer {
     self_attn: Attention,
@@ -442,7 +491,8 @@ struct Layer {
 pub struct Qwen2 {
     /// The configuration.
     pub config: Config,
-    embed_tokens: nn::Embedding,
+    /// `model.embed_tokens.weight` (vocab, hidden).
+    embed_tokens: Tensor,
     layers: Vec<Layer>,
     norm: RmsNorm,
     lm_head: Option<nn::Linear>,
@@ -454,11 +504,13 @@ impl Qwen2 {
     /// Build the model's variables under `vs` (the var store's root), with HF's paths.
     pub fn new(vs: &nn::Path, config: Config) -> Self {
         let m = vs / "model";
-        let embed_tokens = nn::embedding(
-            &m / "embed_tokens",
-            config.vocab_size,
-            config.hidden_size,
-            Default::default(),
+        let embed_tokens = (&m / "embed_tokens").var(
+            "weight",
+            &[config.vocab_size, config.hidden_size],
+            nn::Init::Randn {
+                mean: 0.,
+                stdev: 1.,
+            },
         );
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
@@ -503,6 +555,24 @@ impl Qwen2 {
         }
     }
 
+    /// The same model under new handles: every weight is shared (same storage, same
+    /// autograd leaf), so a replica can run on another thread while gradients still reach
+    /// the original variables.
+    pub fn replica(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+            embed_tokens: self.embed_tokens.shallow_clone(),
+            layers: self.layers.iter().map(Layer::replica).collect(),
+            norm: self.norm.replica(),
+            lm_head: self.lm_head.as_ref().map(linear_replica),
+            rotary: Rotary {
+                cos: self.rotary.cos.shallow_clone(),
+                sin: self.rotary.sin.shallow_clone(),
+            },
+            device: self.device,
+        }
+    }
+
     /// Where the weights live.
     pub fn device(&self) -> tch::Device {
         self.device
@@ -540,7 +610,7 @@ impl Qwen2 {
     fn head(&self, x: &Tensor) -> Tensor {
         match &self.lm_head {
             Some(head) => head.forward(x),
-            None => x.matmul(&self.embed_tokens.ws.transpose(0, 1)),
+            None => x.matmul(&self.embed_tokens.transpose(0, 1)),
         }
     }
 
@@ -590,12 +660,12 @@ impl Qwen2 {
             let diag = k_idx.eq_tensor(&q_idx).view([1, 1, t, total]);
             (Some(causal.logical_and(&keep).logical_or(&diag)), false)
         };
-        let kind = self.embed_tokens.ws.kind();
+        let kind = self.embed_tokens.kind();
         let rope = match &positions {
             Some(p) => self.rotary.at(p, kind),
             None => self.rotary.span(past, t, kind),
         };
-        let mut x = self.embed_tokens.forward(ids);
+        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
         let mut cache = cache;
         // Residual adds stay out of place: autograd needs the inputs of every norm.
         #[allow(clippy::assign_op_pattern)]

@@ -192,3 +192,56 @@ fn padding_and_batching_change_no_sequence() {
     }
     assert_eq!(cache.len() as usize, seq.len() - 1);
 }
+
+#[test]
+fn sharded_generation_matches_one_thread() {
+    let (ck, seqs) = setup(9);
+    let prompts: Vec<Vec<i64>> = seqs.iter().map(|s| s.0[..s.0.len() - 4].to_vec()).collect();
+    assert!(prompts.len() >= 16, "enough prompts for two shards");
+    let s = scorch_model::generate::Sampling {
+        temperature: 1.0,
+        max_new_tokens: 10,
+        seed: 5,
+        ..Default::default()
+    };
+    // Sequence 13 is stopped by the caller after three tokens: the check sees whole-batch
+    // indices whichever shard runs it.
+    let stop = |i: usize, ids: &[i64]| i == 13 && ids.len() == 3;
+    let run = |threads: i32| {
+        tch::set_num_threads(threads);
+        let out = scorch_model::generate::generate(&ck.model, &prompts, &s, 0, stop).unwrap();
+        assert_eq!(
+            tch::get_num_threads(),
+            threads,
+            "the caller keeps its threads"
+        );
+        out
+    };
+    let one = run(1);
+    let two = run(2);
+    assert_eq!(one.len(), prompts.len());
+    for (i, (a, b)) in one.iter().zip(&two).enumerate() {
+        assert_eq!(a.ids, b.ids, "sequence {i}");
+        assert_eq!(a.finish, b.finish, "sequence {i}");
+        for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
+            assert!((x - y).abs() < 1e-4, "sequence {i}: {x} vs {y}");
+        }
+    }
+    assert_eq!(two[13].ids.len(), 3);
+    assert_eq!(two[13].finish, scorch_model::generate::Finish::StopCheck);
+}
+
+#[test]
+fn a_seed_gives_the_same_weights_when_models_start_at_once() {
+    let handles: Vec<_> = (0..4)
+        .map(|i| std::thread::spawn(move || setup(if i % 2 == 0 { 3 } else { 4 }).0))
+        .collect();
+    let models: Vec<Checkpoint> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let same = |a: &Checkpoint, b: &Checkpoint| {
+        let vb = b.vs.variables();
+        a.vs.variables().iter().all(|(k, v)| v.equal(&vb[k]))
+    };
+    assert!(same(&models[0], &models[2]), "seed 3 twice");
+    assert!(same(&models[1], &models[3]), "seed 4 twice");
+    assert!(!same(&models[0], &models[1]), "seeds 3 and 4 differ");
+}

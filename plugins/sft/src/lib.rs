@@ -331,7 +331,6 @@ impl Plugin for Sft {
                     min_lr_ratio: p.min_lr_ratio,
                     clip: p.clip,
                 };
-                tch::manual_seed(seed as i64);
                 let mut trainer = Trainer::new(&ck.vs, config).map_err(fail)?;
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let mut order: Vec<usize> = Vec::new();
