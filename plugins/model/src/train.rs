@@ -112,6 +112,28 @@ pub fn collate(
     })
 }
 
+/// Split `seqs` (in order) into micro-batches of at most `budget` padded tokens each (rows x
+/// the longest row), so a big batch is processed piece by piece with bounded memory; one row
+/// longer than the budget gets a micro-batch of its own.
+pub fn micro_batches(seqs: &[(Vec<i64>, Vec<f32>)], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let (mut start, mut longest) = (0, 0);
+    for (i, (ids, _)) in seqs.iter().enumerate() {
+        let wider = longest.max(ids.len());
+        if i > start && (i + 1 - start) * wider > budget {
+            out.push(start..i);
+            start = i;
+            longest = ids.len();
+        } else {
+            longest = wider;
+        }
+    }
+    if start < seqs.len() {
+        out.push(start..seqs.len());
+    }
+    out
+}
+
 /// Cut a (ids, loss mask) sequence to at most `max` tokens (the model's positions).
 pub fn clip_len((mut ids, mut mask): (Vec<i64>, Vec<f32>), max: usize) -> (Vec<i64>, Vec<f32>) {
     ids.truncate(max);
@@ -220,6 +242,23 @@ impl Trainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micro_batches_respect_the_token_budget() {
+        let seq = |n: usize| (vec![1i64; n], vec![1.0f32; n]);
+        let seqs = vec![seq(10), seq(30), seq(20), seq(50), seq(5), seq(5)];
+        let parts = micro_batches(&seqs, 60);
+        assert_eq!(parts, vec![0..2, 2..3, 3..4, 4..6]);
+        for r in &parts {
+            let rows = &seqs[r.clone()];
+            let widest = rows.iter().map(|s| s.0.len()).max().unwrap_or(0);
+            assert!(rows.len() == 1 || rows.len() * widest <= 60, "{r:?}");
+        }
+        // A row over the budget still goes, alone; nothing is dropped or repeated.
+        assert_eq!(micro_batches(&seqs, 40), vec![0..1, 1..2, 2..3, 3..4, 4..6]);
+        assert_eq!(micro_batches(&seqs, 10_000), vec![0..6]);
+        assert!(micro_batches(&[], 10).is_empty());
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_to_the_floor() {

@@ -21,7 +21,7 @@ use scorch_model::episode::{self, Episode};
 use scorch_model::local::LocalModel;
 use scorch_model::spec::{SamplingParams, system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
-use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, token_logprobs};
+use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, micro_batches, token_logprobs};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
@@ -76,8 +76,16 @@ pub struct RlParams {
     /// `auto`, `cpu` or `cuda`.
     #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
+    /// Most tokens (sequences x padded length) in one forward and backward pass: a step's
+    /// episodes are split into micro-batches whose gradients add up to the whole batch's,
+    /// which bounds memory however many and however long the episodes are.
+    #[serde(default = "d_micro_batch_tokens")]
+    pub micro_batch_tokens: usize,
 }
 
+fn d_micro_batch_tokens() -> usize {
+    8_192
+}
 fn d_steps() -> usize {
     20
 }
@@ -236,6 +244,12 @@ impl Plugin for Rl {
                 "steps and prompts_per_step must be positive",
             ));
         }
+        if p.micro_batch_tokens == 0 {
+            return Err(ParamError::new(
+                "micro_batch_tokens",
+                "must be positive (tokens per forward and backward pass)",
+            ));
+        }
         Ok(Signature::new()
             .input("rl_prompts", RlPrompt::port())
             .input("tasks", Task::port())
@@ -376,30 +390,42 @@ impl Plugin for Rl {
             let mut update = || -> Result<(f64, f64, f64), PluginError> {
                 let guard = policy.lock();
                 let model = &guard.model;
-                let batch = collate(&seqs, pad, device).map_err(fail)?;
-                let a = tch::Tensor::from_slice(&adv.iter().map(|x| *x as f32).collect::<Vec<_>>())
+                // The loss is a mean over every scored token of the step; each micro-batch
+                // adds its share of it (and of its gradient).
+                let count: f64 = seqs
+                    .iter()
+                    .map(|(_, m)| m.iter().skip(1).map(|x| f64::from(*x)).sum::<f64>())
+                    .sum::<f64>()
+                    .max(1.0);
+                let mut value = 0.0;
+                for part in micro_batches(&seqs, p.micro_batch_tokens) {
+                    let batch = collate(&seqs[part.clone()], pad, device).map_err(fail)?;
+                    let a = tch::Tensor::from_slice(
+                        &adv[part].iter().map(|x| *x as f32).collect::<Vec<_>>(),
+                    )
                     .to_device(device)
                     .unsqueeze(1);
-                let logp = token_logprobs(model, &batch.ids, &batch.attention);
-                let old = logp.detach();
-                let ratio = (&logp - &old).exp();
-                let unclipped = &ratio * &a;
-                let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
-                let surrogate = unclipped.min_other(&clipped);
-                let count = batch.loss_mask.sum(Kind::Float).clamp_min(1.0);
-                let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / &count;
-                let loss = match &reference {
-                    Some(r) => {
-                        let ref_logp =
-                            tch::no_grad(|| token_logprobs(&r.model, &batch.ids, &batch.attention));
-                        let kl = ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
-                            * &batch.loss_mask;
-                        pg + kl.sum(Kind::Float) / &count * p.kl_coef
-                    }
-                    None => pg,
-                };
-                let value = f64::try_from(&loss).unwrap_or(f64::NAN);
-                trainer.backward(&loss, 1.0);
+                    let logp = token_logprobs(model, &batch.ids, &batch.attention);
+                    let old = logp.detach();
+                    let ratio = (&logp - &old).exp();
+                    let unclipped = &ratio * &a;
+                    let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
+                    let surrogate = unclipped.min_other(&clipped);
+                    let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / count;
+                    let loss = match &reference {
+                        Some(r) => {
+                            let ref_logp = tch::no_grad(|| {
+                                token_logprobs(&r.model, &batch.ids, &batch.attention)
+                            });
+                            let kl = ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
+                                * &batch.loss_mask;
+                            pg + kl.sum(Kind::Float) / count * p.kl_coef
+                        }
+                        None => pg,
+                    };
+                    value += f64::try_from(&loss).unwrap_or(f64::NAN);
+                    trainer.backward(&loss, 1.0);
+                }
                 let (lr, norm) = trainer.step().map_err(fail)?;
                 Ok((value, lr, norm))
             };

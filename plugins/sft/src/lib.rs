@@ -16,7 +16,7 @@ use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
 use scorch_model::spec::system_for;
 use scorch_model::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, token_id, train_bpe_with};
-use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, masked_nll};
+use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, masked_nll, micro_batches};
 use serde::{Deserialize, Serialize};
 
 /// The `sft` plugin.
@@ -101,8 +101,15 @@ pub struct SftParams {
     /// `auto`, `cpu` or `cuda`.
     #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
+    /// Most tokens (sequences x padded length) in one forward and backward pass: a batch is
+    /// split into micro-batches whose gradients add up to the whole batch's.
+    #[serde(default = "d_micro_batch_tokens")]
+    pub micro_batch_tokens: usize,
 }
 
+fn d_micro_batch_tokens() -> usize {
+    8_192
+}
 fn d_steps() -> usize {
     300
 }
@@ -220,6 +227,12 @@ impl Plugin for Sft {
             return Err(ParamError::new(
                 "steps",
                 "steps and batch_size must be positive",
+            ));
+        }
+        if p.micro_batch_tokens == 0 {
+            return Err(ParamError::new(
+                "micro_batch_tokens",
+                "must be positive (tokens per forward and backward pass)",
             ));
         }
         if let Some(init) = &p.init {
@@ -349,10 +362,21 @@ impl Plugin for Sft {
                     }
                     let batch: Vec<(Vec<i64>, Vec<f32>)> =
                         pick.iter().map(|&i| seqs[i].clone()).collect();
-                    let b = collate(&batch, pad, device).map_err(fail)?;
-                    let (loss, _) = masked_nll(&ck.model, &b);
-                    let value = f64::try_from(&loss).unwrap_or(f64::NAN);
-                    trainer.backward(&loss, 1.0);
+                    // The step's loss is the mean over all its scored tokens; each
+                    // micro-batch adds its share.
+                    let total: f64 = batch
+                        .iter()
+                        .map(|(_, m)| m.iter().skip(1).map(|x| f64::from(*x)).sum::<f64>())
+                        .sum::<f64>()
+                        .max(1.0);
+                    let mut value = 0.0;
+                    for part in micro_batches(&batch, p.micro_batch_tokens) {
+                        let b = collate(&batch[part], pad, device).map_err(fail)?;
+                        let (loss, n) = masked_nll(&ck.model, &b);
+                        let share = n / total;
+                        value += f64::try_from(&loss).unwrap_or(f64::NAN) * share;
+                        trainer.backward(&loss, share);
+                    }
                     let (lr, grad_norm) = trainer.step().map_err(fail)?;
                     log.push(TrainStep {
                         step: step as u32,
