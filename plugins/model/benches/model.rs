@@ -21,7 +21,7 @@ const SEQ: usize = 96;
 /// Timed runs per side and round.
 const REPS: usize = 5;
 /// Rounds, alternating the two sides.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
