@@ -112,6 +112,15 @@ pub fn collate(
     })
 }
 
+/// How many targets the loss of `seqs` scores (at least 1): a sequence's mask counts from its
+/// second token, as in [`collate`]. Micro-batches divide by this to add up to the batch mean.
+pub fn scored_tokens(seqs: &[(Vec<i64>, Vec<f32>)]) -> f64 {
+    seqs.iter()
+        .map(|(_, m)| m.iter().skip(1).map(|x| f64::from(*x)).sum::<f64>())
+        .sum::<f64>()
+        .max(1.0)
+}
+
 /// Split `seqs` (in order) into micro-batches of at most `budget` padded tokens each (rows x
 /// the longest row), so a big batch is processed piece by piece with bounded memory; one row
 /// longer than the budget gets a micro-batch of its own.

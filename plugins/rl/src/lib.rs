@@ -21,7 +21,9 @@ use scorch_model::episode::{self, Episode};
 use scorch_model::local::LocalModel;
 use scorch_model::spec::{SamplingParams, system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
-use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, micro_batches, token_logprobs};
+use scorch_model::train::{
+    TrainConfig, Trainer, clip_len, collate, micro_batches, scored_tokens, token_logprobs,
+};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
@@ -392,11 +394,7 @@ impl Plugin for Rl {
                 let model = &guard.model;
                 // The loss is a mean over every scored token of the step; each micro-batch
                 // adds its share of it (and of its gradient).
-                let count: f64 = seqs
-                    .iter()
-                    .map(|(_, m)| m.iter().skip(1).map(|x| f64::from(*x)).sum::<f64>())
-                    .sum::<f64>()
-                    .max(1.0);
+                let count = scored_tokens(&seqs);
                 let mut value = 0.0;
                 for part in micro_batches(&seqs, p.micro_batch_tokens) {
                     let batch = collate(&seqs[part.clone()], pad, device).map_err(fail)?;

@@ -16,7 +16,9 @@ use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
 use scorch_model::spec::system_for;
 use scorch_model::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, token_id, train_bpe_with};
-use scorch_model::train::{TrainConfig, Trainer, clip_len, collate, masked_nll, micro_batches};
+use scorch_model::train::{
+    TrainConfig, Trainer, clip_len, collate, masked_nll, micro_batches, scored_tokens,
+};
 use serde::{Deserialize, Serialize};
 
 /// The `sft` plugin.
@@ -364,11 +366,7 @@ impl Plugin for Sft {
                         pick.iter().map(|&i| seqs[i].clone()).collect();
                     // The step's loss is the mean over all its scored tokens; each
                     // micro-batch adds its share.
-                    let total: f64 = batch
-                        .iter()
-                        .map(|(_, m)| m.iter().skip(1).map(|x| f64::from(*x)).sum::<f64>())
-                        .sum::<f64>()
-                        .max(1.0);
+                    let total = scored_tokens(&batch);
                     let mut value = 0.0;
                     for part in micro_batches(&batch, p.micro_batch_tokens) {
                         let b = collate(&batch[part], pad, device).map_err(fail)?;
