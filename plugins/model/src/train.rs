@@ -113,8 +113,8 @@ pub fn collate(
 }
 
 /// How many targets the loss of `seqs` scores (at least 1): a sequence's mask counts from its
-/// second token, as in [`collate`]. Micro-batches divide by this to add up to the batch mean.
-pub fn scored_tokens(seqs: &[(Vec<i64>, Vec<f32>)]) -> f64 {
+/// second token, as in [`collate`].
+fn scored_tokens(seqs: &[(Vec<i64>, Vec<f32>)]) -> f64 {
     seqs.iter()
         .map(|(_, m)| m.iter().skip(1).map(|x| f64::from(*x)).sum::<f64>())
         .sum::<f64>()
@@ -124,7 +124,7 @@ pub fn scored_tokens(seqs: &[(Vec<i64>, Vec<f32>)]) -> f64 {
 /// Split `seqs` (in order) into micro-batches of at most `budget` padded tokens each (rows x
 /// the longest row), so a big batch is processed piece by piece with bounded memory; one row
 /// longer than the budget gets a micro-batch of its own.
-pub fn micro_batches(seqs: &[(Vec<i64>, Vec<f32>)], budget: usize) -> Vec<std::ops::Range<usize>> {
+fn micro_batches(seqs: &[(Vec<i64>, Vec<f32>)], budget: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut longest) = (0, 0);
     for (i, (ids, _)) in seqs.iter().enumerate() {
@@ -207,6 +207,30 @@ impl Trainer {
     /// Accumulate gradients of `loss` scaled by `scale` (1 / accumulation steps).
     pub fn backward(&self, loss: &Tensor, scale: f64) {
         (loss * scale).backward();
+    }
+
+    /// Accumulate one step's gradients over `seqs` in micro-batches of at most `budget` padded
+    /// tokens each, so memory stays bounded however big the step. `share(batch, rows, scored)`
+    /// returns the loss of micro-batch `rows` (collated as `batch`) as its share of the step's
+    /// loss, `scored` being the number of targets the whole step scores: the shares' gradients
+    /// add up to the whole step's. Returns the step's loss, the sum of the shares.
+    pub fn accumulate(
+        &self,
+        seqs: &[(Vec<i64>, Vec<f32>)],
+        budget: usize,
+        pad: i64,
+        device: Device,
+        mut share: impl FnMut(&Batch, std::ops::Range<usize>, f64) -> Tensor,
+    ) -> Result<f64, ModelError> {
+        let scored = scored_tokens(seqs);
+        let mut total = 0.0;
+        for rows in micro_batches(seqs, budget) {
+            let batch = collate(&seqs[rows.clone()], pad, device)?;
+            let loss = share(&batch, rows, scored);
+            total += f64::try_from(&loss).unwrap_or(f64::NAN);
+            self.backward(&loss, 1.0);
+        }
+        Ok(total)
     }
 
     /// Clip, apply the step's learning rate, update, zero the gradients. Returns (lr, grad norm).

@@ -245,3 +245,51 @@ fn a_seed_gives_the_same_weights_when_models_start_at_once() {
     assert!(same(&models[1], &models[3]), "seed 4 twice");
     assert!(!same(&models[0], &models[1]), "seeds 3 and 4 differ");
 }
+
+/// A micro-batch's mean loss, weighed by its share of the step's scored tokens.
+fn mean_share(ck: &Checkpoint, batch: &scorch_model::train::Batch, scored: f64) -> tch::Tensor {
+    let (loss, n) = masked_nll(&ck.model, batch);
+    loss * (n / scored)
+}
+
+#[test]
+fn micro_batched_steps_give_the_gradients_of_one_pass() {
+    let (a, seqs) = setup(11);
+    let (b, _) = setup(11);
+    let cfg = TrainConfig::default();
+    let ta = Trainer::new(&a.vs, cfg.clone()).unwrap();
+    let whole = ta
+        .accumulate(&seqs, 1_000_000, 0, Device::Cpu, |batch, _, scored| {
+            mean_share(&a, batch, scored)
+        })
+        .unwrap();
+    let tb = Trainer::new(&b.vs, cfg).unwrap();
+    let mut parts = 0;
+    let widest = seqs.iter().map(|s| s.0.len()).max().unwrap();
+    let split = tb
+        .accumulate(&seqs, 3 * widest, 0, Device::Cpu, |batch, rows, scored| {
+            parts += 1;
+            assert!(rows.len() <= 3, "{rows:?}");
+            mean_share(&b, batch, scored)
+        })
+        .unwrap();
+    assert!(parts >= 5, "{parts} micro-batches");
+    assert!(
+        (whole - split).abs() < 1e-5 * whole.abs(),
+        "{whole} vs {split}"
+    );
+    let ga: std::collections::HashMap<String, tch::Tensor> =
+        a.vs.variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.grad()))
+            .collect();
+    for (name, v) in b.vs.variables() {
+        let (x, y) = (&ga[&name], v.grad());
+        let scale = f64::try_from(x.abs().max()).unwrap().max(1e-6);
+        let d = f64::try_from((x - &y).abs().max()).unwrap();
+        assert!(
+            d / scale < 1e-4,
+            "{name}: gradients differ by {d} (scale {scale})"
+        );
+    }
+}

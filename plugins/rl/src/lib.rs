@@ -21,9 +21,7 @@ use scorch_model::episode::{self, Episode};
 use scorch_model::local::LocalModel;
 use scorch_model::spec::{SamplingParams, system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
-use scorch_model::train::{
-    TrainConfig, Trainer, clip_len, collate, micro_batches, scored_tokens, token_logprobs,
-};
+use scorch_model::train::{TrainConfig, Trainer, clip_len, token_logprobs};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
@@ -394,36 +392,40 @@ impl Plugin for Rl {
                 let model = &guard.model;
                 // The loss is a mean over every scored token of the step; each micro-batch
                 // adds its share of it (and of its gradient).
-                let count = scored_tokens(&seqs);
-                let mut value = 0.0;
-                for part in micro_batches(&seqs, p.micro_batch_tokens) {
-                    let batch = collate(&seqs[part.clone()], pad, device).map_err(fail)?;
-                    let a = tch::Tensor::from_slice(
-                        &adv[part].iter().map(|x| *x as f32).collect::<Vec<_>>(),
+                let value = trainer
+                    .accumulate(
+                        &seqs,
+                        p.micro_batch_tokens,
+                        pad,
+                        device,
+                        |batch, rows, scored| {
+                            let a = tch::Tensor::from_slice(
+                                &adv[rows].iter().map(|x| *x as f32).collect::<Vec<_>>(),
+                            )
+                            .to_device(device)
+                            .unsqueeze(1);
+                            let logp = token_logprobs(model, &batch.ids, &batch.attention);
+                            let old = logp.detach();
+                            let ratio = (&logp - &old).exp();
+                            let unclipped = &ratio * &a;
+                            let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
+                            let surrogate = unclipped.min_other(&clipped);
+                            let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / scored;
+                            match &reference {
+                                Some(r) => {
+                                    let ref_logp = tch::no_grad(|| {
+                                        token_logprobs(&r.model, &batch.ids, &batch.attention)
+                                    });
+                                    let kl =
+                                        ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
+                                            * &batch.loss_mask;
+                                    pg + kl.sum(Kind::Float) / scored * p.kl_coef
+                                }
+                                None => pg,
+                            }
+                        },
                     )
-                    .to_device(device)
-                    .unsqueeze(1);
-                    let logp = token_logprobs(model, &batch.ids, &batch.attention);
-                    let old = logp.detach();
-                    let ratio = (&logp - &old).exp();
-                    let unclipped = &ratio * &a;
-                    let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
-                    let surrogate = unclipped.min_other(&clipped);
-                    let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / count;
-                    let loss = match &reference {
-                        Some(r) => {
-                            let ref_logp = tch::no_grad(|| {
-                                token_logprobs(&r.model, &batch.ids, &batch.attention)
-                            });
-                            let kl = ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
-                                * &batch.loss_mask;
-                            pg + kl.sum(Kind::Float) / count * p.kl_coef
-                        }
-                        None => pg,
-                    };
-                    value += f64::try_from(&loss).unwrap_or(f64::NAN);
-                    trainer.backward(&loss, 1.0);
-                }
+                    .map_err(fail)?;
                 let (lr, norm) = trainer.step().map_err(fail)?;
                 Ok((value, lr, norm))
             };

@@ -16,9 +16,7 @@ use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
 use scorch_model::spec::system_for;
 use scorch_model::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, token_id, train_bpe_with};
-use scorch_model::train::{
-    TrainConfig, Trainer, clip_len, collate, masked_nll, micro_batches, scored_tokens,
-};
+use scorch_model::train::{TrainConfig, Trainer, clip_len, masked_nll};
 use serde::{Deserialize, Serialize};
 
 /// The `sft` plugin.
@@ -364,17 +362,14 @@ impl Plugin for Sft {
                     }
                     let batch: Vec<(Vec<i64>, Vec<f32>)> =
                         pick.iter().map(|&i| seqs[i].clone()).collect();
-                    // The step's loss is the mean over all its scored tokens; each
-                    // micro-batch adds its share.
-                    let total = scored_tokens(&batch);
-                    let mut value = 0.0;
-                    for part in micro_batches(&batch, p.micro_batch_tokens) {
-                        let b = collate(&batch[part], pad, device).map_err(fail)?;
-                        let (loss, n) = masked_nll(&ck.model, &b);
-                        let share = n / total;
-                        value += f64::try_from(&loss).unwrap_or(f64::NAN) * share;
-                        trainer.backward(&loss, share);
-                    }
+                    // The step's loss is the mean over all its scored tokens: a
+                    // micro-batch's mean weighs in by its share of them.
+                    let value = trainer
+                        .accumulate(&batch, p.micro_batch_tokens, pad, device, |b, _, scored| {
+                            let (loss, n) = masked_nll(&ck.model, b);
+                            loss * (n / scored)
+                        })
+                        .map_err(fail)?;
                     let (lr, grad_norm) = trainer.step().map_err(fail)?;
                     log.push(TrainStep {
                         step: step as u32,
