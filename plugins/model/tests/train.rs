@@ -94,6 +94,24 @@ fn only_masked_tokens_count_and_logprobs_agree() {
     assert!(user_tokens > 3, "the user turn is masked");
 }
 
+/// Every variable of `b` has the gradient of the same variable of `a`, to 1e-4 relative.
+fn assert_same_gradients(a: &Checkpoint, b: &Checkpoint) {
+    let ga: std::collections::HashMap<String, tch::Tensor> =
+        a.vs.variables()
+            .into_iter()
+            .map(|(k, v)| (k, v.grad()))
+            .collect();
+    for (name, v) in b.vs.variables() {
+        let (x, y) = (&ga[&name], v.grad());
+        let scale = f64::try_from(x.abs().max()).unwrap().max(1e-6);
+        let d = f64::try_from((x - &y).abs().max()).unwrap();
+        assert!(
+            d / scale < 1e-4,
+            "{name}: gradients differ by {d} (scale {scale})"
+        );
+    }
+}
+
 #[test]
 fn accumulated_gradients_match_one_big_batch() {
     let (a, seqs) = setup(5);
@@ -109,20 +127,7 @@ fn accumulated_gradients_match_one_big_batch() {
         let (loss, n) = masked_nll(&b.model, &batch);
         tb.backward(&(loss * n), 1.0);
     }
-    let ga: std::collections::HashMap<String, tch::Tensor> =
-        a.vs.variables()
-            .into_iter()
-            .map(|(k, v)| (k, v.grad()))
-            .collect();
-    for (name, v) in b.vs.variables() {
-        let (x, y) = (&ga[&name], v.grad());
-        let scale = f64::try_from(x.abs().max()).unwrap().max(1e-6);
-        let d = f64::try_from((x - &y).abs().max()).unwrap();
-        assert!(
-            d / scale < 1e-4,
-            "{name}: gradients differ by {d} (scale {scale})"
-        );
-    }
+    assert_same_gradients(&a, &b);
 }
 
 #[test]
@@ -278,18 +283,5 @@ fn micro_batched_steps_give_the_gradients_of_one_pass() {
         (whole - split).abs() < 1e-5 * whole.abs(),
         "{whole} vs {split}"
     );
-    let ga: std::collections::HashMap<String, tch::Tensor> =
-        a.vs.variables()
-            .into_iter()
-            .map(|(k, v)| (k, v.grad()))
-            .collect();
-    for (name, v) in b.vs.variables() {
-        let (x, y) = (&ga[&name], v.grad());
-        let scale = f64::try_from(x.abs().max()).unwrap().max(1e-6);
-        let d = f64::try_from((x - &y).abs().max()).unwrap();
-        assert!(
-            d / scale < 1e-4,
-            "{name}: gradients differ by {d} (scale {scale})"
-        );
-    }
+    assert_same_gradients(&a, &b);
 }
