@@ -530,6 +530,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
                     serde_json::to_string_pretty(&record).unwrap_or_default()
                 );
             } else {
+                print_settings(&record);
                 print_record(&record);
             }
             Ok(())
@@ -723,6 +724,20 @@ fn effective_status(r: &RunRecord) -> String {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
     }
+}
+
+/// The run's profile and variables, one line.
+fn print_settings(r: &RunRecord) {
+    let vars: Vec<String> = r.vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    outln!(
+        "profile: {}; vars: {}",
+        r.profile.as_deref().unwrap_or("(none)"),
+        if vars.is_empty() {
+            "(none)".to_owned()
+        } else {
+            vars.join(" ")
+        }
+    );
 }
 
 fn print_record(r: &RunRecord) {

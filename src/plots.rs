@@ -118,7 +118,7 @@ pub fn bars(
             .draw_series(values.iter().enumerate().map(|(g, &v)| {
                 let x = g as f64 - 0.4 + (s as f64 + 0.1) * width;
                 let label = if y_max <= 1.0 {
-                    format!("{:.0}%", 100.0 * v)
+                    format!("{:.1}%", 100.0 * v)
                 } else {
                     format!("{v:.0}")
                 };

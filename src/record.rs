@@ -114,6 +114,13 @@ pub struct RunRecord {
     pub duration_ms: u64,
     /// The process that ran it.
     pub pid: u32,
+    /// The `--set profile=NAME` applied, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The workflow's variables after the profile and `--set`s, as written (`${env.…}`
+    /// references unresolved).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub vars: serde_json::Map<String, serde_json::Value>,
     /// Per node, in topological order.
     pub nodes: Vec<NodeRecord>,
 }

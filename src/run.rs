@@ -158,6 +158,8 @@ pub async fn run(
         finished: None,
         duration_ms: 0,
         pid: std::process::id(),
+        profile: wf.profile.clone(),
+        vars: wf.vars.clone(),
         nodes: wf
             .nodes
             .iter()

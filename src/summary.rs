@@ -9,23 +9,139 @@ use std::path::Path;
 use bytes::Bytes;
 use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use scorch_api::tables::{EvalResult, TableRow, TrainStep};
+use std::collections::BTreeMap;
+
+use scorch_api::tables::{EvalResult, TableRow, TrainStep, Trajectory};
 
 use crate::error::{EngineError, EngineErrorKind};
 use crate::record::RunRecord;
+use crate::stats::{Interval, paired_bootstrap, wilson};
 use crate::store::Store;
 
-/// Every `results` row a run's nodes produced (the `eval` nodes), in node order, with the
-/// node that produced it.
+/// A results row as the tables print it: the node that produced it, its Wilson 95%
+/// interval, and its paired difference against the first arm evaluated on the same tasks.
+#[derive(Debug, Clone)]
+pub struct ResultLine {
+    /// The `eval` node.
+    pub node: String,
+    /// The row.
+    pub result: EvalResult,
+    /// Wilson 95% interval of the accuracy.
+    pub wilson: Interval,
+    /// `(baseline label, paired difference with its 95% bootstrap interval)`; `None` for the
+    /// baseline itself and for arms with no earlier arm on the same tasks.
+    pub vs: Option<(String, Interval)>,
+}
+
+/// The first arm evaluated on some tasks: what later arms on the same tasks are paired with.
+struct Baseline {
+    suite: String,
+    split: String,
+    context: Vec<String>,
+    /// Task id -> success (the mean over samples).
+    outcomes: BTreeMap<String, f64>,
+    label: String,
+}
+
+/// The matrix values of a node id (`eval[seed=1,split=test]`) other than `split`: arms are
+/// paired only within the same seed (or other matrix values).
+fn matrix_context(node: &str) -> Vec<&str> {
+    node.split_once('[')
+        .map(|(_, rest)| rest.trim_end_matches(']'))
+        .map(|inner| {
+            inner
+                .split(',')
+                .filter(|kv| !kv.trim_start().starts_with("split="))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every `results` row a run's nodes produced (the `eval` nodes), in node order, each with
+/// its Wilson interval and, where an earlier arm was evaluated on the same tasks (same suite,
+/// split, task ids and matrix values other than the split), the paired difference against
+/// the first such arm: per task, success (the mean over samples) of this arm minus the
+/// baseline's, with a paired-bootstrap 95% interval (10,000 resamples).
 pub async fn collect_results(
     store: &Store,
     record: &RunRecord,
-) -> Result<Vec<(String, EvalResult)>, EngineError> {
-    Ok(collect_rows::<EvalResult>(store, record, "results", None)
-        .await?
+) -> Result<Vec<ResultLine>, EngineError> {
+    let results: Vec<(String, EvalResult)> =
+        collect_rows::<EvalResult>(store, record, "results", None)
+            .await?
+            .into_iter()
+            .flat_map(|(node, rows)| rows.into_iter().map(move |r| (node.clone(), r)))
+            .collect();
+    let trajectories: BTreeMap<String, Vec<Trajectory>> =
+        collect_rows::<Trajectory>(store, record, "trajectories", Some("eval"))
+            .await?
+            .into_iter()
+            .collect();
+    // Per node: task id -> success, the mean over samples. Trajectories carry no suite or
+    // split, so a node with several results rows (suites or splits) is not paired.
+    let mut rows_of: BTreeMap<&str, usize> = BTreeMap::new();
+    for (node, _) in &results {
+        *rows_of.entry(node.as_str()).or_default() += 1;
+    }
+    let rows_of: BTreeMap<String, usize> = rows_of
         .into_iter()
-        .flat_map(|(node, rows)| rows.into_iter().map(move |r| (node.clone(), r)))
-        .collect())
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let outcomes = |node: &str| -> BTreeMap<String, f64> {
+        if rows_of.get(node) != Some(&1) {
+            return BTreeMap::new();
+        }
+        let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+        for t in trajectories.get(node).into_iter().flatten() {
+            let e = sums.entry(t.task_id.clone()).or_default();
+            e.0 += f64::from(u8::from(t.correct));
+            e.1 += 1.0;
+        }
+        sums.into_iter().map(|(k, (c, n))| (k, c / n)).collect()
+    };
+    let mut baselines: Vec<Baseline> = Vec::new();
+    let mut lines = Vec::with_capacity(results.len());
+    for (node, r) in results {
+        let wilson = wilson(u64::from(r.correct), u64::from(r.n), 0.95);
+        let mine = outcomes(&node);
+        let context: Vec<String> = matrix_context(&node)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let base = baselines.iter().find(|b| {
+            b.suite == r.suite
+                && b.split == r.split
+                && b.context == context
+                && !mine.is_empty()
+                && b.outcomes.keys().eq(mine.keys())
+        });
+        let vs = match base {
+            Some(b) => {
+                let x: Vec<f64> = mine.values().copied().collect();
+                let y: Vec<f64> = b.outcomes.values().copied().collect();
+                Some((b.label.clone(), paired_bootstrap(&x, &y, 10_000, 0.95, 0)))
+            }
+            None => {
+                if !mine.is_empty() {
+                    baselines.push(Baseline {
+                        suite: r.suite.clone(),
+                        split: r.split.clone(),
+                        context,
+                        outcomes: mine,
+                        label: r.label.clone(),
+                    });
+                }
+                None
+            }
+        };
+        lines.push(ResultLine {
+            node,
+            result: r,
+            wilson,
+            vs,
+        });
+    }
+    Ok(lines)
 }
 
 /// The rows of output `port` of every node (of `kind`, if given) that has it, by node id.
@@ -73,23 +189,47 @@ pub async fn collect_rows<T: TableRow>(
     Ok(out)
 }
 
-/// The results as a Markdown table.
-pub fn results_markdown(results: &[(String, EvalResult)]) -> String {
+/// A share as a percentage with its interval: `41.3% [35.9, 46.9]`.
+fn pct(i: &Interval) -> String {
+    format!(
+        "{:.1}% [{:.1}, {:.1}]",
+        100.0 * i.estimate,
+        100.0 * i.lo,
+        100.0 * i.hi
+    )
+}
+
+/// The results as a Markdown table: accuracy with its Wilson 95% interval, the paired
+/// difference against the first arm on the same tasks (percentage points, 95% interval),
+/// the share of distinct final answers (a collapsed student answers the same few values).
+pub fn results_markdown(lines: &[ResultLine]) -> String {
     let mut s = String::from(
-        "| arm | suite | split | n | accuracy | pass@k | mean turns | mean tokens | node |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| arm | suite | split | n | accuracy [95% CI] | vs first arm, same tasks [95% CI] | pass@k | distinct answers | mean turns | mean tokens | node |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
-    for (node, r) in results {
+    for l in lines {
+        let r = &l.result;
+        let vs = match &l.vs {
+            Some((base, d)) => format!(
+                "{:+.1} pp [{:+.1}, {:+.1}] vs {base}",
+                100.0 * d.estimate,
+                100.0 * d.lo,
+                100.0 * d.hi
+            ),
+            None => "(baseline)".into(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.1}% | {:.1}% | {:.2} | {:.1} | {node} |",
+            "| {} | {} | {} | {} | {} | {vs} | {:.1}% | {:.1}% | {:.2} | {:.1} | {} |",
             r.label,
             r.suite,
             r.split,
             r.n,
-            100.0 * r.accuracy,
+            pct(&l.wilson),
             100.0 * r.pass_at_k,
+            100.0 * r.answer_diversity,
             r.mean_turns,
-            r.mean_tokens
+            r.mean_tokens,
+            l.node
         );
     }
     s
@@ -181,6 +321,16 @@ pub struct DagDrawing {
     pub edges: Vec<(usize, usize)>,
 }
 
+/// The top of a share axis zoomed to the data (with room for the labels), so 1.3% and 0.7%
+/// are told apart; at most 100%.
+fn zoom(series: &[(String, Vec<f64>)]) -> f64 {
+    let top = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold(0.0f64, f64::max);
+    (top * 1.25).clamp(0.02, 1.0)
+}
+
 /// The figures of the report, each written as a PNG in `dir`; returns `(file, caption)` of
 /// those drawn (a figure without data is left out).
 pub async fn figures(
@@ -238,7 +388,7 @@ pub async fn figures(
             "accuracy",
             &arms,
             &series,
-            1.0,
+            zoom(&series),
         )?;
         drawn.push(("accuracy.png".into(), "Accuracy by stage and split".into()));
     }
@@ -357,26 +507,35 @@ pub async fn write(
     record: &RunRecord,
     dag: Option<DagDrawing>,
     dir: &Path,
-) -> Result<Vec<(String, EvalResult)>, EngineError> {
+) -> Result<Vec<ResultLine>, EngineError> {
     let io =
         |e: std::io::Error| EngineError::io(format!("writing the report in {}", dir.display()), e);
     std::fs::create_dir_all(dir).map_err(io)?;
     let with_nodes = collect_results(store, record).await?;
     let results_md = results_markdown(&with_nodes);
-    let results: Vec<EvalResult> = with_nodes.iter().map(|(_, r)| r.clone()).collect();
+    let results: Vec<EvalResult> = with_nodes.iter().map(|l| l.result.clone()).collect();
     let nodes_md = nodes_markdown(record);
     std::fs::write(dir.join("results.md"), &results_md).map_err(io)?;
     std::fs::write(dir.join("nodes.md"), &nodes_md).map_err(io)?;
     scorch_api::parquet_io::write_rows(&dir.join("results.parquet"), &results)
         .map_err(|e| EngineError::new(EngineErrorKind::Io, e.to_string()))?;
     let mut html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>scorch run {id}</title>\n<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}pre{{background:#f4f4f4;padding:1em}}</style></head><body>\n<h1>Run {id}</h1>\n<p>workflow <b>{wf}</b> ({file}), {status:?}, {secs:.1} s, store {store}</p>\n<h2>Results</h2>\n{results}<h2>Nodes</h2>\n{nodes}",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>scorch run {id}</title>\n<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}pre{{background:#f4f4f4;padding:1em}}</style></head><body>\n<h1>Run {id}</h1>\n<p>workflow <b>{wf}</b> ({file}), {status:?}, {secs:.1} s, store {store}</p>\n<p>profile: {profile}; vars: {vars}</p>\n<h2>Results</h2>\n{results}<h2>Nodes</h2>\n{nodes}",
         id = html_escape(&record.id),
         wf = html_escape(&record.workflow),
         file = html_escape(&record.file),
         status = record.status,
         secs = record.duration_ms as f64 / 1000.0,
         store = html_escape(&record.store),
+        profile = html_escape(record.profile.as_deref().unwrap_or("(none)")),
+        vars = html_escape(
+            &record
+                .vars
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         results = md_table_to_html(&results_md),
         nodes = md_table_to_html(&nodes_md),
     );

@@ -87,6 +87,11 @@ pub struct Workflow {
     pub nodes: Vec<Node>,
     /// Resource limits of a run.
     pub limits: BTreeMap<String, u32>,
+    /// The `--set profile=NAME` applied, if any.
+    pub profile: Option<String>,
+    /// The variables after the profile and `--set`s, as written: `${env.…}` references stay
+    /// unresolved, so no secret is in them.
+    pub vars: serde_json::Map<String, Value>,
 }
 
 impl Workflow {
@@ -347,6 +352,14 @@ fn resolve(
     let Value::Object(mut top) = doc else {
         return None;
     };
+    let profile = profile_sets
+        .last()
+        .map(|s| s.trim_start_matches("profile=").to_owned());
+    let written_vars = top
+        .get("vars")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
 
     // Variables, with environment references resolved.
     let mut secrets = Secrets::default();
@@ -806,6 +819,8 @@ fn resolve(
         store: spec.store.clone(),
         nodes: sorted,
         limits,
+        profile,
+        vars: written_vars,
     })
 }
 

@@ -160,10 +160,23 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
     let out = p.scorch(&["run", &wf, "--set", "profile=smoke", "-q"]);
     let printed = common::text(&out.stdout);
     assert!(
-        printed.contains("| teacher | builtin | test | 8 | 100.0% |"),
+        printed.contains("| teacher | builtin | test | 8 | 100.0% [67.6, 100.0] |"),
+        "{printed}"
+    );
+    // Later arms are paired with the first arm on the same tasks (the warm start).
+    assert!(
+        printed.contains("| score_rl | builtin | hard | 8 |")
+            && printed.contains(" vs warm_start |"),
         "{printed}"
     );
     let id = rec["id"].as_str().unwrap();
+    // `show` says which profile and variables the run used.
+    let out = p.scorch(&["show", id]);
+    let shown = common::text(&out.stdout);
+    assert!(
+        shown.contains("profile: smoke;") && shown.contains("warm_steps=12"),
+        "{shown}"
+    );
     let out = p.scorch(&["report", id, "--out", "rep"]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
     let md = std::fs::read_to_string(p.path().join("rep/results.md")).unwrap();
@@ -180,6 +193,10 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
     assert!(nodes.contains("| mentored | correct | ran |"), "{nodes}");
     let html = std::fs::read_to_string(p.path().join("rep/index.html")).unwrap();
     assert!(html.contains("<h2>Results</h2>") && html.contains("eval_score_rl[split=hard]"));
+    assert!(
+        html.contains("profile: smoke;"),
+        "the report names the profile"
+    );
     assert!(
         std::fs::read_to_string(p.path().join("rep/dag.dot"))
             .unwrap()

@@ -5,11 +5,23 @@
 //! This module renders trajectories into chat messages and parses model text back into
 //! steps. Text that does not parse becomes a step marked malformed with its raw text kept.
 
-use scorch_api::tables::{Author, Step, StepKind};
+use scorch_api::tables::{Author, Step, StepKind, Task};
 use serde::{Deserialize, Serialize};
 
-/// The default turn limit.
+/// The turn limit of a task that sets none of its own (suites other than the built-in one).
 pub const DEFAULT_TURN_LIMIT: u32 = 8;
+
+/// Turns a built-in task gets beyond its op count: the plan, the final answer, one to spare.
+pub const BUILTIN_SPARE_TURNS: u32 = 3;
+
+/// The turn limit of an episode on `task`: `fixed` where a node sets one; else the task's
+/// own: a built-in task's op count + [`BUILTIN_SPARE_TURNS`] (so every task of every split
+/// can be solved under it), [`DEFAULT_TURN_LIMIT`] for other suites.
+pub fn turn_limit_for(task: &Task, fixed: Option<u32>) -> u32 {
+    fixed.unwrap_or_else(|| {
+        crate::suite::world_of(task).map_or(DEFAULT_TURN_LIMIT, |w| w.ops + BUILTIN_SPARE_TURNS)
+    })
+}
 
 /// A chat role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

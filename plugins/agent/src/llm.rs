@@ -204,7 +204,7 @@ pub struct LlmTeacher {
     prompts: Prompts,
     system: String,
     tool: Box<dyn Fn() -> Result<Box<dyn Tool>, TeacherError> + Send + Sync>,
-    turn_limit: u32,
+    turn_limit: Option<u32>,
     options: ChatOptions,
 }
 
@@ -217,13 +217,14 @@ impl std::fmt::Debug for LlmTeacher {
 }
 
 impl LlmTeacher {
-    /// A teacher that solves with tools made by `tool`.
+    /// A teacher that solves with tools made by `tool`, within `turn_limit` turns (`None`:
+    /// each task's own limit).
     pub fn new(
         client: Arc<dyn ChatClient>,
         prompts: Prompts,
         system: &str,
         tool: impl Fn() -> Result<Box<dyn Tool>, TeacherError> + Send + Sync + 'static,
-        turn_limit: u32,
+        turn_limit: Option<u32>,
     ) -> Self {
         Self {
             client,
@@ -261,7 +262,7 @@ impl Teacher for LlmTeacher {
         let mut tool = (self.tool)()?;
         let mut steps: Vec<Step> = Vec::new();
         let mut cost = Cost::default();
-        for index in 1..=self.turn_limit {
+        for index in 1..=crate::format::turn_limit_for(task, self.turn_limit) {
             let messages = render_messages(&self.system, &task.question, &steps);
             let reply = self.client.chat(&messages, &self.options).await?;
             cost += Cost {

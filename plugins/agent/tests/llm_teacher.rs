@@ -56,7 +56,7 @@ fn teacher(client: Arc<Recorded>) -> LlmTeacher {
         Prompts::default(),
         CALC_SYSTEM,
         || Ok(Box::new(CalcTool) as Box<dyn Tool>),
-        8,
+        Some(8),
     )
 }
 

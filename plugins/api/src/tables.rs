@@ -289,6 +289,9 @@ pub struct EvalResult {
     pub mean_turns: f64,
     /// Mean tokens written by the policy per trajectory.
     pub mean_tokens: f64,
+    /// Distinct final answers / trajectories: near 0, the policy answers the same few
+    /// values to every question (a collapsed student); near 1, an answer per question.
+    pub answer_diversity: f64,
 }
 
 impl TableRow for EvalResult {

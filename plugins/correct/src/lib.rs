@@ -49,9 +49,10 @@ pub struct CorrectParams {
     /// The student's sampling.
     #[serde(default)]
     pub sampling: SamplingParams,
-    /// Turns per episode.
-    #[serde(default = "scorch_model::spec::default_turn_limit")]
-    pub turn_limit: u32,
+    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
+    /// task: its op count + 3; other suites: 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_limit: Option<u32>,
     /// `auto`, `cpu` or `cuda`.
     #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
@@ -69,7 +70,7 @@ fn three() -> u32 {
 
 fn teacher_of(
     spec: &TeacherSpec,
-    turn_limit: u32,
+    turn_limit: Option<u32>,
     calc: bool,
 ) -> Result<Arc<dyn Teacher>, TeacherError> {
     Ok(match spec {
@@ -123,7 +124,13 @@ pub async fn mentor(
     let teacher = teacher_of(&p.teacher, p.turn_limit, calc).map_err(teacher_fail)?;
     let mut eps: Vec<Episode> = tasks
         .iter()
-        .map(|t| Ok(Episode::new(t.clone(), tool_for(t).map_err(fail)?)))
+        .map(|t| {
+            Ok(Episode::new(
+                t.clone(),
+                tool_for(t).map_err(fail)?,
+                p.turn_limit,
+            ))
+        })
         .collect::<Result<_, PluginError>>()?;
     let mut repairs: Vec<Vec<Repair>> = vec![Vec::new(); eps.len()];
     let mut hard = vec![false; eps.len()];
@@ -141,7 +148,11 @@ pub async fn mentor(
             .map(|&i| {
                 std::mem::replace(
                     &mut eps[i],
-                    Episode::new(tasks[i].clone(), Box::new(scorch_agent::tool::CalcTool)),
+                    Episode::new(
+                        tasks[i].clone(),
+                        Box::new(scorch_agent::tool::CalcTool),
+                        p.turn_limit,
+                    ),
                 )
             })
             .collect();
@@ -151,7 +162,6 @@ pub async fn mentor(
             &mut batch,
             system,
             &options,
-            p.turn_limit,
             Author::Student,
         )
         .await
@@ -196,7 +206,7 @@ pub async fn mentor(
                     };
                     let fresh = tool_for(&tasks[i]).map_err(fail)?;
                     eps[i].truncate(step, fresh);
-                    eps[i].push(fix, p.turn_limit);
+                    eps[i].push(fix);
                     let teacher_step = eps[i].steps[k - 1].clone();
                     repairs[i].push(Repair {
                         step_index: step,

@@ -32,9 +32,10 @@ pub struct EvalParams {
     /// Sampling (greedy by default).
     #[serde(default = "greedy")]
     pub sampling: SamplingParams,
-    /// Turns per episode.
-    #[serde(default = "scorch_model::spec::default_turn_limit")]
-    pub turn_limit: u32,
+    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
+    /// task: its op count + 3; other suites: 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_limit: Option<u32>,
     /// `auto`, `cpu` or `cuda`.
     #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
@@ -51,6 +52,15 @@ fn greedy() -> SamplingParams {
         temperature: 0.0,
         ..SamplingParams::default()
     }
+}
+
+/// Distinct final answers over trajectories (a missing answer counts as one value).
+fn answer_diversity(ts: &[&Trajectory]) -> f64 {
+    let distinct: std::collections::BTreeSet<Option<&str>> = ts
+        .iter()
+        .map(|t| t.final_answer.as_deref().map(str::trim))
+        .collect();
+    distinct.len() as f64 / ts.len().max(1) as f64
 }
 
 /// Aggregate trajectories into results rows, one per (suite, split).
@@ -109,6 +119,7 @@ pub fn summarize(label: &str, tasks: &[Task], trajectories: &[Trajectory]) -> Ve
                     })
                     .sum::<f64>()
                     / f64::from(n.max(1)),
+                answer_diversity: answer_diversity(&ts),
             }
         })
         .collect()

@@ -9,6 +9,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::ModelError;
+use crate::chat::ChatFormat;
 use crate::qwen2::{Config, Qwen2};
 
 /// A model with its weights, config and tokenizer.
@@ -19,6 +20,8 @@ pub struct Checkpoint {
     pub model: Qwen2,
     /// The tokenizer.
     pub tokenizer: tokenizers::Tokenizer,
+    /// How the model sees a chat (recorded in its config).
+    pub chat: ChatFormat,
     /// Where it was loaded from, if anywhere.
     pub source: Option<PathBuf>,
 }
@@ -106,6 +109,9 @@ impl Checkpoint {
     /// Load an HF-layout folder onto `device`, with weights in `kind`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
         let config = read_config(dir)?;
+        let chat = ChatFormat::of_config(&config).map_err(|e| {
+            ModelError::Config(format!("{}: {e}", dir.join("config.json").display()))
+        })?;
         let tokenizer =
             tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
                 ModelError::Checkpoint(format!("{}: {e}", dir.join("tokenizer.json").display()))
@@ -148,11 +154,13 @@ impl Checkpoint {
             vs,
             model,
             tokenizer,
+            chat,
             source: Some(dir.to_path_buf()),
         })
     }
 
-    /// A new model with random weights (HF's initialisation: normal(0, 0.02), zero biases).
+    /// A new model with random weights (HF's initialisation: normal(0, 0.02), zero biases),
+    /// seeing chats in the format that `config` records.
     pub fn init(
         config: Config,
         tokenizer: tokenizers::Tokenizer,
@@ -160,6 +168,7 @@ impl Checkpoint {
         seed: u64,
     ) -> Result<Self, ModelError> {
         config.validate().map_err(ModelError::Config)?;
+        let chat = ChatFormat::of_config(&config)?;
         // torch's generator is global: seeding it and drawing from it must not interleave
         // with another initialisation in this process (parallel nodes, parallel tests).
         let _guard = TORCH_RNG
@@ -186,6 +195,7 @@ impl Checkpoint {
             vs,
             model,
             tokenizer,
+            chat,
             source: None,
         })
     }

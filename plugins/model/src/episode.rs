@@ -2,7 +2,7 @@
 //! policy in one call, each reply is parsed into a step, and the step's code runs in that
 //! episode's own tool.
 
-use scorch_agent::format::{Message, parse_step, render_messages};
+use scorch_agent::format::{Message, parse_step, render_messages, turn_limit_for};
 use scorch_agent::tool::Tool;
 use scorch_api::tables::{Author, Step, StepKind, StopReason, Task};
 
@@ -22,6 +22,8 @@ pub struct Episode {
     pub stop: Option<StopReason>,
     /// The final answer, if given.
     pub final_answer: Option<String>,
+    /// Most steps (the plan included): the episode ends at this many.
+    pub turn_limit: u32,
 }
 
 impl std::fmt::Debug for Episode {
@@ -35,19 +37,23 @@ impl std::fmt::Debug for Episode {
 }
 
 impl Episode {
-    /// A fresh episode.
-    pub fn new(task: Task, tool: Box<dyn Tool>) -> Self {
+    /// A fresh episode, with the turn limit `fixed` or else the task's own
+    /// ([`turn_limit_for`]).
+    pub fn new(task: Task, tool: Box<dyn Tool>, fixed: Option<u32>) -> Self {
+        let turn_limit = turn_limit_for(&task, fixed);
         Self {
             task,
             steps: Vec::new(),
             tool,
             stop: None,
             final_answer: None,
+            turn_limit,
         }
     }
 
-    /// Append `step`, running its code; ends the episode on `final_answer(...)`.
-    pub fn push(&mut self, mut step: Step, turn_limit: u32) {
+    /// Append `step`, running its code; ends the episode on `final_answer(...)` or at the
+    /// turn limit.
+    pub fn push(&mut self, mut step: Step) {
         step.index = self.steps.len() as u32 + 1;
         if step.kind == StepKind::Step && !step.malformed {
             let out = self.tool.execute(&step.code);
@@ -60,7 +66,7 @@ impl Episode {
             step.observation = Some("Error: write `Thought: ...` and then `Code: ...`.".into());
         }
         self.steps.push(step);
-        if self.stop.is_none() && self.steps.len() as u32 >= turn_limit {
+        if self.stop.is_none() && self.steps.len() as u32 >= self.turn_limit {
             self.stop = Some(StopReason::TurnLimit);
         }
     }
@@ -85,14 +91,13 @@ impl Episode {
     }
 }
 
-/// Advance every unfinished episode until each ends (final answer or turn limit).
+/// Advance every unfinished episode until each ends (final answer or its turn limit).
 /// Returns the policy's token counts (prompt, completion).
 pub async fn run(
     policy: &dyn Policy,
     episodes: &mut [Episode],
     system: &str,
     options: &SampleOptions,
-    turn_limit: u32,
     author: Author,
 ) -> Result<(u64, u64), ModelError> {
     let (mut prompt, mut completion) = (0u64, 0u64);
@@ -112,7 +117,7 @@ pub async fn run(
             let mut step = parse_step(&r.text, ep.steps.len() as u32 + 1, author);
             step.prompt_tokens = u32::try_from(r.prompt_tokens).unwrap_or(u32::MAX);
             step.completion_tokens = u32::try_from(r.completion_tokens).unwrap_or(u32::MAX);
-            ep.push(step, turn_limit);
+            ep.push(step);
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The in-process student behind the chat interface: ChatML in, batched generation, text out.
+//! The in-process student behind the chat interface: a chat rendered in the checkpoint's
+//! format, batched generation, text out.
 
 use std::sync::{Arc, Mutex};
 
@@ -8,10 +9,11 @@ use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
 use scorch_agent::teacher::TeacherError;
 
 use crate::ModelError;
+use crate::chat::Turn;
 use crate::checkpoint::Checkpoint;
 use crate::generate::{Finish, Sampling, generate};
 use crate::openai::ChatResult;
-use crate::tokenizer::{END_OF_TEXT, IM_END, Turn, chatml, decode, token_id};
+use crate::tokenizer::{END_OF_TEXT, IM_END, decode, token_id};
 
 /// Most sequences generated in one batch.
 const CHUNK: usize = 64;
@@ -103,7 +105,7 @@ impl LocalModel {
                     content: &m.content,
                 })
                 .collect();
-            all.push(chatml(tk, &turns, true)?.0);
+            all.push(ck.chat.encode(tk, &turns, true)?.0);
         }
         // A chat that leaves no room to write gets an empty completion ("length").
         let limit = ck.model.config.max_position_embeddings as usize;

@@ -89,11 +89,6 @@ pub fn default_device() -> String {
     "auto".into()
 }
 
-/// The default `turn_limit` of node params.
-pub fn default_turn_limit() -> u32 {
-    scorch_agent::format::DEFAULT_TURN_LIMIT
-}
-
 /// The system prompt for a task's suite.
 pub fn system_for(task_id: &str) -> &'static str {
     if task_id.starts_with("builtin-") {

@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
+use scorch_model::chat::{ChatFormat, Turn};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
-use scorch_model::tokenizer::{Turn, chatml, train_bpe};
+use scorch_model::tokenizer::train_bpe;
 use scorch_model::train::{TrainConfig, Trainer, collate, masked_nll, token_logprobs};
 use tch::{Device, Kind};
 
@@ -26,21 +27,22 @@ fn setup(seed: u64) -> (Checkpoint, Seqs) {
         .map(|i| {
             let q = format!("What is {i} + 3?");
             let a = format!("Code: {i} + 3");
-            chatml(
-                &tk,
-                &[
-                    Turn {
-                        role: "user",
-                        content: &q,
-                    },
-                    Turn {
-                        role: "assistant",
-                        content: &a,
-                    },
-                ],
-                false,
-            )
-            .unwrap()
+            ChatFormat::Chatml
+                .encode(
+                    &tk,
+                    &[
+                        Turn {
+                            role: "user",
+                            content: &q,
+                        },
+                        Turn {
+                            role: "assistant",
+                            content: &a,
+                        },
+                    ],
+                    false,
+                )
+                .unwrap()
         })
         .collect();
     (

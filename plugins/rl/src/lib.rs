@@ -70,9 +70,10 @@ pub struct RlParams {
     /// Sampling of the rollouts.
     #[serde(default)]
     pub sampling: SamplingParams,
-    /// Turns per episode (prefix included).
-    #[serde(default = "scorch_model::spec::default_turn_limit")]
-    pub turn_limit: u32,
+    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
+    /// task: its op count + 3; other suites: 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_limit: Option<u32>,
     /// `auto`, `cpu` or `cuda`.
     #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
@@ -278,6 +279,7 @@ impl Plugin for Rl {
         };
         let mut trainer = Trainer::new(&ck.vs, config).map_err(fail)?;
         let tokenizer = ck.tokenizer.clone();
+        let chat = ck.chat;
         let max_len = ck.model.config.max_position_embeddings as usize;
         let policy = LocalModel::new("student", ck);
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
@@ -306,7 +308,8 @@ impl Plugin for Rl {
                     continue;
                 };
                 for _ in 0..p.group_size {
-                    let mut ep = Episode::new(task.clone(), tool_for(task).map_err(fail)?);
+                    let mut ep =
+                        Episode::new(task.clone(), tool_for(task).map_err(fail)?, p.turn_limit);
                     if p.from_prefix && !prompt.prefix.is_empty() {
                         ep.steps = prompt.prefix.clone();
                         ep.truncate(
@@ -322,16 +325,9 @@ impl Plugin for Rl {
             let options = p
                 .sampling
                 .options(ctx.seed().wrapping_add(step as u64 * 7919));
-            episode::run(
-                &policy,
-                &mut eps,
-                system,
-                &options,
-                p.turn_limit,
-                Author::Student,
-            )
-            .await
-            .map_err(fail)?;
+            episode::run(&policy, &mut eps, system, &options, Author::Student)
+                .await
+                .map_err(fail)?;
             let finished: Vec<(Task, Vec<Step>, Option<String>)> = eps
                 .iter()
                 .map(|e| (e.task.clone(), e.steps.clone(), e.final_answer.clone()))
@@ -381,7 +377,7 @@ impl Plugin for Rl {
                     metadata: String::new(),
                 };
                 seqs.push(clip_len(
-                    scorch_sft::encode_trajectory_from(&tokenizer, &t, start)?,
+                    scorch_sft::encode_trajectory_from(&tokenizer, chat, &t, start)?,
                     max_len,
                 ));
             }

@@ -32,9 +32,10 @@ pub struct RolloutParams {
     /// Sampling settings.
     #[serde(default)]
     pub sampling: SamplingParams,
-    /// Turns per episode.
-    #[serde(default = "scorch_model::spec::default_turn_limit")]
-    pub turn_limit: u32,
+    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
+    /// task: its op count + 3; other suites: 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_limit: Option<u32>,
     /// `auto`, `cpu` or `cuda`.
     #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
@@ -89,8 +90,8 @@ pub struct RolloutSpec<'a> {
     pub samples: u32,
     /// Sampling settings.
     pub sampling: &'a SamplingParams,
-    /// Turns per episode.
-    pub turn_limit: u32,
+    /// Most turns per episode; `None`: each task's own limit.
+    pub turn_limit: Option<u32>,
     /// The student checkpoint, for `policy: student`.
     pub model_dir: Option<&'a std::path::Path>,
     /// `auto`, `cpu` or `cuda`.
@@ -119,10 +120,14 @@ pub async fn rollouts(
                 tokens.0 += cost.prompt_tokens;
                 tokens.1 += cost.completion_tokens;
                 for sample in 0..samples {
-                    let mut ep = Episode::new(t.clone(), tool_for(t).map_err(fail)?);
+                    let mut ep = Episode::new(t.clone(), tool_for(t).map_err(fail)?, r.turn_limit);
+                    // The oracle plays under the same turn limit as any policy: a
+                    // demonstration longer than the limit ends at it, unanswered.
+                    let fits = demo.steps.len() <= ep.turn_limit as usize;
                     ep.steps = demo.steps.clone();
-                    ep.final_answer = demo.final_answer.clone();
-                    ep.stop = Some(if demo.final_answer.is_some() {
+                    ep.steps.truncate(ep.turn_limit as usize);
+                    ep.final_answer = demo.final_answer.clone().filter(|_| fits);
+                    ep.stop = Some(if ep.final_answer.is_some() {
                         StopReason::FinalAnswer
                     } else {
                         StopReason::TurnLimit
@@ -136,7 +141,11 @@ pub async fn rollouts(
                 Vec::with_capacity(tasks.len() * samples as usize);
             for t in tasks {
                 for _ in 0..samples {
-                    slots.push(Some(Episode::new(t.clone(), tool_for(t).map_err(fail)?)));
+                    slots.push(Some(Episode::new(
+                        t.clone(),
+                        tool_for(t).map_err(fail)?,
+                        r.turn_limit,
+                    )));
                 }
             }
             // Episodes of one suite share a system prompt; each group is one batch.
@@ -155,7 +164,6 @@ pub async fn rollouts(
                     &mut batch,
                     system,
                     &r.sampling.options(r.seed),
-                    r.turn_limit,
                     Author::Student,
                 )
                 .await

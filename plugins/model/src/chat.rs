@@ -1,0 +1,244 @@
+//! How a chat becomes token ids: ChatML for HF/Qwen checkpoints, and a compact form for
+//! students trained from scratch. The checkpoint records its format (`config.json` key
+//! [`CHAT_FORMAT_KEY`]; absent means ChatML), so training, `rollout`, `eval` and `serve` all
+//! render a chat the way the model was trained on it.
+//!
+//! Compact form: no system turn; each turn opens with one special token, `<|user|>` or
+//! `<|assistant|>`; an assistant turn ends with `<|im_end|>` (the stop token). The messages'
+//! text (steps, observations) is the same as in ChatML: only the wrapper differs. For the
+//! built-in suite this roughly halves a trajectory (see `tests/compact_chat.rs` in `sft`).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use crate::ModelError;
+use crate::qwen2::Config;
+use crate::tokenizer::{IM_END, IM_START, encode, token_id};
+
+/// The `config.json` key that records a checkpoint's chat format.
+pub const CHAT_FORMAT_KEY: &str = "scorch_chat_format";
+/// The compact form's user-turn token.
+pub const USER: &str = "<|user|>";
+/// The compact form's assistant-turn token.
+pub const ASSISTANT: &str = "<|assistant|>";
+
+/// A chat turn: role and content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn<'a> {
+    /// `system`, `user` or `assistant`.
+    pub role: &'a str,
+    /// The text.
+    pub content: &'a str,
+}
+
+/// How a model sees a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChatFormat {
+    /// `<|im_start|>role\ncontent<|im_end|>\n` (Qwen and most HF chat models).
+    #[default]
+    Chatml,
+    /// One token per turn start, no system turn, no newlines between turns.
+    Compact,
+}
+
+impl ChatFormat {
+    /// Its name in configs and params.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Chatml => "chatml",
+            Self::Compact => "compact",
+        }
+    }
+
+    /// The format a checkpoint's config records (ChatML where it records none).
+    pub fn of_config(config: &Config) -> Result<Self, ModelError> {
+        match config.extra.get(CHAT_FORMAT_KEY) {
+            None => Ok(Self::Chatml),
+            Some(v) => match v.as_str() {
+                Some("chatml") => Ok(Self::Chatml),
+                Some("compact") => Ok(Self::Compact),
+                _ => Err(ModelError::Config(format!(
+                    "`{CHAT_FORMAT_KEY}` is {v}; expected \"chatml\" or \"compact\""
+                ))),
+            },
+        }
+    }
+
+    /// Record the format in `config` (ChatML is recorded too, so a reader need not guess).
+    pub fn record(self, config: &mut Config) {
+        config
+            .extra
+            .insert(CHAT_FORMAT_KEY.into(), self.name().into());
+    }
+
+    /// The text a from-scratch tokenizer trains on for these turns: what the format writes
+    /// as plain text (role names for ChatML; nothing but the contents for the compact form),
+    /// so no part of a rendered chat is split into bytes the BPE never saw.
+    pub fn training_text(self, turns: &[Turn<'_>]) -> String {
+        let mut s = String::new();
+        for t in turns {
+            match self {
+                Self::Chatml => {
+                    s.push_str(t.role);
+                    s.push('\n');
+                    s.push_str(t.content);
+                    s.push('\n');
+                }
+                Self::Compact if t.role == "system" => {}
+                Self::Compact => {
+                    s.push_str(t.content);
+                    s.push('\n');
+                }
+            }
+        }
+        s
+    }
+
+    /// Token ids of `turns` with a loss mask that is 1 on assistant content and the
+    /// `<|im_end|>` that closes it; with `generation_prompt`, ends with an open assistant turn.
+    pub fn encode(
+        self,
+        tk: &Tokenizer,
+        turns: &[Turn<'_>],
+        generation_prompt: bool,
+    ) -> Result<(Vec<i64>, Vec<f32>), ModelError> {
+        let end = token_id(tk, IM_END)?;
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        let mut push = |part: &[i64], m: f32| {
+            ids.extend_from_slice(part);
+            mask.extend(std::iter::repeat_n(m, part.len()));
+        };
+        match self {
+            Self::Chatml => {
+                let start = token_id(tk, IM_START)?;
+                let nl = encode(tk, "\n")?;
+                for t in turns {
+                    let learn = if t.role == "assistant" { 1.0 } else { 0.0 };
+                    push(&[start], 0.0);
+                    push(&encode(tk, &format!("{}\n", t.role))?, 0.0);
+                    push(&encode(tk, t.content)?, learn);
+                    push(&[end], learn);
+                    push(&nl, 0.0);
+                }
+                if generation_prompt {
+                    push(&[start], 0.0);
+                    push(&encode(tk, "assistant\n")?, 0.0);
+                }
+            }
+            Self::Compact => {
+                let user = token_id(tk, USER)?;
+                let assistant = token_id(tk, ASSISTANT)?;
+                for t in turns {
+                    match t.role {
+                        "system" => {}
+                        "assistant" => {
+                            push(&[assistant], 0.0);
+                            push(&encode(tk, t.content)?, 1.0);
+                            push(&[end], 1.0);
+                        }
+                        _ => {
+                            push(&[user], 0.0);
+                            push(&encode(tk, t.content)?, 0.0);
+                        }
+                    }
+                }
+                if generation_prompt {
+                    push(&[assistant], 0.0);
+                }
+            }
+        }
+        Ok((ids, mask))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tokenizer::{decode, train_bpe};
+
+    fn tokenizer() -> Tokenizer {
+        let texts: Vec<String> = (0..200)
+            .map(|i| format!("Thought: add {i}\nCode: {i} + 7\nObservation: {}", i + 7))
+            .collect();
+        train_bpe(&texts, 300).unwrap()
+    }
+
+    fn learned(ids: &[i64], mask: &[f32]) -> Vec<i64> {
+        ids.iter()
+            .zip(mask)
+            .filter(|(_, m)| **m > 0.0)
+            .map(|(i, _)| *i)
+            .collect()
+    }
+
+    #[test]
+    fn both_formats_mask_only_assistant_turns() {
+        let tk = tokenizer();
+        let turns = [
+            Turn {
+                role: "system",
+                content: "Solve it.",
+            },
+            Turn {
+                role: "user",
+                content: "Q 12",
+            },
+            Turn {
+                role: "assistant",
+                content: "Code: 12 + 7",
+            },
+            Turn {
+                role: "user",
+                content: "Observation: 19",
+            },
+        ];
+        for format in [ChatFormat::Chatml, ChatFormat::Compact] {
+            let (ids, mask) = format.encode(&tk, &turns, false).unwrap();
+            assert_eq!(ids.len(), mask.len());
+            let l = learned(&ids, &mask);
+            assert_eq!(*l.last().unwrap(), token_id(&tk, IM_END).unwrap());
+            assert_eq!(decode(&tk, &l).unwrap(), "Code: 12 + 7", "{format:?}");
+        }
+    }
+
+    #[test]
+    fn the_compact_form_drops_the_system_turn_and_opens_turns_with_one_token() {
+        let tk = tokenizer();
+        let turns = [
+            Turn {
+                role: "system",
+                content: "Solve it.",
+            },
+            Turn {
+                role: "user",
+                content: "Q 12",
+            },
+        ];
+        let (ids, _) = ChatFormat::Compact.encode(&tk, &turns, true).unwrap();
+        let user = token_id(&tk, USER).unwrap();
+        let assistant = token_id(&tk, ASSISTANT).unwrap();
+        assert_eq!(ids.first(), Some(&user));
+        assert_eq!(ids.last(), Some(&assistant));
+        assert_eq!(ids.len(), 2 + encode(&tk, "Q 12").unwrap().len());
+        let (chatml, _) = ChatFormat::Chatml.encode(&tk, &turns, true).unwrap();
+        assert!(chatml.len() > ids.len() + 5);
+    }
+
+    #[test]
+    fn the_format_round_trips_through_the_config_and_defaults_to_chatml() {
+        let mut config: Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2
+        }))
+        .unwrap();
+        assert_eq!(ChatFormat::of_config(&config).unwrap(), ChatFormat::Chatml);
+        ChatFormat::Compact.record(&mut config);
+        let text = serde_json::to_string(&config).unwrap();
+        let back: Config = serde_json::from_str(&text).unwrap();
+        assert_eq!(ChatFormat::of_config(&back).unwrap(), ChatFormat::Compact);
+        config.extra.insert(CHAT_FORMAT_KEY.into(), "jinja".into());
+        assert!(ChatFormat::of_config(&config).is_err());
+    }
+}
