@@ -4,9 +4,12 @@
 //! render a chat the way the model was trained on it.
 //!
 //! Compact form: no system turn; each turn opens with one special token, `<|user|>` or
-//! `<|assistant|>`; an assistant turn ends with `<|im_end|>` (the stop token). The messages'
-//! text (steps, observations) is the same as in ChatML: only the wrapper differs. For the
-//! built-in suite this roughly halves a trajectory (see `tests/compact_chat.rs` in `sft`).
+//! `<|assistant|>`; an assistant turn ends with `<|im_end|>` (the stop token); and the
+//! trajectory format's labels (`Plan: `, `Thought: `, `\nCode: `, `Observation: `) are one
+//! special token each. The messages' text is the same as in ChatML: the labels are swapped
+//! for their tokens when encoding and back when decoding, so parsing sees the usual text.
+//! For the built-in suite the median demonstration is 131 tokens against 228 in ChatML
+//! (see `tests/compact_chat.rs` in `sft`).
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -14,7 +17,7 @@ use tokenizers::Tokenizer;
 
 use crate::ModelError;
 use crate::qwen2::Config;
-use crate::tokenizer::{IM_END, IM_START, encode, token_id};
+use crate::tokenizer::{IM_END, IM_START, decode, encode, token_id};
 
 /// The `config.json` key that records a checkpoint's chat format.
 pub const CHAT_FORMAT_KEY: &str = "scorch_chat_format";
@@ -22,6 +25,57 @@ pub const CHAT_FORMAT_KEY: &str = "scorch_chat_format";
 pub const USER: &str = "<|user|>";
 /// The compact form's assistant-turn token.
 pub const ASSISTANT: &str = "<|assistant|>";
+/// The compact form's labels: the text each token stands for (longest first where one
+/// contains another).
+pub const LABELS: [(&str, &str); 4] = [
+    ("<|plan|>", "Plan: "),
+    ("<|thought|>", "Thought: "),
+    ("<|code|>", "\nCode: "),
+    ("<|observation|>", "Observation: "),
+];
+
+/// `text` encoded with each label of [`LABELS`] as its one token.
+fn encode_labelled(tk: &Tokenizer, text: &str) -> Result<Vec<i64>, ModelError> {
+    let mut ids = Vec::new();
+    let mut rest = text;
+    loop {
+        let next = LABELS
+            .iter()
+            .filter_map(|(token, label)| rest.find(label).map(|at| (at, *token, label.len())))
+            .min_by_key(|(at, _, _)| *at);
+        let Some((at, token, len)) = next else {
+            if !rest.is_empty() {
+                ids.extend(encode(tk, rest)?);
+            }
+            return Ok(ids);
+        };
+        if at > 0 {
+            ids.extend(encode(tk, &rest[..at])?);
+        }
+        ids.push(token_id(tk, token)?);
+        rest = &rest[at + len..];
+    }
+}
+
+/// Generated ids as text, each label token written back as its label; other special
+/// tokens are left out.
+fn decode_labelled(tk: &Tokenizer, ids: &[i64]) -> Result<String, ModelError> {
+    let labels: Vec<(i64, &str)> = LABELS
+        .iter()
+        .map(|(token, label)| Ok((token_id(tk, token)?, *label)))
+        .collect::<Result<_, ModelError>>()?;
+    let mut text = String::new();
+    let mut start = 0;
+    for (i, id) in ids.iter().enumerate() {
+        if let Some((_, label)) = labels.iter().find(|(l, _)| l == id) {
+            text.push_str(&decode(tk, &ids[start..i])?);
+            text.push_str(label);
+            start = i + 1;
+        }
+    }
+    text.push_str(&decode(tk, &ids[start..])?);
+    Ok(text)
+}
 
 /// A chat turn: role and content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,12 +142,24 @@ impl ChatFormat {
                 }
                 Self::Compact if t.role == "system" => {}
                 Self::Compact => {
-                    s.push_str(t.content);
+                    let mut content = t.content.to_owned();
+                    for (_, label) in LABELS {
+                        content = content.replace(label, "\n");
+                    }
+                    s.push_str(&content);
                     s.push('\n');
                 }
             }
         }
         s
+    }
+
+    /// Generated ids as the text of the message (special tokens other than labels left out).
+    pub fn decode(self, tk: &Tokenizer, ids: &[i64]) -> Result<String, ModelError> {
+        match self {
+            Self::Chatml => decode(tk, ids),
+            Self::Compact => decode_labelled(tk, ids),
+        }
     }
 
     /// Token ids of `turns` with a loss mask that is 1 on assistant content and the
@@ -135,12 +201,12 @@ impl ChatFormat {
                         "system" => {}
                         "assistant" => {
                             push(&[assistant], 0.0);
-                            push(&encode(tk, t.content)?, 1.0);
+                            push(&encode_labelled(tk, t.content)?, 1.0);
                             push(&[end], 1.0);
                         }
                         _ => {
                             push(&[user], 0.0);
-                            push(&encode(tk, t.content)?, 0.0);
+                            push(&encode_labelled(tk, t.content)?, 0.0);
                         }
                     }
                 }
@@ -156,7 +222,7 @@ impl ChatFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tokenizer::{decode, train_bpe};
+    use crate::tokenizer::train_bpe;
 
     fn tokenizer() -> Tokenizer {
         let texts: Vec<String> = (0..200)
@@ -224,6 +290,35 @@ mod tests {
         assert_eq!(ids.len(), 2 + encode(&tk, "Q 12").unwrap().len());
         let (chatml, _) = ChatFormat::Chatml.encode(&tk, &turns, true).unwrap();
         assert!(chatml.len() > ids.len() + 5);
+    }
+
+    #[test]
+    fn compact_labels_are_one_token_each_and_decode_back_to_the_text() {
+        let tk = tokenizer();
+        let step = "Thought: add\nCode: 12 + 7";
+        let turn = [Turn {
+            role: "assistant",
+            content: step,
+        }];
+        let (ids, mask) = ChatFormat::Compact.encode(&tk, &turn, false).unwrap();
+        let (chatml, _) = ChatFormat::Chatml.encode(&tk, &turn, false).unwrap();
+        assert!(
+            ids.len() + 4 < chatml.len(),
+            "{} vs {}",
+            ids.len(),
+            chatml.len()
+        );
+        let thought = token_id(&tk, "<|thought|>").unwrap();
+        let code = token_id(&tk, "<|code|>").unwrap();
+        assert!(ids.contains(&thought) && ids.contains(&code));
+        // What the student writes (its learned tokens but the stop token) reads as the step.
+        let written: Vec<i64> = learned(&ids, &mask);
+        let written = &written[..written.len() - 1];
+        assert_eq!(ChatFormat::Compact.decode(&tk, written).unwrap(), step);
+        for text in ["Plan: use 1 2", "Observation: 19", "no label at all", ""] {
+            let ids = encode_labelled(&tk, text).unwrap();
+            assert_eq!(decode_labelled(&tk, &ids).unwrap(), text);
+        }
     }
 
     #[test]

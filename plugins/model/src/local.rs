@@ -160,7 +160,7 @@ impl LocalModel {
                     continue;
                 }
             };
-            let mut text = decode(tk, &g.ids)?;
+            let mut text = ck.chat.decode(tk, &g.ids)?;
             if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
                 text.truncate(cut);
             }

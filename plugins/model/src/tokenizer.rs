@@ -19,12 +19,16 @@ pub const IM_END: &str = "<|im_end|>";
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
 /// The special tokens of a trained tokenizer: padding, ChatML's and the compact form's.
-const SPECIALS: [&str; 5] = [
+const SPECIALS: [&str; 9] = [
     END_OF_TEXT,
     IM_START,
     IM_END,
     crate::chat::USER,
     crate::chat::ASSISTANT,
+    crate::chat::LABELS[0].0,
+    crate::chat::LABELS[1].0,
+    crate::chat::LABELS[2].0,
+    crate::chat::LABELS[3].0,
 ];
 
 fn err(e: impl std::fmt::Display) -> ModelError {

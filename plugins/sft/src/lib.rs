@@ -118,7 +118,9 @@ pub struct SftParams {
 }
 
 fn d_micro_batch_tokens() -> usize {
-    8_192
+    // A step's rows go by length into micro-batches of this many padded tokens: smaller ones
+    // pad less (warm start, 30 steps x 32: 36.3 s at 8,192, 31.9 s at 2,048).
+    2_048
 }
 fn d_steps() -> usize {
     300
@@ -369,6 +371,8 @@ impl Plugin for Sft {
                         }
                         pick.extend(order.pop());
                     }
+                    // By length: each micro-batch then pads to little more than its own rows.
+                    pick.sort_by_key(|&i| (seqs[i].0.len(), i));
                     let batch: Vec<(Vec<i64>, Vec<f32>)> =
                         pick.iter().map(|&i| seqs[i].clone()).collect();
                     // The step's loss is the mean over all its scored tokens: a
