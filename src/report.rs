@@ -49,7 +49,21 @@ fn handler() -> GraphicalReportHandler {
     GraphicalReportHandler::new_themed(theme).with_context_lines(1)
 }
 
-/// Every diagnostic of `err`, rendered for a terminal or a log.
+/// Longest source line shown as a snippet: miette's graphical handler panics on columns
+/// past 65,535, and a caret under a line this long helps nobody anyway.
+const MAX_SNIPPET_LINE: usize = 4_096;
+
+/// The length of the line of `text` that holds byte `offset`.
+fn line_len_at(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    let start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    end - start
+}
+
+/// Every diagnostic of `err`, rendered for a terminal or a log. A diagnostic on a line over
+/// [`MAX_SNIPPET_LINE`] bytes is printed without its snippet: file:line:col, message, key
+/// path and hint.
 pub fn render(err: &WorkflowError) -> String {
     let handler = handler();
     let mut out = String::new();
@@ -74,8 +88,18 @@ pub fn render(err: &WorkflowError) -> String {
                 SourceSpan::new(s.offset.into(), s.len.max(1)),
             ));
         }
+        let text = &err.source_text;
+        let long = d
+            .span
+            .iter()
+            .map(|s| s.offset)
+            .chain(d.related.iter().map(|(s, _)| s.offset))
+            .any(|o| line_len_at(text, o) > MAX_SNIPPET_LINE);
+        if long {
+            labels.clear();
+        }
         let mut help = d.hint.clone();
-        if d.span.is_none()
+        if (d.span.is_none() || long)
             && let Some(p) = &d.path
         {
             help = Some(match help {
@@ -90,7 +114,14 @@ pub fn render(err: &WorkflowError) -> String {
         let rendered = Rendered {
             message,
             code: format!("scorch::workflow::{}", d.kind.code()),
-            src: NamedSource::new(err.file.clone(), err.source_text.to_string()),
+            src: NamedSource::new(
+                err.file.clone(),
+                if long {
+                    String::new()
+                } else {
+                    err.source_text.to_string()
+                },
+            ),
             labels,
             help,
         };

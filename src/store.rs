@@ -118,6 +118,23 @@ fn meta_path(prefix: &str, name: &str) -> ObjectPath {
     ObjectPath::from(format!("{prefix}/{name}"))
 }
 
+/// Check a store URL without opening anything: `file://DIR`, `s3://BUCKET[/PREFIX]` or
+/// `memory://`. The error says what is wrong in words (no URL prefix).
+pub fn check_url(url: &str) -> Result<(), String> {
+    if let Some(dir) = url.strip_prefix("file://") {
+        if dir.is_empty() {
+            return Err("no folder given (use file://DIR)".into());
+        }
+    } else if let Some(rest) = url.strip_prefix("s3://") {
+        if rest.split('/').next().is_none_or(str::is_empty) {
+            return Err("no bucket given (use s3://BUCKET/PREFIX)".into());
+        }
+    } else if url != "memory://" && url != "memory:" {
+        return Err("unsupported scheme; use file://DIR, s3://BUCKET/PREFIX or memory://".into());
+    }
+    Ok(())
+}
+
 impl Store {
     /// Open `url` (`file://DIR`, `s3://BUCKET[/PREFIX]`, `memory://`); relative folders are
     /// relative to `base`. S3 takes its credentials, region and endpoint from the usual
@@ -134,11 +151,9 @@ impl Store {
         s3_config: &[(&str, &str)],
     ) -> Result<Self, EngineError> {
         let bad = |why: String| EngineError::usage(format!("store `{url}`: {why}"));
+        check_url(url).map_err(bad)?;
         let (inner, work_dir): (Arc<dyn ObjectStore>, PathBuf) =
             if let Some(dir) = url.strip_prefix("file://") {
-                if dir.is_empty() {
-                    return Err(bad("no folder given (use file://DIR)".into()));
-                }
                 let root = base.join(dir);
                 std::fs::create_dir_all(&root).map_err(|e| {
                     EngineError::io(format!("creating store folder {}", root.display()), e)
@@ -152,9 +167,6 @@ impl Store {
                 )
             } else if let Some(rest) = url.strip_prefix("s3://") {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-                if bucket.is_empty() {
-                    return Err(bad("no bucket given (use s3://BUCKET/PREFIX)".into()));
-                }
                 let mut builder = AmazonS3Builder::from_env();
                 for (k, v) in s3_config {
                     let key = k
@@ -176,9 +188,7 @@ impl Store {
                 let tag = blake3::hash(url.as_bytes()).to_hex();
                 (inner, base.join(".scorch").join("work").join(&tag[..12]))
             } else {
-                return Err(bad(
-                    "unsupported scheme; use file://, s3:// or memory://".into()
-                ));
+                return Err(bad("unsupported scheme".into()));
             };
         Ok(Self {
             inner,

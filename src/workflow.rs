@@ -562,6 +562,17 @@ fn resolve(
         }
     };
 
+    if let Some(url) = &spec.store
+        && let Err(why) = crate::store::check_url(url)
+    {
+        ctx.push(
+            ErrorKind::InvalidType,
+            "store",
+            format!("store `{url}`: {why}"),
+            Some("the default is file://.scorch; --store overrides it".into()),
+            false,
+        );
+    }
     let mut limits = spec.resources.clone();
     limits.extend(options.slots.clone());
     limits

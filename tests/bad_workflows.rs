@@ -94,3 +94,43 @@ fn json_mode_reports_errors_as_data() {
     assert_eq!(v["errors"][0]["line"], 5);
     assert_eq!(v["errors"][0]["hint"], "did you mean `affine`?");
 }
+
+#[test]
+fn a_diagnostic_past_column_65535_is_printed_without_a_panic() {
+    let p = common::Project::new();
+    let pad = "x".repeat(70_000);
+    let cases = [
+        // Semantic: an unknown namespace at column ~70,000.
+        (
+            "semantic.yaml",
+            format!(
+                "name: long\nnodes:\n  nums:\n    kind: numbers\n    params: {{note: \"{pad}\", n: \"${{var.n}}\"}}\n"
+            ),
+            "unknown namespace `var`",
+        ),
+        // Syntax: an unclosed bracket at the end of a 70,000-column line.
+        (
+            "syntax.yaml",
+            format!("name: long\nnodes:\n  nums: {{kind: numbers, params: {{note: {pad}\n"),
+            "invalid YAML",
+        ),
+    ];
+    for (file, text, expected) in cases {
+        p.write(file, &text);
+        let out = p.scorch(&["validate", file]);
+        let err = common::text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{file}: {}",
+            &err[..err.len().min(2000)]
+        );
+        assert!(
+            err.contains(expected),
+            "{file}: {}",
+            &err[..err.len().min(2000)]
+        );
+        assert!(err.contains(&format!("{file}:")), "{file}: names the file");
+        assert!(err.len() < 20_000, "{file}: the long line is not echoed");
+    }
+}
