@@ -205,6 +205,31 @@ fn apply_set(doc: &mut Value, set: &str) -> Result<(), Box<Diagnostic>> {
             "`--set {set}`: `{path}` is not a dotted key path"
         )));
     }
+    // A variable must exist in `vars:` (or the profile): a misspelt one would otherwise be
+    // set quietly and used by nothing.
+    if let ["vars", name] = keys.as_slice() {
+        let known: Vec<&str> = doc
+            .get("vars")
+            .and_then(Value::as_object)
+            .map(|v| v.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        if !known.contains(name) {
+            let hint = match did_you_mean(name, known.iter().copied()) {
+                Some(k) => format!("did you mean `vars.{k}`?"),
+                None if known.is_empty() => {
+                    "the workflow has no `vars:`; add the variable there first".into()
+                }
+                None => format!("variables: {}", known.join(", ")),
+            };
+            return Err(Box::new(
+                Diagnostic::new(
+                    ErrorKind::InvalidSet,
+                    format!("`--set {set}`: the workflow has no variable `{name}`"),
+                )
+                .hint(Some(hint)),
+            ));
+        }
+    }
     let mut cur = doc;
     for (i, k) in keys.iter().enumerate() {
         let Value::Object(map) = cur else {

@@ -85,6 +85,18 @@ fn vars_from_set_change_keys_and_plan_explains_why() {
     );
 }
 
+#[test]
+fn an_unknown_variable_in_set_is_an_error_with_a_hint() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    let out = p.scorch(&["run", "wf.yaml", "--set", "vars.nn=7"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("the workflow has no variable `nn`"), "{err}");
+    assert!(err.contains("did you mean `vars.n`?"), "{err}");
+    assert!(!p.path().join(".scorch").exists(), "nothing is written");
+}
+
 const FAILING: &str = r#"
 name: failing
 nodes:
