@@ -79,16 +79,12 @@ pub async fn collect_results(
             .collect();
     // Per node: task id -> success, the mean over samples. Trajectories carry no suite or
     // split, so a node with several results rows (suites or splits) is not paired.
-    let mut rows_of: BTreeMap<&str, usize> = BTreeMap::new();
-    for (node, _) in &results {
-        *rows_of.entry(node.as_str()).or_default() += 1;
-    }
-    let rows_of: BTreeMap<String, usize> = rows_of
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
+    let rows_of_node: Vec<usize> = results
+        .iter()
+        .map(|(n, _)| results.iter().filter(|(m, _)| m == n).count())
         .collect();
-    let outcomes = |node: &str| -> BTreeMap<String, f64> {
-        if rows_of.get(node) != Some(&1) {
+    let outcomes = |node: &str, rows: usize| -> BTreeMap<String, f64> {
+        if rows != 1 {
             return BTreeMap::new();
         }
         let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
@@ -101,9 +97,9 @@ pub async fn collect_results(
     };
     let mut baselines: Vec<Baseline> = Vec::new();
     let mut lines = Vec::with_capacity(results.len());
-    for (node, r) in results {
+    for ((node, r), rows) in results.into_iter().zip(rows_of_node) {
         let wilson = wilson(u64::from(r.correct), u64::from(r.n), 0.95);
-        let mine = outcomes(&node);
+        let mine = outcomes(&node, rows);
         let context: Vec<String> = matrix_context(&node)
             .into_iter()
             .map(str::to_owned)

@@ -106,16 +106,17 @@ impl ChatFormat {
         }
     }
 
-    /// The format a checkpoint's config records (ChatML where it records none).
-    pub fn of_config(config: &Config) -> Result<Self, ModelError> {
+    /// The format a checkpoint's config records (ChatML where it records none); the error
+    /// says what the key holds.
+    pub fn of_config(config: &Config) -> Result<Self, String> {
         match config.extra.get(CHAT_FORMAT_KEY) {
             None => Ok(Self::Chatml),
             Some(v) => match v.as_str() {
                 Some("chatml") => Ok(Self::Chatml),
                 Some("compact") => Ok(Self::Compact),
-                _ => Err(ModelError::Config(format!(
+                _ => Err(format!(
                     "`{CHAT_FORMAT_KEY}` is {v}; expected \"chatml\" or \"compact\""
-                ))),
+                )),
             },
         }
     }
@@ -231,6 +232,13 @@ mod tests {
         train_bpe(&texts, 300).unwrap()
     }
 
+    fn turns<'a>(pairs: &[(&'a str, &'a str)]) -> Vec<Turn<'a>> {
+        pairs
+            .iter()
+            .map(|&(role, content)| Turn { role, content })
+            .collect()
+    }
+
     fn learned(ids: &[i64], mask: &[f32]) -> Vec<i64> {
         ids.iter()
             .zip(mask)
@@ -242,24 +250,12 @@ mod tests {
     #[test]
     fn both_formats_mask_only_assistant_turns() {
         let tk = tokenizer();
-        let turns = [
-            Turn {
-                role: "system",
-                content: "Solve it.",
-            },
-            Turn {
-                role: "user",
-                content: "Q 12",
-            },
-            Turn {
-                role: "assistant",
-                content: "Code: 12 + 7",
-            },
-            Turn {
-                role: "user",
-                content: "Observation: 19",
-            },
-        ];
+        let turns = turns(&[
+            ("system", "Solve it."),
+            ("user", "Q 12"),
+            ("assistant", "Code: 12 + 7"),
+            ("user", "Observation: 19"),
+        ]);
         for format in [ChatFormat::Chatml, ChatFormat::Compact] {
             let (ids, mask) = format.encode(&tk, &turns, false).unwrap();
             assert_eq!(ids.len(), mask.len());
@@ -272,16 +268,7 @@ mod tests {
     #[test]
     fn the_compact_form_drops_the_system_turn_and_opens_turns_with_one_token() {
         let tk = tokenizer();
-        let turns = [
-            Turn {
-                role: "system",
-                content: "Solve it.",
-            },
-            Turn {
-                role: "user",
-                content: "Q 12",
-            },
-        ];
+        let turns = turns(&[("system", "Solve it."), ("user", "Q 12")]);
         let (ids, _) = ChatFormat::Compact.encode(&tk, &turns, true).unwrap();
         let user = token_id(&tk, USER).unwrap();
         let assistant = token_id(&tk, ASSISTANT).unwrap();

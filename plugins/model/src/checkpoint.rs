@@ -168,7 +168,7 @@ impl Checkpoint {
         seed: u64,
     ) -> Result<Self, ModelError> {
         config.validate().map_err(ModelError::Config)?;
-        let chat = ChatFormat::of_config(&config)?;
+        let chat = ChatFormat::of_config(&config).map_err(ModelError::Config)?;
         // torch's generator is global: seeding it and drawing from it must not interleave
         // with another initialisation in this process (parallel nodes, parallel tests).
         let _guard = TORCH_RNG

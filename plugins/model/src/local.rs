@@ -13,7 +13,7 @@ use crate::chat::Turn;
 use crate::checkpoint::Checkpoint;
 use crate::generate::{Finish, Sampling, generate};
 use crate::openai::ChatResult;
-use crate::tokenizer::{END_OF_TEXT, IM_END, decode, token_id};
+use crate::tokenizer::{END_OF_TEXT, IM_END, token_id};
 
 /// Most sequences generated in one batch.
 const CHUNK: usize = 64;
@@ -121,6 +121,7 @@ impl LocalModel {
             seed: o.seed,
         };
         let stops = &o.stop;
+        let chat = ck.chat;
         // Generate in chunks of similar length: little padding, and memory bounded however
         // many chats come (attention over a padded batch grows with batch x length^2).
         let mut order: Vec<usize> = (0..prompts.len()).collect();
@@ -135,7 +136,8 @@ impl LocalModel {
             let out = generate(&ck.model, &batch, &sampling, pad, |_, ids| {
                 !stops.is_empty() && {
                     let tail = &ids[ids.len().saturating_sub(16)..];
-                    decode(tk, tail).is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
+                    chat.decode(tk, tail)
+                        .is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
                 }
             })?;
             for (&i, g) in chunk.iter().zip(out) {
