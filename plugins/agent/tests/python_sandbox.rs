@@ -7,7 +7,7 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use scorch_agent::python::{PythonOptions, PythonTool};
+use scorch_agent::python::{PythonOptions, PythonTool, Sandbox};
 use scorch_agent::tool::Tool;
 
 const ESCAPE: &str = "BI = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'BuiltinImporter'][0]\nposix = BI.load_module('posix')\nsysm = BI.load_module('sys')\n";
@@ -68,69 +68,76 @@ impl Host {
     }
 }
 
-fn hostile(host: &Host) -> Vec<(&'static str, String, &'static str)> {
-    let c = host.canary();
-    let o = host.outside();
-    let p = host.port();
-    vec![
-        ("read a file outside", format!("print(open({c:?}).read())"), "refuses to read"),
-        ("read /etc/passwd", "print(open('/etc/passwd').read())".into(), "refuses to read"),
-        ("read /proc/self/environ", "print(open('/proc/self/environ').read())".into(), "refuses to read"),
-        ("write a file outside", format!("open({o:?}, 'w').write('x')"), "refuses to write"),
-        ("truncate the canary", format!("open({c:?}, 'w')"), "refuses to write"),
-        ("append through a relative path", format!("import json\nopen('../../../..' + {o:?}, 'a').write('x')"), "refuses to write"),
-        ("import os", "import os\nos.remove('x')".into(), "not allowed in the sandbox"),
-        ("import subprocess", "import subprocess\nsubprocess.run(['true'])".into(), "not allowed in the sandbox"),
-        ("import socket", "import socket".into(), "not allowed in the sandbox"),
-        ("import ctypes", "import ctypes".into(), "not allowed in the sandbox"),
-        ("__import__ of os", "__import__('os').system('true')".into(), "not allowed in the sandbox"),
-        ("exec of an import", "exec('import shutil')".into(), "not allowed in the sandbox"),
-        ("delete through posix", format!("{ESCAPE}posix.unlink({c:?})"), "refuses os.remove"),
-        ("os.system through posix", format!("{ESCAPE}posix.system('touch ' + {o:?})"), "refuses os.system"),
-        ("fork bomb", format!("{ESCAPE}while True:\n    posix.fork()"), "refuses os.fork"),
-        ("kill the parent", format!("{ESCAPE}posix.kill(posix.getppid(), 9)"), "refuses os.kill"),
-        ("socket to the host", format!("{ESCAPE}s = BI.load_module('_socket')\nx = s.socket()\nx.connect(('127.0.0.1', {p}))"), "refuses socket"),
-        ("ctypes through importlib", format!("{ESCAPE}ct = sysm.modules['_frozen_importlib']._gcd_import('ctypes')\nct.CDLL(None)"), "refuses ctypes"),
-        ("symlink out of the scratch folder", format!("{ESCAPE}posix.symlink('/etc', 'etc')\nprint(open('etc/passwd').read())"), "refuses os.symlink"),
-        ("change the hook's data", format!("{ESCAPE}sysm.modules['__main__'].DENY_PREFIXES = ()\nsysm.modules['__main__'].READABLE = ('/',)\nprint(open({c:?}).read())"), "refuses to read"),
-        ("patch realpath", format!("{ESCAPE}pp = sysm.modules['posixpath']\npp.realpath = lambda p, **k: '.'\nprint(open({c:?}).read())"), "refuses to read"),
-        ("reach a frame", "try:\n    1/0\nexcept Exception as e:\n    e.__traceback__.tb_frame.f_back.f_globals['DENY_PREFIXES'] = ()".into(), "refuses access to tb_frame"),
-        ("sys._getframe", format!("{ESCAPE}sysm._getframe(1)"), "refuses sys._getframe"),
-        ("gc introspection", format!("{ESCAPE}gc = BI.load_module('gc')\ngc.get_objects()"), "refuses gc."),
-        ("raise the memory limit", format!("{ESCAPE}r = BI.load_module('resource')\nr.setrlimit(r.RLIMIT_AS, (-1, -1))"), "refuses resource.setrlimit"),
-        ("memory bomb", "x = 'a' * (10 ** 10)".into(), "MemoryError"),
-        ("list memory bomb", "x = [0] * (10 ** 10)".into(), "MemoryError"),
-        ("infinite loop", "while True:\n    pass".into(), "ran longer than"),
-        ("huge output", "print('x' * 10 ** 7)".into(), "[output truncated]"),
-        ("deep recursion", "def f(n):\n    return f(n + 1)\nf(0)".into(), "RecursionError"),
-        ("exit", "raise SystemExit(3)".into(), "exiting is not allowed"),
-        ("hard exit", format!("{ESCAPE}posix._exit(0)"), "interpreter exited"),
-        ("environment secrets", format!("{ESCAPE}print(dict(posix.environ))"), "PATH"),
-        ("list the host's folders", format!("{ESCAPE}print(posix.listdir('/root'))"), "refuses os.listdir"),
-    ]
+/// One snippet of the corpus in the repository's `tests/hostile/`: a `# title` line, `# expect: TEXT` (in
+/// the observation), optionally `# refused: no`, then the code with placeholders.
+struct Snippet {
+    name: String,
+    title: String,
+    expect: String,
+    refused: bool,
+    code: String,
+}
+
+/// The corpus, its placeholders filled in for `host`.
+pub fn corpus(host: &Host) -> Vec<Snippet> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/hostile");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "py"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).unwrap();
+            let header = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(&format!("# {key}: ")))
+                    .map(str::to_owned)
+            };
+            let code = text
+                .replace("{escape}", ESCAPE)
+                .replace("{canary}", &host.canary())
+                .replace("{outside}", &host.outside())
+                .replace("{port}", &host.port().to_string())
+                .replace("{parent}", &std::process::id().to_string());
+            Snippet {
+                name: p.file_stem().unwrap().to_string_lossy().into_owned(),
+                title: text
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .trim_start_matches("# ")
+                    .to_owned(),
+                expect: header("expect").expect("a `# expect:` line"),
+                refused: header("refused").as_deref() != Some("no"),
+                code,
+            }
+        })
+        .collect()
 }
 
 #[test]
 fn hostile_snippets_become_observations_and_the_host_is_untouched() {
     let host = Host::new();
-    let cases = hostile(&host);
-    assert!(cases.len() >= 20);
-    for (name, code, expect) in cases {
+    let cases = corpus(&host);
+    assert!(cases.len() >= 40, "the corpus is in tests/hostile");
+    for s in cases {
+        let name = format!("{} ({})", s.name, s.title);
         let mut t = tool();
         let start = Instant::now();
-        let out = t.execute(&code);
+        let out = t.execute(&s.code);
         assert!(
             start.elapsed() < Duration::from_secs(20),
             "{name}: took {:?}",
             start.elapsed()
         );
+        assert!(!s.refused || out.failed, "{name}: not refused: {out:?}");
         assert!(
-            out.failed || name == "environment secrets" || name == "huge output",
-            "{name}: not refused: {out:?}"
-        );
-        assert!(
-            out.observation.contains(expect),
-            "{name}: expected `{expect}` in {:?}",
+            out.observation.contains(&s.expect),
+            "{name}: expected `{}` in {:?}",
+            s.expect,
             out.observation
         );
         assert!(
@@ -141,7 +148,7 @@ fn hostile_snippets_become_observations_and_the_host_is_untouched() {
             !out.observation.contains(env!("CARGO_MANIFEST_DIR")),
             "{name}: leaked the host environment"
         );
-        host.assert_untouched(name);
+        host.assert_untouched(&name);
         // The interpreter still answers (restarted if the snippet killed it).
         let after = t.execute("print(6 * 7)");
         assert_eq!(
@@ -187,13 +194,22 @@ fn state_lasts_across_steps_and_survives_a_restart() {
 }
 
 #[test]
-fn the_namespace_jail_is_used_where_permitted() {
+fn the_boundary_is_required_and_used() {
     let t = tool();
-    // CI runs as root, where `unshare` works: the jail must be on there.
-    if std::env::var_os("CI").is_some() {
-        assert!(
-            t.jailed(),
-            "unshare is available in CI; the jail must be used"
-        );
-    }
+    assert!(t.sandboxed(), "the default tool runs inside the boundary");
+    // Fails closed: an interpreter the boundary cannot start is refused, not run unconfined.
+    let err = PythonTool::new(PythonOptions {
+        python: "/nonexistent/python3".into(),
+        ..Default::default()
+    })
+    .unwrap_err();
+    assert!(err.0.contains("sandbox cannot be set up"), "{err}");
+    assert!(err.0.contains("sandbox: none"), "{err}");
+    // Only an explicit `Sandbox::None` runs without it.
+    let open = PythonTool::new(PythonOptions {
+        sandbox: Sandbox::None,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!open.sandboxed());
 }

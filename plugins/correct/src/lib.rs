@@ -9,6 +9,7 @@ use std::sync::Arc;
 use scorch_agent::format::{CALC_SYSTEM, PYTHON_SYSTEM};
 use scorch_agent::llm::{LlmTeacher, Prompts};
 use scorch_agent::oracle::Oracle;
+use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
@@ -56,6 +57,10 @@ pub struct CorrectParams {
     /// `auto`, `cpu` or `cuda`.
     #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
+    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
+    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
+    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
+    pub sandbox: Sandbox,
 }
 
 fn student() -> PolicySpec {
@@ -72,6 +77,7 @@ fn teacher_of(
     spec: &TeacherSpec,
     turn_limit: Option<u32>,
     calc: bool,
+    sandbox: Sandbox,
 ) -> Result<Arc<dyn Teacher>, TeacherError> {
     Ok(match spec {
         TeacherSpec::Oracle => Arc::new(Oracle),
@@ -95,7 +101,7 @@ fn teacher_of(
                         answer: String::new(),
                         metadata: "{}".into(),
                     };
-                    tool_for(&task).map_err(|e| TeacherError(e.to_string()))
+                    tool_for(&task, sandbox).map_err(|e| TeacherError(e.to_string()))
                 },
                 turn_limit,
             ))
@@ -121,13 +127,13 @@ pub async fn mentor(
             )
         })?;
     let calc = tasks.iter().all(|t| t.suite == "builtin");
-    let teacher = teacher_of(&p.teacher, p.turn_limit, calc).map_err(teacher_fail)?;
+    let teacher = teacher_of(&p.teacher, p.turn_limit, calc, p.sandbox).map_err(teacher_fail)?;
     let mut eps: Vec<Episode> = tasks
         .iter()
         .map(|t| {
             Ok(Episode::new(
                 t.clone(),
-                tool_for(t).map_err(fail)?,
+                tool_for(t, p.sandbox).map_err(fail)?,
                 p.turn_limit,
             ))
         })
@@ -204,7 +210,7 @@ pub async fn mentor(
                     } else {
                         StepKind::Step
                     };
-                    let fresh = tool_for(&tasks[i]).map_err(fail)?;
+                    let fresh = tool_for(&tasks[i], p.sandbox).map_err(fail)?;
                     eps[i].truncate(step, fresh);
                     eps[i].push(fix);
                     let teacher_step = eps[i].steps[k - 1].clone();
@@ -263,6 +269,7 @@ impl Plugin for Correct {
         ))
     }
     async fn run(&self, p: CorrectParams, ctx: &NodeContext) -> Result<(), PluginError> {
+        scorch_rollout::record_sandbox(ctx, p.sandbox);
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;
         let (trajectories, records, cost, student_tokens) =

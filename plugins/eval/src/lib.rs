@@ -39,6 +39,10 @@ pub struct EvalParams {
     /// `auto`, `cpu` or `cuda`.
     #[serde(default = "scorch_model::spec::default_device")]
     pub device: String,
+    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
+    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
+    #[serde(default, skip_serializing_if = "scorch_rollout::Sandbox::is_default")]
+    pub sandbox: scorch_rollout::Sandbox,
 }
 
 fn student() -> PolicySpec {
@@ -159,7 +163,9 @@ impl Plugin for Eval {
             model_dir: model.as_deref(),
             device: &p.device,
             seed: ctx.seed(),
+            sandbox: p.sandbox,
         };
+        scorch_rollout::record_sandbox(ctx, p.sandbox);
         let (trajectories, _) = scorch_rollout::rollouts(&spec, &tasks).await?;
         let results = summarize(&p.label, &tasks, &trajectories);
         for r in &results {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use schemars::JsonSchema;
 use scorch_agent::format::{CALC_SYSTEM, PYTHON_SYSTEM};
-use scorch_agent::python::{PythonOptions, PythonTool};
+use scorch_agent::python::{PythonOptions, PythonTool, Sandbox};
 use scorch_agent::tool::{CalcTool, Tool};
 use scorch_api::tables::Task;
 use serde::{Deserialize, Serialize};
@@ -98,14 +98,18 @@ pub fn system_for(task_id: &str) -> &'static str {
     }
 }
 
-/// The tool for a task: the calculator for the built-in suite, Python otherwise.
-pub fn tool_for(task: &Task) -> Result<Box<dyn Tool>, ModelError> {
+/// The tool for a task: the calculator for the built-in suite, Python (inside `sandbox`)
+/// otherwise.
+pub fn tool_for(task: &Task, sandbox: Sandbox) -> Result<Box<dyn Tool>, ModelError> {
     if task.suite == "builtin" {
         Ok(Box::new(CalcTool))
     } else {
-        PythonTool::new(PythonOptions::default())
-            .map(|t| Box::new(t) as Box<dyn Tool>)
-            .map_err(|e| ModelError::Config(e.0))
+        PythonTool::new(PythonOptions {
+            sandbox,
+            ..PythonOptions::default()
+        })
+        .map(|t| Box::new(t) as Box<dyn Tool>)
+        .map_err(|e| ModelError::Config(e.0))
     }
 }
 

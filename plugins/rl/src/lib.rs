@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use scorch_agent::oracle::Oracle;
+use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::Teacher;
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
@@ -82,6 +83,10 @@ pub struct RlParams {
     /// which bounds memory however many and however long the episodes are.
     #[serde(default = "d_micro_batch_tokens")]
     pub micro_batch_tokens: usize,
+    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
+    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
+    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
+    pub sandbox: Sandbox,
 }
 
 fn d_micro_batch_tokens() -> usize {
@@ -259,6 +264,7 @@ impl Plugin for Rl {
             .output("metrics", TrainStep::port()))
     }
     async fn run(&self, p: RlParams, ctx: &NodeContext) -> Result<(), PluginError> {
+        scorch_rollout::record_sandbox(ctx, p.sandbox);
         let prompts: Vec<RlPrompt> = ctx.read_rows("rl_prompts").await?;
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let fail = |e: scorch_model::ModelError| PluginError::failed(e.to_string());
@@ -308,13 +314,16 @@ impl Plugin for Rl {
                     continue;
                 };
                 for _ in 0..p.group_size {
-                    let mut ep =
-                        Episode::new(task.clone(), tool_for(task).map_err(fail)?, p.turn_limit);
+                    let mut ep = Episode::new(
+                        task.clone(),
+                        tool_for(task, p.sandbox).map_err(fail)?,
+                        p.turn_limit,
+                    );
                     if p.from_prefix && !prompt.prefix.is_empty() {
                         ep.steps = prompt.prefix.clone();
                         ep.truncate(
                             prompt.prefix.len() as u32 + 1,
-                            tool_for(task).map_err(fail)?,
+                            tool_for(task, p.sandbox).map_err(fail)?,
                         );
                     }
                     eps.push(ep);

@@ -15,6 +15,15 @@ use scorch_model::episode::{self, Episode};
 use scorch_model::spec::{PolicySpec, SamplingParams, chat_policy, system_for, tool_for};
 use serde::{Deserialize, Serialize};
 
+pub use scorch_agent::python::Sandbox;
+
+/// Record in the node's metrics that model-written code ran without the boundary.
+pub fn record_sandbox(ctx: &NodeContext, sandbox: Sandbox) {
+    if sandbox == Sandbox::None {
+        ctx.metric("python_unsandboxed", 1.0);
+    }
+}
+
 /// The `rollout` plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rollout;
@@ -42,6 +51,10 @@ pub struct RolloutParams {
     /// Keep only correct trajectories.
     #[serde(default)]
     pub only_correct: bool,
+    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
+    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
+    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
+    pub sandbox: Sandbox,
 }
 
 fn student() -> PolicySpec {
@@ -98,6 +111,8 @@ pub struct RolloutSpec<'a> {
     pub device: &'a str,
     /// Sampler seed.
     pub seed: u64,
+    /// The python tool's boundary.
+    pub sandbox: Sandbox,
 }
 
 /// Run the policy on every task, `samples` times. Returns the trajectories and (prompt,
@@ -120,7 +135,11 @@ pub async fn rollouts(
                 tokens.0 += cost.prompt_tokens;
                 tokens.1 += cost.completion_tokens;
                 for sample in 0..samples {
-                    let mut ep = Episode::new(t.clone(), tool_for(t).map_err(fail)?, r.turn_limit);
+                    let mut ep = Episode::new(
+                        t.clone(),
+                        tool_for(t, r.sandbox).map_err(fail)?,
+                        r.turn_limit,
+                    );
                     // The oracle plays under the same turn limit as any policy: a
                     // demonstration longer than the limit ends at it, unanswered.
                     let fits = demo.steps.len() <= ep.turn_limit as usize;
@@ -143,7 +162,7 @@ pub async fn rollouts(
                 for _ in 0..samples {
                     slots.push(Some(Episode::new(
                         t.clone(),
-                        tool_for(t).map_err(fail)?,
+                        tool_for(t, r.sandbox).map_err(fail)?,
                         r.turn_limit,
                     )));
                 }
@@ -219,7 +238,9 @@ impl Plugin for Rollout {
             model_dir: model.as_deref(),
             device: &p.device,
             seed: ctx.seed(),
+            sandbox: p.sandbox,
         };
+        record_sandbox(ctx, p.sandbox);
         let (mut rows, tokens) = rollouts(&spec, &tasks).await?;
         ctx.check_cancelled()?;
         let correct = rows.iter().filter(|t| t.correct).count();

@@ -1,9 +1,11 @@
 //! `python`: a real CPython process per trajectory, whose state lasts across steps.
 //!
-//! Layers of protection, each enough for its own class of hostile code:
-//! - the process runs in its own network namespace (no network at all) and mount namespace
-//!   where everything but the scratch folder is read-only, when `unshare` is permitted;
-//! - an audit hook (PEP 578) refuses opening files outside the scratch folder (reads of
+//! Layers of protection:
+//! - the boundary ([`boundary`]): bubblewrap namespaces, no capabilities, a seccomp filter, a
+//!   read-only system and a private scratch folder, with no secrets in the environment. It
+//!   is required: where it cannot be set up the tool refuses to start, unless the workflow
+//!   chose `sandbox: none`;
+//! - inside it, as defence in depth and for clear refusals: an audit hook (PEP 578) refuses opening files outside the scratch folder (reads of
 //!   the Python installation excepted), processes, signals, sockets, `ctypes`, limit
 //!   changes and the frame and garbage-collector introspection that could reach the hook;
 //! - an import allow-list for the step's own `import` statements;
@@ -17,7 +19,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::Duration;
 
@@ -25,8 +26,19 @@ use serde::Deserialize;
 
 use crate::tool::{Tool, ToolOutput};
 
+mod boundary;
+
+pub use boundary::Sandbox;
+
 const WORKER: &str = include_str!("sandbox.py");
-const JAIL: &str = include_str!("jail.sh");
+
+/// The worker's environment besides `PATH` and `HOME`: one thread per numeric library.
+const WORKER_ENV: &[(&str, &str)] = &[
+    ("PYTHONHASHSEED", "0"),
+    ("OPENBLAS_NUM_THREADS", "1"),
+    ("OMP_NUM_THREADS", "1"),
+    ("MKL_NUM_THREADS", "1"),
+];
 
 /// Modules a step may import by default.
 pub const DEFAULT_IMPORTS: &[&str] = &[
@@ -71,8 +83,8 @@ pub struct PythonOptions {
     pub output_limit: usize,
     /// Modules a step may import.
     pub imports: Vec<String>,
-    /// Use the namespace jail when the system permits it.
-    pub jail: bool,
+    /// The boundary around the interpreter.
+    pub sandbox: Sandbox,
 }
 
 impl Default for PythonOptions {
@@ -83,23 +95,15 @@ impl Default for PythonOptions {
             memory_bytes: 2 << 30,
             output_limit: 16_000,
             imports: DEFAULT_IMPORTS.iter().map(|s| (*s).to_owned()).collect(),
-            jail: true,
+            sandbox: Sandbox::Bwrap,
         }
     }
 }
 
-/// Whether `unshare --net --mount` works here (probed once).
-pub fn jail_available() -> bool {
-    static OK: OnceLock<bool> = OnceLock::new();
-    *OK.get_or_init(|| {
-        Command::new("unshare")
-            .args(["--net", "--mount", "--fork", "--", "true"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+/// Why the boundary cannot be set up for `python` here, or `None` where it can (probed once
+/// per interpreter).
+pub fn sandbox_unavailable(python: &std::path::Path) -> Option<String> {
+    boundary::check(python).err()
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,7 +134,8 @@ pub struct PythonTool {
     worker: Option<Worker>,
     /// Code of the steps run so far, replayed after a restart.
     history: Vec<String>,
-    jailed: bool,
+    /// The interpreter inside the boundary; `None` with `Sandbox::None`.
+    confined: Option<boundary::Interpreter>,
 }
 
 impl std::fmt::Debug for PythonTool {
@@ -155,16 +160,24 @@ impl PythonTool {
             .tempdir()
             .map_err(|e| PythonError(e.to_string()))?;
         std::fs::create_dir(dir.path().join("scratch")).map_err(|e| PythonError(e.to_string()))?;
-        std::fs::write(dir.path().join("sandbox.py"), WORKER)
-            .map_err(|e| PythonError(e.to_string()))?;
-        std::fs::write(dir.path().join("jail.sh"), JAIL).map_err(|e| PythonError(e.to_string()))?;
-        let jailed = options.jail && jail_available();
+        let confined = match options.sandbox {
+            Sandbox::Bwrap => Some(boundary::check(&options.python).map_err(|why| {
+                PythonError(format!(
+                    "the sandbox cannot be set up here: {why}. Install bubblewrap \
+                     (`apt-get install bubblewrap`) on a system that permits user namespaces, \
+                     or set `sandbox: none` in the node's params to run model-written code \
+                     without a boundary"
+                ))
+            })?),
+            Sandbox::None => None,
+        };
+        boundary::write_files(dir.path(), WORKER).map_err(PythonError)?;
         let mut tool = Self {
             options,
             dir,
             worker: None,
             history: Vec::new(),
-            jailed,
+            confined,
         };
         tool.worker = Some(tool.spawn()?);
         Ok(tool)
@@ -175,9 +188,9 @@ impl PythonTool {
         self.dir.path().join("scratch")
     }
 
-    /// Whether the namespace jail is in use.
-    pub fn jailed(&self) -> bool {
-        self.jailed
+    /// Whether the interpreter runs inside the boundary.
+    pub fn sandboxed(&self) -> bool {
+        self.confined.is_some()
     }
 
     fn spawn(&self) -> Result<Worker, PythonError> {
@@ -194,25 +207,25 @@ impl PythonTool {
             self.options.output_limit.to_string(),
             self.options.imports.join(","),
         ];
-        let mut cmd = if self.jailed {
-            let mut c = Command::new("unshare");
-            c.args(["--net", "--mount", "--fork", "--kill-child", "--", "sh"])
-                .arg(self.dir.path().join("jail.sh"))
-                .arg(&scratch)
-                .arg(&self.options.python);
-            c
-        } else {
-            Command::new(&self.options.python)
+        let mut cmd = match &self.confined {
+            Some(interp) => boundary::command(
+                self.dir.path(),
+                &scratch,
+                interp,
+                &interp.executable,
+                &worker_args,
+            ),
+            None => {
+                let mut c = Command::new(&self.options.python);
+                c.args(&worker_args)
+                    .env_clear()
+                    .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                    .env("HOME", &scratch)
+                    .envs(WORKER_ENV.iter().copied());
+                c
+            }
         };
-        cmd.args(&worker_args)
-            .current_dir(&scratch)
-            .env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", &scratch)
-            .env("PYTHONHASHSEED", "0")
-            .env("OPENBLAS_NUM_THREADS", "1")
-            .env("OMP_NUM_THREADS", "1")
-            .env("MKL_NUM_THREADS", "1")
+        cmd.current_dir(&scratch)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());

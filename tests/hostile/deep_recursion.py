@@ -1,0 +1,5 @@
+# deep recursion
+# expect: RecursionError
+def f(n):
+    return f(n + 1)
+f(0)

@@ -1,0 +1,3 @@
+# __import__ of os
+# expect: not allowed in the sandbox
+__import__('os').system('true')

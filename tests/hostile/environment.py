@@ -1,0 +1,4 @@
+# environment secrets
+# expect: PATH
+# refused: no
+{escape}print(sorted(posix.environ))

@@ -1,0 +1,3 @@
+# exec of an import
+# expect: not allowed in the sandbox
+exec('import shutil')

@@ -1,0 +1,3 @@
+# exit
+# expect: exiting is not allowed
+raise SystemExit(3)

@@ -1,0 +1,4 @@
+# fork bomb
+# expect: refuses os.fork
+{escape}while True:
+    posix.fork()

@@ -1,0 +1,3 @@
+# sys._getframe
+# expect: refuses sys._getframe
+{escape}sysm._getframe(1)

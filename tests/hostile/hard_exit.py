@@ -1,0 +1,3 @@
+# hard exit
+# expect: interpreter exited
+{escape}posix._exit(0)

@@ -1,0 +1,3 @@
+# import ctypes
+# expect: not allowed in the sandbox
+import ctypes

@@ -1,0 +1,3 @@
+# import socket
+# expect: not allowed in the sandbox
+import socket

@@ -1,0 +1,4 @@
+# import subprocess
+# expect: not allowed in the sandbox
+import subprocess
+subprocess.run(['true'])

@@ -1,0 +1,4 @@
+# infinite loop
+# expect: ran longer than
+while True:
+    pass

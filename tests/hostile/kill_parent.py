@@ -1,0 +1,3 @@
+# kill the parent
+# expect: refuses os.kill
+{escape}posix.kill(posix.getppid(), 9)

@@ -1,0 +1,3 @@
+# list memory bomb
+# expect: MemoryError
+x = [0] * (10 ** 10)

@@ -1,0 +1,3 @@
+# memory bomb
+# expect: MemoryError
+x = 'a' * (10 ** 10)

@@ -1,0 +1,3 @@
+# delete through posix (allow-list bypass)
+# expect: refuses os.remove
+{escape}posix.unlink('{canary}')

@@ -1,0 +1,3 @@
+# read /etc/passwd
+# expect: refuses to read
+print(open('/etc/passwd').read())

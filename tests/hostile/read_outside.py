@@ -1,0 +1,3 @@
+# read a file outside
+# expect: refuses to read
+print(open('{canary}').read())

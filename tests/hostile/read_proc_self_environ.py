@@ -1,0 +1,3 @@
+# read /proc/self/environ
+# expect: refuses to read
+print(open('/proc/self/environ').read())

@@ -1,0 +1,3 @@
+# truncate the canary
+# expect: refuses to write
+open('{canary}', 'w')
