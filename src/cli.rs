@@ -37,7 +37,7 @@ use scorch::plan::{PlanStatus, plan};
 use scorch::progress::{Mode, Reporter};
 use scorch::record::{Outcome, RunRecord, RunStatus};
 use scorch::run::{RunOptions, run};
-use scorch::store::{DEFAULT_STORE, Store, gc};
+use scorch::store::{DEFAULT_STORE, Store, gc, verify};
 use scorch::workflow::{LoadOptions, Workflow, load};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -124,6 +124,15 @@ enum Command {
         /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that every published node's artifacts and objects are in the store (exit 1
+    /// if any is missing)
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -431,10 +440,10 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         }
         Command::Run(args) => {
             let wf = load_workflow(&args.wf)?;
-            let store = open_store(&args.store, Some(&wf))?;
             let opts = run_options(&args.select, args.jobs);
-            // Fail early on unknown node names: nothing is written.
+            // Fail early on unknown node names: nothing is written, not even the store folder.
             scorch::run::targets(&wf, &opts)?;
+            let store = open_store(&args.store, Some(&wf))?;
             let cancel = CancellationToken::new();
             let c2 = cancel.clone();
             tokio::spawn(async move {
@@ -643,6 +652,30 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             }
             Ok(())
         }
+        Command::Verify { store, json } => {
+            let store = open_store(&store, None)?;
+            let report = verify(&store).await?;
+            if json {
+                outln!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                for m in &report.missing {
+                    outln!("missing: {m}");
+                }
+                outln!(
+                    "checked {} node(s), {} artifact(s), {} object(s) in {}: {} missing",
+                    report.manifests,
+                    report.artifacts,
+                    report.objects,
+                    store.url(),
+                    report.missing.len()
+                );
+            }
+            if report.missing.is_empty() {
+                Ok(())
+            } else {
+                Err(Failure::RunFailed)
+            }
+        }
         Command::Plugins => {
             for p in scorch::builtin::registry().plugins() {
                 outln!("{:<10} v{:<4} {}", p.kind(), p.version(), p.description());
@@ -709,10 +742,32 @@ async fn find_run(store: &Store, id: &str) -> Result<RunRecord, Failure> {
             .into());
         }
     };
-    Ok(store
+    let record = store
         .run::<RunRecord>(&full)
         .await?
-        .ok_or_else(|| EngineError::usage(format!("run `{full}` vanished")))?)
+        .ok_or_else(|| EngineError::usage(format!("run `{full}` vanished")))?;
+    Ok(reconcile(store, record).await?)
+}
+
+/// A run that died (its record still says running, its lease is gone) may have published
+/// nodes after its last record: show them as ran.
+async fn reconcile(store: &Store, mut r: RunRecord) -> Result<RunRecord, EngineError> {
+    if r.status != RunStatus::Running || scorch::lease::run_live(store, &r.id).await? {
+        return Ok(r);
+    }
+    for n in &mut r.nodes {
+        if n.outcome != Outcome::Skipped {
+            continue;
+        }
+        if let Some(key) = &n.key
+            && let Some(m) = store.manifest(key).await?
+        {
+            n.outcome = Outcome::Ran;
+            n.reason = Some("published; the run died before recording it".into());
+            n.metrics = m.metrics;
+        }
+    }
+    Ok(r)
 }
 
 fn effective_status(r: &RunRecord) -> String {

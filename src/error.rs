@@ -191,6 +191,36 @@ pub enum EngineErrorKind {
     Internal,
 }
 
+/// The plain meaning of an S3 error code found in `text`, if it is one of the usual ones.
+fn s3_meaning(text: &str) -> Option<&'static str> {
+    const CODES: &[(&str, &str)] = &[
+        (
+            "NoSuchBucket",
+            "the bucket does not exist (create it, or check the name in the store URL)",
+        ),
+        (
+            "InvalidAccessKeyId",
+            "the server does not know this access key (check AWS_ACCESS_KEY_ID)",
+        ),
+        (
+            "SignatureDoesNotMatch",
+            "the server refused the credentials: the secret key does not match (check AWS_SECRET_ACCESS_KEY)",
+        ),
+        (
+            "AccessDenied",
+            "access denied: these credentials may not use this bucket",
+        ),
+        (
+            "ExpiredToken",
+            "the session token has expired (renew AWS_SESSION_TOKEN)",
+        ),
+    ];
+    CODES
+        .iter()
+        .find(|(code, _)| text.contains(&format!("<Code>{code}</Code>")) || text.contains(code))
+        .map(|(_, what)| *what)
+}
+
 /// A failure of the engine itself (not of a node).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -221,9 +251,16 @@ impl EngineError {
         context: impl fmt::Display,
         err: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
+        let text = err.to_string();
+        // S3 answers the usual mistakes with an XML body: say what it means instead.
+        let message = if let Some(what) = s3_meaning(&text) {
+            format!("{context}: {what}")
+        } else {
+            format!("{context}: {text}")
+        };
         Self {
             kind: EngineErrorKind::Store,
-            message: format!("{context}: {err}"),
+            message,
             source: Some(Box::new(err)),
         }
     }

@@ -38,18 +38,25 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// Replace every secret value inside `s` by its `${env.NAME}` reference (longest values
+    /// first, so a secret that contains another is replaced whole).
+    pub fn redact_str(&self, s: &str) -> String {
+        let mut values: Vec<&(String, String)> =
+            self.values.iter().filter(|(_, v)| !v.is_empty()).collect();
+        values.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        let mut s = s.to_owned();
+        for (name, value) in values {
+            if s.contains(value.as_str()) {
+                s = s.replace(value.as_str(), &format!("${{env.{name}}}"));
+            }
+        }
+        s
+    }
+
     /// Replace every secret value inside strings of `v` by its `${env.NAME}` reference.
     pub fn redact(&self, v: &Value) -> Value {
         match v {
-            Value::String(s) => {
-                let mut s = s.clone();
-                for (name, value) in &self.values {
-                    if !value.is_empty() {
-                        s = s.replace(value.as_str(), &format!("${{env.{name}}}"));
-                    }
-                }
-                Value::String(s)
-            }
+            Value::String(s) => Value::String(self.redact_str(s)),
             Value::Array(a) => Value::Array(a.iter().map(|x| self.redact(x)).collect()),
             Value::Object(m) => {
                 Value::Object(m.iter().map(|(k, x)| (k.clone(), self.redact(x))).collect())

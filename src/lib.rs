@@ -7,6 +7,7 @@ pub mod compare;
 pub mod dag;
 pub mod error;
 pub mod interp;
+pub mod lease;
 pub mod plan;
 pub mod plots;
 pub mod progress;

@@ -132,10 +132,15 @@ enum State {
 struct Finished {
     index: usize,
     result: Result<NodeManifest, String>,
+    /// The run that computed the node while this one waited for it.
+    computed_by: Option<String>,
     cancelled: bool,
     attempts: u32,
     elapsed: Duration,
 }
+
+/// How often a live run rewrites its record with the nodes finished so far.
+const SAVE_EVERY: Duration = Duration::from_secs(2);
 
 /// Run `wf` against `store`. Returns the run record; node failures are in it, not errors.
 pub async fn run(
@@ -148,8 +153,17 @@ pub async fn run(
     let (target, forced) = targets(wf, opts)?;
     let n = wf.nodes.len();
     let started = Instant::now();
+    let id = new_run_id();
+    // The lease comes first: from here on gc keeps everything this run publishes.
+    let lease = crate::lease::Lease::acquire(store, &id, &cancel, |h| {
+        reporter.line(&format!(
+            "  waiting for gc (pid {} on {}) to release the store",
+            h.pid, h.host
+        ));
+    })
+    .await?;
     let mut record = RunRecord {
-        id: new_run_id(),
+        id: id.clone(),
         workflow: wf.name.clone(),
         file: wf.file.display().to_string(),
         store: store.url().to_owned(),
@@ -186,6 +200,9 @@ pub async fn run(
     let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
     let jobs = opts.jobs.max(1);
     let mut failed = false;
+    // The first finished node is recorded at once, later ones within SAVE_EVERY.
+    let mut last_saved: Option<Instant> = None;
+    let mut dirty = false;
 
     loop {
         // Settle every waiting node whose inputs are settled.
@@ -304,6 +321,8 @@ pub async fn run(
                 overwrite: forced[i],
                 backoff: opts.retry_backoff,
                 workflow_dir: wf.dir.clone(),
+                run_id: id.clone(),
+                secrets: wf.secrets.clone(),
             };
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -315,7 +334,22 @@ pub async fn run(
         if running == 0 {
             break;
         }
-        let Some(done) = rx.recv().await else { break };
+        // A run killed while it waits still leaves a record of what it published: the
+        // record is rewritten within SAVE_EVERY of a node finishing.
+        let done = loop {
+            let since = last_saved.map_or(SAVE_EVERY, |t| t.elapsed());
+            if dirty && since >= SAVE_EVERY {
+                store.put_run(&record.id, &record).await?;
+                last_saved = Some(Instant::now());
+                dirty = false;
+            }
+            tokio::select! {
+                d = rx.recv() => break d,
+                () = tokio::time::sleep(SAVE_EVERY.saturating_sub(since)), if dirty => {}
+            }
+        };
+        let Some(done) = done else { break };
+        dirty = true;
         running -= 1;
         let node = &wf.nodes[done.index];
         for (slot, need) in &node.resources {
@@ -327,6 +361,19 @@ pub async fn run(
         rec.attempts = done.attempts;
         rec.duration_ms = done.elapsed.as_millis() as u64;
         match done.result {
+            Ok(m) if done.computed_by.is_some() => {
+                rec.outcome = Outcome::Cached;
+                rec.reason = Some(format!(
+                    "computed by run {} while this run waited",
+                    done.computed_by.as_deref().unwrap_or("")
+                ));
+                rec.metrics = m.metrics.clone();
+                rec.outputs = output_records(store, &m).await?;
+                store.set_last(&wf.name, &node.id, &m.components).await?;
+                reporter.line(&format!("  cached  {} (computed by another run)", node.id));
+                outputs[done.index] = Some(m.outputs.clone());
+                state[done.index] = State::Done;
+            }
             Ok(m) => {
                 rec.outcome = Outcome::Ran;
                 rec.reason = None;
@@ -342,6 +389,7 @@ pub async fn run(
                 state[done.index] = State::Done;
             }
             Err(err) => {
+                let err = wf.secrets.redact_str(&err);
                 rec.outcome = if done.cancelled {
                     Outcome::Cancelled
                 } else {
@@ -375,6 +423,7 @@ pub async fn run(
     record.finished = Some(now_rfc3339());
     record.duration_ms = started.elapsed().as_millis() as u64;
     store.put_run(&record.id, &record).await?;
+    lease.release().await?;
     Ok(record)
 }
 
@@ -415,11 +464,64 @@ struct Job {
     overwrite: bool,
     backoff: Duration,
     workflow_dir: PathBuf,
+    run_id: String,
+    secrets: crate::interp::Secrets,
 }
 
 impl Job {
+    /// Lock the node against other runs, compute it (or take what another run computed
+    /// meanwhile), unlock.
     async fn execute(self) -> Finished {
         let start = Instant::now();
+        let key = self.comps.key();
+        let finished = |result, cancelled, computed_by| Finished {
+            index: self.index,
+            result,
+            computed_by,
+            cancelled,
+            attempts: 0,
+            elapsed: start.elapsed(),
+        };
+        let id = &self.node.id;
+        let lock = crate::lease::lock_node(
+            &self.store,
+            &key,
+            &self.run_id,
+            !self.overwrite,
+            &self.cancel,
+            |h| tracing::info!(node = %id, run = %h.run, "another run is computing this node; waiting for it"),
+        )
+        .await;
+        match lock {
+            Ok(crate::lease::NodeLock::Acquired) => {}
+            Ok(crate::lease::NodeLock::Published(by)) => {
+                return match self.store.manifest(&key).await {
+                    Ok(Some(m)) => finished(Ok(m), false, Some(by)),
+                    Ok(None) => finished(
+                        Err("the manifest another run published vanished".into()),
+                        false,
+                        None,
+                    ),
+                    Err(e) => finished(Err(e.to_string()), false, None),
+                };
+            }
+            Ok(crate::lease::NodeLock::Cancelled) => {
+                return finished(
+                    Err("cancelled while another run computed it".into()),
+                    true,
+                    None,
+                );
+            }
+            Err(e) => return finished(Err(e.to_string()), false, None),
+        }
+        let done = self.compute(start).await;
+        if let Err(e) = crate::lease::unlock_node(&self.store, &key).await {
+            tracing::warn!(node = %id, error = %e, "cannot release the node's lock; it expires with the run's lease");
+        }
+        done
+    }
+
+    async fn compute(&self, start: Instant) -> Finished {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -429,6 +531,7 @@ impl Job {
                     return Finished {
                         index: self.index,
                         result: Ok(m),
+                        computed_by: None,
                         cancelled: false,
                         attempts,
                         elapsed: start.elapsed(),
@@ -446,11 +549,13 @@ impl Job {
                         return Finished {
                             index: self.index,
                             result: Err(msg),
+                            computed_by: None,
                             cancelled,
                             attempts,
                             elapsed: start.elapsed(),
                         };
                     }
+                    let e = self.secrets.redact_str(&e.to_string());
                     tracing::warn!(node = %self.node.id, attempt = attempts, error = %e, "node failed; retrying");
                     let delay = self.backoff.saturating_mul(1 << (attempts - 1).min(10));
                     tokio::select! {

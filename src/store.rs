@@ -20,13 +20,15 @@ use std::sync::Arc;
 
 use arrow_schema::Schema;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
@@ -168,12 +170,44 @@ impl Store {
             } else if let Some(rest) = url.strip_prefix("s3://") {
                 let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
                 let mut builder = AmazonS3Builder::from_env();
+                // Fail a dead or frozen server within about a minute: 30 s per request
+                // (AWS_TIMEOUT, AWS_CONNECT_TIMEOUT override), retries of one request for at
+                // most 30 s more (SCORCH_S3_RETRY_TIMEOUT_S).
+                if std::env::var_os("AWS_TIMEOUT").is_none() {
+                    builder = builder
+                        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "30s");
+                }
+                let retry_s = match std::env::var("SCORCH_S3_RETRY_TIMEOUT_S") {
+                    Ok(v) => v.parse::<f64>().ok().filter(|s| *s >= 0.0).ok_or_else(|| {
+                        bad(format!(
+                            "SCORCH_S3_RETRY_TIMEOUT_S={v} is not a number of seconds"
+                        ))
+                    })?,
+                    Err(_) => 30.0,
+                };
+                builder = builder.with_retry(RetryConfig {
+                    max_retries: 3,
+                    retry_timeout: std::time::Duration::from_secs_f64(retry_s),
+                    backoff: Default::default(),
+                });
                 for (k, v) in s3_config {
                     let key = k
                         .to_ascii_lowercase()
                         .parse()
                         .map_err(|e: object_store::Error| bad(e.to_string()))?;
                     builder = builder.with_config(key, *v);
+                }
+                let endpoint = builder
+                    .get_config_value(&AmazonS3ConfigKey::Endpoint)
+                    .unwrap_or_default();
+                let allow_http = builder
+                    .get_config_value(&AmazonS3ConfigKey::Client(ClientConfigKey::AllowHttp))
+                    .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+                if endpoint.starts_with("http://") && !allow_http {
+                    return Err(bad(format!(
+                        "the endpoint {endpoint} is plain HTTP, which the S3 client refuses unless \
+                         AWS_ALLOW_HTTP=true is set"
+                    )));
                 }
                 let s3 = builder
                     .with_bucket_name(bucket)
@@ -214,7 +248,7 @@ impl Store {
         meta_path("objects", hash)
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &ObjectPath,
     ) -> Result<Option<T>, EngineError> {
@@ -239,7 +273,7 @@ impl Store {
         }
     }
 
-    async fn put_json<T: Serialize>(
+    pub(crate) async fn put_json<T: Serialize>(
         &self,
         path: &ObjectPath,
         value: &T,
@@ -490,12 +524,21 @@ pub struct GcReport {
     pub kept_for_live_runs: bool,
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Remove staging leftovers of dead runs, unreferenced artifacts and unreferenced objects.
+///
+/// gc holds the store's `gc.lock` while it works and sweeps nothing while any run holds a
+/// live lease (see [`crate::lease`]), so it never removes what a live run has published or
+/// is about to publish.
+pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
+    let lock = crate::lease::GcLock::acquire(store).await?;
+    let report = sweep(store, dry_run).await;
+    let released = lock.release().await;
+    let report = report?;
+    released?;
+    Ok(report)
 }
 
-/// Remove staging leftovers of dead runs, unreferenced artifacts and unreferenced objects.
-pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
+async fn sweep(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
     let mut report = GcReport::default();
     let staging = store.work_dir().join("staging");
     if let Ok(entries) = std::fs::read_dir(&staging) {
@@ -503,7 +546,7 @@ pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
             let name = entry.file_name().to_string_lossy().into_owned();
             // Staging folders are named `<pid>-<uuid>`: keep those of live processes.
             let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(pid_alive) {
+            if pid.is_some_and(crate::lease::pid_alive) {
                 report.kept_for_live_runs = true;
                 continue;
             }
@@ -514,6 +557,9 @@ pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
             }
             report.staging_dirs.push(name);
         }
+    }
+    if !crate::lease::live_runs(store).await?.is_empty() {
+        report.kept_for_live_runs = true;
     }
     if report.kept_for_live_runs {
         return Ok(report);
@@ -551,6 +597,57 @@ pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
             }
             report.bytes += size;
             report.objects.push(hash);
+        }
+    }
+    Ok(report)
+}
+
+/// What `verify` found: every manifest's artifacts and every artifact's objects, present or
+/// not.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    /// Manifests read.
+    pub manifests: usize,
+    /// Artifacts checked.
+    pub artifacts: usize,
+    /// Objects checked.
+    pub objects: usize,
+    /// What is missing, one line each (`node <key>: artifact <hash>` or `artifact <hash>:
+    /// object <hash>`).
+    pub missing: Vec<String>,
+}
+
+/// Check that everything a manifest refers to is in the store.
+pub async fn verify(store: &Store) -> Result<VerifyReport, EngineError> {
+    let mut report = VerifyReport::default();
+    let mut artifacts = BTreeSet::new();
+    for (key, _) in store.list("nodes").await? {
+        if let Some(m) = store.manifest(&key).await? {
+            report.manifests += 1;
+            for a in m.outputs.into_values() {
+                artifacts.insert((key.clone(), a));
+            }
+        }
+    }
+    let mut objects = BTreeSet::new();
+    for (key, hash) in artifacts {
+        report.artifacts += 1;
+        match store
+            .get_json::<Artifact>(&meta_path("artifacts", &format!("{hash}.json")))
+            .await?
+        {
+            Some(a) => objects.extend(a.files.into_iter().map(|f| (hash.clone(), f.object))),
+            None => report.missing.push(format!("node {key}: artifact {hash}")),
+        }
+    }
+    for (artifact, object) in objects {
+        report.objects += 1;
+        match store.inner.head(&Store::object_path(&object)).await {
+            Ok(_) => {}
+            Err(object_store::Error::NotFound { .. }) => report
+                .missing
+                .push(format!("artifact {artifact}: object {object}")),
+            Err(e) => return Err(EngineError::store(format!("checking object {object}"), e)),
         }
     }
     Ok(report)

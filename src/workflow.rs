@@ -92,6 +92,8 @@ pub struct Workflow {
     /// The variables after the profile and `--set`s, as written: `${env.…}` references stay
     /// unresolved, so no secret is in them.
     pub vars: serde_json::Map<String, Value>,
+    /// The environment values the workflow read: what records, errors and output redact.
+    pub secrets: Secrets,
 }
 
 impl Workflow {
@@ -677,8 +679,10 @@ fn resolve(
             base,
             matrix,
             plugin: plugin.clone(),
+            // `${env.X}` kept as written, and any secret that arrived another way (through
+            // a variable, a matrix, a longer string) replaced by its reference too.
             key_params: match key_params.get(id).map(|p| plugin.check(p)) {
-                Some(Ok(kept)) => kept.params,
+                Some(Ok(kept)) => secrets.redact(&kept.params),
                 _ => secrets.redact(&checked.params),
             },
             params: checked.params,
@@ -857,6 +861,7 @@ fn resolve(
         limits,
         profile,
         vars: written_vars,
+        secrets,
     })
 }
 

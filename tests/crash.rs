@@ -102,6 +102,17 @@ fn sigkill_mid_run_leaves_nothing_partial_and_the_next_run_completes() {
         runs.contains("died"),
         "the killed run is shown as died:\n{runs}"
     );
+    // Its record shows what it published before it died.
+    let id = runs
+        .lines()
+        .find(|l| l.contains("died"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let shown: serde_json::Value =
+        serde_json::from_slice(&p.scorch(&["show", &id, "--json"]).stdout).unwrap();
+    assert_eq!(common::outcomes(&shown)["nums"], "ran", "{shown}");
+    assert_ne!(common::outcomes(&shown)["slow"], "ran", "{shown}");
     let plan = text(&p.scorch(&["plan", "wf.yaml"]).stdout);
     assert!(
         plan.contains("nums  cached") && plan.contains("slow  runs: never ran"),

@@ -412,7 +412,42 @@ fn unknown_node_names_on_the_command_line_are_usage_errors() {
         text(&out.stderr)
     );
     assert!(
-        !p.path().join(".scorch/runs").exists(),
-        "nothing recorded for a bad command line"
+        !p.path().join(".scorch").exists(),
+        "nothing written for a bad command line, not even the store folder"
+    );
+}
+
+/// `filter` in `count` mode keeps as many correct demonstrations as its `like` table has
+/// rows, and says when it runs short.
+#[test]
+fn the_count_filter_matches_the_size_of_its_like_table() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "name: count\nnodes:\n  tasks: {kind: tasks, params: {split: train, count: 40}}\n  \
+         demos:\n    kind: rollout\n    params: {policy: {kind: oracle}}\n    inputs: {tasks: {from: tasks.tasks}}\n  \
+         some:\n    kind: filter\n    params: {mode: warm_start, warm_share: 0.3}\n    inputs: {trajectories: {from: demos.trajectories}}\n  \
+         same:\n    kind: filter\n    params: {mode: count}\n    inputs: {trajectories: {from: demos.trajectories}, like: {from: some.sft}}\n  \
+         short:\n    kind: filter\n    params: {mode: count}\n    inputs: {trajectories: {from: some.sft}, like: {from: demos.trajectories}}\n",
+    );
+    let rec = p.run_json(&["wf.yaml"], 0);
+    let metric = |node: &str, name: &str| {
+        common::node(&rec, node)["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let some = metric("some", "kept");
+    assert!(some > 0.0 && some < 40.0, "{some}");
+    assert_eq!(metric("same", "kept"), some);
+    assert_eq!(metric("short", "wanted"), 40.0);
+    assert_eq!(
+        metric("short", "kept"),
+        some,
+        "short of demonstrations: all it has"
     );
 }

@@ -69,3 +69,74 @@ fn a_workflow_runs_and_reruns_cached_against_a_real_s3_server() {
         text(&gc.stderr)
     );
 }
+
+/// A server that accepts connections and never answers: a run against it fails within the
+/// timeouts it was given, with exit 1 and a message that says so.
+#[test]
+fn a_frozen_s3_server_fails_the_run_within_its_timeouts() {
+    let frozen = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", frozen.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        // Keep every connection open, silent, until the test ends.
+        let mut open = Vec::new();
+        for s in frozen.incoming().take(16) {
+            open.push(s);
+        }
+    });
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    let start = std::time::Instant::now();
+    let out = p
+        .cmd(&["run", "wf.yaml", "--store", "s3://frozen/x"])
+        .envs(common::s3::aws_env(&endpoint))
+        .env("AWS_TIMEOUT", "2s")
+        .env("SCORCH_S3_RETRY_TIMEOUT_S", "1")
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    // The error names the store and the operation that got no answer.
+    assert!(
+        text(&out.stderr).contains("to s3://frozen/x"),
+        "{}",
+        text(&out.stderr)
+    );
+    drop(held);
+}
+
+/// The usual mistakes get a sentence, not an XML body or "builder error".
+#[test]
+fn usual_s3_mistakes_get_plain_messages() {
+    let server = start_server();
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    let env = common::s3::aws_env(&server.endpoint);
+    let no_http: Vec<_> = env
+        .iter()
+        .filter(|(k, _)| *k != "AWS_ALLOW_HTTP")
+        .cloned()
+        .collect();
+    let out = p
+        .cmd(&["run", "wf.yaml", "--store", "s3://b/x"])
+        .env_remove("AWS_ALLOW_HTTP")
+        .envs(no_http)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("plain HTTP")
+            && text(&out.stderr).contains("AWS_ALLOW_HTTP=true"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = p
+        .cmd(&["run", "wf.yaml", "--store", "s3://no-such-bucket-here/x"])
+        .envs(env)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("the bucket does not exist"), "{err}");
+    assert!(!err.contains("<?xml"), "{err}");
+}

@@ -119,3 +119,31 @@ pub fn node<'a>(rec: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
         .find(|n| n["id"] == id)
         .unwrap_or_else(|| panic!("no node {id}"))
 }
+
+/// A tree workflow of `n` cheap nodes: one `numbers` root, `affine` nodes each reading node
+/// (i-1)/2, every tenth a `total`.
+pub fn tree_workflow(n: usize) -> String {
+    use std::fmt::Write;
+    let mut y = String::from("name: tree\nnodes:\n  n0: {kind: numbers, params: {n: 64}}\n");
+    for i in 1..n {
+        let parent = (i - 1) / 2;
+        let parent = if parent % 10 == 0 && parent != 0 {
+            parent - 1
+        } else {
+            parent
+        };
+        if i % 10 == 0 {
+            let _ = writeln!(
+                y,
+                "  n{i}: {{kind: total, params: {{label: n{i}}}, inputs: {{table: {{from: n{parent}.table}}}}}}"
+            );
+        } else {
+            let _ = writeln!(
+                y,
+                "  n{i}: {{kind: affine, params: {{scale: {}, offset: {i}}}, inputs: {{table: {{from: n{parent}.table}}}}}}",
+                i % 7 + 1
+            );
+        }
+    }
+    y
+}

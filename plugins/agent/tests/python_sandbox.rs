@@ -79,7 +79,7 @@ struct Snippet {
 }
 
 /// The corpus, its placeholders filled in for `host`.
-pub fn corpus(host: &Host) -> Vec<Snippet> {
+fn corpus(host: &Host) -> Vec<Snippet> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/hostile");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()

@@ -192,14 +192,20 @@ fn generate_shard(
     }
     let device: Device = model.device();
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let room = (model.config.max_position_embeddings as usize).saturating_sub(width);
-    if room == 0 {
+    let positions = model.config.max_position_embeddings as usize;
+    // Each sequence's own cap: the positions left after its own prompt, so what it
+    // generates never depends on the other prompts of its batch.
+    let caps: Vec<usize> = prompts
+        .iter()
+        .map(|p| s.max_new_tokens.min(positions.saturating_sub(p.len())))
+        .collect();
+    if let Some(p) = prompts.iter().find(|p| p.len() >= positions) {
         return Err(ModelError::Torch(format!(
-            "a prompt of {width} tokens fills the model's {} positions",
-            model.config.max_position_embeddings
+            "a prompt of {} tokens fills the model's {positions} positions",
+            p.len()
         )));
     }
-    let max_new = s.max_new_tokens.min(room);
+    let max_new = caps.iter().copied().max().unwrap_or(0);
     // Left padding.
     let mut ids = Vec::with_capacity(n * width);
     let mut mask = Vec::with_capacity(n * width);
@@ -251,6 +257,8 @@ fn generate_shard(
                     g.finish = Finish::StopToken;
                 } else if stop_check(offset + seq, &g.ids) {
                     g.finish = Finish::StopCheck;
+                } else if g.ids.len() >= caps[seq] {
+                    g.finish = Finish::Length;
                 } else {
                     still.push(row as i64);
                     next.push(tok as i64);

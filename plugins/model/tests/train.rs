@@ -239,6 +239,44 @@ fn sharded_generation_matches_one_thread() {
 }
 
 #[test]
+fn a_sequence_generates_the_same_alone_and_beside_a_long_prompt() {
+    // Greedy, 8 new tokens: beside a prompt that leaves only 3 positions, the short prompt
+    // must still get its 8 (the cap is each sequence's own, not the batch's).
+    let (ck, seqs) = setup(9);
+    let short: Vec<i64> = seqs[0].0[..seqs[0].0.len() - 4].to_vec();
+    let positions = ck.model.config.max_position_embeddings as usize;
+    let long: Vec<i64> = seqs[1]
+        .0
+        .iter()
+        .copied()
+        .cycle()
+        .take(positions - 3)
+        .collect();
+    let s = scorch_model::generate::Sampling {
+        temperature: 0.0,
+        max_new_tokens: 8,
+        ..Default::default()
+    };
+    let generate = |prompts: &[Vec<i64>]| {
+        tch::set_num_threads(1);
+        scorch_model::generate::generate(&ck.model, prompts, &s, 0, |_, _| false).unwrap()
+    };
+    let alone = generate(std::slice::from_ref(&short));
+    let beside = generate(&[short.clone(), long]);
+    assert_eq!(alone[0].ids.len(), 8);
+    assert_eq!(
+        beside[0].ids, alone[0].ids,
+        "the batch changed the short sequence"
+    );
+    assert_eq!(beside[0].finish, alone[0].finish);
+    assert_eq!(
+        beside[1].ids.len(),
+        3,
+        "the long prompt stops at its own last position"
+    );
+}
+
+#[test]
 fn a_seed_gives_the_same_weights_when_models_start_at_once() {
     let handles: Vec<_> = (0..4)
         .map(|i| std::thread::spawn(move || setup(if i % 2 == 0 { 3 } else { 4 }).0))

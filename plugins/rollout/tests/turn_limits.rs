@@ -20,6 +20,7 @@ fn oracle_success(split: Split, fixed: Option<u32>) -> (usize, usize) {
         model_dir: None,
         device: "cpu",
         seed: 0,
+        sandbox: scorch_rollout::Sandbox::Bwrap,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
