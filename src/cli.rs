@@ -27,7 +27,7 @@ pub(crate) fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
 }
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -771,7 +771,7 @@ async fn reconcile(store: &Store, mut r: RunRecord) -> Result<RunRecord, EngineE
 }
 
 fn effective_status(r: &RunRecord) -> String {
-    let alive = Path::new(&format!("/proc/{}", r.pid)).exists();
+    let alive = scorch::lease::pid_alive(r.pid);
     match r.status {
         RunStatus::Running if !alive => "died".into(),
         s => serde_json::to_value(s)

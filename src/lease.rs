@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{EngineError, EngineErrorKind};
-use crate::store::Store;
+use crate::store::{NodeManifest, Store};
 
 /// How long a lease or lock lasts without renewal.
 pub const TTL: Duration = Duration::from_secs(120);
@@ -246,9 +246,9 @@ impl GcLock {
 pub enum NodeLock {
     /// This run computes the node; call [`unlock_node`] afterwards.
     Acquired,
-    /// Another run computed it while this one waited: its manifest is published (the
-    /// holder's run id, when known).
-    Published(String),
+    /// Another run computed it while this one waited: its manifest, and the run that
+    /// published it (empty when it had already unlocked).
+    Published(Box<NodeManifest>, String),
     /// The run was cancelled while it waited.
     Cancelled,
 }
@@ -267,27 +267,26 @@ pub async fn lock_node(
 ) -> Result<NodeLock, EngineError> {
     let mut waiting = Some(waiting);
     loop {
-        if store
+        let acquired = store
             .put_json(&lock_path(key), &Holder::me(run), PutMode::Create)
-            .await?
-        {
-            // The holder may have published and unlocked just before.
-            if reuse && store.manifest(key).await?.is_some() {
+            .await?;
+        let holder = if acquired {
+            None
+        } else {
+            store.get_json::<Holder>(&lock_path(key)).await?
+        };
+        // Published meanwhile, perhaps by a holder that unlocked just before we locked.
+        if reuse && let Some(m) = store.manifest(key).await? {
+            if acquired {
                 unlock_node(store, key).await?;
-                return Ok(NodeLock::Published(String::new()));
             }
+            let by = holder.map(|h| h.run).unwrap_or_default();
+            return Ok(NodeLock::Published(Box::new(m), by));
+        }
+        if acquired {
             return Ok(NodeLock::Acquired);
         }
-        if reuse && store.manifest(key).await?.is_some() {
-            return Ok(NodeLock::Published(
-                store
-                    .get_json::<Holder>(&lock_path(key))
-                    .await?
-                    .map(|h| h.run)
-                    .unwrap_or_default(),
-            ));
-        }
-        match store.get_json::<Holder>(&lock_path(key)).await? {
+        match holder {
             // The holder's own lease says whether it is still at work.
             Some(h) if holder_live(store, &h).await? => {
                 if let Some(f) = waiting.take() {

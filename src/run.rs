@@ -363,10 +363,12 @@ pub async fn run(
         match done.result {
             Ok(m) if done.computed_by.is_some() => {
                 rec.outcome = Outcome::Cached;
-                rec.reason = Some(format!(
-                    "computed by run {} while this run waited",
-                    done.computed_by.as_deref().unwrap_or("")
-                ));
+                rec.reason = Some(match done.computed_by.as_deref() {
+                    Some(by) if !by.is_empty() => {
+                        format!("computed by run {by} while this run waited")
+                    }
+                    _ => "computed by another run while this run waited".into(),
+                });
                 rec.metrics = m.metrics.clone();
                 rec.outputs = output_records(store, &m).await?;
                 store.set_last(&wf.name, &node.id, &m.components).await?;
@@ -494,16 +496,8 @@ impl Job {
         .await;
         match lock {
             Ok(crate::lease::NodeLock::Acquired) => {}
-            Ok(crate::lease::NodeLock::Published(by)) => {
-                return match self.store.manifest(&key).await {
-                    Ok(Some(m)) => finished(Ok(m), false, Some(by)),
-                    Ok(None) => finished(
-                        Err("the manifest another run published vanished".into()),
-                        false,
-                        None,
-                    ),
-                    Err(e) => finished(Err(e.to_string()), false, None),
-                };
+            Ok(crate::lease::NodeLock::Published(m, by)) => {
+                return finished(Ok(*m), false, Some(by));
             }
             Ok(crate::lease::NodeLock::Cancelled) => {
                 return finished(

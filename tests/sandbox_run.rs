@@ -12,15 +12,14 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{Project, text};
+use common::{Project, files_under, text};
 use scorch_api::parquet_io::read_rows;
 use scorch_api::tables::Trajectory;
 
-const ESCAPE: &str = "BI = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'BuiltinImporter'][0]\nposix = BI.load_module('posix')\nsysm = BI.load_module('sys')\n";
 const SECRET: &str = "sk-canary-5d1e0c7a";
 
 struct Snippet {
@@ -32,8 +31,10 @@ struct Snippet {
 /// process, known only once it runs).
 fn corpus(canary: &Path, outside: &Path, port: u16) -> BTreeMap<String, Snippet> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile");
+    let prelude =
+        |name: &str| std::fs::read_to_string(dir.join(format!("prelude/{name}.py"))).unwrap();
     let mut out = BTreeMap::new();
-    for e in std::fs::read_dir(dir).unwrap() {
+    for e in std::fs::read_dir(&dir).unwrap() {
         let p = e.unwrap().path();
         if p.extension().is_none_or(|x| x != "py") {
             continue;
@@ -45,7 +46,8 @@ fn corpus(canary: &Path, outside: &Path, port: u16) -> BTreeMap<String, Snippet>
             .unwrap()
             .to_owned();
         let code = t
-            .replace("{escape}", ESCAPE)
+            .replace("{escape}", &prelude("escape"))
+            .replace("{fork_exec}", &prelude("fork_exec"))
             .replace("{canary}", &canary.display().to_string())
             .replace("{outside}", &outside.display().to_string())
             .replace("{port}", &port.to_string());
@@ -108,22 +110,6 @@ fn reply(
         body.len()
     )
     .ok()
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
 }
 
 #[test]

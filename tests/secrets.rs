@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-use common::{Project, text};
+use common::{Project, files_under, text};
 
 const CANARY: &str = "tok-canary-91c4e7d2b5";
 
@@ -43,22 +41,6 @@ nodes:
       policy: {kind: endpoint, base_url: "http://127.0.0.1:9/v1", model: "m-${vars.tok}", api_key_env: SCORCH_CANARY, retries: 0, timeout_s: 2}
     inputs: {tasks: {from: endpoint.tasks}}
 "#;
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn a_canary_token_reaches_no_record_and_no_output() {

@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use scorch_agent::python::{PythonOptions, PythonTool, Sandbox};
 use scorch_agent::tool::Tool;
 
-const ESCAPE: &str = "BI = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'BuiltinImporter'][0]\nposix = BI.load_module('posix')\nsysm = BI.load_module('sys')\n";
-
 fn tool() -> PythonTool {
     PythonTool::new(PythonOptions {
         timeout: Duration::from_secs(3),
@@ -78,6 +76,15 @@ struct Snippet {
     code: String,
 }
 
+/// A shared piece of the corpus (`tests/hostile/prelude/NAME.py`), spliced in for `{NAME}`.
+fn prelude(name: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../tests/hostile/prelude/{name}.py")),
+    )
+    .unwrap()
+}
+
 /// The corpus, its placeholders filled in for `host`.
 fn corpus(host: &Host) -> Vec<Snippet> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/hostile");
@@ -97,7 +104,8 @@ fn corpus(host: &Host) -> Vec<Snippet> {
                     .map(str::to_owned)
             };
             let code = text
-                .replace("{escape}", ESCAPE)
+                .replace("{escape}", &prelude("escape"))
+                .replace("{fork_exec}", &prelude("fork_exec"))
                 .replace("{canary}", &host.canary())
                 .replace("{outside}", &host.outside())
                 .replace("{port}", &host.port().to_string())

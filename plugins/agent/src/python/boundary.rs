@@ -64,11 +64,25 @@ pub(crate) struct Interpreter {
 
 /// Ask `python` (outside any sandbox, once per path) where its installation is.
 pub(crate) fn interpreter(python: &Path) -> Result<Interpreter, String> {
-    static SEEN: OnceLock<Mutex<HashMap<PathBuf, Result<Interpreter, String>>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(Default::default);
-    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    static SEEN: Probes = OnceLock::new();
+    once_per_path(&SEEN, python, probe_interpreter)
+}
+
+/// Results of a probe, by interpreter path.
+type Probes = OnceLock<Mutex<HashMap<PathBuf, Result<Interpreter, String>>>>;
+
+/// `probe(python)`, run once per path for the life of the process.
+fn once_per_path(
+    seen: &'static Probes,
+    python: &Path,
+    probe: fn(&Path) -> Result<Interpreter, String>,
+) -> Result<Interpreter, String> {
+    let mut seen = seen
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     seen.entry(python.to_owned())
-        .or_insert_with(|| probe_interpreter(python))
+        .or_insert_with(|| probe(python))
         .clone()
 }
 
@@ -320,12 +334,8 @@ pub(crate) fn command(
 /// Whether the boundary can be set up for `python` here (probed once per path): `Err` says
 /// why not.
 pub(crate) fn check(python: &Path) -> Result<Interpreter, String> {
-    static SEEN: OnceLock<Mutex<HashMap<PathBuf, Result<Interpreter, String>>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(Default::default);
-    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-    seen.entry(python.to_owned())
-        .or_insert_with(|| probe_boundary(python))
-        .clone()
+    static SEEN: Probes = OnceLock::new();
+    once_per_path(&SEEN, python, probe_boundary)
 }
 
 fn probe_boundary(python: &Path) -> Result<Interpreter, String> {
