@@ -266,6 +266,8 @@ pub async fn lock_node(
     waiting: impl FnOnce(&Holder),
 ) -> Result<NodeLock, EngineError> {
     let mut waiting = Some(waiting);
+    // The last holder seen: it published, even if it unlocked before we looked again.
+    let mut seen: Option<String> = None;
     loop {
         let acquired = store
             .put_json(&lock_path(key), &Holder::me(run), PutMode::Create)
@@ -280,7 +282,7 @@ pub async fn lock_node(
             if acquired {
                 unlock_node(store, key).await?;
             }
-            let by = holder.map(|h| h.run).unwrap_or_default();
+            let by = holder.map(|h| h.run).or(seen).unwrap_or_default();
             return Ok(NodeLock::Published(Box::new(m), by));
         }
         if acquired {
@@ -292,6 +294,7 @@ pub async fn lock_node(
                 if let Some(f) = waiting.take() {
                     f(&h);
                 }
+                seen = Some(h.run);
                 tokio::select! {
                     () = cancel.cancelled() => return Ok(NodeLock::Cancelled),
                     () = tokio::time::sleep(POLL) => {}
