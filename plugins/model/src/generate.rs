@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::ModelError;
-use crate::qwen2::Qwen2;
+use crate::prefix::Prefix;
+use crate::qwen2::{KvCache, Qwen2};
 
 /// Sampling settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,19 +129,48 @@ pub fn generate(
     pad: i64,
     stop_check: impl Fn(usize, &[i64]) -> bool + Sync,
 ) -> Result<Vec<Generation>, ModelError> {
+    let reuse = prompts.iter().map(|_| None).collect();
+    Ok(generate_reusing(model, prompts, reuse, s, pad, false, stop_check)?.0)
+}
+
+/// [`generate`], with `reuse[i]` (from [`crate::prefix::PrefixCache::lookup`]) the cached
+/// keys and values of the start of prompt `i`, which is then prefilled only from there.
+/// With `keep`, also returns each sequence's keys and values (its prompt and what it
+/// generated) for the next call to reuse.
+pub fn generate_reusing(
+    model: &Qwen2,
+    prompts: &[Vec<i64>],
+    reuse: Vec<Option<Prefix>>,
+    s: &Sampling,
+    pad: i64,
+    keep: bool,
+    stop_check: impl Fn(usize, &[i64]) -> bool + Sync,
+) -> Result<(Vec<Generation>, Vec<Prefix>), ModelError> {
     let n = prompts.len();
+    if reuse.len() != n {
+        return Err(ModelError::Torch(
+            "one reuse entry per prompt is needed".into(),
+        ));
+    }
     let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
     let shards = threads.min(n / MIN_SHARD);
     if shards < 2 || model.device() != Device::Cpu {
-        return generate_shard(model, prompts, 0, s, pad, &stop_check);
+        return generate_shard(model, prompts, reuse, 0, s, pad, keep, &stop_check);
     }
     let size = n.div_ceil(shards);
-    let ready = std::sync::Barrier::new(prompts.chunks(size).len() + 1);
-    let results: Vec<Result<Vec<Generation>, ModelError>> = std::thread::scope(|scope| {
+    let mut reuse = reuse.into_iter();
+    let parts: Vec<Vec<Option<Prefix>>> = prompts
+        .chunks(size)
+        .map(|c| reuse.by_ref().take(c.len()).collect())
+        .collect();
+    let ready = std::sync::Barrier::new(parts.len() + 1);
+    type Shard = Result<(Vec<Generation>, Vec<Prefix>), ModelError>;
+    let results: Vec<Shard> = std::thread::scope(|scope| {
         let workers: Vec<_> = prompts
             .chunks(size)
+            .zip(parts)
             .enumerate()
-            .map(|(k, chunk)| {
+            .map(|(k, (chunk, part))| {
                 let replica = model.replica();
                 let (ready, stop_check) = (&ready, &stop_check);
                 scope.spawn(move || {
@@ -148,7 +178,7 @@ pub fn generate(
                     let _ = tch::get_num_threads();
                     tch::set_num_threads(1);
                     ready.wait();
-                    generate_shard(&replica, chunk, k * size, s, pad, stop_check)
+                    generate_shard(&replica, chunk, part, k * size, s, pad, keep, stop_check)
                 })
             })
             .collect();
@@ -165,33 +195,55 @@ pub fn generate(
             })
             .collect()
     });
-    let mut out = Vec::with_capacity(n);
+    let (mut out, mut kept) = (Vec::with_capacity(n), Vec::new());
     for r in results {
-        out.extend(r?);
+        let (g, k) = r?;
+        out.extend(g);
+        kept.extend(k);
     }
-    Ok(out)
+    Ok((out, kept))
 }
 
-/// [`generate`] on one thread; `offset` is the index of `prompts[0]` in the whole batch.
+/// [`generate_reusing`] on one thread; `offset` is the index of `prompts[0]` in the whole
+/// batch.
+#[allow(clippy::too_many_arguments)]
 fn generate_shard(
     model: &Qwen2,
     prompts: &[Vec<i64>],
+    reuse: Vec<Option<Prefix>>,
     offset: usize,
     s: &Sampling,
     pad: i64,
+    keep: bool,
     stop_check: &(impl Fn(usize, &[i64]) -> bool + Sync),
-) -> Result<Vec<Generation>, ModelError> {
+) -> Result<(Vec<Generation>, Vec<Prefix>), ModelError> {
     let n = prompts.len();
     if n == 0 {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     if prompts.iter().any(Vec::is_empty) {
         return Err(ModelError::Torch(
             "an empty prompt cannot be continued".into(),
         ));
     }
+    // A reused start must be the prompt's own and leave at least its last token to run.
+    let reused: Vec<usize> = reuse
+        .iter()
+        .zip(prompts)
+        .map(|(r, p)| {
+            r.as_ref()
+                .filter(|r| r.len() < p.len() && p.starts_with(&r.tokens))
+                .map_or(0, Prefix::len)
+        })
+        .collect();
     let device: Device = model.device();
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let past = reused.iter().copied().max().unwrap_or(0);
+    let width = prompts
+        .iter()
+        .zip(&reused)
+        .map(|(p, r)| p.len() - r)
+        .max()
+        .unwrap_or(0);
     let positions = model.config.max_position_embeddings as usize;
     // Each sequence's own cap: the positions left after its own prompt, so what it
     // generates never depends on the other prompts of its batch.
@@ -206,13 +258,20 @@ fn generate_shard(
         )));
     }
     let max_new = caps.iter().copied().max().unwrap_or(0);
-    // Left padding.
+    // Each row: its reused start, left-padded to `past`, then the rest of its prompt,
+    // left-padded to `width`. Positions count real tokens only, so padding in the middle of
+    // a row is as harmless as on its left.
     let mut ids = Vec::with_capacity(n * width);
-    let mut mask = Vec::with_capacity(n * width);
-    for p in prompts {
-        let padn = width - p.len();
-        ids.extend(std::iter::repeat_n(pad, padn).chain(p.iter().copied()));
-        mask.extend(std::iter::repeat_n(0i64, padn).chain(std::iter::repeat_n(1i64, p.len())));
+    let mut mask = Vec::with_capacity(n * (past + width));
+    for (p, &r) in prompts.iter().zip(&reused) {
+        let rest = &p[r..];
+        ids.extend(std::iter::repeat_n(pad, width - rest.len()).chain(rest.iter().copied()));
+        mask.extend(
+            std::iter::repeat_n(0i64, past - r)
+                .chain(std::iter::repeat_n(1i64, r))
+                .chain(std::iter::repeat_n(0i64, width - rest.len()))
+                .chain(std::iter::repeat_n(1i64, rest.len())),
+        );
     }
     let mut out: Vec<Generation> = (0..n)
         .map(|_| Generation {
@@ -229,12 +288,18 @@ fn generate_shard(
         })
         .collect();
     let mut attention = Tensor::from_slice(&mask)
-        .view([n as i64, width as i64])
+        .view([n as i64, (past + width) as i64])
         .to_device(device);
     let mut input = Tensor::from_slice(&ids)
         .view([n as i64, width as i64])
         .to_device(device);
-    let mut cache = model.cache_with_reserve(max_new);
+    let mut cache = if past == 0 {
+        model.cache_with_reserve(max_new)
+    } else {
+        KvCache::filled(stack_reused(&reuse, &reused, past)?, width + max_new)
+    };
+    drop(reuse);
+    let mut kept = Vec::new();
     tch::no_grad(|| -> Result<(), ModelError> {
         for _ in 0..max_new {
             let last = model
@@ -264,6 +329,28 @@ fn generate_shard(
                     next.push(tok as i64);
                 }
             }
+            if keep {
+                // A finished sequence's keys and values, before its row leaves the cache:
+                // its real positions (the prompt and every token fed back, that is all it
+                // generated but the last).
+                let mut s = 0;
+                for (row, &seq) in live.iter().enumerate() {
+                    if still.get(s) == Some(&(row as i64)) {
+                        s += 1;
+                        continue;
+                    }
+                    let real = attention.get(row as i64).nonzero().squeeze_dim(1);
+                    let g = &out[seq];
+                    let tokens: Vec<i64> = prompts[seq]
+                        .iter()
+                        .chain(&g.ids[..g.ids.len() - 1])
+                        .copied()
+                        .collect();
+                    if real.size()[0] == tokens.len() as i64 {
+                        kept.push(Prefix::new(tokens, cache.row(row as i64, &real)));
+                    }
+                }
+            }
             live = still.iter().map(|&r| live[r as usize]).collect();
             if live.is_empty() {
                 break;
@@ -281,5 +368,46 @@ fn generate_shard(
         }
         Ok(())
     })?;
-    Ok(out)
+    Ok((out, kept))
+}
+
+/// The batch's starting cache: per layer, every row's reused keys and values left-padded
+/// to `past` positions (zeros where the mask hides them).
+fn stack_reused(
+    reuse: &[Option<Prefix>],
+    reused: &[usize],
+    past: usize,
+) -> Result<Vec<(Tensor, Tensor)>, ModelError> {
+    let first = reuse
+        .iter()
+        .zip(reused)
+        .find_map(|(r, &n)| r.as_ref().filter(|_| n > 0))
+        .ok_or_else(|| ModelError::Torch("no reused prefix to stack".into()))?;
+    let n = reuse.len() as i64;
+    let past = past as i64;
+    let mut layers = Vec::with_capacity(first.layers.len());
+    for (l, (k0, _)) in first.layers.iter().enumerate() {
+        let (heads, dim) = (k0.size()[0], k0.size()[2]);
+        let options = (k0.kind(), k0.device());
+        let k = Tensor::zeros([n, heads, past, dim], options);
+        let v = Tensor::zeros([n, heads, past, dim], options);
+        for (row, (r, &len)) in reuse.iter().zip(reused).enumerate() {
+            let Some(r) = r.as_ref().filter(|_| len > 0) else {
+                continue;
+            };
+            let (rk, rv) = r
+                .layers
+                .get(l)
+                .ok_or_else(|| ModelError::Torch("a reused prefix lacks a layer".into()))?;
+            let len = len as i64;
+            k.get(row as i64)
+                .narrow(1, past - len, len)
+                .copy_(&rk.narrow(1, 0, len));
+            v.get(row as i64)
+                .narrow(1, past - len, len)
+                .copy_(&rv.narrow(1, 0, len));
+        }
+        layers.push((k, v));
+    }
+    Ok(layers)
 }

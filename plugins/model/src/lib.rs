@@ -9,6 +9,7 @@ pub mod generate;
 pub mod local;
 pub mod openai;
 pub mod policy;
+pub mod prefix;
 pub mod qwen2;
 pub mod serve;
 pub mod spec;

@@ -87,6 +87,11 @@ pub struct ChatResult {
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
+    /// Prompt tokens whose keys and values came from a cache rather than a fresh prefill
+    /// (OpenAI's `usage.prompt_tokens_details.cached_tokens`; 0 when the server does not
+    /// say).
+    #[serde(default)]
+    pub cached_tokens: u64,
     /// `stop` or `length`.
     pub finish_reason: String,
     /// Per-token log-probabilities, if the server gave them.
@@ -235,6 +240,9 @@ impl OpenAiClient {
                 .to_owned(),
             prompt_tokens: response["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
             completion_tokens: response["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+            cached_tokens: response["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or(0),
             finish_reason: choice["finish_reason"]
                 .as_str()
                 .unwrap_or("stop")

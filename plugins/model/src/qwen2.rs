@@ -297,6 +297,41 @@ impl KvCache {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// A cache already holding `layers`' keys and values ((batch, kv_heads, len, head_dim)
+    /// each, one pair per layer) with room for `reserve` more positions.
+    pub fn filled(layers: Vec<(Tensor, Tensor)>, reserve: usize) -> Self {
+        let reserve = reserve as i64;
+        Self {
+            layers: layers
+                .into_iter()
+                .map(|(k, v)| {
+                    let len = k.size()[2];
+                    Some(LayerCache {
+                        k: grow(&k, len, len + reserve),
+                        v: grow(&v, len, len + reserve),
+                        len,
+                    })
+                })
+                .collect(),
+            reserve,
+        }
+    }
+
+    /// Batch row `row`'s keys and values at the cached `positions` (a 1-D index), one pair
+    /// per layer, (kv_heads, positions, head_dim) each: copies, not views of the buffers.
+    pub fn row(&self, row: i64, positions: &Tensor) -> Vec<(Tensor, Tensor)> {
+        self.layers
+            .iter()
+            .flatten()
+            .map(|l| {
+                (
+                    l.k.get(row).index_select(1, positions),
+                    l.v.get(row).index_select(1, positions),
+                )
+            })
+            .collect()
+    }
+
     /// Keep only the batch rows in `index`.
     pub fn select(&mut self, index: &Tensor) {
         for l in self.layers.iter_mut().flatten() {

@@ -126,7 +126,7 @@ async fn chat_completions(State(state): State<AppState>, Json(body): Json<Value>
         "created": created,
         "model": state.name,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": r.text}, "finish_reason": r.finish_reason, "logprobs": logprobs}],
-        "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens, "total_tokens": r.prompt_tokens + r.completion_tokens},
+        "usage": {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens, "total_tokens": r.prompt_tokens + r.completion_tokens, "prompt_tokens_details": {"cached_tokens": r.cached_tokens}},
     }))
     .into_response()
 }
