@@ -1,9 +1,8 @@
-//! The `scorch` command: a thin shell over the engine in the `scorch` library.
+//! The `scorch` command: a thin shell over `scorch-engine`, with the built-in node kinds.
 
 #[macro_use]
 mod cli;
-mod data;
-mod report;
+mod diagnostics;
 
 fn main() -> std::process::ExitCode {
     cli::main()

@@ -15,7 +15,7 @@ fn the_committed_workflow_schema_is_up_to_date() {
         .output()
         .expect("scorch schema");
     let generated: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    assert_eq!(generated, scorch::spec::workflow_schema());
+    assert_eq!(generated, scorch_engine::spec::workflow_schema());
     assert!(
         committed == generated,
         "schemas/workflow.schema.json is stale: run `cargo run -- schema > schemas/workflow.schema.json`"

@@ -6,7 +6,7 @@
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-use scorch::stats::{mcnemar_exact, mean_t, wilson};
+use scorch_report::stats::{mcnemar_exact, mean_t, wilson};
 
 #[test]
 fn statistics_match_scipy_and_statsmodels() {

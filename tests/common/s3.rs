@@ -1,11 +1,10 @@
 //! A real S3-compatible server for tests: moto's server on 127.0.0.1, or the one named by
-//! `SCORCH_TEST_S3_ENDPOINT`.
+//! `SCORCH_TEST_S3_ENDPOINT`. Self-contained, so the engine crate's tests include it too
+//! (`#[path]`).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-use super::text;
 
 /// The environment that points the AWS client at `endpoint`.
 pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
@@ -85,6 +84,6 @@ pub fn create_bucket(endpoint: &str, bucket: &str) {
     assert!(
         out.status.success(),
         "creating bucket: {}",
-        text(&out.stderr)
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -117,23 +117,19 @@ pub async fn mentor(
     model_dir: Option<&std::path::Path>,
     seed: u64,
 ) -> Result<(Vec<Trajectory>, Vec<RepairRecord>, Cost, u64), PluginError> {
-    let fail = |e: scorch_model::ModelError| PluginError::failed(e.to_string());
-    let teacher_fail = |e: TeacherError| PluginError::failed(e.0);
-    let student = chat_policy(&p.student, model_dir, &p.device)
-        .map_err(fail)?
-        .ok_or_else(|| {
-            PluginError::failed(
-                "the student must be a chat policy (student or endpoint), not the oracle",
-            )
-        })?;
+    let student = chat_policy(&p.student, model_dir, &p.device)?.ok_or_else(|| {
+        PluginError::failed(
+            "the student must be a chat policy (student or endpoint), not the oracle",
+        )
+    })?;
     let calc = tasks.iter().all(|t| t.suite == "builtin");
-    let teacher = teacher_of(&p.teacher, p.turn_limit, calc, p.sandbox).map_err(teacher_fail)?;
+    let teacher = teacher_of(&p.teacher, p.turn_limit, calc, p.sandbox)?;
     let mut eps: Vec<Episode> = tasks
         .iter()
         .map(|t| {
             Ok(Episode::new(
                 t.clone(),
-                tool_for(t, p.sandbox).map_err(fail)?,
+                tool_for(t, p.sandbox)?,
                 p.turn_limit,
             ))
         })
@@ -170,17 +166,13 @@ pub async fn mentor(
             &options,
             Author::Student,
         )
-        .await
-        .map_err(fail)?;
+        .await?;
         student_tokens += completion;
         for (&i, ep) in open.iter().zip(batch) {
             eps[i] = ep;
         }
         for &i in &open {
-            let (verdict, c) = teacher
-                .judge(&tasks[i], &eps[i].steps)
-                .await
-                .map_err(teacher_fail)?;
+            let (verdict, c) = teacher.judge(&tasks[i], &eps[i].steps).await?;
             cost += c;
             match verdict {
                 Verdict::Correct => settled[i] = true,
@@ -201,8 +193,7 @@ pub async fn mentor(
                     let prefix = eps[i].steps[..k - 1].to_vec();
                     let (mut fix, c) = teacher
                         .repair(&tasks[i], &prefix, &student_steps[0], &analysis)
-                        .await
-                        .map_err(teacher_fail)?;
+                        .await?;
                     cost += c;
                     fix.author = Author::Teacher;
                     fix.kind = if k == 1 {
@@ -210,7 +201,7 @@ pub async fn mentor(
                     } else {
                         StepKind::Step
                     };
-                    let fresh = tool_for(&tasks[i], p.sandbox).map_err(fail)?;
+                    let fresh = tool_for(&tasks[i], p.sandbox)?;
                     eps[i].truncate(step, fresh);
                     eps[i].push(fix);
                     let teacher_step = eps[i].steps[k - 1].clone();
@@ -229,7 +220,7 @@ pub async fn mentor(
     let mut trajectories = Vec::with_capacity(eps.len());
     let mut records = Vec::with_capacity(eps.len());
     for (i, ep) in eps.iter().enumerate() {
-        let t = scorch_rollout::trajectory_of(ep, "student+teacher", 0);
+        let t = ep.trajectory("student+teacher", 0);
         records.push(RepairRecord {
             trajectory_id: t.trajectory_id.clone(),
             task_id: t.task_id.clone(),
@@ -269,7 +260,7 @@ impl Plugin for Correct {
         ))
     }
     async fn run(&self, p: CorrectParams, ctx: &NodeContext) -> Result<(), PluginError> {
-        scorch_rollout::record_sandbox(ctx, p.sandbox);
+        scorch_model::spec::record_sandbox(ctx, p.sandbox);
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;
         let (trajectories, records, cost, student_tokens) =

@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 
 use scorch_agent::answer::best_f1;
 use scorch_agent::benchmarks::{answers, kind_of};
+use scorch_agent::python::Sandbox;
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
 use scorch_api::tables::{EvalResult, TableRow, Task, Trajectory};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
-use scorch_model::spec::{PolicySpec, SamplingParams};
+use scorch_model::rollouts::{RolloutSpec, rollouts};
+use scorch_model::spec::{PolicySpec, SamplingParams, record_sandbox};
 use serde::{Deserialize, Serialize};
 
 /// The `eval` plugin.
@@ -41,8 +43,8 @@ pub struct EvalParams {
     pub device: String,
     /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
     /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
-    #[serde(default, skip_serializing_if = "scorch_rollout::Sandbox::is_default")]
-    pub sandbox: scorch_rollout::Sandbox,
+    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
+    pub sandbox: Sandbox,
 }
 
 fn student() -> PolicySpec {
@@ -155,7 +157,7 @@ impl Plugin for Eval {
     async fn run(&self, p: EvalParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;
-        let spec = scorch_rollout::RolloutSpec {
+        let spec = RolloutSpec {
             policy: &p.policy,
             samples: p.samples,
             sampling: &p.sampling,
@@ -165,8 +167,8 @@ impl Plugin for Eval {
             seed: ctx.seed(),
             sandbox: p.sandbox,
         };
-        scorch_rollout::record_sandbox(ctx, p.sandbox);
-        let (trajectories, _) = scorch_rollout::rollouts(&spec, &tasks).await?;
+        record_sandbox(ctx, p.sandbox);
+        let (trajectories, _) = rollouts(&spec, &tasks).await?;
         let results = summarize(&p.label, &tasks, &trajectories);
         for r in &results {
             ctx.metric(&format!("accuracy.{}.{}", r.suite, r.split), r.accuracy);

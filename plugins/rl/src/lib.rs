@@ -175,7 +175,7 @@ pub async fn reward_class(
     if final_answer.is_none() {
         return RewardClass::NoAnswer;
     }
-    if scorch_rollout::is_correct(task, final_answer) {
+    if scorch_agent::answer::is_correct(task, final_answer) {
         return RewardClass::Solved;
     }
     if kind == Reward::Sparse {
@@ -264,18 +264,17 @@ impl Plugin for Rl {
             .output("metrics", TrainStep::port()))
     }
     async fn run(&self, p: RlParams, ctx: &NodeContext) -> Result<(), PluginError> {
-        scorch_rollout::record_sandbox(ctx, p.sandbox);
+        scorch_model::spec::record_sandbox(ctx, p.sandbox);
         let prompts: Vec<RlPrompt> = ctx.read_rows("rl_prompts").await?;
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
-        let fail = |e: scorch_model::ModelError| PluginError::failed(e.to_string());
-        let (device, kind) = scorch_model::pick_device(&p.device).map_err(fail)?;
-        let ck = Checkpoint::load(ctx.blobs("model")?, device, kind).map_err(fail)?;
+        let (device, kind) = scorch_model::pick_device(&p.device)?;
+        let ck = Checkpoint::load(ctx.blobs("model")?, device, kind)?;
         let reference = if p.kl_coef > 0.0 {
-            Some(Checkpoint::load(ctx.blobs("model")?, device, kind).map_err(fail)?)
+            Some(Checkpoint::load(ctx.blobs("model")?, device, kind)?)
         } else {
             None
         };
-        let pad = token_id(&ck.tokenizer, END_OF_TEXT).map_err(fail)?;
+        let pad = token_id(&ck.tokenizer, END_OF_TEXT)?;
         let config = TrainConfig {
             lr: p.lr,
             warmup_steps: 1,
@@ -283,7 +282,7 @@ impl Plugin for Rl {
             min_lr_ratio: 1.0,
             ..TrainConfig::default()
         };
-        let mut trainer = Trainer::new(&ck.vs, config).map_err(fail)?;
+        let mut trainer = Trainer::new(&ck.vs, config)?;
         let tokenizer = ck.tokenizer.clone();
         let chat = ck.chat;
         let max_len = ck.model.config.max_position_embeddings as usize;
@@ -314,17 +313,11 @@ impl Plugin for Rl {
                     continue;
                 };
                 for _ in 0..p.group_size {
-                    let mut ep = Episode::new(
-                        task.clone(),
-                        tool_for(task, p.sandbox).map_err(fail)?,
-                        p.turn_limit,
-                    );
+                    let mut ep =
+                        Episode::new(task.clone(), tool_for(task, p.sandbox)?, p.turn_limit);
                     if p.from_prefix && !prompt.prefix.is_empty() {
                         ep.steps = prompt.prefix.clone();
-                        ep.truncate(
-                            prompt.prefix.len() as u32 + 1,
-                            tool_for(task, p.sandbox).map_err(fail)?,
-                        );
+                        ep.truncate(prompt.prefix.len() as u32 + 1, tool_for(task, p.sandbox)?);
                     }
                     eps.push(ep);
                     owners.push(pi);
@@ -334,9 +327,7 @@ impl Plugin for Rl {
             let options = p
                 .sampling
                 .options(ctx.seed().wrapping_add(step as u64 * 7919));
-            episode::run(&policy, &mut eps, system, &options, Author::Student)
-                .await
-                .map_err(fail)?;
+            episode::run(&policy, &mut eps, system, &options, Author::Student).await?;
             let finished: Vec<(Task, Vec<Step>, Option<String>)> = eps
                 .iter()
                 .map(|e| (e.task.clone(), e.steps.clone(), e.final_answer.clone()))
@@ -386,7 +377,7 @@ impl Plugin for Rl {
                     metadata: String::new(),
                 };
                 seqs.push(clip_len(
-                    scorch_sft::encode_trajectory_from(&tokenizer, chat, &t, start)?,
+                    scorch_model::encode::encode_trajectory_from(&tokenizer, chat, &t, start)?,
                     max_len,
                 ));
             }
@@ -397,41 +388,38 @@ impl Plugin for Rl {
                 let model = &guard.model;
                 // The loss is a mean over every scored token of the step; each micro-batch
                 // adds its share of it (and of its gradient).
-                let value = trainer
-                    .accumulate(
-                        &seqs,
-                        p.micro_batch_tokens,
-                        pad,
-                        device,
-                        |batch, rows, scored| {
-                            let a = tch::Tensor::from_slice(
-                                &adv[rows].iter().map(|x| *x as f32).collect::<Vec<_>>(),
-                            )
-                            .to_device(device)
-                            .unsqueeze(1);
-                            let logp = token_logprobs(model, &batch.ids, &batch.attention);
-                            let old = logp.detach();
-                            let ratio = (&logp - &old).exp();
-                            let unclipped = &ratio * &a;
-                            let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
-                            let surrogate = unclipped.min_other(&clipped);
-                            let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / scored;
-                            match &reference {
-                                Some(r) => {
-                                    let ref_logp = tch::no_grad(|| {
-                                        token_logprobs(&r.model, &batch.ids, &batch.attention)
-                                    });
-                                    let kl =
-                                        ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
-                                            * &batch.loss_mask;
-                                    pg + kl.sum(Kind::Float) / scored * p.kl_coef
-                                }
-                                None => pg,
+                let value = trainer.accumulate(
+                    &seqs,
+                    p.micro_batch_tokens,
+                    pad,
+                    device,
+                    |batch, rows, scored| {
+                        let a = tch::Tensor::from_slice(
+                            &adv[rows].iter().map(|x| *x as f32).collect::<Vec<_>>(),
+                        )
+                        .to_device(device)
+                        .unsqueeze(1);
+                        let logp = token_logprobs(model, &batch.ids, &batch.attention);
+                        let old = logp.detach();
+                        let ratio = (&logp - &old).exp();
+                        let unclipped = &ratio * &a;
+                        let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
+                        let surrogate = unclipped.min_other(&clipped);
+                        let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / scored;
+                        match &reference {
+                            Some(r) => {
+                                let ref_logp = tch::no_grad(|| {
+                                    token_logprobs(&r.model, &batch.ids, &batch.attention)
+                                });
+                                let kl = ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
+                                    * &batch.loss_mask;
+                                pg + kl.sum(Kind::Float) / scored * p.kl_coef
                             }
-                        },
-                    )
-                    .map_err(fail)?;
-                let (lr, norm) = trainer.step().map_err(fail)?;
+                            None => pg,
+                        }
+                    },
+                )?;
+                let (lr, norm) = trainer.step()?;
                 Ok((value, lr, norm))
             };
             let multi = tokio::runtime::Handle::current().runtime_flavor()
@@ -456,7 +444,7 @@ impl Plugin for Rl {
             ctx.metric(&format!("reward_class_{}", class.name()), n as f64);
         }
         let dir = ctx.blob_dir("checkpoint")?;
-        policy.lock().save(&dir).map_err(fail)?;
+        policy.lock().save(&dir)?;
         ctx.write_rows("metrics", &log)
     }
 }

@@ -7,75 +7,21 @@
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use scorch_agent::format::{Role, render_observation, render_step};
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
 use scorch_api::tables::{TableRow, TrainStep, Trajectory};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
-use scorch_model::chat::{ChatFormat, Turn};
 use scorch_model::checkpoint::Checkpoint;
-use scorch_model::qwen2::Config;
-use scorch_model::spec::system_for;
-use scorch_model::tokenizer::{END_OF_TEXT, IM_END, token_id, train_bpe_with};
+use scorch_model::encode::encode_trajectory;
+pub use scorch_model::scratch::InitParams;
+use scorch_model::scratch::from_scratch;
+use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{TrainConfig, Trainer, clip_len, masked_nll};
 use serde::{Deserialize, Serialize};
 
 /// The `sft` plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sft;
-
-/// A from-scratch student.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InitParams {
-    /// Tokenizer size (byte-level BPE trained on the trajectories).
-    #[serde(default = "d_vocab")]
-    pub vocab_size: usize,
-    /// Split numbers into digits (as Qwen's tokenizer does). Off, every number is a token of
-    /// its own that the student sees a few times at most: it cannot learn to copy numbers it
-    /// has not seen (measured: 4.5% against 43-66% with digits; see the README).
-    #[serde(default = "yes")]
-    pub split_digits: bool,
-    /// How the student sees a chat: `compact` (one token per turn start, no system turn: about
-    /// half the tokens of ChatML for the built-in suite) or `chatml`. Recorded in the
-    /// checkpoint, so `rollout`, `eval`, `rl` and `serve` render chats the same way.
-    #[serde(default = "d_chat")]
-    pub chat_format: ChatFormat,
-    /// Residual width.
-    #[serde(default = "d_hidden")]
-    pub hidden_size: i64,
-    /// Layers.
-    #[serde(default = "d_layers")]
-    pub num_hidden_layers: i64,
-    /// Attention heads.
-    #[serde(default = "d_heads")]
-    pub num_attention_heads: i64,
-    /// Key/value heads.
-    #[serde(default = "d_heads")]
-    pub num_key_value_heads: i64,
-    /// MLP width.
-    #[serde(default = "d_mlp")]
-    pub intermediate_size: i64,
-}
-
-fn d_chat() -> ChatFormat {
-    ChatFormat::Compact
-}
-fn d_vocab() -> usize {
-    2000
-}
-fn d_hidden() -> i64 {
-    192
-}
-fn d_layers() -> i64 {
-    4
-}
-fn d_heads() -> i64 {
-    6
-}
-fn d_mlp() -> i64 {
-    512
-}
 
 /// Params of `sft`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -145,81 +91,6 @@ fn d_wd() -> f64 {
 }
 fn yes() -> bool {
     true
-}
-
-/// The turns of a trajectory's chat, each with whether it carries loss: the system prompt,
-/// the question, then each step (loss unless malformed or among the first `start`) and its
-/// observation.
-fn turns_of(t: &Trajectory, start: usize) -> Vec<(Role, String, bool)> {
-    let mut turns = vec![
-        (Role::System, system_for(&t.task_id).to_owned(), false),
-        (Role::User, t.question.clone(), false),
-    ];
-    for (i, s) in t.steps.iter().enumerate() {
-        turns.push((Role::Assistant, render_step(s), !s.malformed && i >= start));
-        if let Some(o) = &s.observation {
-            turns.push((Role::User, render_observation(o), false));
-        }
-    }
-    turns
-}
-
-/// The text a from-scratch tokenizer trains on for a trajectory.
-fn chat_text(format: ChatFormat, t: &Trajectory) -> String {
-    let turns = turns_of(t, 0);
-    let turns: Vec<Turn<'_>> = turns
-        .iter()
-        .map(|(role, content, _)| Turn {
-            role: role.as_str(),
-            content,
-        })
-        .collect();
-    format.training_text(&turns)
-}
-
-/// The tokenizer of a from-scratch student: a byte-level BPE trained on the trajectories'
-/// chats as `init.chat_format` writes them.
-pub fn student_tokenizer(
-    init: &InitParams,
-    trajectories: &[Trajectory],
-) -> Result<tokenizers::Tokenizer, scorch_model::ModelError> {
-    let texts: Vec<String> = trajectories
-        .iter()
-        .map(|t| chat_text(init.chat_format, t))
-        .collect();
-    train_bpe_with(&texts, init.vocab_size, init.split_digits)
-}
-
-/// Token ids and loss mask of a trajectory in `format`.
-pub fn encode_trajectory(
-    tk: &tokenizers::Tokenizer,
-    format: ChatFormat,
-    t: &Trajectory,
-) -> Result<(Vec<i64>, Vec<f32>), PluginError> {
-    encode_trajectory_from(tk, format, t, 0)
-}
-
-/// Like [`encode_trajectory`], with the loss only on the steps after the first `start`.
-pub fn encode_trajectory_from(
-    tk: &tokenizers::Tokenizer,
-    format: ChatFormat,
-    t: &Trajectory,
-    start: usize,
-) -> Result<(Vec<i64>, Vec<f32>), PluginError> {
-    // Encode turn by turn so that a malformed assistant turn can be masked out.
-    let (mut ids, mut mask) = (Vec::new(), Vec::new());
-    for (role, content, keep) in turns_of(t, start) {
-        let turn = Turn {
-            role: role.as_str(),
-            content: &content,
-        };
-        let (i, m) = format
-            .encode(tk, std::slice::from_ref(&turn), false)
-            .map_err(|e| PluginError::failed(e.to_string()))?;
-        ids.extend(i);
-        mask.extend(m.into_iter().map(|x| if keep { x } else { 0.0 }));
-    }
-    Ok((ids, mask))
 }
 
 #[async_trait]
@@ -302,38 +173,12 @@ impl Plugin for Sft {
         let out_dir = ctx.blob_dir("checkpoint")?;
         let cancel = ctx.cancellation().clone();
         let seed = ctx.seed();
-        let fail = |e: scorch_model::ModelError| PluginError::failed(e.to_string());
-        let (device, kind) = scorch_model::pick_device(&p.device).map_err(fail)?;
+        let (device, kind) = scorch_model::pick_device(&p.device)?;
         let steps = ctx
             .blocking(move || -> Result<Vec<TrainStep>, PluginError> {
                 let ck = match (&p.init, model_dir) {
-                    (Some(init), _) => {
-                        let tk = student_tokenizer(init, &trajectories).map_err(fail)?;
-                        let mut config = Config {
-                            vocab_size: tk.get_vocab_size(true) as i64,
-                            hidden_size: init.hidden_size,
-                            intermediate_size: init.intermediate_size,
-                            num_hidden_layers: init.num_hidden_layers,
-                            num_attention_heads: init.num_attention_heads,
-                            num_key_value_heads: init.num_key_value_heads,
-                            max_position_embeddings: 1024,
-                            rope_theta: 10000.0,
-                            rms_norm_eps: 1e-6,
-                            tie_word_embeddings: true,
-                            hidden_act: "silu".into(),
-                            bos_token_id: None,
-                            eos_token_id: Some(token_id(&tk, IM_END).map_err(fail)?),
-                            torch_dtype: "float32".into(),
-                            model_type: "qwen2".into(),
-                            architectures: vec!["Qwen2ForCausalLM".into()],
-                            attention_dropout: 0.0,
-                            use_sliding_window: false,
-                            extra: Default::default(),
-                        };
-                        init.chat_format.record(&mut config);
-                        Checkpoint::init(config, tk, device, seed).map_err(fail)?
-                    }
-                    (None, Some(dir)) => Checkpoint::load(&dir, device, kind).map_err(fail)?,
+                    (Some(init), _) => from_scratch(init, &trajectories, device, seed)?,
+                    (None, Some(dir)) => Checkpoint::load(&dir, device, kind)?,
                     (None, None) => {
                         return Err(PluginError::failed("no `model` input and no `init`"));
                     }
@@ -345,7 +190,7 @@ impl Plugin for Sft {
                             .map(|x| clip_len(x, ck.model.config.max_position_embeddings as usize))
                     })
                     .collect::<Result<_, _>>()?;
-                let pad = token_id(&ck.tokenizer, END_OF_TEXT).map_err(fail)?;
+                let pad = token_id(&ck.tokenizer, END_OF_TEXT)?;
                 let config = TrainConfig {
                     lr: p.lr,
                     betas: (0.9, 0.98),
@@ -355,7 +200,7 @@ impl Plugin for Sft {
                     min_lr_ratio: p.min_lr_ratio,
                     clip: p.clip,
                 };
-                let mut trainer = Trainer::new(&ck.vs, config).map_err(fail)?;
+                let mut trainer = Trainer::new(&ck.vs, config)?;
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let mut order: Vec<usize> = Vec::new();
                 let mut log = Vec::with_capacity(p.steps);
@@ -377,13 +222,17 @@ impl Plugin for Sft {
                         pick.iter().map(|&i| seqs[i].clone()).collect();
                     // The step's loss is the mean over all its scored tokens: a
                     // micro-batch's mean weighs in by its share of them.
-                    let value = trainer
-                        .accumulate(&batch, p.micro_batch_tokens, pad, device, |b, _, scored| {
+                    let value = trainer.accumulate(
+                        &batch,
+                        p.micro_batch_tokens,
+                        pad,
+                        device,
+                        |b, _, scored| {
                             let (loss, n) = masked_nll(&ck.model, b);
                             loss * (n / scored)
-                        })
-                        .map_err(fail)?;
-                    let (lr, grad_norm) = trainer.step().map_err(fail)?;
+                        },
+                    )?;
+                    let (lr, grad_norm) = trainer.step()?;
                     log.push(TrainStep {
                         step: step as u32,
                         loss: value,
@@ -392,7 +241,7 @@ impl Plugin for Sft {
                         reward: 0.0,
                     });
                 }
-                ck.save(&out_dir).map_err(fail)?;
+                ck.save(&out_dir)?;
                 Ok(log)
             })
             .await?;

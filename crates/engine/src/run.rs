@@ -1,0 +1,725 @@
+//! The scheduler: one dispatcher task owns the run state, starts ready nodes within the
+//! job and resource-slot limits, and turns node results into the run record.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use scorch_api::parquet_io::{StagedKind, collect_outputs};
+use scorch_api::{
+    InputArtifact, NodeContext, NodeContextParts, PluginError, PluginErrorKind, PortType,
+    TableSpec, check_schema,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::cache::{CACHE_FORMAT, KeyComponents};
+use crate::dag;
+use crate::error::{EngineError, EngineErrorKind};
+use crate::progress::Reporter;
+use crate::record::{
+    NodeRecord, Outcome, OutputRecord, RunRecord, RunStatus, new_run_id, now_rfc3339,
+};
+use crate::store::{Artifact, ArtifactFile, ArtifactKind, NodeManifest, Store};
+use crate::workflow::{Node, Workflow};
+
+/// What to run and how.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// At most this many nodes at once.
+    pub jobs: usize,
+    /// Run only these nodes (their inputs must be cached).
+    pub only: Vec<String>,
+    /// Run these nodes and everything downstream of them.
+    pub from: Vec<String>,
+    /// Recompute these nodes even when cached.
+    pub force: Vec<String>,
+    /// First retry delay; doubles each retry.
+    pub retry_backoff: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            jobs: 1,
+            only: Vec::new(),
+            from: Vec::new(),
+            force: Vec::new(),
+            retry_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Node ids named on the command line, checked: `Err` names the unknown one.
+pub fn select(wf: &Workflow, names: &[String]) -> Result<Vec<usize>, EngineError> {
+    names
+        .iter()
+        .map(|name| {
+            let hits: Vec<usize> = (0..wf.nodes.len())
+                .filter(|&i| wf.nodes[i].id == *name || wf.nodes[i].base == *name)
+                .collect();
+            if hits.is_empty() {
+                let hint = scorch_api::did_you_mean(name, wf.nodes.iter().map(|n| n.id.as_str()))
+                    .map(|c| format!("; did you mean `{c}`?"))
+                    .unwrap_or_default();
+                Err(EngineError::usage(format!(
+                    "no node `{name}` in workflow `{}`{hint}",
+                    wf.name
+                )))
+            } else {
+                Ok(hits)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.into_iter().flatten().collect())
+}
+
+/// Which nodes may run (others must come from the cache), and which are forced.
+pub fn targets(wf: &Workflow, opts: &RunOptions) -> Result<(Vec<bool>, Vec<bool>), EngineError> {
+    let n = wf.nodes.len();
+    let only = select(wf, &opts.only)?;
+    let from = select(wf, &opts.from)?;
+    let force = select(wf, &opts.force)?;
+    let mut target = if only.is_empty() && from.is_empty() {
+        vec![true; n]
+    } else {
+        vec![false; n]
+    };
+    for i in only {
+        target[i] = true;
+    }
+    let down = dag::descendants(&wf.deps(), &from);
+    for (i, d) in down.into_iter().enumerate() {
+        target[i] |= d;
+    }
+    let mut forced = vec![false; n];
+    for i in force {
+        forced[i] = true;
+        target[i] = true;
+    }
+    Ok((target, forced))
+}
+
+/// The key components of `node` given the artifacts of its producers.
+pub fn components(
+    node: &Node,
+    outputs: &[Option<BTreeMap<String, String>>],
+) -> Option<KeyComponents> {
+    let mut inputs = BTreeMap::new();
+    for e in &node.inputs {
+        let hash = outputs[e.node].as_ref()?.get(&e.output)?;
+        inputs.insert(e.input.clone(), hash.clone());
+    }
+    Some(KeyComponents {
+        format: CACHE_FORMAT,
+        kind: node.plugin.kind().to_owned(),
+        version: node.plugin.version().to_owned(),
+        params: node.key_params.clone(),
+        seed: node.seed,
+        inputs,
+    })
+}
+
+enum State {
+    Waiting,
+    Queued(KeyComponents),
+    Running,
+    Done,
+    Stopped,
+}
+
+struct Finished {
+    index: usize,
+    result: Result<NodeManifest, String>,
+    /// The run that computed the node while this one waited for it.
+    computed_by: Option<String>,
+    cancelled: bool,
+    attempts: u32,
+    elapsed: Duration,
+}
+
+/// How often a live run rewrites its record with the nodes finished so far.
+const SAVE_EVERY: Duration = Duration::from_secs(2);
+
+/// Run `wf` against `store`. Returns the run record; node failures are in it, not errors.
+pub async fn run(
+    wf: &Workflow,
+    store: &Store,
+    opts: &RunOptions,
+    cancel: CancellationToken,
+    reporter: &Reporter,
+) -> Result<RunRecord, EngineError> {
+    let (target, forced) = targets(wf, opts)?;
+    let n = wf.nodes.len();
+    let started = Instant::now();
+    let id = new_run_id();
+    // The lease comes first: from here on gc keeps everything this run publishes.
+    let lease = crate::lease::Lease::acquire(store, &id, &cancel, |h| {
+        reporter.line(&format!(
+            "  waiting for gc (pid {} on {}) to release the store",
+            h.pid, h.host
+        ));
+    })
+    .await?;
+    let mut record = RunRecord {
+        id: id.clone(),
+        workflow: wf.name.clone(),
+        file: wf.file.display().to_string(),
+        store: store.url().to_owned(),
+        status: RunStatus::Running,
+        started: now_rfc3339(),
+        finished: None,
+        duration_ms: 0,
+        pid: std::process::id(),
+        profile: wf.profile.clone(),
+        vars: wf.vars.clone(),
+        nodes: wf
+            .nodes
+            .iter()
+            .map(|node| NodeRecord {
+                id: node.id.clone(),
+                kind: node.plugin.kind().to_owned(),
+                key: None,
+                outcome: Outcome::Skipped,
+                reason: Some("not reached".into()),
+                attempts: 0,
+                duration_ms: 0,
+                metrics: Vec::new(),
+                outputs: BTreeMap::new(),
+                error: None,
+            })
+            .collect(),
+    };
+    store.put_run(&record.id, &record).await?;
+
+    let mut state: Vec<State> = (0..n).map(|_| State::Waiting).collect();
+    let mut outputs: Vec<Option<BTreeMap<String, String>>> = vec![None; n];
+    let mut used: BTreeMap<String, u32> = BTreeMap::new();
+    let mut running = 0usize;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
+    let jobs = opts.jobs.max(1);
+    let mut failed = false;
+    // The first finished node is recorded at once, later ones within SAVE_EVERY.
+    let mut last_saved: Option<Instant> = None;
+    let mut dirty = false;
+
+    loop {
+        // Settle every waiting node whose inputs are settled.
+        let mut progressed = true;
+        while progressed {
+            progressed = false;
+            for i in 0..n {
+                if !matches!(state[i], State::Waiting) {
+                    continue;
+                }
+                let node = &wf.nodes[i];
+                if let Some(e) = node
+                    .inputs
+                    .iter()
+                    .find(|e| matches!(state[e.node], State::Stopped))
+                {
+                    let up = &wf.nodes[e.node].id;
+                    let rec = &mut record.nodes[i];
+                    rec.outcome = if cancel.is_cancelled() {
+                        Outcome::Cancelled
+                    } else {
+                        Outcome::Skipped
+                    };
+                    rec.reason = Some(format!("upstream `{up}` did not complete"));
+                    state[i] = State::Stopped;
+                    progressed = true;
+                    continue;
+                }
+                if node
+                    .inputs
+                    .iter()
+                    .any(|e| !matches!(state[e.node], State::Done))
+                {
+                    continue;
+                }
+                progressed = true;
+                let Some(comps) = components(node, &outputs) else {
+                    state[i] = State::Stopped;
+                    record.nodes[i].outcome = Outcome::Failed;
+                    record.nodes[i].reason = Some("an upstream output is missing".into());
+                    failed = true;
+                    continue;
+                };
+                let key = comps.key();
+                record.nodes[i].key = Some(key.clone());
+                if cancel.is_cancelled() {
+                    record.nodes[i].outcome = Outcome::Cancelled;
+                    record.nodes[i].reason = Some("cancelled before it started".into());
+                    state[i] = State::Stopped;
+                    continue;
+                }
+                if !forced[i]
+                    && let Some(m) = store.manifest(&key).await?
+                {
+                    let rec = &mut record.nodes[i];
+                    rec.outcome = Outcome::Cached;
+                    rec.reason = None;
+                    rec.metrics = m.metrics.clone();
+                    rec.outputs = output_records(store, &m).await?;
+                    store.set_last(&wf.name, &node.id, &comps).await?;
+                    reporter.line(&format!("  cached  {}", node.id));
+                    outputs[i] = Some(m.outputs.clone());
+                    state[i] = State::Done;
+                    continue;
+                }
+                if !target[i] {
+                    let rec = &mut record.nodes[i];
+                    rec.outcome = Outcome::Failed;
+                    rec.reason = Some(
+                        "not selected and has no cached result; run it first or drop --only/--from"
+                            .into(),
+                    );
+                    state[i] = State::Stopped;
+                    failed = true;
+                    continue;
+                }
+                state[i] = State::Queued(comps);
+            }
+        }
+
+        // Start queued nodes, in topological order, within the limits.
+        for i in 0..n {
+            if running >= jobs || cancel.is_cancelled() {
+                break;
+            }
+            if !matches!(state[i], State::Queued(_)) {
+                continue;
+            }
+            let node = &wf.nodes[i];
+            let fits = node.resources.iter().all(|(slot, need)| {
+                used.get(slot).copied().unwrap_or(0) + need
+                    <= wf.limits.get(slot).copied().unwrap_or(0)
+            });
+            if !fits {
+                continue;
+            }
+            let State::Queued(comps) = std::mem::replace(&mut state[i], State::Running) else {
+                continue;
+            };
+            for (slot, need) in &node.resources {
+                *used.entry(slot.clone()).or_default() += need;
+            }
+            running += 1;
+            reporter.line(&format!(
+                "  run     {}{}",
+                node.id,
+                if forced[i] { " (forced)" } else { "" }
+            ));
+            let job = Job {
+                index: i,
+                node: node.clone(),
+                comps,
+                store: store.clone(),
+                cancel: cancel.child_token(),
+                progress: reporter.node(&node.id),
+                overwrite: forced[i],
+                backoff: opts.retry_backoff,
+                workflow_dir: wf.dir.clone(),
+                run_id: id.clone(),
+                secrets: wf.secrets.clone(),
+            };
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let finished = job.execute().await;
+                let _ = tx.send(finished);
+            });
+        }
+
+        if running == 0 {
+            break;
+        }
+        // A run killed while it waits still leaves a record of what it published: the
+        // record is rewritten within SAVE_EVERY of a node finishing.
+        let done = loop {
+            let since = last_saved.map_or(SAVE_EVERY, |t| t.elapsed());
+            if dirty && since >= SAVE_EVERY {
+                store.put_run(&record.id, &record).await?;
+                last_saved = Some(Instant::now());
+                dirty = false;
+            }
+            tokio::select! {
+                d = rx.recv() => break d,
+                () = tokio::time::sleep(SAVE_EVERY.saturating_sub(since)), if dirty => {}
+            }
+        };
+        let Some(done) = done else { break };
+        dirty = true;
+        running -= 1;
+        let node = &wf.nodes[done.index];
+        for (slot, need) in &node.resources {
+            if let Some(u) = used.get_mut(slot) {
+                *u = u.saturating_sub(*need);
+            }
+        }
+        let rec = &mut record.nodes[done.index];
+        rec.attempts = done.attempts;
+        rec.duration_ms = done.elapsed.as_millis() as u64;
+        match done.result {
+            Ok(m) if done.computed_by.is_some() => {
+                rec.outcome = Outcome::Cached;
+                rec.reason = Some(match done.computed_by.as_deref() {
+                    Some(by) if !by.is_empty() => {
+                        format!("computed by run {by} while this run waited")
+                    }
+                    _ => "computed by another run while this run waited".into(),
+                });
+                rec.metrics = m.metrics.clone();
+                rec.outputs = output_records(store, &m).await?;
+                store.set_last(&wf.name, &node.id, &m.components).await?;
+                reporter.line(&format!("  cached  {} (computed by another run)", node.id));
+                outputs[done.index] = Some(m.outputs.clone());
+                state[done.index] = State::Done;
+            }
+            Ok(m) => {
+                rec.outcome = Outcome::Ran;
+                rec.reason = None;
+                rec.metrics = m.metrics.clone();
+                rec.outputs = output_records(store, &m).await?;
+                store.set_last(&wf.name, &node.id, &m.components).await?;
+                reporter.line(&format!(
+                    "  done    {} in {:.2}s",
+                    node.id,
+                    done.elapsed.as_secs_f64()
+                ));
+                outputs[done.index] = Some(m.outputs.clone());
+                state[done.index] = State::Done;
+            }
+            Err(err) => {
+                let err = wf.secrets.redact_str(&err);
+                rec.outcome = if done.cancelled {
+                    Outcome::Cancelled
+                } else {
+                    Outcome::Failed
+                };
+                rec.error = Some(err.clone());
+                failed |= !done.cancelled;
+                reporter.line(&format!(
+                    "  {}  {}: {}",
+                    rec.outcome,
+                    node.id,
+                    err.lines().next().unwrap_or("")
+                ));
+                state[done.index] = State::Stopped;
+            }
+        }
+    }
+
+    record.status = if cancel.is_cancelled() {
+        RunStatus::Cancelled
+    } else if failed || record.nodes.iter().any(|r| r.outcome == Outcome::Failed) {
+        RunStatus::Failed
+    } else {
+        RunStatus::Succeeded
+    };
+    for (i, r) in record.nodes.iter_mut().enumerate() {
+        if matches!(state[i], State::Waiting | State::Queued(_)) && !target[i] {
+            r.reason = Some("not selected".into());
+        }
+    }
+    record.finished = Some(now_rfc3339());
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    store.put_run(&record.id, &record).await?;
+    lease.release().await?;
+    Ok(record)
+}
+
+async fn output_records(
+    store: &Store,
+    m: &NodeManifest,
+) -> Result<BTreeMap<String, OutputRecord>, EngineError> {
+    let mut out = BTreeMap::new();
+    for (name, hash) in &m.outputs {
+        let a = store.artifact(hash).await?;
+        out.insert(
+            name.clone(),
+            OutputRecord {
+                artifact: hash.clone(),
+                kind: match a.kind {
+                    ArtifactKind::Table => "table".into(),
+                    ArtifactKind::Blobs => "blobs".into(),
+                },
+                uri: format!(
+                    "{}/artifacts/{hash}.json",
+                    store.url().trim_end_matches('/')
+                ),
+                rows: a.rows,
+                bytes: a.size(),
+            },
+        );
+    }
+    Ok(out)
+}
+
+struct Job {
+    index: usize,
+    node: Node,
+    comps: KeyComponents,
+    store: Store,
+    cancel: CancellationToken,
+    progress: Arc<crate::progress::NodeProgress>,
+    overwrite: bool,
+    backoff: Duration,
+    workflow_dir: PathBuf,
+    run_id: String,
+    secrets: crate::interp::Secrets,
+}
+
+impl Job {
+    /// Lock the node against other runs, compute it (or take what another run computed
+    /// meanwhile), unlock.
+    async fn execute(self) -> Finished {
+        let start = Instant::now();
+        let key = self.comps.key();
+        let finished = |result, cancelled, computed_by| Finished {
+            index: self.index,
+            result,
+            computed_by,
+            cancelled,
+            attempts: 0,
+            elapsed: start.elapsed(),
+        };
+        let id = &self.node.id;
+        let lock = crate::lease::lock_node(
+            &self.store,
+            &key,
+            &self.run_id,
+            !self.overwrite,
+            &self.cancel,
+            |h| tracing::info!(node = %id, run = %h.run, "another run is computing this node; waiting for it"),
+        )
+        .await;
+        match lock {
+            Ok(crate::lease::NodeLock::Acquired) => {}
+            Ok(crate::lease::NodeLock::Published(m, by)) => {
+                return finished(Ok(*m), false, Some(by));
+            }
+            Ok(crate::lease::NodeLock::Cancelled) => {
+                return finished(
+                    Err("cancelled while another run computed it".into()),
+                    true,
+                    None,
+                );
+            }
+            Err(e) => return finished(Err(e.to_string()), false, None),
+        }
+        let done = self.compute(start).await;
+        if let Err(e) = crate::lease::unlock_node(&self.store, &key).await {
+            tracing::warn!(node = %id, error = %e, "cannot release the node's lock; it expires with the run's lease");
+        }
+        done
+    }
+
+    async fn compute(&self, start: Instant) -> Finished {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = self.attempt().await;
+            match result {
+                Ok(m) => {
+                    return Finished {
+                        index: self.index,
+                        result: Ok(m),
+                        computed_by: None,
+                        cancelled: false,
+                        attempts,
+                        elapsed: start.elapsed(),
+                    };
+                }
+                Err(e) => {
+                    let cancelled = !e.is_retryable() || self.cancel.is_cancelled();
+                    if cancelled || attempts > self.node.retries {
+                        let msg = if attempts > 1 {
+                            format!("{e} (after {attempts} attempts)")
+                        } else {
+                            e.to_string()
+                        };
+                        return Finished {
+                            index: self.index,
+                            result: Err(msg),
+                            computed_by: None,
+                            cancelled,
+                            attempts,
+                            elapsed: start.elapsed(),
+                        };
+                    }
+                    let e = self.secrets.redact_str(&e.to_string());
+                    tracing::warn!(node = %self.node.id, attempt = attempts, error = %e, "node failed; retrying");
+                    let delay = self.backoff.saturating_mul(1 << (attempts - 1).min(10));
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = self.cancel.cancelled() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: stage, run the plugin, commit.
+    async fn attempt(&self) -> Result<NodeManifest, PluginError> {
+        let staging = self.store.work_dir().join("staging").join(format!(
+            "{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let result = self.attempt_in(&staging).await;
+        if let Err(e) = tokio::fs::remove_dir_all(&staging).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %staging.display(), error = %e, "cannot remove a staging folder; `scorch gc` will");
+        }
+        result
+    }
+
+    async fn attempt_in(&self, staging: &std::path::Path) -> Result<NodeManifest, PluginError> {
+        let started = Instant::now();
+        let out_dir = staging.join("out");
+        let scratch = staging.join("scratch");
+        for d in [&out_dir, &scratch] {
+            tokio::fs::create_dir_all(d)
+                .await
+                .map_err(|e| PluginError::io(format!("creating {}", d.display()), e))?;
+        }
+        let mut inputs = BTreeMap::new();
+        for edge in &self.node.inputs {
+            let hash = self
+                .comps
+                .inputs
+                .get(&edge.input)
+                .ok_or_else(|| PluginError::failed("input hash missing"))?;
+            let artifact = self.store.artifact(hash).await?;
+            let declared = self.node.signature.input_type(&edge.input).cloned();
+            let input = match artifact.kind {
+                ArtifactKind::Table => {
+                    let schema = artifact.schema.clone().ok_or_else(|| {
+                        PluginError::new(PluginErrorKind::Input, "table artifact without a schema")
+                    })?;
+                    if let Some(PortType::Table(TableSpec::Columns(want))) = &declared {
+                        check_schema(want, &schema).map_err(|why| {
+                            PluginError::new(
+                                PluginErrorKind::Input,
+                                format!("input `{}` does not fit: {why}", edge.input),
+                            )
+                        })?;
+                    }
+                    InputArtifact::Table {
+                        files: artifact
+                            .files
+                            .iter()
+                            .map(|f| (Store::object_path(&f.object), f.size))
+                            .collect(),
+                        schema: Arc::new(schema),
+                        rows: artifact.rows.unwrap_or(0),
+                    }
+                }
+                ArtifactKind::Blobs => {
+                    let dir = staging.join("in").join(&edge.input);
+                    tokio::fs::create_dir_all(&dir)
+                        .await
+                        .map_err(|e| PluginError::io("creating an input folder", e))?;
+                    self.store.materialize(&artifact, &dir).await?;
+                    InputArtifact::Blobs { dir }
+                }
+            };
+            inputs.insert(edge.input.clone(), input);
+        }
+        let ctx = Arc::new(NodeContext::new(NodeContextParts {
+            node_id: self.node.id.clone(),
+            seed: self.node.seed,
+            store: self.store.objects(),
+            inputs,
+            outputs: self.node.signature.outputs.clone(),
+            staging_dir: out_dir.clone(),
+            scratch_dir: scratch,
+            workflow_dir: self.workflow_dir.clone(),
+            cancel: self.cancel.clone(),
+            progress: self.progress.clone(),
+        }));
+        // The plugin runs in its own task so that a panic becomes a node failure.
+        let (plugin, params, task_ctx) = (
+            self.node.plugin.clone(),
+            self.node.params.clone(),
+            ctx.clone(),
+        );
+        let handle = tokio::spawn(async move { plugin.run_json(&params, &task_ctx).await });
+        match handle.await {
+            Ok(r) => r?,
+            Err(e) if e.is_panic() => {
+                let payload = e.into_panic();
+                let msg = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(PluginError::failed(format!("the plugin panicked: {msg}")));
+            }
+            Err(e) => return Err(PluginError::failed(format!("the plugin task failed: {e}"))),
+        }
+        if self.cancel.is_cancelled() {
+            return Err(PluginError::cancelled());
+        }
+
+        // Commit: objects, then artifacts, then the manifest.
+        let staged = collect_outputs(&out_dir, &self.node.signature.outputs)?;
+        let mut outputs = BTreeMap::new();
+        for out in staged {
+            let mut files = Vec::with_capacity(out.files.len());
+            for f in &out.files {
+                let (object, size) = self.store.put_file(&f.abs).await?;
+                files.push(ArtifactFile {
+                    path: f.rel.clone(),
+                    object,
+                    size,
+                });
+            }
+            let artifact = match out.kind {
+                StagedKind::Table { schema, rows } => Artifact {
+                    kind: ArtifactKind::Table,
+                    files,
+                    schema: Some(schema.as_ref().clone()),
+                    rows: Some(rows),
+                },
+                StagedKind::Blobs => Artifact {
+                    kind: ArtifactKind::Blobs,
+                    files,
+                    schema: None,
+                    rows: None,
+                },
+            };
+            let hash = self.store.put_artifact(&artifact).await?;
+            outputs.insert(out.name, hash);
+        }
+        let manifest = NodeManifest {
+            key: self.comps.key(),
+            components: self.comps.clone(),
+            outputs,
+            metrics: ctx.metrics(),
+            node: self.node.id.clone(),
+            created: now_rfc3339(),
+            duration_ms: started.elapsed().as_millis() as u64,
+        };
+        if self.cancel.is_cancelled() {
+            return Err(PluginError::cancelled());
+        }
+        self.store.publish(&manifest, self.overwrite).await?;
+        Ok(manifest)
+    }
+}
+
+/// The one conversion at the engine/plugin border: a store failure is an I/O error of the
+/// node, anything else a failure; the engine error stays as the source.
+impl From<EngineError> for PluginError {
+    fn from(e: EngineError) -> Self {
+        let kind = if e.kind == EngineErrorKind::Store {
+            PluginErrorKind::Io
+        } else {
+            PluginErrorKind::Failed
+        };
+        PluginError::new(kind, e.message.clone()).with_source(e)
+    }
+}

@@ -1,0 +1,69 @@
+//! Policies for scorch: a Qwen2-architecture student trained and sampled in Rust with tch,
+//! and (in later modules) OpenAI-compatible endpoints behind the same interface.
+#![deny(missing_docs)]
+
+pub mod chat;
+pub mod checkpoint;
+pub mod encode;
+pub mod episode;
+pub mod generate;
+pub mod local;
+pub mod openai;
+pub mod policy;
+pub mod prefix;
+pub mod qwen2;
+pub mod rollouts;
+pub mod scratch;
+pub mod serve;
+pub mod spec;
+pub mod testing;
+pub mod tokenizer;
+pub mod train;
+
+/// Why a model could not be loaded, run or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A bad `config.json`.
+    #[error("model config: {0}")]
+    Config(String),
+    /// A checkpoint folder that cannot be read or written.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A tensor operation failed.
+    #[error("torch: {0}")]
+    Torch(String),
+    /// Tokenisation failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A teacher (the oracle or an endpoint) failed.
+    #[error(transparent)]
+    Teacher(#[from] scorch_agent::teacher::TeacherError),
+}
+
+/// A node that fails on a model error fails with it as its source.
+impl From<ModelError> for scorch_api::PluginError {
+    fn from(e: ModelError) -> Self {
+        Self::failed(e.to_string()).with_source(e)
+    }
+}
+
+impl From<tch::TchError> for ModelError {
+    fn from(e: tch::TchError) -> Self {
+        Self::Torch(e.to_string())
+    }
+}
+
+/// `auto` picks CUDA (with bfloat16) when present, else the CPU (float32).
+pub fn pick_device(name: &str) -> Result<(tch::Device, tch::Kind), ModelError> {
+    match name {
+        "auto" if tch::Cuda::is_available() => Ok((tch::Device::Cuda(0), tch::Kind::BFloat16)),
+        "auto" | "cpu" => Ok((tch::Device::Cpu, tch::Kind::Float)),
+        "cuda" if tch::Cuda::is_available() => Ok((tch::Device::Cuda(0), tch::Kind::BFloat16)),
+        "cuda" => Err(ModelError::Config(
+            "device `cuda` asked for, but CUDA is not available".into(),
+        )),
+        other => Err(ModelError::Config(format!(
+            "unknown device `{other}` (auto, cpu, cuda)"
+        ))),
+    }
+}

@@ -1,0 +1,28 @@
+//! `correct` against the shared conformance suite: a tiny student mentored by the oracle,
+//! twice on the same tasks and seed, writes the same trajectories and repairs.
+
+#![allow(clippy::unwrap_used)]
+
+use scorch_agent::suite::Split;
+use scorch_api::conformance::{Case, check_plugin};
+use scorch_correct::Correct;
+use scorch_model::testing::{demonstrations, table, tasks, tiny_student};
+
+#[tokio::test]
+async fn correct_conforms() {
+    let tasks = tasks(Split::Train, 4);
+    let demos = demonstrations(&tasks);
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_student(&demos, dir.path()).unwrap();
+    let r = check_plugin(
+        &Correct,
+        &[Case::new(
+            "greedy, one repair",
+            serde_json::json!({"max_repairs": 1, "sampling": {"temperature": 0.0, "max_tokens": 24}}),
+        )
+        .input("tasks", table(&tasks).unwrap())
+        .input("model", model)],
+    )
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+}

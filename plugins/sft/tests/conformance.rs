@@ -1,0 +1,38 @@
+//! `sft` against the shared conformance suite: from scratch and from a checkpoint, two
+//! runs on the same demonstrations and seed write the same checkpoint bytes.
+
+#![allow(clippy::unwrap_used)]
+
+use scorch_agent::suite::Split;
+use scorch_api::conformance::{Case, check_plugin};
+use scorch_model::testing::{demonstrations, table, tasks, tiny_student};
+use scorch_sft::Sft;
+
+#[tokio::test]
+async fn sft_conforms() {
+    let demos = demonstrations(&tasks(Split::Train, 8));
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_student(&demos, dir.path()).unwrap();
+    let init = serde_json::json!({
+        "vocab_size": 300, "hidden_size": 32, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 64
+    });
+    let r = check_plugin(
+        &Sft,
+        &[
+            Case::new(
+                "from scratch",
+                serde_json::json!({"steps": 3, "batch_size": 4, "init": init}),
+            )
+            .input("trajectories", table(&demos).unwrap()),
+            Case::new(
+                "from a checkpoint",
+                serde_json::json!({"steps": 2, "batch_size": 4, "lr": 0.0005}),
+            )
+            .input("trajectories", table(&demos).unwrap())
+            .input("model", model),
+        ],
+    )
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+}

@@ -1,0 +1,519 @@
+//! Command-line parsing, the shared pieces of the commands (loading a workflow, opening a
+//! store, finding a run) and the exit codes; one module per command.
+
+/// `print!` for the command's output: a reader that has gone away (`scorch runs | head`)
+/// ends the command quietly instead of panicking.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::emit(format_args!($($t)*), false) };
+}
+
+/// `println!` for the command's output; see [`out!`].
+macro_rules! outln {
+    () => { $crate::cli::emit(format_args!(""), true) };
+    ($($t:tt)*) => { $crate::cli::emit(format_args!($($t)*), true) };
+}
+
+/// Write to stdout; on a closed pipe, exit with success (the reader asked for no more).
+pub(crate) fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
+    use std::io::Write as _;
+    let mut o = std::io::stdout().lock();
+    let written = o
+        .write_fmt(args)
+        .and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) });
+    if let Err(e) = written
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        std::process::exit(0);
+    }
+}
+
+mod compare;
+mod dag;
+mod data;
+mod explain;
+mod info;
+mod plan;
+mod report;
+mod run;
+mod runs;
+mod store;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use scorch_engine::error::{EngineError, EngineErrorKind, WorkflowError};
+use scorch_engine::record::{Outcome, RunRecord, RunStatus};
+use scorch_engine::run::RunOptions;
+use scorch_engine::store::{DEFAULT_STORE, Store};
+use scorch_engine::workflow::{LoadOptions, Workflow, load};
+use serde_json::json;
+
+/// Distil LLM agents with SCoRe: YAML workflows run as cached DAGs.
+#[derive(Debug, Parser)]
+#[command(name = "scorch", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Parse and check a workflow; nothing runs.
+    Validate(WorkflowArgs),
+    /// Show what a run would do, and why.
+    Plan(PlanArgs),
+    /// Run a workflow; cached nodes are reused.
+    Run(RunArgs),
+    /// Draw the DAG.
+    Dag {
+        #[command(flatten)]
+        wf: WorkflowArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: DagFormat,
+    },
+    /// List recorded runs, newest first.
+    Runs {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one run record.
+    Show {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every component of a node's cache key and what changed since it last ran.
+    Explain {
+        #[command(flatten)]
+        wf: WorkflowArgs,
+        /// Node id.
+        node: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Write a run's report folder: results table, node timings and teacher cost, the DAG, HTML.
+    Report {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Folder to write (default: `report-<run id>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Compare the arms of an experiment run: success with intervals across seeds, the
+    /// paired difference against a baseline arm, McNemar per seed, teacher cost per arm.
+    Compare {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The arm (eval `label`) that differences are taken against.
+        #[arg(long)]
+        baseline: Option<String>,
+        /// Folder to write (default: `compare-<run id>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Remove staging leftovers and unreferenced artifacts.
+    Gc {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that every published node's artifacts and objects are in the store (exit 1
+    /// if any is missing)
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the built-in node kinds.
+    Plugins,
+    /// Import the method's reference JSONL files into trajectory and repair tables.
+    Import {
+        /// Reference JSONL files (trajectories, or mentored-solving records with repairs).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Folder for `trajectories.parquet` and `repairs.parquet`.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Export a trajectories table to multi-turn chat JSON lines (LLaMA-Factory, TRL).
+    ExportChat {
+        /// A trajectories Parquet file.
+        table: PathBuf,
+        /// The JSONL file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// System prompt of every conversation.
+        #[arg(long, default_value = scorch_agent::format::PYTHON_SYSTEM)]
+        system: String,
+    },
+    /// Serve a checkpoint folder as an OpenAI-compatible endpoint.
+    Serve {
+        /// An HF-layout checkpoint folder.
+        checkpoint: PathBuf,
+        /// Address to listen on (port 0 picks a free one; the URL is printed).
+        #[arg(long, default_value = "127.0.0.1:8000")]
+        addr: std::net::SocketAddr,
+        /// `auto`, `cpu` or `cuda`.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// The model name clients use (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Write the built-in suite's tasks as a tasks table.
+    Tasks {
+        /// `train`, `test` or `hard`.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// How many.
+        #[arg(long, default_value_t = 10)]
+        count: u64,
+        /// Suite seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// A Parquet file to write; without it the tasks are printed.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of workflow files, or of a table kind's rows.
+    Schema {
+        /// A table kind (`tasks`, `trajectories`, `repairs`, `rl_prompts`).
+        #[arg(long)]
+        table: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DagFormat {
+    Mermaid,
+    Dot,
+}
+
+#[derive(Debug, Args)]
+struct WorkflowArgs {
+    /// The workflow file.
+    workflow: PathBuf,
+    /// Override a value: `vars.x=3`, `nodes.rl.params.lr=1e-6` (repeatable).
+    #[arg(long = "set", value_name = "PATH=VALUE")]
+    sets: Vec<String>,
+    /// Resource limits: `cpu=4`, `gpu=1` (repeatable).
+    #[arg(long = "slots", value_name = "NAME=N")]
+    slots: Vec<String>,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StoreArgs {
+    /// Artifact store URL (default: the workflow's `store:`, else file://.scorch).
+    #[arg(long, env = "SCORCH_STORE")]
+    store: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SelectArgs {
+    /// Run only this node; its inputs must be cached (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Run this node and everything downstream (repeatable).
+    #[arg(long)]
+    from: Vec<String>,
+    /// Recompute this node even if cached (repeatable).
+    #[arg(long)]
+    force: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    wf: WorkflowArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    wf: WorkflowArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Run at most N nodes at once (default: the number of cores).
+    #[arg(short = 'j', long)]
+    jobs: Option<usize>,
+    /// No progress output.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+/// Why the command stopped.
+pub(crate) enum Failure {
+    Workflow(WorkflowError, bool),
+    Engine(EngineError),
+    RunFailed,
+    Cancelled,
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Self::Engine(e)
+    }
+}
+
+/// Entry point.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Workflow(e, as_json)) => {
+            if as_json {
+                outln!("{}", workflow_error_json(&e));
+            } else {
+                eprint!("{}", crate::diagnostics::render(&e));
+                eprintln!("error: {} problem(s) in {}", e.diagnostics.len(), e.file);
+            }
+            ExitCode::from(2)
+        }
+        Err(Failure::Engine(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(if e.kind == EngineErrorKind::Usage {
+                2
+            } else {
+                1
+            })
+        }
+        Err(Failure::RunFailed) => ExitCode::from(1),
+        Err(Failure::Cancelled) => ExitCode::from(130),
+    }
+}
+
+fn workflow_error_json(e: &WorkflowError) -> serde_json::Value {
+    json!({
+        "ok": false,
+        "file": e.file,
+        "errors": e.diagnostics.iter().map(|d| json!({
+            "code": d.kind.code(),
+            "message": d.message,
+            "path": d.path,
+            "line": d.span.map(|s| s.line),
+            "column": d.span.map(|s| s.column),
+            "hint": d.hint,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn parse_slots(slots: &[String]) -> Result<BTreeMap<String, u32>, EngineError> {
+    slots
+        .iter()
+        .map(|s| {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| EngineError::usage(format!("`--slots {s}` is not NAME=N")))?;
+            let n = v
+                .parse::<u32>()
+                .map_err(|_| EngineError::usage(format!("`--slots {s}`: `{v}` is not a count")))?;
+            Ok((k.to_owned(), n))
+        })
+        .collect()
+}
+
+fn load_workflow(args: &WorkflowArgs) -> Result<Workflow, Failure> {
+    let options = LoadOptions {
+        sets: args.sets.clone(),
+        slots: parse_slots(&args.slots)?,
+    };
+    load(&args.workflow, &scorch::builtin::registry(), &options)
+        .map_err(|e| Failure::Workflow(e, args.json))
+}
+
+fn open_store(flag: &StoreArgs, wf: Option<&Workflow>) -> Result<Store, EngineError> {
+    let url = flag
+        .store
+        .clone()
+        .or_else(|| wf.and_then(|w| w.store.clone()))
+        .unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    let cwd =
+        std::env::current_dir().map_err(|e| EngineError::io("reading the current directory", e))?;
+    Store::open(&url, &cwd)
+}
+
+fn run_options(select: &SelectArgs, jobs: Option<usize>) -> RunOptions {
+    RunOptions {
+        jobs: jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        only: select.only.clone(),
+        from: select.from.clone(),
+        force: select.force.clone(),
+        retry_backoff: std::env::var("SCORCH_RETRY_BACKOFF_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(Duration::from_millis(500), Duration::from_millis),
+    }
+}
+
+async fn dispatch(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Validate(args) => validate::validate(&args),
+        Command::Plan(args) => plan::plan_cmd(args).await,
+        Command::Run(args) => run::run_cmd(args).await,
+        Command::Dag { wf: args, format } => {
+            let wf = load_workflow(&args)?;
+            out!("{}", dag::draw(&wf, format));
+            Ok(())
+        }
+        Command::Runs { store, json } => runs::runs(store, json).await,
+        Command::Show {
+            run: id,
+            store,
+            json,
+        } => runs::show(id, store, json).await,
+        Command::Compare {
+            run: id,
+            store,
+            baseline,
+            out,
+        } => compare::compare(id, store, baseline, out).await,
+        Command::Report {
+            run: id,
+            store,
+            out,
+        } => report::report(id, store, out).await,
+        Command::Explain {
+            wf: args,
+            node,
+            store,
+        } => {
+            let wf = load_workflow(&args)?;
+            let store = open_store(&store, Some(&wf))?;
+            explain::explain(&wf, &store, &node).await
+        }
+        Command::Gc {
+            store,
+            dry_run,
+            json,
+        } => store::gc_cmd(store, dry_run, json).await,
+        Command::Verify { store, json } => store::verify_cmd(store, json).await,
+        Command::Plugins => info::plugins(),
+        Command::Schema { table } => info::schema(table),
+        Command::Serve {
+            checkpoint,
+            addr,
+            device,
+            name,
+        } => data::serve(&checkpoint, addr, &device, name).await,
+        Command::Import { files, out } => data::import(&files, &out),
+        Command::ExportChat { table, out, system } => data::export_chat(&table, &out, &system),
+        Command::Tasks {
+            split,
+            count,
+            seed,
+            out,
+        } => data::tasks(&split, count, seed, out.as_deref()),
+    }
+}
+
+async fn find_run(store: &Store, id: &str) -> Result<RunRecord, Failure> {
+    let ids = store.list("runs").await?;
+    let hits: Vec<&String> = ids
+        .iter()
+        .map(|(i, _)| i)
+        .filter(|i| i.starts_with(id))
+        .collect();
+    let full = match hits.as_slice() {
+        [one] => (*one).clone(),
+        [] => {
+            return Err(EngineError::usage(format!(
+                "no run `{id}` in {}; see `scorch runs`",
+                store.url()
+            ))
+            .into());
+        }
+        many => {
+            return Err(EngineError::usage(format!(
+                "`{id}` matches {} runs; give more of the id",
+                many.len()
+            ))
+            .into());
+        }
+    };
+    let record = store
+        .run::<RunRecord>(&full)
+        .await?
+        .ok_or_else(|| EngineError::usage(format!("run `{full}` vanished")))?;
+    Ok(reconcile(store, record).await?)
+}
+
+/// A run that died (its record still says running, its lease is gone) may have published
+/// nodes after its last record: show them as ran.
+async fn reconcile(store: &Store, mut r: RunRecord) -> Result<RunRecord, EngineError> {
+    if r.status != RunStatus::Running || scorch_engine::lease::run_live(store, &r.id).await? {
+        return Ok(r);
+    }
+    for n in &mut r.nodes {
+        if n.outcome != Outcome::Skipped {
+            continue;
+        }
+        if let Some(key) = &n.key
+            && let Some(m) = store.manifest(key).await?
+        {
+            n.outcome = Outcome::Ran;
+            n.reason = Some("published; the run died before recording it".into());
+            n.metrics = m.metrics;
+        }
+    }
+    Ok(r)
+}
+
+fn effective_status(r: &RunRecord) -> String {
+    let alive = scorch_engine::lease::pid_alive(r.pid);
+    match r.status {
+        RunStatus::Running if !alive => "died".into(),
+        s => serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+    }
+}

@@ -1,0 +1,28 @@
+//! `scorch validate`: check a workflow file without running it.
+
+use serde_json::json;
+
+use super::{Failure, WorkflowArgs, load_workflow};
+
+pub(super) fn validate(args: &WorkflowArgs) -> Result<(), Failure> {
+    let wf = load_workflow(args)?;
+    if args.json {
+        let nodes: Vec<_> = wf
+            .nodes
+            .iter()
+            .map(|n| json!({"id": n.id, "kind": n.plugin.kind()}))
+            .collect();
+        outln!(
+            "{}",
+            json!({"ok": true, "workflow": wf.name, "nodes": nodes})
+        );
+    } else {
+        outln!(
+            "{}: ok — workflow `{}`, {} node(s)",
+            args.workflow.display(),
+            wf.name,
+            wf.nodes.len()
+        );
+    }
+    Ok(())
+}
