@@ -128,6 +128,11 @@ impl NodeContext {
     pub fn progress(&self) -> &dyn ProgressSink {
         self.parts.progress.as_ref()
     }
+    /// The progress reporter as a handle that work on another thread can keep (the body of
+    /// [`NodeContext::blocking`]).
+    pub fn progress_handle(&self) -> Arc<dyn ProgressSink> {
+        self.parts.progress.clone()
+    }
     /// Report a metric.
     pub fn metric(&self, name: &str, value: f64) {
         self.push_metric(Metric {

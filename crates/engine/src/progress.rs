@@ -1,8 +1,11 @@
-//! Progress: one indicatif bar per running node on a terminal, plain log lines otherwise.
+//! Progress: one indicatif bar per running node on a terminal (done of total, the node's
+//! status such as its loss, and an ETA); otherwise a log line per node at most every
+//! [`LINE_EVERY`], with the same figures.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use scorch_api::ProgressSink;
@@ -17,6 +20,9 @@ pub enum Mode {
     /// Nothing (for `--json` and tests).
     Quiet,
 }
+
+/// Least time between two log lines of one node (not on a terminal).
+pub const LINE_EVERY: Duration = Duration::from_secs(15);
 
 /// Draws the progress of a run.
 #[derive(Debug, Clone)]
@@ -54,7 +60,7 @@ impl Reporter {
         let bar = self.bars.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new_spinner());
             let style = ProgressStyle::with_template(
-                "{spinner} {prefix:.bold} {wide_msg} {pos}/{len} [{elapsed}]",
+                "{spinner} {prefix:.bold} {wide_msg} {pos}/{len} [{elapsed}, ETA {eta}]",
             )
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
             bar.set_style(style);
@@ -67,6 +73,13 @@ impl Reporter {
             bar,
             multi: self.bars.clone(),
             quiet: self.quiet,
+            lines: Mutex::new(Lines {
+                start: Instant::now(),
+                last: None,
+                message: String::new(),
+            }),
+            pos: AtomicU64::new(0),
+            len: AtomicU64::new(0),
         })
     }
 }
@@ -78,24 +91,93 @@ pub struct NodeProgress {
     bar: Option<ProgressBar>,
     multi: Option<MultiProgress>,
     quiet: bool,
+    lines: Mutex<Lines>,
+    pos: AtomicU64,
+    len: AtomicU64,
+}
+
+/// What the log lines of a node need to remember.
+#[derive(Debug)]
+struct Lines {
+    start: Instant,
+    last: Option<Instant>,
+    message: String,
+}
+
+impl NodeProgress {
+    /// Without a bar: a line if the last one (or the start) is [`LINE_EVERY`] old, or if
+    /// `force`.
+    fn log(&self, force: bool) {
+        if self.bar.is_some() || self.quiet {
+            return;
+        }
+        let Ok(mut lines) = self.lines.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        if !force && now - lines.last.unwrap_or(lines.start) < LINE_EVERY {
+            return;
+        }
+        lines.last = Some(now);
+        let line = line_text(
+            &self.id,
+            self.pos.load(Ordering::Relaxed),
+            self.len.load(Ordering::Relaxed),
+            &lines.message,
+            now - lines.start,
+        );
+        eprintln!("{line}");
+    }
+}
+
+/// One log line: `  sft: 120/360 (33%), loss 0.412, 1m 30s, ETA 3m 0s`.
+fn line_text(id: &str, pos: u64, len: u64, message: &str, elapsed: Duration) -> String {
+    let mut out = format!("  {id}:");
+    if let Some(percent) = (pos * 100).checked_div(len) {
+        out.push_str(&format!(" {pos}/{len} ({percent}%)"));
+    }
+    if !message.is_empty() {
+        out.push_str(&format!("{} {message}", if len > 0 { "," } else { "" }));
+    }
+    out.push_str(&format!(", {}", clock(elapsed)));
+    if len > 0 && pos > 0 && pos < len {
+        let left = elapsed.mul_f64((len - pos) as f64 / pos as f64);
+        out.push_str(&format!(", ETA {}", clock(left)));
+    }
+    out
+}
+
+/// `1h 2m`, `3m 4s`, `5s`.
+fn clock(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m {sec}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
 }
 
 impl ProgressSink for NodeProgress {
     fn set_total(&self, total: u64) {
+        self.len.store(total, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.set_length(total);
         }
     }
     fn advance(&self, delta: u64) {
+        self.pos.fetch_add(delta, Ordering::Relaxed);
         if let Some(b) = &self.bar {
             b.inc(delta);
         }
+        self.log(false);
     }
     fn message(&self, text: &str) {
-        match &self.bar {
-            Some(b) => b.set_message(text.to_owned()),
-            None if !self.quiet => eprintln!("  {}: {text}", self.id),
-            None => {}
+        if let Some(b) = &self.bar {
+            b.set_message(text.to_owned());
+        }
+        // Kept for the next line, which an advance writes.
+        if let Ok(mut lines) = self.lines.lock() {
+            text.clone_into(&mut lines.message);
         }
     }
 }
@@ -106,5 +188,48 @@ impl Drop for NodeProgress {
             b.finish_and_clear();
             m.remove(b);
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_line_says_done_of_total_the_status_and_the_time_left() {
+        let l = line_text("warm_sft", 120, 360, "loss 0.412", Duration::from_secs(90));
+        assert_eq!(
+            l,
+            "  warm_sft: 120/360 (33%), loss 0.412, 1m 30s, ETA 3m 0s"
+        );
+        let l = line_text("eval", 0, 0, "turn 3", Duration::from_secs(5));
+        assert_eq!(l, "  eval: turn 3, 5s");
+        let l = line_text("sft", 360, 360, "", Duration::from_secs(3725));
+        assert_eq!(l, "  sft: 360/360 (100%), 1h 2m");
+    }
+
+    #[test]
+    fn lines_come_at_most_every_interval_unless_forced() {
+        let p = Reporter::new(Mode::Lines).node("n");
+        p.set_total(10);
+        p.message("loss 1.0");
+        p.advance(1);
+        assert_eq!(
+            p.lines.lock().unwrap().last,
+            None,
+            "no line in the first interval"
+        );
+        p.log(true);
+        let first = p.lines.lock().unwrap().last;
+        assert!(first.is_some());
+        p.advance(1);
+        assert_eq!(p.lines.lock().unwrap().last, first, "none again at once");
+        // An interval later, an advance writes one.
+        p.lines.lock().unwrap().last = Some(Instant::now() - LINE_EVERY);
+        p.advance(1);
+        assert_ne!(p.lines.lock().unwrap().last, first);
+        assert_eq!(p.pos.load(Ordering::Relaxed), 3);
+        assert_eq!(p.lines.lock().unwrap().message, "loss 1.0");
     }
 }

@@ -5,6 +5,7 @@
 use scorch_agent::answer::is_correct;
 use scorch_agent::format::{Message, parse_step, render_messages, turn_limit_for};
 use scorch_agent::tool::Tool;
+use scorch_api::ProgressSink;
 use scorch_api::tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
 
 use crate::ModelError;
@@ -110,22 +111,28 @@ impl Episode {
 }
 
 /// Advance every unfinished episode until each ends (final answer or its turn limit).
-/// Returns the policy's token counts (prompt, completion).
+/// Each episode that ends advances `progress` by one; each round says its turn. Returns the
+/// policy's token counts (prompt, completion).
 pub async fn run(
     policy: &dyn Policy,
     episodes: &mut [Episode],
     system: &str,
     options: &SampleOptions,
     author: Author,
+    progress: &dyn ProgressSink,
 ) -> Result<(u64, u64), ModelError> {
     let (mut prompt, mut completion) = (0u64, 0u64);
-    loop {
+    let mut open = episodes.iter().filter(|e| e.stop.is_none()).count();
+    for turn in 1.. {
         let active: Vec<usize> = (0..episodes.len())
             .filter(|&i| episodes[i].stop.is_none())
             .collect();
+        progress.advance((open - active.len()) as u64);
+        open = active.len();
         if active.is_empty() {
-            return Ok((prompt, completion));
+            break;
         }
+        progress.message(&format!("turn {turn}, {} episodes open", active.len()));
         let chats: Vec<Vec<Message>> = active.iter().map(|&i| episodes[i].chat(system)).collect();
         let replies = policy.complete_many(chats, options).await?;
         for (&i, r) in active.iter().zip(replies) {
@@ -138,4 +145,5 @@ pub async fn run(
             ep.push(step);
         }
     }
+    Ok((prompt, completion))
 }

@@ -4,6 +4,7 @@
 use scorch_agent::oracle::Oracle;
 use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::Teacher;
+use scorch_api::ProgressSink;
 use scorch_api::tables::{Author, StopReason, Task, Trajectory};
 
 use crate::ModelError;
@@ -11,7 +12,7 @@ use crate::episode::{self, Episode};
 use crate::spec::{PolicySpec, SamplingParams, chat_policy, system_for, tool_for};
 
 /// How to roll out: the policy and its settings.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RolloutSpec<'a> {
     /// Which policy.
     pub policy: &'a PolicySpec,
@@ -29,6 +30,19 @@ pub struct RolloutSpec<'a> {
     pub seed: u64,
     /// The python tool's boundary.
     pub sandbox: Sandbox,
+    /// Where finished episodes are counted (the oracle's count at once).
+    pub progress: &'a dyn ProgressSink,
+}
+
+impl std::fmt::Debug for RolloutSpec<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RolloutSpec")
+            .field("policy", self.policy)
+            .field("samples", &self.samples)
+            .field("turn_limit", &self.turn_limit)
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Run the policy on every task, `samples` times. Returns the trajectories and (prompt,
@@ -60,6 +74,7 @@ pub async fn rollouts(
                         StopReason::TurnLimit
                     });
                     out.push(ep.trajectory("oracle", sample));
+                    r.progress.advance(1);
                 }
             }
         }
@@ -92,6 +107,7 @@ pub async fn rollouts(
                     system,
                     &r.sampling.options(r.seed),
                     Author::Student,
+                    r.progress,
                 )
                 .await?;
                 tokens.0 += t.0;

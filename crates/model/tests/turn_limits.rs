@@ -21,6 +21,7 @@ fn oracle_success(split: Split, fixed: Option<u32>) -> (usize, usize) {
         device: "cpu",
         seed: 0,
         sandbox: scorch_agent::python::Sandbox::Bwrap,
+        progress: &scorch_api::NoProgress,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

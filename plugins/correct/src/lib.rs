@@ -14,7 +14,7 @@ use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
 use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, TableRow, Task, Trajectory};
-use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_api::{NodeContext, ParamError, Plugin, PluginError, ProgressSink, Signature};
 use scorch_model::episode::{self, Episode};
 use scorch_model::openai::{Endpoint, OpenAiClient};
 use scorch_model::spec::{PolicySpec, SamplingParams, chat_policy, system_for, tool_for};
@@ -111,11 +111,13 @@ fn teacher_of(
 
 /// Mentored solving of `tasks` by the student at `model_dir`. Returns trajectories, repair
 /// records, and (teacher cost, student tokens).
+/// `progress` counts the tasks settled (solved, out of repairs, or a hard sample).
 pub async fn mentor(
     p: &CorrectParams,
     tasks: &[Task],
     model_dir: Option<&std::path::Path>,
     seed: u64,
+    progress: &dyn ProgressSink,
 ) -> Result<(Vec<Trajectory>, Vec<RepairRecord>, Cost, u64), PluginError> {
     let student = chat_policy(&p.student, model_dir, &p.device)?.ok_or_else(|| {
         PluginError::failed(
@@ -140,11 +142,16 @@ pub async fn mentor(
     let mut cost = Cost::default();
     let mut student_tokens = 0u64;
     let system = system_for(tasks.first().map_or("", |t| t.task_id.as_str()));
+    progress.set_total(tasks.len() as u64);
+    let mut reported = 0;
     for round in 0..=p.max_repairs {
         let open: Vec<usize> = (0..eps.len()).filter(|&i| !settled[i]).collect();
+        progress.advance((eps.len() - open.len() - reported) as u64);
+        reported = eps.len() - open.len();
         if open.is_empty() {
             break;
         }
+        progress.message(&format!("round {round}, {} tasks open", open.len()));
         let mut batch: Vec<Episode> = open
             .iter()
             .map(|&i| {
@@ -165,6 +172,7 @@ pub async fn mentor(
             system,
             &options,
             Author::Student,
+            &scorch_api::NoProgress,
         )
         .await?;
         student_tokens += completion;
@@ -217,6 +225,7 @@ pub async fn mentor(
             }
         }
     }
+    progress.advance((eps.len() - reported) as u64);
     let mut trajectories = Vec::with_capacity(eps.len());
     let mut records = Vec::with_capacity(eps.len());
     for (i, ep) in eps.iter().enumerate() {
@@ -264,7 +273,7 @@ impl Plugin for Correct {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;
         let (trajectories, records, cost, student_tokens) =
-            mentor(&p, &tasks, model.as_deref(), ctx.seed()).await?;
+            mentor(&p, &tasks, model.as_deref(), ctx.seed(), ctx.progress()).await?;
         ctx.check_cancelled()?;
         let teacher_steps: usize = records.iter().map(|r| r.repairs.len()).sum();
         ctx.metric(

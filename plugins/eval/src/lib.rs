@@ -157,6 +157,8 @@ impl Plugin for Eval {
     async fn run(&self, p: EvalParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;
+        ctx.progress()
+            .set_total(tasks.len() as u64 * u64::from(p.samples.max(1)));
         let spec = RolloutSpec {
             policy: &p.policy,
             samples: p.samples,
@@ -166,6 +168,7 @@ impl Plugin for Eval {
             device: &p.device,
             seed: ctx.seed(),
             sandbox: p.sandbox,
+            progress: ctx.progress(),
         };
         record_sandbox(ctx, p.sandbox);
         let (trajectories, _) = rollouts(&spec, &tasks).await?;

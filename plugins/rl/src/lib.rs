@@ -294,6 +294,7 @@ impl Plugin for Rl {
         if prompts.is_empty() {
             return Err(PluginError::failed("no RL prompt to train on"));
         }
+        ctx.progress().set_total(p.steps as u64);
         for step in 0..p.steps {
             ctx.check_cancelled()?;
             let mut pick = Vec::new();
@@ -327,7 +328,15 @@ impl Plugin for Rl {
             let options = p
                 .sampling
                 .options(ctx.seed().wrapping_add(step as u64 * 7919));
-            episode::run(&policy, &mut eps, system, &options, Author::Student).await?;
+            episode::run(
+                &policy,
+                &mut eps,
+                system,
+                &options,
+                Author::Student,
+                &scorch_api::NoProgress,
+            )
+            .await?;
             let finished: Vec<(Task, Vec<Step>, Option<String>)> = eps
                 .iter()
                 .map(|e| (e.task.clone(), e.steps.clone(), e.final_answer.clone()))
@@ -437,6 +446,8 @@ impl Plugin for Rl {
                 grad_norm: norm,
                 reward: mean_reward,
             });
+            ctx.progress()
+                .message(&format!("reward {mean_reward:.3}, loss {loss_value:.3}"));
             ctx.progress().advance(1);
         }
         for class in RewardClass::ALL {

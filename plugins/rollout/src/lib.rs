@@ -90,6 +90,7 @@ impl Plugin for Rollout {
             device: &p.device,
             seed: ctx.seed(),
             sandbox: p.sandbox,
+            progress: ctx.progress(),
         };
         record_sandbox(ctx, p.sandbox);
         let (mut rows, tokens) = rollouts(&spec, &tasks).await?;
@@ -101,7 +102,6 @@ impl Plugin for Rollout {
         if p.only_correct {
             rows.retain(|t| t.correct);
         }
-        ctx.progress().advance(rows.len() as u64);
         ctx.write_rows("trajectories", &rows)
     }
 }

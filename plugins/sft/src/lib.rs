@@ -172,6 +172,8 @@ impl Plugin for Sft {
         let model_dir = ctx.optional_blobs("model")?;
         let out_dir = ctx.blob_dir("checkpoint")?;
         let cancel = ctx.cancellation().clone();
+        let progress = ctx.progress_handle();
+        progress.set_total(p.steps as u64);
         let seed = ctx.seed();
         let (device, kind) = scorch_model::pick_device(&p.device)?;
         let steps = ctx
@@ -233,6 +235,8 @@ impl Plugin for Sft {
                         },
                     )?;
                     let (lr, grad_norm) = trainer.step()?;
+                    progress.message(&format!("loss {value:.3}"));
+                    progress.advance(1);
                     log.push(TrainStep {
                         step: step as u32,
                         loss: value,
