@@ -7,7 +7,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
-use serde_saphyr::{DuplicateKeyPolicy, Options, Spanned};
+use serde_saphyr::{Budget, DuplicateKeyPolicy, Options, Spanned};
 
 /// A place in the workflow file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -205,25 +205,58 @@ impl<'de> Deserialize<'de> for Node {
     }
 }
 
-/// A YAML syntax error.
+/// A YAML syntax error, or a file beyond the reader's limits.
 #[derive(Debug, Clone)]
 pub struct SyntaxError {
     /// What the parser said.
     pub message: String,
     /// Where, when known.
     pub span: Option<Span>,
+    /// The file breaks one of [`limits`] rather than YAML's grammar.
+    pub limit: bool,
+}
+
+/// What one workflow file may hold. A node of a workflow is 10–20 YAML nodes (a
+/// 15,900-node workflow is about 250,000, the parser's default limit); the engine scales
+/// linearly well past that, so the limits sit far above any workflow it has run while still
+/// bounding a file made to exhaust memory.
+pub fn limits() -> Budget {
+    let mut b = Budget::default();
+    b.max_nodes = 20_000_000;
+    b.max_events = 50_000_000;
+    b.max_total_scalar_bytes = 1 << 30;
+    b
 }
 
 /// Parse `text` into a JSON value and its span index.
 pub fn parse(text: &str) -> Result<(Value, SpanIndex), SyntaxError> {
+    parse_within(text, limits())
+}
+
+fn parse_within(text: &str, budget: Budget) -> Result<(Value, SpanIndex), SyntaxError> {
     let mut options = Options::default();
     options.duplicate_keys = DuplicateKeyPolicy::PassThrough;
     options.with_snippet = false;
     options.strict_booleans = true;
+    options.budget = Some(budget.clone());
     let root: Spanned<Node> =
-        serde_saphyr::from_str_with_options(text, options).map_err(|e| SyntaxError {
-            message: e.to_string(),
-            span: e.location().map(|l| with_offset(span_of(l), text)),
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let span = e.location().map(|l| with_offset(span_of(l), text));
+            match &e {
+                serde_saphyr::Error::Budget { breach, .. } => SyntaxError {
+                    message: format!(
+                        "the file is larger than scorch reads ({breach:?}; the limits are {} YAML nodes and {} parser events)",
+                        budget.max_nodes, budget.max_events
+                    ),
+                    span,
+                    limit: true,
+                },
+                _ => SyntaxError {
+                    message: e.to_string(),
+                    span,
+                    limit: false,
+                },
+            }
         })?;
     let mut index = SpanIndex::default();
     let value = convert(root, String::new(), None, &mut index, text)?;
@@ -258,6 +291,7 @@ fn convert(
                 return Err(SyntaxError {
                     message: format!("`{f}` is not a finite number"),
                     span: Some(span),
+                    limit: false,
                 });
             }
         },
@@ -297,6 +331,39 @@ mod tests {
     use super::*;
 
     const DOC: &str = "name: demo\nnodes:\n  a:\n    kind: numbers\n    params: {n: 3, xs: [1, 2.5]}\n  b:\n    kind: total\n";
+
+    #[test]
+    fn a_file_past_the_limits_says_so_plainly() {
+        let mut tight = Budget::default();
+        tight.max_nodes = 10;
+        let e = parse_within(DOC, tight).unwrap_err();
+        assert!(e.limit);
+        assert!(
+            e.message
+                .starts_with("the file is larger than scorch reads"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("10 YAML nodes"), "{}", e.message);
+        // A plain syntax error is not a limit.
+        let e = parse("nodes: [a, b").unwrap_err();
+        assert!(!e.limit);
+    }
+
+    #[test]
+    fn a_workflow_of_30000_nodes_is_within_the_limits() {
+        let mut text = String::from("name: big\nnodes:\n");
+        for i in 0..30_000 {
+            text.push_str(&format!(
+                "  n{i}:\n    kind: affine\n    params: {{scale: 2, offset: {i}}}\n    inputs: {{table: {{from: n{}.table}}}}\n",
+                i / 2
+            ));
+        }
+        let (v, _) = parse(&text).unwrap();
+        assert_eq!(v["nodes"].as_object().unwrap().len(), 30_000);
+        // The parser's own default stops short of it.
+        assert!(parse_within(&text, Budget::default()).unwrap_err().limit);
+    }
 
     #[test]
     fn values_and_places() {

@@ -153,13 +153,18 @@ pub fn load(
         diagnostics,
     };
     let (doc, index) = yaml::parse(&text).map_err(|e| {
-        fail(vec![
+        let d = if e.limit {
+            Diagnostic::new(ErrorKind::Syntax, e.message).hint(Some(
+                "split the experiment into several workflows that share a store (cached nodes are reused across them)".into(),
+            ))
+        } else {
             Diagnostic::new(ErrorKind::Syntax, format!("invalid YAML: {}", e.message))
                 .spanned(e.span)
                 .hint(Some(
                     "check the indentation, brackets and quotes around this place".into(),
-                )),
-        ])
+                ))
+        };
+        fail(vec![d])
     })?;
     let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let dir = if dir.as_os_str().is_empty() {
