@@ -59,13 +59,26 @@ fn import_then_export_chat() {
     for r in &records {
         let m = r["messages"].as_array().unwrap();
         assert_eq!(m[0]["role"], "system");
-        assert_eq!(m[1]["role"], "user");
-        assert_eq!(m[2]["role"], "assistant");
-        assert!(
-            m.iter()
-                .all(|x| ["system", "user", "assistant"].contains(&x["role"].as_str().unwrap()))
-        );
+        // LLaMA-Factory's converter: after the system turn, user and assistant alternate,
+        // starting with the user, and the count is even (it ends on the assistant).
+        let turns = &m[1..];
+        assert!(!turns.is_empty() && turns.len() % 2 == 0, "{r}");
+        for (i, x) in turns.iter().enumerate() {
+            let want = if i % 2 == 0 { "user" } else { "assistant" };
+            assert_eq!(x["role"], want, "turn {i} of {r}");
+            assert!(!x["content"].as_str().unwrap().is_empty());
+        }
     }
+    // The plan and the first step make one assistant turn; the last turn is the answer.
+    let first = &records[0]["messages"];
+    assert!(
+        first[2]["content"].as_str().unwrap().starts_with("Plan:"),
+        "{first}"
+    );
+    assert!(
+        first[2]["content"].as_str().unwrap().contains("\nThought:"),
+        "{first}"
+    );
 }
 
 #[test]
