@@ -377,6 +377,18 @@ fn runs_show_and_gc_report_on_the_store() {
     let show = p.scorch(&["show", &id[..18], "--json"]);
     let shown: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["id"], id);
+    // Without --json, each output with the place of each of its files, which exist.
+    let show = text(&p.scorch(&["show", id]).stdout);
+    assert!(show.contains("outputs:"), "{show}");
+    let files: Vec<&str> = show
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("part-00000.parquet  "))
+        .collect();
+    assert_eq!(files.len(), 5, "one table per node: {show}");
+    for f in files {
+        let f = std::path::Path::new(f);
+        assert!(f.is_absolute() && f.is_file(), "{}", f.display());
+    }
     // Changing n replaces every artifact; the old ones are unreferenced once their manifests... stay.
     let gc = text(&p.scorch(&["gc", "--dry-run"]).stdout);
     assert!(

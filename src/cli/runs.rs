@@ -1,6 +1,7 @@
 //! `scorch runs` and `scorch show`: the run records of a store.
 
 use scorch_engine::record::{Outcome, RunRecord};
+use scorch_engine::store::Store;
 
 use super::run::{print_record, print_settings};
 use super::{Failure, StoreArgs, effective_status, find_run, open_store};
@@ -55,6 +56,37 @@ pub(super) async fn show(id: String, store: StoreArgs, json: bool) -> Result<(),
     } else {
         print_settings(&record);
         print_record(&record);
+        print_locations(&store, &record).await;
     }
     Ok(())
+}
+
+/// Files listed per output at most (a checkpoint folder has a handful; more are counted).
+const FILES_SHOWN: usize = 8;
+
+/// Where each output of the run lives: its descriptor, and each of its files' objects
+/// (a table's `part-*.parquet`, a checkpoint's `model.safetensors` and `config.json`).
+async fn print_locations(store: &Store, r: &RunRecord) {
+    outln!("outputs:");
+    for n in &r.nodes {
+        for (name, o) in &n.outputs {
+            let size = match o.rows {
+                Some(rows) => format!("{rows} rows"),
+                None => format!("{} bytes", o.bytes),
+            };
+            outln!("  {}.{name}  {} ({size})  {}", n.id, o.kind, o.uri);
+            match store.artifact(&o.artifact).await {
+                Ok(artifact) => {
+                    for f in artifact.files.iter().take(FILES_SHOWN) {
+                        let place = store.location(&Store::object_path(&f.object));
+                        outln!("    {}  {place}", f.path);
+                    }
+                    if artifact.files.len() > FILES_SHOWN {
+                        outln!("    and {} more files", artifact.files.len() - FILES_SHOWN);
+                    }
+                }
+                Err(_) => outln!("    (no longer in the store: removed by gc?)"),
+            }
+        }
+    }
 }

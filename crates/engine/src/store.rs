@@ -247,6 +247,14 @@ impl Store {
     pub fn object_path(hash: &str) -> ObjectPath {
         meta_path("objects", hash)
     }
+    /// Where `path` is, for a person: a local file's absolute path, else the store's URL
+    /// with the path appended.
+    pub fn location(&self, path: &ObjectPath) -> String {
+        match (self.url.starts_with("file://"), self.work_dir.parent()) {
+            (true, Some(root)) => root.join(path.as_ref()).display().to_string(),
+            _ => format!("{}/{path}", self.url.trim_end_matches('/')),
+        }
+    }
 
     pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
