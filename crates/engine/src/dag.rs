@@ -74,7 +74,7 @@ pub fn descendants(deps: &[Vec<usize>], roots: &[usize]) -> Vec<bool> {
 }
 
 /// A workflow's graph as data: what drawings, reports and comparisons read (the scheduler
-/// works on [`crate::workflow::Workflow`] itself). Built by
+/// walks [`crate::workflow::Workflow::deps`]). Built by
 /// [`crate::workflow::Workflow::graph`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Graph {
@@ -88,14 +88,6 @@ type NodeLine = fn(usize, &str, &str) -> String;
 type EdgeLine = fn(usize, usize, &str) -> String;
 
 impl Graph {
-    /// Each node's producers, by index.
-    pub fn deps(&self) -> Vec<Vec<usize>> {
-        self.inputs
-            .iter()
-            .map(|ins| ins.iter().map(|(p, _, _)| *p).collect())
-            .collect()
-    }
-
     /// Every edge as `(producer, consumer, producer's output)`, consumers in order.
     pub fn edges(&self) -> impl Iterator<Item = (usize, usize, &str)> {
         self.inputs.iter().enumerate().flat_map(|(to, ins)| {
@@ -174,7 +166,6 @@ mod tests {
             ],
             inputs: vec![vec![], vec![(0, "table".into(), "table".into())]],
         };
-        assert_eq!(g.deps(), vec![vec![], vec![0]]);
         assert_eq!(g.edges().collect::<Vec<_>>(), vec![(0, 1, "table")]);
         let m = g.mermaid();
         assert!(m.starts_with("flowchart TD\n"));

@@ -216,10 +216,10 @@ pub struct SyntaxError {
     pub limit: bool,
 }
 
-/// What one workflow file may hold. A node of a workflow is 10–20 YAML nodes (a
-/// 15,900-node workflow is about 250,000, the parser's default limit); the engine scales
-/// linearly well past that, so the limits sit far above any workflow it has run while still
-/// bounding a file made to exhaust memory.
+/// What one workflow file may hold. A 15,900-node workflow broke the parser's default limit
+/// of 250,000 YAML nodes (about 16 per workflow node); the engine scales linearly well past
+/// that, so the limits sit far above any workflow it has run while still bounding a file
+/// made to exhaust memory.
 pub fn limits() -> Budget {
     let mut b = Budget::default();
     b.max_nodes = 20_000_000;

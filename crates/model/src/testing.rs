@@ -1,23 +1,15 @@
-//! Helpers for the tests of node kinds that roll out, correct or train a student: built-in
-//! tasks and the oracle's demonstrations of them as table inputs, and a tiny student
-//! checkpoint as a blob input.
+//! Helpers for the tests of node kinds that roll out, correct or train a student: rows as a
+//! table input, and a tiny student checkpoint as a blob input (demonstrations to train it on
+//! come from `scorch_agent::oracle::demonstration_rows`).
 
 use std::path::Path;
 
-use scorch_agent::suite::{Split, tasks as suite_tasks};
-use scorch_api::tables::{TableRow, Task, Trajectory};
-
-pub use scorch_agent::oracle::demonstration_rows as demonstrations;
+use scorch_api::tables::{TableRow, Trajectory};
 use scorch_api::testing::TestInput;
 use tch::Device;
 
 use crate::ModelError;
 use crate::scratch::{InitParams, from_scratch};
-
-/// The first `n` tasks of `split` of the built-in suite (world seed 0).
-pub fn tasks(split: Split, n: u64) -> Vec<Task> {
-    suite_tasks(0, split, 0, n)
-}
 
 /// Rows as a table input.
 pub fn table<T: TableRow>(rows: &[T]) -> Result<TestInput, scorch_api::PluginError> {

@@ -3,15 +3,16 @@
 
 #![allow(clippy::unwrap_used)]
 
-use scorch_agent::suite::Split;
+use scorch_agent::oracle::demonstration_rows;
+use scorch_agent::suite::{Split, tasks};
 use scorch_api::conformance::{Case, check_plugin};
 use scorch_eval::Eval;
-use scorch_model::testing::{demonstrations, table, tasks, tiny_student};
+use scorch_model::testing::{table, tiny_student};
 
 #[tokio::test]
 async fn eval_conforms() {
-    let tasks = tasks(Split::Test, 6);
-    let demos = demonstrations(&tasks);
+    let tasks = tasks(0, Split::Test, 0, 6);
+    let demos = demonstration_rows(&tasks);
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_student(&demos, dir.path()).unwrap();
     let r = check_plugin(

@@ -3,14 +3,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-use scorch_agent::suite::Split;
+use scorch_agent::oracle::demonstration_rows;
+use scorch_agent::suite::{Split, tasks};
 use scorch_api::conformance::{Case, check_plugin};
-use scorch_model::testing::{demonstrations, table, tasks, tiny_student};
+use scorch_model::testing::{table, tiny_student};
 use scorch_sft::Sft;
 
 #[tokio::test]
 async fn sft_conforms() {
-    let demos = demonstrations(&tasks(Split::Train, 8));
+    let demos = demonstration_rows(&tasks(0, Split::Train, 0, 8));
     let dir = tempfile::tempdir().unwrap();
     let model = tiny_student(&demos, dir.path()).unwrap();
     let init = serde_json::json!({

@@ -107,7 +107,7 @@ impl Workflow {
     }
     /// Dependencies of each node, by index.
     pub fn deps(&self) -> Vec<Vec<usize>> {
-        self.graph().deps()
+        deps_of(&self.nodes)
     }
     /// The graph as data: node ids and kinds, and each node's inputs.
     pub fn graph(&self) -> dag::Graph {
@@ -129,6 +129,14 @@ impl Workflow {
                 .collect(),
         }
     }
+}
+
+/// Each node's producers, by index into `nodes`: what scheduling and sorting walk.
+fn deps_of(nodes: &[Node]) -> Vec<Vec<usize>> {
+    nodes
+        .iter()
+        .map(|n| n.inputs.iter().map(|e| e.node).collect())
+        .collect()
 }
 
 /// Read, check and resolve the workflow at `path`.

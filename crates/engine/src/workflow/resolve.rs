@@ -8,7 +8,7 @@ use scorch_api::{Registry, check_compatible, did_you_mean, unknown_field_hint};
 use serde_json::Value;
 
 use super::matrix::{expand_matrix, resolve_ref, valid_id};
-use super::{Ctx, Edge, LoadOptions, Node, Workflow};
+use super::{Ctx, Edge, LoadOptions, Node, Workflow, deps_of};
 use crate::dag;
 use crate::error::{Diagnostic, ErrorKind};
 use crate::interp::{Scope, Secrets, interpolate};
@@ -600,11 +600,7 @@ fn connect(nodes: &mut [Node], specs: &[NodeSpec], ctx: &mut Ctx<'_>) {
 
 /// The DAG: nodes in topological order (a cycle is reported), edges renumbered.
 fn sort(nodes: Vec<Node>, ctx: &mut Ctx<'_>) -> Option<Vec<Node>> {
-    let deps: Vec<Vec<usize>> = nodes
-        .iter()
-        .map(|n| n.inputs.iter().map(|e| e.node).collect())
-        .collect();
-    let order = match dag::topo_order(&deps) {
+    let order = match dag::topo_order(&deps_of(&nodes)) {
         Ok(o) => o,
         Err(cycle) => {
             let names: Vec<&str> = cycle.iter().map(|&i| nodes[i].id.as_str()).collect();
