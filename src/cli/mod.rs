@@ -27,6 +27,7 @@ pub(crate) fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
     }
 }
 
+mod bench;
 mod compare;
 mod dag;
 mod data;
@@ -198,6 +199,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Measure the student's training or generation throughput (random weights).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Print the JSON Schema of workflow files, or of a table kind's rows.
     Schema {
         /// A table kind (`tasks`, `trajectories`, `repairs`, `rl_prompts`).
@@ -438,6 +442,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Verify { store, json } => store::verify_cmd(store, json).await,
         Command::Plugins => info::plugins(),
         Command::Schema { table } => info::schema(table),
+        Command::Bench(command) => bench::bench(command),
         Command::Serve {
             checkpoint,
             addr,

@@ -1,7 +1,8 @@
 //! Model benchmark (not a timed test): on this CPU, in one run, the embedded student's
-//! config: generation tokens/s (KV cache, batch 32) against HF `transformers` `generate`, and
-//! SFT training tokens/s against a plain PyTorch loop. Prints a Markdown table for
-//! BENCHMARKS.md. Run with `cargo bench -p scorch-model --bench model`.
+//! config: generation tokens/s (KV cache, batch 32) against HF `transformers` `generate`, SFT
+//! training tokens/s against a plain PyTorch loop, and mixed-precision (bf16) training against
+//! PyTorch's CPU autocast loop and against the float32 PyTorch loop. Prints a Markdown table
+//! for BENCHMARKS.md. Run with `cargo bench -p scorch-model --bench model`.
 
 use std::process::Command;
 use std::time::Instant;
@@ -22,6 +23,10 @@ const SEQ: usize = 96;
 const REPS: usize = 5;
 /// Rounds, alternating the two sides.
 const ROUNDS: usize = 5;
+/// bf16 steps per timed run and timed runs per round: fewer, since a CPU without bf16
+/// instructions runs them an order of magnitude slower.
+const BF16_STEPS: usize = 2;
+const BF16_REPS: usize = 2;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -93,11 +98,21 @@ fn main() {
         trainer.step().expect("step");
     };
     step();
+    // The same start in mixed precision: float32 weights, bfloat16 products.
+    let mut mixed = Checkpoint::load(dir.path(), Device::Cpu, tch::Kind::Float).expect("load");
+    mixed.model.set_compute(Some(tch::Kind::BFloat16));
+    let mut mixed_trainer = Trainer::new(&mixed.vs, TrainConfig::default()).expect("trainer");
+    let mut mixed_step = || {
+        let (loss, _) = masked_nll(&mixed.model, &batch);
+        mixed_trainer.backward(&loss, 1.0);
+        mixed_trainer.step().expect("step");
+    };
+    mixed_step();
 
     // This is a shared machine: alternate the two sides for several rounds, take each
     // side's median within a round, and report the median round.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/hf_baseline.py");
-    let mut rounds: Vec<[f64; 4]> = Vec::new();
+    let mut rounds: Vec<[f64; 6]> = Vec::new();
     for _ in 0..ROUNDS {
         let gen_runs: Vec<f64> = (0..REPS)
             .map(|_| {
@@ -116,6 +131,15 @@ fn main() {
                 (STEPS * BATCH * SEQ) as f64 / t.elapsed().as_secs_f64()
             })
             .collect();
+        let bf16_runs: Vec<f64> = (0..BF16_REPS)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..BF16_STEPS {
+                    mixed_step();
+                }
+                (BF16_STEPS * BATCH * SEQ) as f64 / t.elapsed().as_secs_f64()
+            })
+            .collect();
         let out = Command::new("python3")
             .args([
                 script,
@@ -126,6 +150,8 @@ fn main() {
                 &STEPS.to_string(),
                 &SEQ.to_string(),
                 &REPS.to_string(),
+                &BF16_STEPS.to_string(),
+                &BF16_REPS.to_string(),
             ])
             .output()
             .expect("python3");
@@ -146,6 +172,8 @@ fn main() {
             hf["gen_tokens_per_s"].as_f64().unwrap_or(f64::NAN),
             median(train_runs),
             hf["train_tokens_per_s"].as_f64().unwrap_or(f64::NAN),
+            median(bf16_runs),
+            hf["bf16_train_tokens_per_s"].as_f64().unwrap_or(f64::NAN),
         ]);
     }
     let col = |i: usize| median(rounds.iter().map(|r| r[i]).collect());
@@ -158,6 +186,9 @@ fn main() {
     let (ours_gen, hf_gen, ours_train, hf_train) = (col(0), col(1), col(2), col(3));
     let (gen_ratio, gen_lo, gen_hi) = ratios(0, 1);
     let (train_ratio, train_lo, train_hi) = ratios(2, 3);
+    let (ours_bf16, torch_bf16) = (col(4), col(5));
+    let (bf16_ratio, bf16_lo, bf16_hi) = ratios(4, 5);
+    let (mixed_ratio, mixed_lo, mixed_hi) = ratios(4, 3);
     println!(
         "student: {params} parameters, vocab {vocab}; torch threads {}",
         tch::get_num_threads()
@@ -171,5 +202,15 @@ fn main() {
     );
     println!(
         "| SFT training, batch {BATCH} x {SEQ} tokens, AdamW (tokens/s) | {ours_train:.0} | {hf_train:.0} (PyTorch loop) | {train_ratio:.2}x ({train_lo:.2}–{train_hi:.2}) | ≥1.2x |"
+    );
+    println!(
+        "| SFT training in bf16 (mixed precision), same shapes (tokens/s) | {ours_bf16:.0} | {torch_bf16:.0} (PyTorch CPU autocast bf16 loop) | {bf16_ratio:.2}x ({bf16_lo:.2}–{bf16_hi:.2}) | ≥1.2x |"
+    );
+    println!(
+        "| SFT training in bf16 against float32 (tokens/s) | {ours_bf16:.0} | {hf_train:.0} (PyTorch float32 loop) | {mixed_ratio:.2}x ({mixed_lo:.2}–{mixed_hi:.2}) | ≥1.8x |"
+    );
+    println!(
+        "CPU bf16 instructions (avx512_bf16 / amx_bf16): {}",
+        scorch_model::precision::native_bf16(Device::Cpu)
     );
 }

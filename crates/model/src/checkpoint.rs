@@ -177,20 +177,7 @@ impl Checkpoint {
         tch::manual_seed(seed as i64);
         let vs = nn::VarStore::new(device);
         let model = Qwen2::new(&vs.root(), config);
-        // Sorted: the same seed gives the same weights (the var store is a hash map).
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
-        tch::no_grad(|| {
-            for (name, mut var) in vars {
-                if name.ends_with("norm.weight") {
-                    let _ = var.fill_(1.0);
-                } else if name.ends_with(".bias") {
-                    let _ = var.zero_();
-                } else {
-                    let _ = var.normal_(0.0, 0.02);
-                }
-            }
-        });
+        hf_init(&vs);
         Ok(Self {
             vs,
             model,
@@ -295,4 +282,23 @@ pub fn write_weights(vars: &HashMap<String, Tensor>, path: &Path) -> Result<(), 
     let metadata = Some(HashMap::from([("format".to_owned(), "pt".to_owned())]));
     safetensors::tensor::serialize_to_file(views, metadata, path)
         .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", path.display())))
+}
+
+/// HF's initialisation of a Qwen2's variables, drawn from torch's global generator (seed it
+/// first): normal(0, 0.02) weights, zero biases, norms at 1.
+pub fn hf_init(vs: &nn::VarStore) {
+    // Sorted: the same seed gives the same weights (the var store is a hash map).
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    tch::no_grad(|| {
+        for (name, mut var) in vars {
+            if name.ends_with("norm.weight") {
+                let _ = var.fill_(1.0);
+            } else if name.ends_with(".bias") {
+                let _ = var.zero_();
+            } else {
+                let _ = var.normal_(0.0, 0.02);
+            }
+        }
+    });
 }

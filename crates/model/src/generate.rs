@@ -305,19 +305,41 @@ fn generate_shard(
             let last = model
                 .forward_last(&input, &attention, Some(&mut cache))
                 .to_kind(Kind::Float);
-            let logp = last.log_softmax(-1, Kind::Float).to_device(Device::Cpu);
-            let last = last.to_device(Device::Cpu);
-            let vocab = last.size()[1] as usize;
-            let rows: Vec<f32> = Vec::<f32>::try_from(last.flatten(0, -1))?;
-            let lps: Vec<f32> = Vec::<f32>::try_from(logp.flatten(0, -1))?;
+            let logp = last.log_softmax(-1, Kind::Float);
+            let picked = if s.temperature <= 0.0 && device != Device::Cpu {
+                // Greedy on an accelerator: pick on the device and copy back two numbers
+                // per row instead of two rows of the vocabulary (torch's argmax, like
+                // `sample`, takes the first of equal maxima).
+                let tok = last.argmax(-1, true);
+                let lp = logp.gather(1, &tok, false);
+                let toks = Vec::<i64>::try_from(tok.flatten(0, -1).to_device(Device::Cpu))?;
+                let lps = Vec::<f32>::try_from(lp.flatten(0, -1).to_device(Device::Cpu))?;
+                toks.into_iter()
+                    .map(|t| t as usize)
+                    .zip(lps)
+                    .collect::<Vec<_>>()
+            } else {
+                let logp = logp.to_device(Device::Cpu);
+                let last = last.to_device(Device::Cpu);
+                let vocab = last.size()[1] as usize;
+                let rows: Vec<f32> = Vec::<f32>::try_from(last.flatten(0, -1))?;
+                let lps: Vec<f32> = Vec::<f32>::try_from(logp.flatten(0, -1))?;
+                live.iter()
+                    .enumerate()
+                    .map(|(row, &seq)| {
+                        let r = &rows[row * vocab..(row + 1) * vocab];
+                        let tok = sample(r, s, &mut rngs[seq]);
+                        (tok, lps[row * vocab + tok])
+                    })
+                    .collect()
+            };
             let mut next = Vec::with_capacity(live.len());
             let mut still = Vec::with_capacity(live.len());
             for (row, &seq) in live.iter().enumerate() {
-                let r = &rows[row * vocab..(row + 1) * vocab];
-                let tok = sample(r, s, &mut rngs[seq]);
+                let (tok, lp) = picked[row];
                 let g = &mut out[seq];
                 g.ids.push(tok as i64);
-                g.logprobs.push(lps[row * vocab + tok]);
+                g.logprobs.push(lp);
                 if s.stop_tokens.contains(&(tok as i64)) {
                     g.finish = Finish::StopToken;
                 } else if stop_check(offset + seq, &g.ids) {

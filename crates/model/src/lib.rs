@@ -2,6 +2,7 @@
 //! and (in later modules) OpenAI-compatible endpoints behind the same interface.
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod chat;
 pub mod checkpoint;
 pub mod encode;
@@ -10,6 +11,7 @@ pub mod generate;
 pub mod local;
 pub mod openai;
 pub mod policy;
+pub mod precision;
 pub mod prefix;
 pub mod qwen2;
 pub mod rollouts;

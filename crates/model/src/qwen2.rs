@@ -144,7 +144,7 @@ impl Module for RmsNorm {
         let x = xs.to_kind(Kind::Float);
         let var = x.pow_tensor_scalar(2).mean_dim(-1, true, Kind::Float);
         let normed = x * (var + self.eps).rsqrt();
-        normed.to_kind(kind) * &self.weight
+        normed.to_kind(kind) * self.weight.to_kind(kind)
     }
 }
 
@@ -403,19 +403,13 @@ impl Attention {
         cache: Option<(&mut Option<LayerCache>, i64)>,
     ) -> Tensor {
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
-        let q = self
-            .q_proj
-            .forward(x)
+        let q = linear(&self.q_proj, x)
             .view([b, t, self.heads, self.head_dim])
             .transpose(1, 2);
-        let k = self
-            .k_proj
-            .forward(x)
+        let k = linear(&self.k_proj, x)
             .view([b, t, self.kv_heads, self.head_dim])
             .transpose(1, 2);
-        let v = self
-            .v_proj
-            .forward(x)
+        let v = linear(&self.v_proj, x)
             .view([b, t, self.kv_heads, self.head_dim])
             .transpose(1, 2);
         let q = Rotary::apply(&q, rope);
@@ -446,11 +440,12 @@ impl Attention {
         } else {
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false)
         };
-        self.o_proj.forward(&y.transpose(1, 2).contiguous().view([
-            b,
-            t,
-            self.heads * self.head_dim,
-        ]))
+        linear(
+            &self.o_proj,
+            &y.transpose(1, 2)
+                .contiguous()
+                .view([b, t, self.heads * self.head_dim]),
+        )
     }
 }
 
@@ -477,9 +472,22 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Tensor {
-        self.down_proj
-            .forward(&(self.gate_proj.forward(x).silu() * self.up_proj.forward(x)))
+        linear(
+            &self.down_proj,
+            &(linear(&self.gate_proj, x).silu() * linear(&self.up_proj, x)),
+        )
     }
+}
+
+/// `l` applied to `x` in `x`'s kind: under mixed precision the float32 weights are cast on
+/// the way in (autograd casts their gradients back).
+fn linear(l: &nn::Linear, x: &Tensor) -> Tensor {
+    let kind = x.kind();
+    if l.ws.kind() == kind {
+        return l.forward(x);
+    }
+    let bias = l.bs.as_ref().map(|b| b.to_kind(kind));
+    x.linear(&l.ws.to_kind(kind), bias.as_ref())
 }
 
 fn linear_replica(l: &nn::Linear) -> nn::Linear {
@@ -533,6 +541,8 @@ pub struct Qwen2 {
     lm_head: Option<nn::Linear>,
     rotary: Rotary,
     device: tch::Device,
+    /// The kind the layers compute in when it differs from the weights' (mixed precision).
+    compute: Option<Kind>,
 }
 
 impl Qwen2 {
@@ -587,6 +597,7 @@ impl Qwen2 {
             lm_head,
             rotary,
             device: vs.device(),
+            compute: None,
         }
     }
 
@@ -605,7 +616,14 @@ impl Qwen2 {
                 sin: self.rotary.sin.shallow_clone(),
             },
             device: self.device,
+            compute: self.compute,
         }
+    }
+
+    /// Compute in `kind` (bfloat16 over float32 weights: mixed precision), or `None` in the
+    /// weights' own kind.
+    pub fn set_compute(&mut self, kind: Option<Kind>) {
+        self.compute = kind.filter(|k| *k != self.embed_tokens.kind());
     }
 
     /// Where the weights live.
@@ -644,8 +662,8 @@ impl Qwen2 {
 
     fn head(&self, x: &Tensor) -> Tensor {
         match &self.lm_head {
-            Some(head) => head.forward(x),
-            None => x.matmul(&self.embed_tokens.transpose(0, 1)),
+            Some(head) => linear(head, x),
+            None => x.matmul(&self.embed_tokens.to_kind(x.kind()).transpose(0, 1)),
         }
     }
 
@@ -695,12 +713,12 @@ impl Qwen2 {
             let diag = k_idx.eq_tensor(&q_idx).view([1, 1, t, total]);
             (Some(causal.logical_and(&keep).logical_or(&diag)), false)
         };
-        let kind = self.embed_tokens.kind();
+        let kind = self.compute.unwrap_or_else(|| self.embed_tokens.kind());
         let rope = match &positions {
             Some(p) => self.rotary.at(p, kind),
             None => self.rotary.span(past, t, kind),
         };
-        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
+        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false).to_kind(kind);
         let mut cache = cache;
         // Residual adds stay out of place: autograd needs the inputs of every norm.
         #[allow(clippy::assign_op_pattern)]

@@ -20,6 +20,7 @@ use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signatu
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::episode::{self, Episode};
 use scorch_model::local::LocalModel;
+use scorch_model::precision::Precision;
 use scorch_model::spec::{SamplingParams, system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{TrainConfig, Trainer, clip_len, token_logprobs};
@@ -83,6 +84,10 @@ pub struct RlParams {
     /// which bounds memory however many and however long the episodes are.
     #[serde(default = "d_micro_batch_tokens")]
     pub micro_batch_tokens: usize,
+    /// `auto` (bfloat16 compute where the hardware has it, else float32), `f32`, or `bf16`:
+    /// bfloat16 matrix products over float32 weights and optimiser state.
+    #[serde(default, skip_serializing_if = "Precision::is_auto")]
+    pub precision: Precision,
     /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
     /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
     #[serde(default, skip_serializing_if = "Sandbox::is_default")]
@@ -268,7 +273,9 @@ impl Plugin for Rl {
         let prompts: Vec<RlPrompt> = ctx.read_rows("rl_prompts").await?;
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let (device, kind) = scorch_model::pick_device(&p.device)?;
-        let ck = Checkpoint::load(ctx.blobs("model")?, device, kind)?;
+        // Float32 master weights; the layers compute in the precision's kind.
+        let mut ck = Checkpoint::load(ctx.blobs("model")?, device, Kind::Float)?;
+        ck.model.set_compute(Some(p.precision.compute_kind(device)));
         let reference = if p.kl_coef > 0.0 {
             Some(Checkpoint::load(ctx.blobs("model")?, device, kind)?)
         } else {

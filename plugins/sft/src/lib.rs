@@ -13,11 +13,13 @@ use scorch_api::tables::{TableRow, TrainStep, Trajectory};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::encode::encode_trajectory;
+use scorch_model::precision::Precision;
 pub use scorch_model::scratch::InitParams;
 use scorch_model::scratch::from_scratch;
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{TrainConfig, Trainer, clip_len, masked_nll};
 use serde::{Deserialize, Serialize};
+use tch::Kind;
 
 /// The `sft` plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -61,6 +63,10 @@ pub struct SftParams {
     /// split into micro-batches whose gradients add up to the whole batch's.
     #[serde(default = "d_micro_batch_tokens")]
     pub micro_batch_tokens: usize,
+    /// `auto` (bfloat16 compute where the hardware has it, else float32), `f32`, or `bf16`:
+    /// bfloat16 matrix products over float32 weights and optimiser state.
+    #[serde(default, skip_serializing_if = "Precision::is_auto")]
+    pub precision: Precision,
 }
 
 fn d_micro_batch_tokens() -> usize {
@@ -175,16 +181,19 @@ impl Plugin for Sft {
         let progress = ctx.progress_handle();
         progress.set_total(p.steps as u64);
         let seed = ctx.seed();
-        let (device, kind) = scorch_model::pick_device(&p.device)?;
+        let (device, _) = scorch_model::pick_device(&p.device)?;
+        let compute = p.precision.compute_kind(device);
         let steps = ctx
             .blocking(move || -> Result<Vec<TrainStep>, PluginError> {
-                let ck = match (&p.init, model_dir) {
+                // Float32 master weights; the layers compute in the precision's kind.
+                let mut ck = match (&p.init, model_dir) {
                     (Some(init), _) => from_scratch(init, &trajectories, device, seed)?,
-                    (None, Some(dir)) => Checkpoint::load(&dir, device, kind)?,
+                    (None, Some(dir)) => Checkpoint::load(&dir, device, Kind::Float)?,
                     (None, None) => {
                         return Err(PluginError::failed("no `model` input and no `init`"));
                     }
                 };
+                ck.model.set_compute(Some(compute));
                 let seqs: Vec<(Vec<i64>, Vec<f32>)> = trajectories
                     .iter()
                     .map(|t| {

@@ -1,5 +1,6 @@
-//! `sft` against the shared conformance suite: from scratch and from a checkpoint, two
-//! runs on the same demonstrations and seed write the same checkpoint bytes.
+//! `sft` against the shared conformance suite: from scratch and from a checkpoint, in float32
+//! and in mixed precision, two runs on the same demonstrations and seed write the same
+//! checkpoint bytes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -31,9 +32,34 @@ async fn sft_conforms() {
                 serde_json::json!({"steps": 2, "batch_size": 4, "lr": 0.0005}),
             )
             .input("trajectories", table(&demos).unwrap())
+            .input("model", model.clone()),
+            Case::new(
+                "from a checkpoint in bf16",
+                serde_json::json!({"steps": 2, "batch_size": 4, "precision": "bf16"}),
+            )
+            .input("trajectories", table(&demos).unwrap())
             .input("model", model),
         ],
     )
     .await;
     assert!(r.is_ok(), "{r:?}");
+}
+
+#[test]
+fn precision_auto_is_left_out_of_the_canonical_params() {
+    use scorch_api::DynPlugin;
+    let auto = Sft
+        .check(&serde_json::json!({"precision": "auto"}))
+        .unwrap();
+    let unset = Sft.check(&serde_json::json!({})).unwrap();
+    assert_eq!(auto.params, unset.params);
+    assert!(unset.params.get("precision").is_none());
+    let bf16 = Sft
+        .check(&serde_json::json!({"precision": "bf16"}))
+        .unwrap();
+    assert_eq!(bf16.params["precision"], "bf16");
+    let err = Sft
+        .check(&serde_json::json!({"precision": "fp16"}))
+        .unwrap_err();
+    assert_eq!(err.path, "precision");
 }

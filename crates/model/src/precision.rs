@@ -1,0 +1,100 @@
+//! Training precision: float32 throughout, or bfloat16 compute over float32 master weights
+//! (mixed precision), and `auto`, which takes bfloat16 where the hardware runs it natively.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind};
+
+/// The `precision` param of the training nodes.
+///
+/// Mixed precision keeps the weights, their gradients and the optimiser state in float32
+/// (checkpoints stay float32 and HF-compatible) and runs the matrix products in bfloat16:
+/// every linear layer casts its weight to the activations' kind on the way in, and autograd
+/// casts the gradient back. Norms, softmax, rotary tables and the loss run in float32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// bfloat16 compute where the hardware has it (CUDA; a CPU with AVX512-BF16 or AMX),
+    /// float32 elsewhere. Like `device: auto`, the same params then train with different
+    /// arithmetic on different machines.
+    #[default]
+    Auto,
+    /// float32 throughout.
+    F32,
+    /// bfloat16 compute over float32 weights, whatever the hardware (on a CPU without
+    /// bfloat16 instructions this is several times slower than float32).
+    Bf16,
+}
+
+impl Precision {
+    /// Whether this is the default (`auto`): params leave it out, so workflows written before
+    /// the param existed keep their cache keys.
+    pub fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+
+    /// The kind that the matrix products run in on `device`.
+    pub fn compute_kind(self, device: Device) -> Kind {
+        match self {
+            Self::F32 => Kind::Float,
+            Self::Bf16 => Kind::BFloat16,
+            Self::Auto if native_bf16(device) => Kind::BFloat16,
+            Self::Auto => Kind::Float,
+        }
+    }
+}
+
+/// Whether `device` runs bfloat16 matrix products natively: every CUDA device scorch supports,
+/// and a CPU whose flags list `avx512_bf16` or `amx_bf16`.
+pub fn native_bf16(device: Device) -> bool {
+    match device {
+        Device::Cpu => cpu_has_bf16(),
+        _ => true,
+    }
+}
+
+fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| cpu_flags_have_bf16(&info))
+}
+
+fn cpu_flags_have_bf16(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .take(1)
+        .flat_map(|l| l.split_whitespace())
+        .any(|f| f == "avx512_bf16" || f == "amx_bf16")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_takes_bf16_only_where_the_cpu_has_it() {
+        assert!(cpu_flags_have_bf16(
+            "processor : 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 sha_ni\n"
+        ));
+        assert!(cpu_flags_have_bf16("flags : fpu amx_bf16 amx_tile\n"));
+        assert!(!cpu_flags_have_bf16("flags : fpu avx2 fma avx512f\n"));
+        assert!(!cpu_flags_have_bf16("model name : bf16 avx512_bf16\n"));
+        assert_eq!(Precision::F32.compute_kind(Device::Cuda(0)), Kind::Float);
+        assert_eq!(Precision::Bf16.compute_kind(Device::Cpu), Kind::BFloat16);
+        assert_eq!(
+            Precision::Auto.compute_kind(Device::Cuda(0)),
+            Kind::BFloat16
+        );
+        assert_eq!(
+            Precision::Auto.compute_kind(Device::Cpu) == Kind::BFloat16,
+            cpu_has_bf16()
+        );
+    }
+
+    #[test]
+    fn spelled_in_lowercase_with_auto_left_out() {
+        let p: Precision = serde_json::from_str("\"bf16\"").unwrap_or_default();
+        assert_eq!(p, Precision::Bf16);
+        assert!(serde_json::from_str::<Precision>("\"fp16\"").is_err());
+        assert!(Precision::default().is_auto());
+    }
+}
