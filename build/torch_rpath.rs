@@ -1,6 +1,6 @@
-// Shared build script of the crates whose binaries link libtorch: put the wheel's `torch/lib`
-// on the binary's rpath, and keep `libtorch_cuda.so` linked (rustc passes `--as-needed`, which
-// would drop it, and CUDA would then be silently unavailable).
+// Shared by the build scripts of the packages whose binaries link libtorch: put the wheel's
+// `torch/lib` on the binary's rpath, and keep `libtorch_cuda.so` linked (rustc passes
+// `--as-needed`, which would drop it, and CUDA would then be silently unavailable).
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -16,14 +16,21 @@ fn torch_lib() -> Option<PathBuf> {
     out.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-fn main() {
+/// Link arguments for the targets that `targets` names, as suffixes of cargo's directive:
+/// `""` (every target of the package), `"-bin=NAME"`, `"-tests"`, `"-benches"`, `"-examples"`.
+fn link_torch(targets: &[&str]) {
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
     if let Some(lib) = torch_lib().filter(|l| l.is_dir()) {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-        if lib.join("libtorch_cuda.so").exists() {
+        let cuda = lib.join("libtorch_cuda.so").exists();
+        if cuda {
             println!("cargo:rustc-link-search=native={}", lib.display());
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
+        for t in targets {
+            println!("cargo:rustc-link-arg{t}=-Wl,-rpath,{}", lib.display());
+            if cuda {
+                println!("cargo:rustc-link-arg{t}=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+            }
         }
     }
 }

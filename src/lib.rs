@@ -1,5 +1,7 @@
-//! The `scorch` binary's library half: the registry of built-in node kinds. The engine is
+//! The library half of the two binaries: the registry of built-in node kinds (`scorch`), and
+//! the commands that need libtorch, which `scorch` hands to `scorch-worker`. The engine is
 //! `scorch-engine`, the SCoRe reporting `scorch-report`.
 #![deny(missing_docs)]
 
 pub mod builtin;
+pub mod model_commands;

@@ -11,8 +11,9 @@ use std::process::{Child, Command, Stdio};
 use common::text;
 use scorch_agent::format::{Message, Role};
 use scorch_agent::llm::ChatOptions;
+use scorch_kinds::policy::Endpoint;
 use scorch_model::checkpoint::Checkpoint;
-use scorch_model::openai::{Endpoint, OpenAiClient};
+use scorch_model::openai::OpenAiClient;
 use scorch_model::qwen2::Config;
 use scorch_model::tokenizer::train_bpe;
 

@@ -1,1 +1,5 @@
 include!("../../build/torch_rpath.rs");
+
+fn main() {
+    link_torch(&[""]);
+}

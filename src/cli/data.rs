@@ -68,22 +68,3 @@ pub(crate) fn tasks(split: &str, count: u64, seed: u64, out: Option<&Path>) -> R
     }
     Ok(())
 }
-
-pub(crate) async fn serve(
-    dir: &Path,
-    addr: std::net::SocketAddr,
-    device: &str,
-    name: Option<String>,
-) -> Result<(), Failure> {
-    let (device, kind) = scorch_model::pick_device(device).map_err(usage)?;
-    let ck = scorch_model::checkpoint::Checkpoint::load(dir, device, kind).map_err(usage)?;
-    let name = name.unwrap_or_else(|| {
-        dir.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "student".into())
-    });
-    eprintln!("serving {} as `{name}` on {device:?}", dir.display());
-    scorch_model::serve::serve(scorch_model::local::LocalModel::new(&name, ck), addr)
-        .await
-        .map_err(failed)
-}

@@ -27,7 +27,6 @@ pub(crate) fn emit(args: std::fmt::Arguments<'_>, newline: bool) {
     }
 }
 
-mod bench;
 mod compare;
 mod dag;
 mod data;
@@ -39,6 +38,7 @@ mod run;
 mod runs;
 mod store;
 mod validate;
+mod worker;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -170,20 +170,6 @@ enum Command {
         #[arg(long, default_value = scorch_agent::format::PYTHON_SYSTEM)]
         system: String,
     },
-    /// Serve a checkpoint folder as an OpenAI-compatible endpoint.
-    Serve {
-        /// An HF-layout checkpoint folder.
-        checkpoint: PathBuf,
-        /// Address to listen on (port 0 picks a free one; the URL is printed).
-        #[arg(long, default_value = "127.0.0.1:8000")]
-        addr: std::net::SocketAddr,
-        /// `auto`, `cpu` or `cuda`.
-        #[arg(long, default_value = "auto")]
-        device: String,
-        /// The model name clients use (default: the folder's name).
-        #[arg(long)]
-        name: Option<String>,
-    },
     /// Write the built-in suite's tasks as a tasks table.
     Tasks {
         /// `train`, `test` or `hard`.
@@ -199,9 +185,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Measure the student's training or generation throughput (random weights).
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
+    /// `serve` and `bench`, which run in `scorch-worker`.
+    #[command(flatten)]
+    Model(scorch::model_commands::ModelCommand),
     /// Print the JSON Schema of workflow files, or of a table kind's rows.
     Schema {
         /// A table kind (`tasks`, `trajectories`, `repairs`, `rl_prompts`).
@@ -442,13 +428,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Verify { store, json } => store::verify_cmd(store, json).await,
         Command::Plugins => info::plugins(),
         Command::Schema { table } => info::schema(table),
-        Command::Bench(command) => bench::bench(command),
-        Command::Serve {
-            checkpoint,
-            addr,
-            device,
-            name,
-        } => data::serve(&checkpoint, addr, &device, name).await,
+        Command::Model(_) => worker::forward(),
         Command::Import { files, out } => data::import(&files, &out),
         Command::ExportChat { table, out, system } => data::export_chat(&table, &out, &system),
         Command::Tasks {

@@ -45,6 +45,9 @@ pub struct NodeContextParts {
     pub seed: u64,
     /// Where input tables are read from.
     pub store: Arc<dyn ObjectStore>,
+    /// The store's URL, absolute (`file:///abs/dir`, `s3://bucket/prefix`): what a worker
+    /// process opens to read the same inputs.
+    pub store_url: String,
     /// Inputs by name.
     pub inputs: BTreeMap<String, InputArtifact>,
     /// Declared outputs.
@@ -96,6 +99,10 @@ impl NodeContext {
         }
     }
 
+    /// What the engine provided: what a node kind that runs in a worker process hands on.
+    pub fn parts(&self) -> &NodeContextParts {
+        &self.parts
+    }
     /// The node's id.
     pub fn node_id(&self) -> &str {
         &self.parts.node_id

@@ -1,7 +1,8 @@
 use std::fmt;
 
 /// What went wrong in a plugin run, in broad classes the engine acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum PluginErrorKind {
     /// An input artifact was missing, unreadable or not of the declared shape.

@@ -49,6 +49,48 @@ pub trait Plugin: Send + Sync + 'static {
     async fn run(&self, params: Self::Params, ctx: &NodeContext) -> Result<(), PluginError>;
 }
 
+/// What a node kind takes and gives, without the work: all the engine needs to type-check a
+/// workflow and compute cache keys. A kind whose work needs heavy libraries (libtorch) is
+/// declared in a crate without them, so that a binary can check workflows of that kind
+/// without linking what runs it, and run it in a worker process.
+///
+/// # Contract
+///
+/// The same as [`Plugin`]'s for `kind`, `version`, `Params` and `signature`; a plugin that
+/// implements a declared kind returns exactly the declaration's values.
+pub trait Declaration: Send + Sync + 'static {
+    /// The typed parameters, as written under a node's `params:`.
+    type Params: DeserializeOwned + Serialize + JsonSchema + Send + Sync + 'static;
+    /// The node kind named in workflow files.
+    fn kind(&self) -> &'static str;
+    /// The kind's version; part of every cache key.
+    fn version(&self) -> &'static str;
+    /// One line saying what the node does.
+    fn description(&self) -> &'static str;
+    /// The inputs and outputs of a node configured with `params`.
+    fn signature(&self, params: &Self::Params) -> Result<Signature, ParamError>;
+}
+
+/// Type-check `params` as `T`, compute the signature, and serialise them back with their
+/// defaults filled in: what [`DynPlugin::check`] does for a plugin or a declaration.
+pub fn check_params<T: DeserializeOwned + Serialize>(
+    params: &serde_json::Value,
+    signature: impl FnOnce(&T) -> Result<Signature, ParamError>,
+) -> Result<Checked, ParamError> {
+    let typed: T = parse_params(params)?;
+    let signature = signature(&typed)?;
+    let params = serde_json::to_value(&typed)
+        .map_err(|e| ParamError::new("", format!("params do not serialise: {e}")))?;
+    Ok(Checked { params, signature })
+}
+
+/// Type-check params that passed [`check_params`] again before running (they came through
+/// the engine or a worker's job file).
+pub fn parse_checked<T: DeserializeOwned>(params: &serde_json::Value) -> Result<T, PluginError> {
+    parse_params(params)
+        .map_err(|e| PluginError::failed(format!("params no longer type-check: {e}")))
+}
+
 /// A parameter object checked against a plugin's declaration.
 #[derive(Debug, Clone)]
 pub struct Checked {
@@ -134,20 +176,14 @@ impl<P: Plugin> DynPlugin for P {
         serde_json::to_value(schemars::schema_for!(P::Params)).unwrap_or_default()
     }
     fn check(&self, params: &serde_json::Value) -> Result<Checked, ParamError> {
-        let typed: P::Params = parse_params(params)?;
-        let signature = self.signature(&typed)?;
-        let params = serde_json::to_value(&typed)
-            .map_err(|e| ParamError::new("", format!("params do not serialise: {e}")))?;
-        Ok(Checked { params, signature })
+        check_params(params, |p: &P::Params| self.signature(p))
     }
     async fn run_json(
         &self,
         params: &serde_json::Value,
         ctx: &NodeContext,
     ) -> Result<(), PluginError> {
-        let typed: P::Params = parse_params(params)
-            .map_err(|e| PluginError::failed(format!("params no longer type-check: {e}")))?;
-        self.run(typed, ctx).await
+        self.run(parse_checked(params)?, ctx).await
     }
 }
 

@@ -109,6 +109,8 @@ pub async fn run_plugin(
         node_id: format!("test-{}", plugin.kind()),
         seed: options.seed,
         store,
+        // In memory: the harness runs the plugin in this process.
+        store_url: "memory://".into(),
         inputs: artifacts,
         outputs: checked.signature.outputs.clone(),
         staging_dir: staging.clone(),

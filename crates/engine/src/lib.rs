@@ -14,5 +14,6 @@ pub mod record;
 pub mod run;
 pub mod spec;
 pub mod store;
+pub mod worker;
 pub mod workflow;
 pub mod yaml;

@@ -632,6 +632,7 @@ impl Job {
             node_id: self.node.id.clone(),
             seed: self.node.seed,
             store: self.store.objects(),
+            store_url: self.store.absolute_url(),
             inputs,
             outputs: self.node.signature.outputs.clone(),
             staging_dir: out_dir.clone(),

@@ -8,7 +8,9 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::ModelError;
 use crate::checkpoint::hf_init;
 use crate::generate::{Sampling, generate};
-use crate::precision::Precision;
+use scorch_kinds::student::Precision;
+
+use crate::precision::ComputeKind;
 use crate::qwen2::{Config, Qwen2};
 use crate::train::{TrainConfig, Trainer, masked_nll};
 

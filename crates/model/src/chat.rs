@@ -11,8 +11,7 @@
 //! For the built-in suite the median demonstration is 131 tokens against 228 in ChatML
 //! (see `tests/compact_chat.rs` in `sft`).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use scorch_kinds::student::ChatFormat;
 use tokenizers::Tokenizer;
 
 use crate::ModelError;
@@ -86,29 +85,33 @@ pub struct Turn<'a> {
     pub content: &'a str,
 }
 
-/// How a model sees a chat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ChatFormat {
-    /// `<|im_start|>role\ncontent<|im_end|>\n` (Qwen and most HF chat models).
-    #[default]
-    Chatml,
-    /// One token per turn start, no system turn, no newlines between turns.
-    Compact,
-}
-
-impl ChatFormat {
-    /// Its name in configs and params.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Chatml => "chatml",
-            Self::Compact => "compact",
-        }
-    }
-
+/// How a [`ChatFormat`] is read from and recorded in a checkpoint's config, and how it turns
+/// chats into token ids and back (the format itself is declared in `scorch-kinds`, beside the
+/// params that name it).
+pub trait ChatFormatExt: Sized {
     /// The format a checkpoint's config records (ChatML where it records none); the error
     /// says what the key holds.
-    pub fn of_config(config: &Config) -> Result<Self, String> {
+    fn of_config(config: &Config) -> Result<Self, String>;
+    /// Record the format in `config` (ChatML is recorded too, so a reader need not guess).
+    fn record(self, config: &mut Config);
+    /// The text a from-scratch tokenizer trains on for these turns.
+    fn training_text(self, turns: &[Turn<'_>]) -> String;
+    /// Generated ids as the text of the message.
+    fn decode(self, tk: &Tokenizer, ids: &[i64]) -> Result<String, ModelError>;
+    /// Token ids of `turns` with a loss mask (1 on assistant content); with
+    /// `generation_prompt`, ends with an open assistant turn.
+    fn encode(
+        self,
+        tk: &Tokenizer,
+        turns: &[Turn<'_>],
+        generation_prompt: bool,
+    ) -> Result<(Vec<i64>, Vec<f32>), ModelError>;
+}
+
+impl ChatFormatExt for ChatFormat {
+    /// The format a checkpoint's config records (ChatML where it records none); the error
+    /// says what the key holds.
+    fn of_config(config: &Config) -> Result<Self, String> {
         match config.extra.get(CHAT_FORMAT_KEY) {
             None => Ok(Self::Chatml),
             Some(v) => match v.as_str() {
@@ -122,7 +125,7 @@ impl ChatFormat {
     }
 
     /// Record the format in `config` (ChatML is recorded too, so a reader need not guess).
-    pub fn record(self, config: &mut Config) {
+    fn record(self, config: &mut Config) {
         config
             .extra
             .insert(CHAT_FORMAT_KEY.into(), self.name().into());
@@ -131,7 +134,7 @@ impl ChatFormat {
     /// The text a from-scratch tokenizer trains on for these turns: what the format writes
     /// as plain text (role names for ChatML; nothing but the contents for the compact form),
     /// so no part of a rendered chat is split into bytes the BPE never saw.
-    pub fn training_text(self, turns: &[Turn<'_>]) -> String {
+    fn training_text(self, turns: &[Turn<'_>]) -> String {
         let mut s = String::new();
         for t in turns {
             match self {
@@ -156,7 +159,7 @@ impl ChatFormat {
     }
 
     /// Generated ids as the text of the message (special tokens other than labels left out).
-    pub fn decode(self, tk: &Tokenizer, ids: &[i64]) -> Result<String, ModelError> {
+    fn decode(self, tk: &Tokenizer, ids: &[i64]) -> Result<String, ModelError> {
         match self {
             Self::Chatml => decode(tk, ids),
             Self::Compact => decode_labelled(tk, ids),
@@ -165,7 +168,7 @@ impl ChatFormat {
 
     /// Token ids of `turns` with a loss mask that is 1 on assistant content and the
     /// `<|im_end|>` that closes it; with `generation_prompt`, ends with an open assistant turn.
-    pub fn encode(
+    fn encode(
         self,
         tk: &Tokenizer,
         turns: &[Turn<'_>],

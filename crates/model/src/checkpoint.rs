@@ -9,7 +9,9 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::ModelError;
-use crate::chat::ChatFormat;
+use scorch_kinds::student::ChatFormat;
+
+use crate::chat::ChatFormatExt;
 use crate::qwen2::{Config, Qwen2};
 
 /// A model with its weights, config and tokenizer.

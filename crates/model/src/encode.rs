@@ -7,7 +7,9 @@ use scorch_agent::format::{Role, render_observation, render_step};
 use scorch_api::tables::Trajectory;
 
 use crate::ModelError;
-use crate::chat::{ChatFormat, Turn};
+use scorch_kinds::student::ChatFormat;
+
+use crate::chat::{ChatFormatExt, Turn};
 use crate::spec::system_for;
 
 /// The turns of a trajectory's chat, each with whether it carries loss: the system prompt,

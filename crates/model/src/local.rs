@@ -8,8 +8,10 @@ use scorch_agent::format::Message;
 use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
 use scorch_agent::teacher::TeacherError;
 
+use scorch_kinds::policy::SamplingParams;
+
 use crate::ModelError;
-use crate::chat::Turn;
+use crate::chat::{ChatFormatExt, Turn};
 use crate::checkpoint::Checkpoint;
 use crate::generate::{Finish, Sampling, generate_reusing};
 use crate::openai::ChatResult;
@@ -39,6 +41,20 @@ pub struct SampleOptions {
     pub stop: Vec<String>,
     /// Sampler seed.
     pub seed: u64,
+}
+
+impl SampleOptions {
+    /// A node's sampling params, with a seed.
+    pub fn from_params(p: &SamplingParams, seed: u64) -> Self {
+        Self {
+            temperature: p.temperature,
+            top_p: p.top_p,
+            top_k: 0,
+            max_tokens: p.max_tokens,
+            stop: Vec::new(),
+            seed,
+        }
+    }
 }
 
 impl Default for SampleOptions {

@@ -10,44 +10,10 @@ use async_trait::async_trait;
 use scorch_agent::format::Message;
 use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
 use scorch_agent::teacher::TeacherError;
+use scorch_kinds::policy::Endpoint;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
-
-/// Where an endpoint is and how to talk to it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Endpoint {
-    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
-    pub base_url: String,
-    /// The model name the server knows.
-    pub model: String,
-    /// The environment variable holding the API key (never written to records).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub api_key_env: Option<String>,
-    /// Requests in flight at once.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: usize,
-    /// Per-request timeout in seconds.
-    #[serde(default = "default_timeout")]
-    pub timeout_s: f64,
-    /// Retries after a 429, a 5xx or a timeout.
-    #[serde(default = "default_retries")]
-    pub retries: u32,
-    /// A folder caching responses by request content.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_dir: Option<PathBuf>,
-}
-
-fn default_concurrency() -> usize {
-    16
-}
-fn default_timeout() -> f64 {
-    120.0
-}
-fn default_retries() -> u32 {
-    4
-}
 
 /// Tokens and calls spent, and calls the cache saved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

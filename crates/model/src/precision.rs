@@ -1,40 +1,17 @@
-//! Training precision: float32 throughout, or bfloat16 compute over float32 master weights
-//! (mixed precision), and `auto`, which takes bfloat16 where the hardware runs it natively.
+//! What a [`Precision`] means on a device: the kind the matrix products run in, and whether
+//! the hardware has bfloat16 instructions (what `auto` asks).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use scorch_kinds::student::Precision;
 use tch::{Device, Kind};
 
-/// The `precision` param of the training nodes.
-///
-/// Mixed precision keeps the weights, their gradients and the optimiser state in float32
-/// (checkpoints stay float32 and HF-compatible) and runs the matrix products in bfloat16:
-/// every linear layer casts its weight to the activations' kind on the way in, and autograd
-/// casts the gradient back. Norms, softmax, rotary tables and the loss run in float32.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// bfloat16 compute where the hardware has it (CUDA; a CPU with AVX512-BF16 or AMX),
-    /// float32 elsewhere. Like `device: auto`, the same params then train with different
-    /// arithmetic on different machines.
-    #[default]
-    Auto,
-    /// float32 throughout.
-    F32,
-    /// bfloat16 compute over float32 weights, whatever the hardware (on a CPU without
-    /// bfloat16 instructions this is several times slower than float32).
-    Bf16,
+/// The compute kind of a precision on a device.
+pub trait ComputeKind {
+    /// The kind that the matrix products run in on `device`.
+    fn compute_kind(self, device: Device) -> Kind;
 }
 
-impl Precision {
-    /// Whether this is the default (`auto`): params leave it out, so workflows written before
-    /// the param existed keep their cache keys.
-    pub fn is_auto(&self) -> bool {
-        *self == Self::Auto
-    }
-
-    /// The kind that the matrix products run in on `device`.
-    pub fn compute_kind(self, device: Device) -> Kind {
+impl ComputeKind for Precision {
+    fn compute_kind(self, device: Device) -> Kind {
         match self {
             Self::F32 => Kind::Float,
             Self::Bf16 => Kind::BFloat16,

@@ -9,7 +9,10 @@ use scorch_api::tables::{Author, StopReason, Task, Trajectory};
 
 use crate::ModelError;
 use crate::episode::{self, Episode};
-use crate::spec::{PolicySpec, SamplingParams, chat_policy, system_for, tool_for};
+use scorch_kinds::policy::{PolicySpec, SamplingParams};
+
+use crate::local::SampleOptions;
+use crate::spec::{chat_policy, system_for, tool_for};
 
 /// How to roll out: the policy and its settings.
 #[derive(Clone)]
@@ -105,7 +108,7 @@ pub async fn rollouts(
                     policy.as_ref(),
                     &mut batch,
                     system,
-                    &r.sampling.options(r.seed),
+                    &SampleOptions::from_params(r.sampling, r.seed),
                     Author::Student,
                     r.progress,
                 )

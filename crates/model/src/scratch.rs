@@ -1,74 +1,16 @@
 //! A student trained from scratch: its size, its tokenizer (a byte-level BPE trained on the
 //! trajectories' chats) and its chat format, and the checkpoint they make.
 
-use schemars::JsonSchema;
 use scorch_api::tables::Trajectory;
-use serde::{Deserialize, Serialize};
+use scorch_kinds::student::InitParams;
 use tch::Device;
 
 use crate::ModelError;
-use crate::chat::ChatFormat;
+use crate::chat::ChatFormatExt;
 use crate::checkpoint::Checkpoint;
 use crate::encode::chat_text;
 use crate::qwen2::Config;
 use crate::tokenizer::{IM_END, token_id, train_bpe_with};
-
-/// A from-scratch student.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InitParams {
-    /// Tokenizer size (byte-level BPE trained on the trajectories).
-    #[serde(default = "d_vocab")]
-    pub vocab_size: usize,
-    /// Split numbers into digits (as Qwen's tokenizer does). Off, every number is a token of
-    /// its own that the student sees a few times at most: it cannot learn to copy numbers it
-    /// has not seen (measured: 4.5% against 43-66% with digits; see the README).
-    #[serde(default = "yes")]
-    pub split_digits: bool,
-    /// How the student sees a chat: `compact` (one token per turn start, no system turn: about
-    /// half the tokens of ChatML for the built-in suite) or `chatml`. Recorded in the
-    /// checkpoint, so `rollout`, `eval`, `rl` and `serve` render chats the same way.
-    #[serde(default = "d_chat")]
-    pub chat_format: ChatFormat,
-    /// Residual width.
-    #[serde(default = "d_hidden")]
-    pub hidden_size: i64,
-    /// Layers.
-    #[serde(default = "d_layers")]
-    pub num_hidden_layers: i64,
-    /// Attention heads.
-    #[serde(default = "d_heads")]
-    pub num_attention_heads: i64,
-    /// Key/value heads.
-    #[serde(default = "d_heads")]
-    pub num_key_value_heads: i64,
-    /// MLP width.
-    #[serde(default = "d_mlp")]
-    pub intermediate_size: i64,
-}
-
-fn d_chat() -> ChatFormat {
-    ChatFormat::Compact
-}
-fn d_vocab() -> usize {
-    2000
-}
-fn d_hidden() -> i64 {
-    192
-}
-fn d_layers() -> i64 {
-    4
-}
-fn d_heads() -> i64 {
-    6
-}
-fn d_mlp() -> i64 {
-    512
-}
-
-fn yes() -> bool {
-    true
-}
 
 /// The tokenizer of a from-scratch student: a byte-level BPE trained on the trajectories'
 /// chats as `init.chat_format` writes them.

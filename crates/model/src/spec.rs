@@ -1,93 +1,20 @@
-//! What node params say about policies: which policy, how to sample, where to run.
+//! From what node params say (`scorch_kinds::policy`) to what runs: the policy, its tools, the
+//! system prompt.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use schemars::JsonSchema;
 use scorch_agent::format::{CALC_SYSTEM, PYTHON_SYSTEM};
 use scorch_agent::python::{PythonOptions, PythonTool, Sandbox};
 use scorch_agent::tool::{CalcTool, Tool};
 use scorch_api::tables::Task;
-use serde::{Deserialize, Serialize};
+use scorch_kinds::policy::PolicySpec;
 
 use crate::ModelError;
 use crate::checkpoint::Checkpoint;
-use crate::local::{LocalModel, SampleOptions};
-use crate::openai::{Endpoint, OpenAiClient};
+use crate::local::LocalModel;
+use crate::openai::OpenAiClient;
 use crate::policy::Policy;
-
-/// Which policy a node samples from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum PolicySpec {
-    /// The checkpoint connected as the node's `model` input.
-    Student,
-    /// The built-in suite's exact oracle teacher.
-    Oracle,
-    /// An OpenAI-compatible endpoint.
-    Endpoint(Endpoint),
-}
-
-impl PolicySpec {
-    /// Add the `model` checkpoint input that policy `student` reads.
-    pub fn add_inputs(&self, sig: scorch_api::Signature) -> scorch_api::Signature {
-        match self {
-            Self::Student => sig.input("model", scorch_api::PortType::Blobs),
-            _ => sig,
-        }
-    }
-}
-
-/// Sampling settings in node params.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SamplingParams {
-    /// 0: greedy.
-    #[serde(default = "one")]
-    pub temperature: f64,
-    /// Nucleus sampling.
-    #[serde(default = "one")]
-    pub top_p: f64,
-    /// Most tokens per turn.
-    #[serde(default = "max_tokens")]
-    pub max_tokens: usize,
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn max_tokens() -> usize {
-    96
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_p: 1.0,
-            max_tokens: max_tokens(),
-        }
-    }
-}
-
-impl SamplingParams {
-    /// As sampling options with a seed.
-    pub fn options(&self, seed: u64) -> SampleOptions {
-        SampleOptions {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: 0,
-            max_tokens: self.max_tokens,
-            stop: Vec::new(),
-            seed,
-        }
-    }
-}
-
-/// The default `device` of node params: CUDA when present, else the CPU.
-pub fn default_device() -> String {
-    "auto".into()
-}
 
 /// The system prompt for a task's suite.
 pub fn system_for(task_id: &str) -> &'static str {

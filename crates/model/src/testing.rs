@@ -9,7 +9,9 @@ use scorch_api::testing::TestInput;
 use tch::Device;
 
 use crate::ModelError;
-use crate::scratch::{InitParams, from_scratch};
+use scorch_kinds::student::InitParams;
+
+use crate::scratch::from_scratch;
 
 /// Rows as a table input.
 pub fn table<T: TableRow>(rows: &[T]) -> Result<TestInput, scorch_api::PluginError> {

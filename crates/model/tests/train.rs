@@ -4,7 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use scorch_model::chat::{ChatFormat, Turn};
+use scorch_kinds::student::ChatFormat;
+use scorch_model::chat::{ChatFormatExt, Turn};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
 use scorch_model::tokenizer::train_bpe;

@@ -12,66 +12,19 @@ use scorch_agent::oracle::Oracle;
 use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
 use scorch_api::reexports::async_trait;
-use scorch_api::reexports::schemars::{self, JsonSchema};
-use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, TableRow, Task, Trajectory};
-use scorch_api::{NodeContext, ParamError, Plugin, PluginError, ProgressSink, Signature};
+use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, Task, Trajectory};
+use scorch_api::{
+    Declaration, NodeContext, ParamError, Plugin, PluginError, ProgressSink, Signature,
+};
+use scorch_kinds::correct::{CorrectParams, TeacherSpec};
 use scorch_model::episode::{self, Episode};
-use scorch_model::openai::{Endpoint, OpenAiClient};
-use scorch_model::spec::{PolicySpec, SamplingParams, chat_policy, system_for, tool_for};
-use serde::{Deserialize, Serialize};
+use scorch_model::local::SampleOptions;
+use scorch_model::openai::OpenAiClient;
+use scorch_model::spec::{chat_policy, system_for, tool_for};
 
 /// The `correct` plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Correct;
-
-/// Which teacher.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TeacherSpec {
-    /// The exact oracle of the built-in suite.
-    Oracle,
-    /// An LLM behind an OpenAI-compatible endpoint, with optional prompt templates.
-    Endpoint(Endpoint),
-}
-
-/// Params of `correct`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CorrectParams {
-    /// The student (default: the checkpoint connected as `model`).
-    #[serde(default = "student")]
-    pub student: PolicySpec,
-    /// The teacher.
-    #[serde(default = "oracle")]
-    pub teacher: TeacherSpec,
-    /// Repairs per trajectory at most.
-    #[serde(default = "three")]
-    pub max_repairs: u32,
-    /// The student's sampling.
-    #[serde(default)]
-    pub sampling: SamplingParams,
-    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
-    /// task: its op count + 3; other suites: 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_limit: Option<u32>,
-    /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "scorch_model::spec::default_device")]
-    pub device: String,
-    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
-    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
-    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
-    pub sandbox: Sandbox,
-}
-
-fn student() -> PolicySpec {
-    PolicySpec::Student
-}
-fn oracle() -> TeacherSpec {
-    TeacherSpec::Oracle
-}
-fn three() -> u32 {
-    3
-}
 
 fn teacher_of(
     spec: &TeacherSpec,
@@ -165,7 +118,7 @@ pub async fn mentor(
                 )
             })
             .collect();
-        let options = p.sampling.options(seed.wrapping_add(u64::from(round)));
+        let options = SampleOptions::from_params(&p.sampling, seed.wrapping_add(u64::from(round)));
         let (_, completion) = episode::run(
             student.as_ref(),
             &mut batch,
@@ -246,27 +199,16 @@ pub async fn mentor(
 impl Plugin for Correct {
     type Params = CorrectParams;
     fn kind(&self) -> &'static str {
-        "correct"
+        Declaration::kind(&scorch_kinds::Correct)
     }
     fn version(&self) -> &'static str {
-        "1"
+        Declaration::version(&scorch_kinds::Correct)
     }
     fn description(&self) -> &'static str {
-        "Mentored solving: the teacher repairs the student's earliest wrong step, the student continues"
+        Declaration::description(&scorch_kinds::Correct)
     }
-    fn signature(&self, p: &CorrectParams) -> Result<Signature, ParamError> {
-        if p.student == PolicySpec::Oracle {
-            return Err(ParamError::new(
-                "student",
-                "the oracle is a teacher; the student is `student` or an endpoint",
-            ));
-        }
-        Ok(p.student.add_inputs(
-            Signature::new()
-                .input("tasks", Task::port())
-                .output("trajectories", Trajectory::port())
-                .output("repairs", RepairRecord::port()),
-        ))
+    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
+        Declaration::signature(&scorch_kinds::Correct, p)
     }
     async fn run(&self, p: CorrectParams, ctx: &NodeContext) -> Result<(), PluginError> {
         scorch_model::spec::record_sandbox(ctx, p.sandbox);

@@ -6,59 +6,16 @@ use std::collections::BTreeMap;
 
 use scorch_agent::answer::best_f1;
 use scorch_agent::benchmarks::{answers, kind_of};
-use scorch_agent::python::Sandbox;
 use scorch_api::reexports::async_trait;
-use scorch_api::reexports::schemars::{self, JsonSchema};
-use scorch_api::tables::{EvalResult, TableRow, Task, Trajectory};
-use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_api::tables::{EvalResult, Task, Trajectory};
+use scorch_api::{Declaration, NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_kinds::eval::EvalParams;
 use scorch_model::rollouts::{RolloutSpec, rollouts};
-use scorch_model::spec::{PolicySpec, SamplingParams, record_sandbox};
-use serde::{Deserialize, Serialize};
+use scorch_model::spec::record_sandbox;
 
 /// The `eval` plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Eval;
-
-/// Params of `eval`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EvalParams {
-    /// The arm's name in the results.
-    pub label: String,
-    /// Which policy.
-    #[serde(default = "student")]
-    pub policy: PolicySpec,
-    /// Samples per task (pass@k uses them all).
-    #[serde(default = "one")]
-    pub samples: u32,
-    /// Sampling (greedy by default).
-    #[serde(default = "greedy")]
-    pub sampling: SamplingParams,
-    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
-    /// task: its op count + 3; other suites: 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_limit: Option<u32>,
-    /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "scorch_model::spec::default_device")]
-    pub device: String,
-    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
-    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
-    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
-    pub sandbox: Sandbox,
-}
-
-fn student() -> PolicySpec {
-    PolicySpec::Student
-}
-fn one() -> u32 {
-    1
-}
-fn greedy() -> SamplingParams {
-    SamplingParams {
-        temperature: 0.0,
-        ..SamplingParams::default()
-    }
-}
 
 /// Distinct final answers over trajectories (a missing answer counts as one value).
 fn answer_diversity(ts: &[&Trajectory]) -> f64 {
@@ -135,24 +92,16 @@ pub fn summarize(label: &str, tasks: &[Task], trajectories: &[Trajectory]) -> Ve
 impl Plugin for Eval {
     type Params = EvalParams;
     fn kind(&self) -> &'static str {
-        "eval"
+        Declaration::kind(&scorch_kinds::Eval)
     }
     fn version(&self) -> &'static str {
-        "1"
+        Declaration::version(&scorch_kinds::Eval)
     }
     fn description(&self) -> &'static str {
-        "Evaluates a policy on tasks: accuracy, pass@k, F1, turns and tokens per suite and split"
+        Declaration::description(&scorch_kinds::Eval)
     }
-    fn signature(&self, p: &EvalParams) -> Result<Signature, ParamError> {
-        if p.label.trim().is_empty() {
-            return Err(ParamError::new("label", "give the arm a name"));
-        }
-        Ok(p.policy.add_inputs(
-            Signature::new()
-                .input("tasks", Task::port())
-                .output("results", EvalResult::port())
-                .output("trajectories", Trajectory::port()),
-        ))
+    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
+        Declaration::signature(&scorch_kinds::Eval, p)
     }
     async fn run(&self, p: EvalParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;

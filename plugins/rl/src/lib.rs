@@ -11,113 +11,24 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use scorch_agent::oracle::Oracle;
-use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::Teacher;
 use scorch_api::reexports::async_trait;
-use scorch_api::reexports::schemars::{self, JsonSchema};
-use scorch_api::tables::{Author, RlPrompt, Step, TableRow, Task, TrainStep, Trajectory};
-use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
+use scorch_api::tables::{Author, RlPrompt, Step, Task, TrainStep, Trajectory};
+use scorch_api::{Declaration, NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_kinds::rl::{Reward, RlParams};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::episode::{self, Episode};
 use scorch_model::local::LocalModel;
-use scorch_model::precision::Precision;
-use scorch_model::spec::{SamplingParams, system_for, tool_for};
+use scorch_model::local::SampleOptions;
+use scorch_model::precision::ComputeKind;
+use scorch_model::spec::{system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{TrainConfig, Trainer, clip_len, token_logprobs};
-use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 /// The `rl` plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rl;
-
-/// The reward.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Reward {
-    /// SCoRe's key-step reward.
-    KeyStep,
-    /// 1 for a right final answer, else 0 (an ablation).
-    Sparse,
-}
-
-/// Params of `rl`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RlParams {
-    /// Optimiser steps.
-    #[serde(default = "d_steps")]
-    pub steps: usize,
-    /// Prompts per step.
-    #[serde(default = "d_prompts")]
-    pub prompts_per_step: usize,
-    /// Samples per prompt (G).
-    #[serde(default = "d_group")]
-    pub group_size: usize,
-    /// Learning rate (constant after warm-up).
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    /// PPO-style ratio clipping.
-    #[serde(default = "d_clip")]
-    pub clip_eps: f64,
-    /// KL to the starting checkpoint (0: off).
-    #[serde(default)]
-    pub kl_coef: f64,
-    /// Start from the verified prefix (false: the full horizon, an ablation).
-    #[serde(default = "yes")]
-    pub from_prefix: bool,
-    /// The reward.
-    #[serde(default = "key_step")]
-    pub reward: Reward,
-    /// Sampling of the rollouts.
-    #[serde(default)]
-    pub sampling: SamplingParams,
-    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
-    /// task: its op count + 3; other suites: 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_limit: Option<u32>,
-    /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "scorch_model::spec::default_device")]
-    pub device: String,
-    /// Most tokens (sequences x padded length) in one forward and backward pass: a step's
-    /// episodes are split into micro-batches whose gradients add up to the whole batch's,
-    /// which bounds memory however many and however long the episodes are.
-    #[serde(default = "d_micro_batch_tokens")]
-    pub micro_batch_tokens: usize,
-    /// `auto` (bfloat16 compute where the hardware has it, else float32), `f32`, or `bf16`:
-    /// bfloat16 matrix products over float32 weights and optimiser state.
-    #[serde(default, skip_serializing_if = "Precision::is_auto")]
-    pub precision: Precision,
-    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
-    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
-    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
-    pub sandbox: Sandbox,
-}
-
-fn d_micro_batch_tokens() -> usize {
-    8_192
-}
-fn d_steps() -> usize {
-    20
-}
-fn d_prompts() -> usize {
-    8
-}
-fn d_group() -> usize {
-    16
-}
-fn d_lr() -> f64 {
-    1e-4
-}
-fn d_clip() -> f64 {
-    0.2
-}
-fn yes() -> bool {
-    true
-}
-fn key_step() -> Reward {
-    Reward::KeyStep
-}
 
 /// What an episode earned, by the key-step rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -234,39 +145,16 @@ pub fn advantages(rewards: &[f64]) -> Vec<f64> {
 impl Plugin for Rl {
     type Params = RlParams;
     fn kind(&self) -> &'static str {
-        "rl"
+        Declaration::kind(&scorch_kinds::Rl)
     }
     fn version(&self) -> &'static str {
-        "1"
+        Declaration::version(&scorch_kinds::Rl)
     }
     fn description(&self) -> &'static str {
-        "GRPO from verified prefixes with the key-step reward"
+        Declaration::description(&scorch_kinds::Rl)
     }
-    fn signature(&self, p: &RlParams) -> Result<Signature, ParamError> {
-        if p.group_size < 2 {
-            return Err(ParamError::new(
-                "group_size",
-                "GRPO needs at least 2 samples per prompt",
-            ));
-        }
-        if p.steps == 0 || p.prompts_per_step == 0 {
-            return Err(ParamError::new(
-                "steps",
-                "steps and prompts_per_step must be positive",
-            ));
-        }
-        if p.micro_batch_tokens == 0 {
-            return Err(ParamError::new(
-                "micro_batch_tokens",
-                "must be positive (tokens per forward and backward pass)",
-            ));
-        }
-        Ok(Signature::new()
-            .input("rl_prompts", RlPrompt::port())
-            .input("tasks", Task::port())
-            .input("model", PortType::Blobs)
-            .output("checkpoint", PortType::Blobs)
-            .output("metrics", TrainStep::port()))
+    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
+        Declaration::signature(&scorch_kinds::Rl, p)
     }
     async fn run(&self, p: RlParams, ctx: &NodeContext) -> Result<(), PluginError> {
         scorch_model::spec::record_sandbox(ctx, p.sandbox);
@@ -332,9 +220,10 @@ impl Plugin for Rl {
                 }
             }
             let system = system_for(eps.first().map_or("", |e| e.task.task_id.as_str()));
-            let options = p
-                .sampling
-                .options(ctx.seed().wrapping_add(step as u64 * 7919));
+            let options = SampleOptions::from_params(
+                &p.sampling,
+                ctx.seed().wrapping_add(step as u64 * 7919),
+            );
             episode::run(
                 &policy,
                 &mut eps,

@@ -8,159 +8,35 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use scorch_api::reexports::async_trait;
-use scorch_api::reexports::schemars::{self, JsonSchema};
-use scorch_api::tables::{TableRow, TrainStep, Trajectory};
-use scorch_api::{NodeContext, ParamError, Plugin, PluginError, PortType, Signature};
+use scorch_api::tables::{TrainStep, Trajectory};
+use scorch_api::{Declaration, NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_kinds::sft::SftParams;
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::encode::encode_trajectory;
-use scorch_model::precision::Precision;
-pub use scorch_model::scratch::InitParams;
+use scorch_model::precision::ComputeKind;
 use scorch_model::scratch::from_scratch;
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{TrainConfig, Trainer, clip_len, masked_nll};
-use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 /// The `sft` plugin.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sft;
 
-/// Params of `sft`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SftParams {
-    /// Optimiser steps.
-    #[serde(default = "d_steps")]
-    pub steps: usize,
-    /// Sequences per step.
-    #[serde(default = "d_batch")]
-    pub batch_size: usize,
-    /// Peak learning rate.
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    /// Warm-up steps.
-    #[serde(default = "d_warmup")]
-    pub warmup_steps: usize,
-    /// Cosine floor as a fraction of `lr`.
-    #[serde(default = "d_floor")]
-    pub min_lr_ratio: f64,
-    /// Gradient clipping.
-    #[serde(default = "d_clip")]
-    pub clip: f64,
-    /// AdamW weight decay.
-    #[serde(default = "d_wd")]
-    pub weight_decay: f64,
-    /// Train on correct trajectories only.
-    #[serde(default = "yes")]
-    pub only_correct: bool,
-    /// Start from scratch with this model (then no `model` input).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub init: Option<InitParams>,
-    /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "scorch_model::spec::default_device")]
-    pub device: String,
-    /// Most tokens (sequences x padded length) in one forward and backward pass: a batch is
-    /// split into micro-batches whose gradients add up to the whole batch's.
-    #[serde(default = "d_micro_batch_tokens")]
-    pub micro_batch_tokens: usize,
-    /// `auto` (bfloat16 compute where the hardware has it, else float32), `f32`, or `bf16`:
-    /// bfloat16 matrix products over float32 weights and optimiser state.
-    #[serde(default, skip_serializing_if = "Precision::is_auto")]
-    pub precision: Precision,
-}
-
-fn d_micro_batch_tokens() -> usize {
-    // A step's rows go by length into micro-batches of this many padded tokens: smaller ones
-    // pad less (warm start, 30 steps x 32: 36.3 s at 8,192, 31.9 s at 2,048).
-    2_048
-}
-fn d_steps() -> usize {
-    300
-}
-fn d_batch() -> usize {
-    32
-}
-fn d_lr() -> f64 {
-    1e-3
-}
-fn d_warmup() -> usize {
-    10
-}
-fn d_floor() -> f64 {
-    0.1
-}
-fn d_clip() -> f64 {
-    1.0
-}
-fn d_wd() -> f64 {
-    0.01
-}
-fn yes() -> bool {
-    true
-}
-
 #[async_trait]
 impl Plugin for Sft {
     type Params = SftParams;
     fn kind(&self) -> &'static str {
-        "sft"
+        Declaration::kind(&scorch_kinds::Sft)
     }
     fn version(&self) -> &'static str {
-        "1"
+        Declaration::version(&scorch_kinds::Sft)
     }
     fn description(&self) -> &'static str {
-        "Trains a checkpoint on trajectories (loss on assistant turns only)"
+        Declaration::description(&scorch_kinds::Sft)
     }
-    fn signature(&self, p: &SftParams) -> Result<Signature, ParamError> {
-        if p.steps == 0 || p.batch_size == 0 {
-            return Err(ParamError::new(
-                "steps",
-                "steps and batch_size must be positive",
-            ));
-        }
-        if p.micro_batch_tokens == 0 {
-            return Err(ParamError::new(
-                "micro_batch_tokens",
-                "must be positive (tokens per forward and backward pass)",
-            ));
-        }
-        if let Some(init) = &p.init {
-            if init.num_attention_heads <= 0 || init.hidden_size % init.num_attention_heads != 0 {
-                return Err(ParamError::new(
-                    "init.num_attention_heads",
-                    format!(
-                        "hidden_size {} does not divide into {} heads",
-                        init.hidden_size, init.num_attention_heads
-                    ),
-                ));
-            }
-            if init.num_key_value_heads <= 0
-                || init.num_attention_heads % init.num_key_value_heads != 0
-            {
-                return Err(ParamError::new(
-                    "init.num_key_value_heads",
-                    format!(
-                        "{} heads do not group into {} key/value heads",
-                        init.num_attention_heads, init.num_key_value_heads
-                    ),
-                ));
-            }
-            if (init.hidden_size / init.num_attention_heads) % 2 != 0 {
-                return Err(ParamError::new(
-                    "init.hidden_size",
-                    "the head width (hidden_size / heads) must be even for rotary embeddings",
-                ));
-            }
-        }
-        let mut sig = Signature::new()
-            .input("trajectories", Trajectory::port())
-            .optional_input("more", Trajectory::port())
-            .output("checkpoint", PortType::Blobs)
-            .output("loss", TrainStep::port());
-        if p.init.is_none() {
-            sig = sig.input("model", PortType::Blobs);
-        }
-        Ok(sig)
+    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
+        Declaration::signature(&scorch_kinds::Sft, p)
     }
     async fn run(&self, p: SftParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let mut trajectories: Vec<Trajectory> = ctx.read_rows("trajectories").await?;

@@ -1,97 +1,19 @@
-//! `scorch bench`: the student's training and generation throughput on a named model size,
-//! with random weights, where scorch runs (no cargo needed: this is what a GPU machine runs).
+//! `bench`: the student's training and generation throughput on a named model size, with
+//! random weights: one JSON line of what was measured.
 
-use clap::{Args, Subcommand, ValueEnum};
-use scorch_engine::error::EngineError;
+use scorch::model_commands::BenchCommand;
+use scorch_kinds::student::Precision;
 use scorch_model::bench::{GenerateBench, TrainBench, generation, named_config, train};
-use scorch_model::precision::Precision;
+use scorch_model::precision::ComputeKind;
 
-use super::Failure;
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum BenchCommand {
-    /// AdamW steps on random sequences: tokens/s, achieved FLOP/s and MFU.
-    Train(TrainArgs),
-    /// Greedy generation of random prompts with the KV cache: new tokens/s.
-    Generate(GenerateArgs),
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct Common {
-    /// Model size: `embedded` or `qwen2-0.5b`.
-    #[arg(long, default_value = "embedded")]
-    model: String,
-    /// `auto`, `cpu` or `cuda`.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// `auto`, `f32` or `bf16`.
-    #[arg(long, value_enum, default_value = "auto")]
-    precision: PrecisionArg,
-    /// Sequences at once.
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct TrainArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Tokens per sequence.
-    #[arg(long, default_value_t = 512)]
-    seq: usize,
-    /// Timed steps.
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    /// Untimed steps first.
-    #[arg(long, default_value_t = 2)]
-    warmup: usize,
-    /// The device's peak FLOP/s in TFLOP/s at this precision, to report MFU (H100/H200 SXM,
-    /// dense bfloat16: 989).
-    #[arg(long)]
-    peak_tflops: Option<f64>,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct GenerateArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Prompt tokens per sequence.
-    #[arg(long, default_value_t = 128)]
-    prompt: usize,
-    /// New tokens per sequence.
-    #[arg(long, default_value_t = 128)]
-    new_tokens: usize,
-    /// Timed runs.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum PrecisionArg {
-    Auto,
-    F32,
-    Bf16,
-}
-
-impl From<PrecisionArg> for Precision {
-    fn from(p: PrecisionArg) -> Self {
-        match p {
-            PrecisionArg::Auto => Precision::Auto,
-            PrecisionArg::F32 => Precision::F32,
-            PrecisionArg::Bf16 => Precision::Bf16,
-        }
-    }
-}
+use crate::Failure;
 
 fn usage(e: impl std::fmt::Display) -> Failure {
-    Failure::Engine(EngineError::usage(e.to_string()))
+    Failure::Usage(e.to_string())
 }
 
 fn failed(e: impl std::fmt::Display) -> Failure {
-    Failure::Engine(EngineError::new(
-        scorch_engine::error::EngineErrorKind::Io,
-        e.to_string(),
-    ))
+    Failure::Failed(e.to_string())
 }
 
 fn positive(name: &str, n: usize) -> Result<(), Failure> {
@@ -135,7 +57,7 @@ pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
             if let Some(peak) = a.peak_tflops {
                 json["mfu"] = (r.flops_per_s / (peak * 1e12)).into();
             }
-            outln!("{json}");
+            println!("{json}");
         }
         BenchCommand::Generate(a) => {
             positive("batch", a.common.batch)?;
@@ -161,7 +83,7 @@ pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
             json["batch"] = a.common.batch.into();
             json["prompt"] = a.prompt.into();
             json["new_tokens"] = a.new_tokens.into();
-            outln!("{json}");
+            println!("{json}");
         }
     }
     Ok(())

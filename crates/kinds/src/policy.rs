@@ -1,0 +1,101 @@
+//! Who a node samples from and how: the student checkpoint, the oracle teacher or an
+//! OpenAI-compatible endpoint; sampling settings; the device.
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which policy a node samples from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PolicySpec {
+    /// The checkpoint connected as the node's `model` input.
+    Student,
+    /// The built-in suite's exact oracle teacher.
+    Oracle,
+    /// An OpenAI-compatible endpoint.
+    Endpoint(Endpoint),
+}
+
+impl PolicySpec {
+    /// Add the `model` checkpoint input that policy `student` reads.
+    pub fn add_inputs(&self, sig: scorch_api::Signature) -> scorch_api::Signature {
+        match self {
+            Self::Student => sig.input("model", scorch_api::PortType::Blobs),
+            _ => sig,
+        }
+    }
+}
+
+/// Sampling settings in node params.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SamplingParams {
+    /// 0: greedy.
+    #[serde(default = "one")]
+    pub temperature: f64,
+    /// Nucleus sampling.
+    #[serde(default = "one")]
+    pub top_p: f64,
+    /// Most tokens per turn.
+    #[serde(default = "max_tokens")]
+    pub max_tokens: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn max_tokens() -> usize {
+    96
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            max_tokens: max_tokens(),
+        }
+    }
+}
+
+/// Where an endpoint is and how to talk to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// The model name the server knows.
+    pub model: String,
+    /// The environment variable holding the API key (never written to records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Per-request timeout in seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: f64,
+    /// Retries after a 429, a 5xx or a timeout.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// A folder caching responses by request content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+fn default_concurrency() -> usize {
+    16
+}
+fn default_timeout() -> f64 {
+    120.0
+}
+fn default_retries() -> u32 {
+    4
+}
+
+/// The default `device` of node params: CUDA when present, else the CPU.
+pub fn default_device() -> String {
+    "auto".into()
+}

@@ -1,0 +1,141 @@
+//! The `rl` node kind: its params and ports (the work is in `plugins/rl`).
+
+use schemars::JsonSchema;
+use scorch_agent::python::Sandbox;
+use scorch_api::tables::{RlPrompt, TableRow, Task, TrainStep};
+use scorch_api::{Declaration, ParamError, PortType, Signature};
+
+use crate::policy::SamplingParams;
+use crate::student::Precision;
+use serde::{Deserialize, Serialize};
+
+/// The `rl` kind.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rl;
+
+/// The reward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Reward {
+    /// SCoRe's key-step reward.
+    KeyStep,
+    /// 1 for a right final answer, else 0 (an ablation).
+    Sparse,
+}
+
+/// Params of `rl`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RlParams {
+    /// Optimiser steps.
+    #[serde(default = "d_steps")]
+    pub steps: usize,
+    /// Prompts per step.
+    #[serde(default = "d_prompts")]
+    pub prompts_per_step: usize,
+    /// Samples per prompt (G).
+    #[serde(default = "d_group")]
+    pub group_size: usize,
+    /// Learning rate (constant after warm-up).
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    /// PPO-style ratio clipping.
+    #[serde(default = "d_clip")]
+    pub clip_eps: f64,
+    /// KL to the starting checkpoint (0: off).
+    #[serde(default)]
+    pub kl_coef: f64,
+    /// Start from the verified prefix (false: the full horizon, an ablation).
+    #[serde(default = "yes")]
+    pub from_prefix: bool,
+    /// The reward.
+    #[serde(default = "key_step")]
+    pub reward: Reward,
+    /// Sampling of the rollouts.
+    #[serde(default)]
+    pub sampling: SamplingParams,
+    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
+    /// task: its op count + 3; other suites: 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_limit: Option<u32>,
+    /// `auto`, `cpu` or `cuda`.
+    #[serde(default = "crate::policy::default_device")]
+    pub device: String,
+    /// Most tokens (sequences x padded length) in one forward and backward pass: a step's
+    /// episodes are split into micro-batches whose gradients add up to the whole batch's,
+    /// which bounds memory however many and however long the episodes are.
+    #[serde(default = "d_micro_batch_tokens")]
+    pub micro_batch_tokens: usize,
+    /// `auto` (bfloat16 compute where the hardware has it, else float32), `f32`, or `bf16`:
+    /// bfloat16 matrix products over float32 weights and optimiser state.
+    #[serde(default, skip_serializing_if = "Precision::is_auto")]
+    pub precision: Precision,
+    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
+    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
+    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
+    pub sandbox: Sandbox,
+}
+
+fn d_micro_batch_tokens() -> usize {
+    8_192
+}
+fn d_steps() -> usize {
+    20
+}
+fn d_prompts() -> usize {
+    8
+}
+fn d_group() -> usize {
+    16
+}
+fn d_lr() -> f64 {
+    1e-4
+}
+fn d_clip() -> f64 {
+    0.2
+}
+fn yes() -> bool {
+    true
+}
+fn key_step() -> Reward {
+    Reward::KeyStep
+}
+
+impl Declaration for Rl {
+    type Params = RlParams;
+    fn kind(&self) -> &'static str {
+        "rl"
+    }
+    fn version(&self) -> &'static str {
+        "1"
+    }
+    fn description(&self) -> &'static str {
+        "GRPO from verified prefixes with the key-step reward"
+    }
+    fn signature(&self, p: &RlParams) -> Result<Signature, ParamError> {
+        if p.group_size < 2 {
+            return Err(ParamError::new(
+                "group_size",
+                "GRPO needs at least 2 samples per prompt",
+            ));
+        }
+        if p.steps == 0 || p.prompts_per_step == 0 {
+            return Err(ParamError::new(
+                "steps",
+                "steps and prompts_per_step must be positive",
+            ));
+        }
+        if p.micro_batch_tokens == 0 {
+            return Err(ParamError::new(
+                "micro_batch_tokens",
+                "must be positive (tokens per forward and backward pass)",
+            ));
+        }
+        Ok(Signature::new()
+            .input("rl_prompts", RlPrompt::port())
+            .input("tasks", Task::port())
+            .input("model", PortType::Blobs)
+            .output("checkpoint", PortType::Blobs)
+            .output("metrics", TrainStep::port()))
+    }
+}

@@ -1,0 +1,118 @@
+//! The commands that need libtorch, `serve` and `bench`, declared once for both binaries:
+//! `scorch` lists them in its help and hands them to `scorch-worker`, which runs them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand, ValueEnum};
+use scorch_kinds::student::Precision;
+
+/// A command that runs in `scorch-worker`.
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Serve a checkpoint folder as an OpenAI-compatible endpoint.
+    Serve(ServeArgs),
+    /// Measure the student's training or generation throughput (random weights).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// `serve`'s arguments.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// An HF-layout checkpoint folder.
+    pub checkpoint: PathBuf,
+    /// Address to listen on (port 0 picks a free one; the URL is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub addr: std::net::SocketAddr,
+    /// `auto`, `cpu` or `cuda`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// The model name clients use (default: the folder's name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+/// `bench`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// AdamW steps on random sequences: tokens/s, achieved FLOP/s and MFU.
+    Train(TrainArgs),
+    /// Greedy generation of random prompts with the KV cache: new tokens/s.
+    Generate(GenerateArgs),
+}
+
+/// What both benchmarks take.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Model size: `embedded` or `qwen2-0.5b`.
+    #[arg(long, default_value = "embedded")]
+    pub model: String,
+    /// `auto`, `cpu` or `cuda`.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// `auto`, `f32` or `bf16`.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub precision: PrecisionArg,
+    /// Sequences at once.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+}
+
+/// `bench train`'s arguments.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Model, device, precision, batch.
+    #[command(flatten)]
+    pub common: Common,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 512)]
+    pub seq: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// The device's peak FLOP/s in TFLOP/s at this precision, to report MFU (H100/H200 SXM,
+    /// dense bfloat16: 989).
+    #[arg(long)]
+    pub peak_tflops: Option<f64>,
+}
+
+/// `bench generate`'s arguments.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model, device, precision (the weights' kind), batch.
+    #[command(flatten)]
+    pub common: Common,
+    /// Prompt tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub prompt: usize,
+    /// New tokens per sequence.
+    #[arg(long, default_value_t = 128)]
+    pub new_tokens: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+}
+
+/// `--precision`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    /// bf16 where the hardware has it.
+    Auto,
+    /// float32.
+    F32,
+    /// bfloat16.
+    Bf16,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Auto => Precision::Auto,
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        }
+    }
+}
