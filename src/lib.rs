@@ -5,3 +5,4 @@
 
 pub mod builtin;
 pub mod model_commands;
+pub mod start;

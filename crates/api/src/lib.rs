@@ -23,8 +23,8 @@ pub mod testing;
 pub use context::{InputArtifact, NodeContext, NodeContextParts, TableInput, TableWriter};
 pub use error::{ParamError, PluginError, PluginErrorKind};
 pub use plugin::{
-    Checked, Declaration, DynPlugin, Plugin, Registry, check_params, did_you_mean, parse_checked,
-    unknown_field_hint,
+    Checked, Declaration, DeclaredPlugin, DynPlugin, Plugin, Registry, check_params, did_you_mean,
+    parse_checked, unknown_field_hint,
 };
 pub use port::{
     InputPort, OutputPort, PortType, Signature, TableSpec, check_compatible, check_schema,

@@ -71,6 +71,41 @@ pub trait Declaration: Send + Sync + 'static {
     fn signature(&self, params: &Self::Params) -> Result<Signature, ParamError>;
 }
 
+/// The work of a kind declared elsewhere: a [`Declaration`] in a crate without the work's
+/// heavy dependencies. Such a plugin is a [`Plugin`] whose kind, version, description, params
+/// and ports are exactly its declaration's; it writes only [`run`](DeclaredPlugin::run).
+#[async_trait]
+pub trait DeclaredPlugin: Send + Sync + 'static {
+    /// The declaration it implements.
+    type Declared: Declaration + Default;
+    /// Do the work; see [`Plugin::run`].
+    async fn run(
+        &self,
+        params: <Self::Declared as Declaration>::Params,
+        ctx: &NodeContext,
+    ) -> Result<(), PluginError>;
+}
+
+#[async_trait]
+impl<P: DeclaredPlugin> Plugin for P {
+    type Params = <P::Declared as Declaration>::Params;
+    fn kind(&self) -> &'static str {
+        P::Declared::default().kind()
+    }
+    fn version(&self) -> &'static str {
+        P::Declared::default().version()
+    }
+    fn description(&self) -> &'static str {
+        P::Declared::default().description()
+    }
+    fn signature(&self, params: &Self::Params) -> Result<Signature, ParamError> {
+        P::Declared::default().signature(params)
+    }
+    async fn run(&self, params: Self::Params, ctx: &NodeContext) -> Result<(), PluginError> {
+        DeclaredPlugin::run(self, params, ctx).await
+    }
+}
+
 /// Type-check `params` as `T`, compute the signature, and serialise them back with their
 /// defaults filled in: what [`DynPlugin::check`] does for a plugin or a declaration.
 pub fn check_params<T: DeserializeOwned + Serialize>(

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod correct;
+mod episodes;
 pub mod eval;
 pub mod policy;
 pub mod rl;

@@ -1,13 +1,13 @@
 //! The `rl` node kind: its params and ports (the work is in `plugins/rl`).
 
 use schemars::JsonSchema;
-use scorch_agent::python::Sandbox;
 use scorch_api::tables::{RlPrompt, TableRow, Task, TrainStep};
 use scorch_api::{Declaration, ParamError, PortType, Signature};
+use serde::{Deserialize, Serialize};
 
+use crate::episodes::episode_params;
 use crate::policy::SamplingParams;
 use crate::student::Precision;
-use serde::{Deserialize, Serialize};
 
 /// The `rl` kind.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,57 +23,48 @@ pub enum Reward {
     Sparse,
 }
 
-/// Params of `rl`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RlParams {
-    /// Optimiser steps.
-    #[serde(default = "d_steps")]
-    pub steps: usize,
-    /// Prompts per step.
-    #[serde(default = "d_prompts")]
-    pub prompts_per_step: usize,
-    /// Samples per prompt (G).
-    #[serde(default = "d_group")]
-    pub group_size: usize,
-    /// Learning rate (constant after warm-up).
-    #[serde(default = "d_lr")]
-    pub lr: f64,
-    /// PPO-style ratio clipping.
-    #[serde(default = "d_clip")]
-    pub clip_eps: f64,
-    /// KL to the starting checkpoint (0: off).
-    #[serde(default)]
-    pub kl_coef: f64,
-    /// Start from the verified prefix (false: the full horizon, an ablation).
-    #[serde(default = "yes")]
-    pub from_prefix: bool,
-    /// The reward.
-    #[serde(default = "key_step")]
-    pub reward: Reward,
-    /// Sampling of the rollouts.
-    #[serde(default)]
-    pub sampling: SamplingParams,
-    /// Most turns per episode (the plan included); unset, each task's own limit (a built-in
-    /// task: its op count + 3; other suites: 8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub turn_limit: Option<u32>,
-    /// `auto`, `cpu` or `cuda`.
-    #[serde(default = "crate::policy::default_device")]
-    pub device: String,
-    /// Most tokens (sequences x padded length) in one forward and backward pass: a step's
-    /// episodes are split into micro-batches whose gradients add up to the whole batch's,
-    /// which bounds memory however many and however long the episodes are.
-    #[serde(default = "d_micro_batch_tokens")]
-    pub micro_batch_tokens: usize,
-    /// `auto` (bfloat16 compute where the hardware has it, else float32), `f32`, or `bf16`:
-    /// bfloat16 matrix products over float32 weights and optimiser state.
-    #[serde(default, skip_serializing_if = "Precision::is_auto")]
-    pub precision: Precision,
-    /// The python tool's boundary: `bwrap` (the default; where it cannot be set up, the
-    /// tool refuses to run) or `none` (no boundary; the node records `python_unsandboxed`).
-    #[serde(default, skip_serializing_if = "Sandbox::is_default")]
-    pub sandbox: Sandbox,
+episode_params! {
+    /// Params of `rl`.
+    #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+    #[serde(deny_unknown_fields)]
+    pub struct RlParams {
+        /// Optimiser steps.
+        #[serde(default = "d_steps")]
+        pub steps: usize,
+        /// Prompts per step.
+        #[serde(default = "d_prompts")]
+        pub prompts_per_step: usize,
+        /// Samples per prompt (G).
+        #[serde(default = "d_group")]
+        pub group_size: usize,
+        /// Learning rate (constant after warm-up).
+        #[serde(default = "d_lr")]
+        pub lr: f64,
+        /// PPO-style ratio clipping.
+        #[serde(default = "d_clip")]
+        pub clip_eps: f64,
+        /// KL to the starting checkpoint (0: off).
+        #[serde(default)]
+        pub kl_coef: f64,
+        /// Start from the verified prefix (false: the full horizon, an ablation).
+        #[serde(default = "yes")]
+        pub from_prefix: bool,
+        /// The reward.
+        #[serde(default = "key_step")]
+        pub reward: Reward,
+        /// Sampling of the rollouts.
+        #[serde(default)]
+        pub sampling: SamplingParams,
+        /// Most tokens (sequences x padded length) in one forward and backward pass: a step's
+        /// episodes are split into micro-batches whose gradients add up to the whole batch's,
+        /// which bounds memory however many and however long the episodes are.
+        #[serde(default = "d_micro_batch_tokens")]
+        pub micro_batch_tokens: usize,
+        /// `auto` (bfloat16 compute where the hardware has it, else float32), `f32`, or `bf16`:
+        /// bfloat16 matrix products over float32 weights and optimiser state.
+        #[serde(default, skip_serializing_if = "Precision::is_auto")]
+        pub precision: Precision,
+    }
 }
 
 fn d_micro_batch_tokens() -> usize {

@@ -3,9 +3,9 @@
 use schemars::JsonSchema;
 use scorch_api::tables::{TableRow, TrainStep, Trajectory};
 use scorch_api::{Declaration, ParamError, PortType, Signature};
+use serde::{Deserialize, Serialize};
 
 use crate::student::{InitParams, Precision};
-use serde::{Deserialize, Serialize};
 
 /// The `sft` kind.
 #[derive(Debug, Clone, Copy, Default)]

@@ -13,9 +13,7 @@ use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
 use scorch_api::reexports::async_trait;
 use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, Task, Trajectory};
-use scorch_api::{
-    Declaration, NodeContext, ParamError, Plugin, PluginError, ProgressSink, Signature,
-};
+use scorch_api::{DeclaredPlugin, NodeContext, PluginError, ProgressSink};
 use scorch_kinds::correct::{CorrectParams, TeacherSpec};
 use scorch_model::episode::{self, Episode};
 use scorch_model::local::SampleOptions;
@@ -196,20 +194,8 @@ pub async fn mentor(
 }
 
 #[async_trait]
-impl Plugin for Correct {
-    type Params = CorrectParams;
-    fn kind(&self) -> &'static str {
-        Declaration::kind(&scorch_kinds::Correct)
-    }
-    fn version(&self) -> &'static str {
-        Declaration::version(&scorch_kinds::Correct)
-    }
-    fn description(&self) -> &'static str {
-        Declaration::description(&scorch_kinds::Correct)
-    }
-    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
-        Declaration::signature(&scorch_kinds::Correct, p)
-    }
+impl DeclaredPlugin for Correct {
+    type Declared = scorch_kinds::Correct;
     async fn run(&self, p: CorrectParams, ctx: &NodeContext) -> Result<(), PluginError> {
         scorch_model::spec::record_sandbox(ctx, p.sandbox);
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;

@@ -8,7 +8,7 @@ use scorch_agent::answer::best_f1;
 use scorch_agent::benchmarks::{answers, kind_of};
 use scorch_api::reexports::async_trait;
 use scorch_api::tables::{EvalResult, Task, Trajectory};
-use scorch_api::{Declaration, NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::eval::EvalParams;
 use scorch_model::rollouts::{RolloutSpec, rollouts};
 use scorch_model::spec::record_sandbox;
@@ -89,20 +89,8 @@ pub fn summarize(label: &str, tasks: &[Task], trajectories: &[Trajectory]) -> Ve
 }
 
 #[async_trait]
-impl Plugin for Eval {
-    type Params = EvalParams;
-    fn kind(&self) -> &'static str {
-        Declaration::kind(&scorch_kinds::Eval)
-    }
-    fn version(&self) -> &'static str {
-        Declaration::version(&scorch_kinds::Eval)
-    }
-    fn description(&self) -> &'static str {
-        Declaration::description(&scorch_kinds::Eval)
-    }
-    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
-        Declaration::signature(&scorch_kinds::Eval, p)
-    }
+impl DeclaredPlugin for Eval {
+    type Declared = scorch_kinds::Eval;
     async fn run(&self, p: EvalParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;

@@ -14,7 +14,7 @@ use scorch_agent::oracle::Oracle;
 use scorch_agent::teacher::Teacher;
 use scorch_api::reexports::async_trait;
 use scorch_api::tables::{Author, RlPrompt, Step, Task, TrainStep, Trajectory};
-use scorch_api::{Declaration, NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::rl::{Reward, RlParams};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::episode::{self, Episode};
@@ -142,20 +142,8 @@ pub fn advantages(rewards: &[f64]) -> Vec<f64> {
 }
 
 #[async_trait]
-impl Plugin for Rl {
-    type Params = RlParams;
-    fn kind(&self) -> &'static str {
-        Declaration::kind(&scorch_kinds::Rl)
-    }
-    fn version(&self) -> &'static str {
-        Declaration::version(&scorch_kinds::Rl)
-    }
-    fn description(&self) -> &'static str {
-        Declaration::description(&scorch_kinds::Rl)
-    }
-    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
-        Declaration::signature(&scorch_kinds::Rl, p)
-    }
+impl DeclaredPlugin for Rl {
+    type Declared = scorch_kinds::Rl;
     async fn run(&self, p: RlParams, ctx: &NodeContext) -> Result<(), PluginError> {
         scorch_model::spec::record_sandbox(ctx, p.sandbox);
         let prompts: Vec<RlPrompt> = ctx.read_rows("rl_prompts").await?;

@@ -5,7 +5,7 @@
 
 use scorch_api::reexports::async_trait;
 use scorch_api::tables::Task;
-use scorch_api::{Declaration, NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::rollout::RolloutParams;
 
 use scorch_model::rollouts::{RolloutSpec, rollouts};
@@ -16,20 +16,8 @@ use scorch_model::spec::record_sandbox;
 pub struct Rollout;
 
 #[async_trait]
-impl Plugin for Rollout {
-    type Params = RolloutParams;
-    fn kind(&self) -> &'static str {
-        Declaration::kind(&scorch_kinds::Rollout)
-    }
-    fn version(&self) -> &'static str {
-        Declaration::version(&scorch_kinds::Rollout)
-    }
-    fn description(&self) -> &'static str {
-        Declaration::description(&scorch_kinds::Rollout)
-    }
-    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
-        Declaration::signature(&scorch_kinds::Rollout, p)
-    }
+impl DeclaredPlugin for Rollout {
+    type Declared = scorch_kinds::Rollout;
     async fn run(&self, p: RolloutParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         ctx.progress()

@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use scorch_api::reexports::async_trait;
 use scorch_api::tables::{TrainStep, Trajectory};
-use scorch_api::{Declaration, NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::sft::SftParams;
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::encode::encode_trajectory;
@@ -24,20 +24,8 @@ use tch::Kind;
 pub struct Sft;
 
 #[async_trait]
-impl Plugin for Sft {
-    type Params = SftParams;
-    fn kind(&self) -> &'static str {
-        Declaration::kind(&scorch_kinds::Sft)
-    }
-    fn version(&self) -> &'static str {
-        Declaration::version(&scorch_kinds::Sft)
-    }
-    fn description(&self) -> &'static str {
-        Declaration::description(&scorch_kinds::Sft)
-    }
-    fn signature(&self, p: &Self::Params) -> Result<Signature, ParamError> {
-        Declaration::signature(&scorch_kinds::Sft, p)
-    }
+impl DeclaredPlugin for Sft {
+    type Declared = scorch_kinds::Sft;
     async fn run(&self, p: SftParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let mut trajectories: Vec<Trajectory> = ctx.read_rows("trajectories").await?;
         if ctx.has_input("more") {
