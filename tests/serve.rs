@@ -115,7 +115,7 @@ print(r.choices[0].finish_reason, r.usage.completion_tokens)
         let o = ChatOptions {
             temperature: 0.0,
             max_tokens: 10,
-            stop: vec![],
+            ..Default::default()
         };
         let first = client.complete(&chat, &o, true).await.unwrap();
         assert!(first.completion_tokens >= 1 && first.completion_tokens <= 10);
@@ -140,7 +140,7 @@ print(r.choices[0].finish_reason, r.usage.completion_tokens)
         // The same Policy interface over the endpoint and over the model in process: greedy
         // answers agree token for token.
         use scorch_model::policy::Policy;
-        let greedy = scorch_model::local::SampleOptions {
+        let greedy = ChatOptions {
             temperature: 0.0,
             max_tokens: 9,
             ..Default::default()
@@ -154,7 +154,22 @@ print(r.choices[0].finish_reason, r.usage.completion_tokens)
             "tiny",
             Checkpoint::load(&ck, tch::Device::Cpu, tch::Kind::Float).unwrap(),
         );
-        let here = local.complete_many(chats, &greedy).await.unwrap();
+        let here = local.complete_many(chats.clone(), &greedy).await.unwrap();
+        assert_eq!(
+            remote.iter().map(|r| &r.text).collect::<Vec<_>>(),
+            here.iter().map(|r| &r.text).collect::<Vec<_>>()
+        );
+        // Sampled, the seed and top-p reach the endpoint too: the same seed samples the same
+        // tokens there as here (the endpoint's requests used to leave them out).
+        let sampled = ChatOptions {
+            temperature: 1.0,
+            top_p: 0.9,
+            max_tokens: 9,
+            seed: Some(7),
+            ..Default::default()
+        };
+        let remote = client.complete_many(chats.clone(), &sampled).await.unwrap();
+        let here = local.complete_many(chats, &sampled).await.unwrap();
         assert_eq!(
             remote.iter().map(|r| &r.text).collect::<Vec<_>>(),
             here.iter().map(|r| &r.text).collect::<Vec<_>>()

@@ -14,23 +14,35 @@ use crate::judge::parse_reply;
 use crate::teacher::{Cost, Demonstration, Teacher, TeacherError, Verdict};
 use crate::tool::Tool;
 
-/// Sampling settings of one chat call.
+/// Sampling settings of one chat call: the one sampling type of every chat, to a teacher, an
+/// endpoint or the local student. A node's `sampling:` params become these
+/// (`SamplingParams::chat_options`); the defaults are a judge's: greedy, 1,024 tokens.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatOptions {
-    /// Sampling temperature.
-    pub temperature: f32,
+    /// Sampling temperature (0: greedy).
+    pub temperature: f64,
+    /// Nucleus sampling (1: off).
+    pub top_p: f64,
+    /// Keep the k most likely tokens (0: off; endpoints get it only when set, as vLLM's and
+    /// SGLang's `top_k`).
+    pub top_k: usize,
     /// Most tokens to write.
-    pub max_tokens: u32,
-    /// Stop strings.
+    pub max_tokens: usize,
+    /// Stop strings (cut from the text).
     pub stop: Vec<String>,
+    /// The sampler's seed (none: the server's choice; the local student then uses 0).
+    pub seed: Option<u64>,
 }
 
 impl Default for ChatOptions {
     fn default() -> Self {
         Self {
             temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
             max_tokens: 1024,
             stop: Vec::new(),
+            seed: None,
         }
     }
 }

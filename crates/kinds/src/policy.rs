@@ -50,6 +50,20 @@ fn max_tokens() -> usize {
     96
 }
 
+impl SamplingParams {
+    /// As the options of a chat call, with the sampler's seed.
+    pub fn chat_options(&self, seed: u64) -> scorch_agent::llm::ChatOptions {
+        scorch_agent::llm::ChatOptions {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: 0,
+            max_tokens: self.max_tokens,
+            stop: Vec::new(),
+            seed: Some(seed),
+        }
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {

@@ -8,8 +8,9 @@ use scorch_agent::tool::Tool;
 use scorch_api::ProgressSink;
 use scorch_api::tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
 
+use scorch_agent::llm::ChatOptions;
+
 use crate::ModelError;
-use crate::local::SampleOptions;
 use crate::policy::Policy;
 
 /// One trajectory in progress.
@@ -117,7 +118,7 @@ pub async fn run(
     policy: &dyn Policy,
     episodes: &mut [Episode],
     system: &str,
-    options: &SampleOptions,
+    options: &ChatOptions,
     author: Author,
     progress: &dyn ProgressSink,
 ) -> Result<(u64, u64), ModelError> {

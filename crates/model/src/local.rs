@@ -8,8 +8,6 @@ use scorch_agent::format::Message;
 use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
 use scorch_agent::teacher::TeacherError;
 
-use scorch_kinds::policy::SamplingParams;
-
 use crate::ModelError;
 use crate::chat::{ChatFormatExt, Turn};
 use crate::checkpoint::Checkpoint;
@@ -25,50 +23,6 @@ const CHUNK: usize = 64;
 /// By arithmetic, not measured: the embedded student keeps 6 KB per token (4 layers, keys
 /// and values, 192 floats each), so 300 chats of 200 tokens take about 370 MB.
 const PREFIX_BUDGET: usize = 1 << 30;
-
-/// Sampling settings of a chat request to the local model.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SampleOptions {
-    /// 0: greedy.
-    pub temperature: f64,
-    /// Nucleus sampling.
-    pub top_p: f64,
-    /// Top-k (0: off).
-    pub top_k: usize,
-    /// Most new tokens.
-    pub max_tokens: usize,
-    /// Stop strings (cut from the text).
-    pub stop: Vec<String>,
-    /// Sampler seed.
-    pub seed: u64,
-}
-
-impl SampleOptions {
-    /// A node's sampling params, with a seed.
-    pub fn from_params(p: &SamplingParams, seed: u64) -> Self {
-        Self {
-            temperature: p.temperature,
-            top_p: p.top_p,
-            top_k: 0,
-            max_tokens: p.max_tokens,
-            stop: Vec::new(),
-            seed,
-        }
-    }
-}
-
-impl Default for SampleOptions {
-    fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
-            max_tokens: 256,
-            stop: Vec::new(),
-            seed: 0,
-        }
-    }
-}
 
 /// A checkpoint shared by the threads that sample from it, and the keys and values of the
 /// chats it completed last, which the next turn of the same chats reuses.
@@ -125,7 +79,7 @@ impl LocalModel {
     pub fn complete_batch(
         &self,
         chats: &[Vec<Message>],
-        o: &SampleOptions,
+        o: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError> {
         let ck = self
             .inner
@@ -154,7 +108,7 @@ impl LocalModel {
             top_k: o.top_k,
             max_new_tokens: o.max_tokens,
             stop_tokens,
-            seed: o.seed,
+            seed: o.seed.unwrap_or(0),
         };
         let stops = &o.stop;
         let chat = ck.chat;
@@ -246,12 +200,7 @@ impl ChatClient for LocalModel {
         messages: &[Message],
         options: &ChatOptions,
     ) -> Result<ChatReply, TeacherError> {
-        let o = SampleOptions {
-            temperature: f64::from(options.temperature),
-            max_tokens: options.max_tokens as usize,
-            stop: options.stop.clone(),
-            ..Default::default()
-        };
+        let o = options.clone();
         let me = self.clone();
         let chat = messages.to_vec();
         let mut r = tokio::task::spawn_blocking(move || me.complete_batch(&[chat], &o))

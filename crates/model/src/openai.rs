@@ -103,11 +103,23 @@ impl OpenAiClient {
         let mut body = json!({
             "model": self.endpoint.model,
             "messages": messages,
-            "temperature": o.temperature,
+            // As single precision, as before the options were unified: the response cache
+            // is keyed by this body, so cached calls stay cached.
+            "temperature": o.temperature as f32,
             "max_tokens": o.max_tokens,
         });
         if !o.stop.is_empty() {
             body["stop"] = json!(o.stop);
+        }
+        // Only what differs from the API's defaults, for the same reason.
+        if o.top_p != 1.0 {
+            body["top_p"] = json!(o.top_p);
+        }
+        if o.top_k > 0 {
+            body["top_k"] = json!(o.top_k);
+        }
+        if let Some(seed) = o.seed {
+            body["seed"] = json!(seed);
         }
         if logprobs {
             body["logprobs"] = json!(true);

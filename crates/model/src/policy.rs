@@ -7,7 +7,7 @@ use scorch_agent::format::Message;
 use scorch_agent::llm::ChatOptions;
 
 use crate::ModelError;
-use crate::local::{LocalModel, SampleOptions};
+use crate::local::LocalModel;
 use crate::openai::{ChatResult, OpenAiClient};
 
 /// A policy that completes chats.
@@ -19,7 +19,7 @@ pub trait Policy: Send + Sync {
     async fn complete_many(
         &self,
         chats: Vec<Vec<Message>>,
-        options: &SampleOptions,
+        options: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError>;
 }
 
@@ -31,7 +31,7 @@ impl Policy for LocalModel {
     async fn complete_many(
         &self,
         chats: Vec<Vec<Message>>,
-        options: &SampleOptions,
+        options: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError> {
         let me = self.clone();
         let o = options.clone();
@@ -49,14 +49,9 @@ impl Policy for OpenAiClient {
     async fn complete_many(
         &self,
         chats: Vec<Vec<Message>>,
-        options: &SampleOptions,
+        options: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError> {
-        let o = ChatOptions {
-            temperature: options.temperature as f32,
-            max_tokens: options.max_tokens as u32,
-            stop: options.stop.clone(),
-        };
-        let calls = chats.iter().map(|c| self.complete(c, &o, true));
+        let calls = chats.iter().map(|c| self.complete(c, options, true));
         // The client's semaphore bounds concurrency; awaiting them together lets them overlap.
         futures::future::join_all(calls)
             .await

@@ -11,7 +11,6 @@ use crate::ModelError;
 use crate::episode::{self, Episode};
 use scorch_kinds::policy::{PolicySpec, SamplingParams};
 
-use crate::local::SampleOptions;
 use crate::spec::{chat_policy, system_for, tool_for};
 
 /// How to roll out: the policy and its settings.
@@ -108,7 +107,7 @@ pub async fn rollouts(
                     policy.as_ref(),
                     &mut batch,
                     system,
-                    &SampleOptions::from_params(r.sampling, r.seed),
+                    &r.sampling.chat_options(r.seed),
                     Author::Student,
                     r.progress,
                 )

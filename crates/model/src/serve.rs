@@ -14,13 +14,15 @@ use scorch_agent::format::{Message, Role};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use scorch_agent::llm::ChatOptions;
+
 use crate::ModelError;
-use crate::local::{LocalModel, SampleOptions};
+use crate::local::LocalModel;
 use crate::openai::ChatResult;
 
 struct Job {
     chat: Vec<Message>,
-    options: SampleOptions,
+    options: ChatOptions,
     reply: oneshot::Sender<Result<ChatResult, String>>,
 }
 
@@ -38,7 +40,7 @@ fn error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn parse_request(body: &Value) -> Result<(Vec<Message>, SampleOptions), String> {
+fn parse_request(body: &Value) -> Result<(Vec<Message>, ChatOptions), String> {
     let messages = body["messages"]
         .as_array()
         .ok_or("`messages` must be a list")?;
@@ -78,13 +80,13 @@ fn parse_request(body: &Value) -> Result<(Vec<Message>, SampleOptions), String> 
         .unwrap_or(256);
     Ok((
         chat,
-        SampleOptions {
+        ChatOptions {
             temperature: body["temperature"].as_f64().unwrap_or(1.0),
             top_p: body["top_p"].as_f64().unwrap_or(1.0),
             top_k: body["top_k"].as_u64().unwrap_or(0) as usize,
             max_tokens: max_tokens.min(8192) as usize,
             stop,
-            seed: body["seed"].as_u64().unwrap_or(0),
+            seed: body["seed"].as_u64(),
         },
     ))
 }

@@ -5,8 +5,9 @@
 #![allow(clippy::unwrap_used)]
 
 use scorch_agent::format::{Message, Role};
+use scorch_agent::llm::ChatOptions;
 use scorch_model::checkpoint::Checkpoint;
-use scorch_model::local::{LocalModel, SampleOptions};
+use scorch_model::local::LocalModel;
 use scorch_model::openai::ChatResult;
 use scorch_model::qwen2::Config;
 use scorch_model::tokenizer::train_bpe;
@@ -74,10 +75,10 @@ fn texts(r: &[ChatResult]) -> Vec<&str> {
 #[test]
 fn a_turn_that_reuses_the_last_turns_keys_writes_what_a_fresh_prefill_writes() {
     for temperature in [0.0, 1.0] {
-        let o = SampleOptions {
+        let o = ChatOptions {
             temperature,
             max_tokens: 10,
-            seed: 7,
+            seed: Some(7),
             ..Default::default()
         };
         // 20 chats: the batch is split over worker threads, and rows of different lengths
@@ -122,7 +123,7 @@ fn a_turn_that_reuses_the_last_turns_keys_writes_what_a_fresh_prefill_writes() {
 
 #[test]
 fn nothing_is_reused_after_the_weights_are_taken_for_training() {
-    let o = SampleOptions {
+    let o = ChatOptions {
         temperature: 0.0,
         max_tokens: 10,
         ..Default::default()

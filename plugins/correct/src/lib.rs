@@ -16,7 +16,6 @@ use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, Task, Trajector
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError, ProgressSink};
 use scorch_kinds::correct::{CorrectParams, TeacherSpec};
 use scorch_model::episode::{self, Episode};
-use scorch_model::local::SampleOptions;
 use scorch_model::openai::OpenAiClient;
 use scorch_model::spec::{chat_policy, system_for, tool_for};
 
@@ -116,7 +115,7 @@ pub async fn mentor(
                 )
             })
             .collect();
-        let options = SampleOptions::from_params(&p.sampling, seed.wrapping_add(u64::from(round)));
+        let options = p.sampling.chat_options(seed.wrapping_add(u64::from(round)));
         let (_, completion) = episode::run(
             student.as_ref(),
             &mut batch,

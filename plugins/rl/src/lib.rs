@@ -19,7 +19,6 @@ use scorch_kinds::rl::{Reward, RlParams};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::episode::{self, Episode};
 use scorch_model::local::LocalModel;
-use scorch_model::local::SampleOptions;
 use scorch_model::precision::ComputeKind;
 use scorch_model::spec::{system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
@@ -208,10 +207,9 @@ impl DeclaredPlugin for Rl {
                 }
             }
             let system = system_for(eps.first().map_or("", |e| e.task.task_id.as_str()));
-            let options = SampleOptions::from_params(
-                &p.sampling,
-                ctx.seed().wrapping_add(step as u64 * 7919),
-            );
+            let options = p
+                .sampling
+                .chat_options(ctx.seed().wrapping_add(step as u64 * 7919));
             episode::run(
                 &policy,
                 &mut eps,
