@@ -32,6 +32,7 @@ mod dag;
 mod data;
 mod explain;
 mod info;
+mod logs;
 mod plan;
 mod report;
 mod run;
@@ -127,6 +128,18 @@ enum Command {
         /// Folder to write (default: `compare-<run id>`).
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Print a node's log from a run (`--follow`: as it grows, until the node is done).
+    Logs {
+        /// Run id (a unique prefix is enough).
+        run: String,
+        /// Node id (`eval_warm[split=test]`).
+        node: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Keep printing while the node runs.
+        #[arg(long, short)]
+        follow: bool,
     },
     /// Remove staging leftovers and unreferenced artifacts.
     Gc {
@@ -411,6 +424,12 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             dry_run,
             json,
         } => store::gc_cmd(store, dry_run, json).await,
+        Command::Logs {
+            run,
+            node,
+            store,
+            follow,
+        } => logs::logs(run, node, store, follow).await,
         Command::Verify { store, json } => store::verify_cmd(store, json).await,
         Command::Plugins => info::plugins(),
         Command::Schema { table } => info::schema(table),

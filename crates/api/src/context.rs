@@ -56,6 +56,9 @@ pub struct NodeContextParts {
     pub staging_dir: PathBuf,
     /// A private scratch directory, removed after the run.
     pub scratch_dir: PathBuf,
+    /// The node's log: a plugin appends what a person may want to read (a command's output,
+    /// a worker's messages); the engine keeps it with the run (`scorch logs`).
+    pub log_file: PathBuf,
     /// The workflow file's directory: relative paths in params resolve against it.
     pub workflow_dir: PathBuf,
     /// Fires when the node must stop.
@@ -114,6 +117,10 @@ impl NodeContext {
     /// A private scratch directory, removed after the run.
     pub fn scratch_dir(&self) -> &Path {
         &self.parts.scratch_dir
+    }
+    /// The node's log file (append to it); the engine keeps it with the run.
+    pub fn log_file(&self) -> &Path {
+        &self.parts.log_file
     }
     /// The workflow file's directory: resolve relative paths in params against it.
     pub fn workflow_dir(&self) -> &Path {

@@ -114,6 +114,7 @@ pub async fn run_plugin(
         inputs: artifacts,
         outputs: checked.signature.outputs.clone(),
         staging_dir: staging.clone(),
+        log_file: dir.path().join("node.log"),
         scratch_dir: scratch,
         workflow_dir: options
             .workflow_dir

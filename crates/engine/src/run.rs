@@ -567,7 +567,9 @@ impl Job {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        let result = self.attempt_in(&staging).await;
+        let log = self.store.live_log_file(&self.run_id, &self.node.id);
+        let result = self.attempt_in(&staging, &log).await;
+        self.keep_log(&log).await;
         if let Err(e) = tokio::fs::remove_dir_all(&staging).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -576,8 +578,34 @@ impl Job {
         result
     }
 
-    async fn attempt_in(&self, staging: &std::path::Path) -> Result<NodeManifest, PluginError> {
+    /// Keep the node's log with the run, secrets redacted; a log that cannot be kept is
+    /// worth a warning, not the node.
+    async fn keep_log(&self, log: &std::path::Path) {
+        let Ok(bytes) = tokio::fs::read(log).await else {
+            return;
+        };
+        let text = self.secrets.redact_str(&String::from_utf8_lossy(&bytes));
+        match self.store.put_log(&self.run_id, &self.node.id, text).await {
+            Ok(()) => {
+                let _ = tokio::fs::remove_file(log).await;
+            }
+            Err(e) => {
+                tracing::warn!(node = %self.node.id, error = %e, "cannot keep the node's log")
+            }
+        }
+    }
+
+    async fn attempt_in(
+        &self,
+        staging: &std::path::Path,
+        log: &std::path::Path,
+    ) -> Result<NodeManifest, PluginError> {
         let started = Instant::now();
+        if let Some(dir) = log.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|e| PluginError::io(format!("creating {}", dir.display()), e))?;
+        }
         let out_dir = staging.join("out");
         let scratch = staging.join("scratch");
         for d in [&out_dir, &scratch] {
@@ -637,6 +665,7 @@ impl Job {
             outputs: self.node.signature.outputs.clone(),
             staging_dir: out_dir.clone(),
             scratch_dir: scratch,
+            log_file: log.to_path_buf(),
             workflow_dir: self.workflow_dir.clone(),
             cancel: self.cancel.clone(),
             progress: self.progress.clone(),

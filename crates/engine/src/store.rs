@@ -8,7 +8,9 @@
 //! - `nodes/<cache key>.json`: a node manifest mapping output names to artifacts, published
 //!   with put-if-absent once every object and artifact is written: the commit point;
 //! - `last/<workflow>/<node>.json`: the key components a node last ran or hit with (`explain`);
-//! - `runs/<run id>.json`: run records.
+//! - `runs/<run id>.json`: run records;
+//! - `logs/<run id>/<node id>.log`: each node's log, secrets redacted (`scorch logs`); while
+//!   a node runs, its log grows in the work folder (`work/logs/<run id>/<node id>.log`).
 //!
 //! Nodes write their outputs into a local staging folder first (the store's `work/`
 //! folder for a local store); a crash leaves staging folders and perhaps unreferenced
@@ -319,6 +321,48 @@ impl Store {
             ) => Ok(false),
             Err(e) => Err(EngineError::store(
                 format!("writing {path} to {}", self.url),
+                e,
+            )),
+        }
+    }
+
+    /// Where a node's log is kept once the node has finished.
+    pub fn log_path(run_id: &str, node_id: &str) -> ObjectPath {
+        ObjectPath::from(format!("logs/{run_id}/{node_id}.log"))
+    }
+    /// Where a running node's log grows, on the machine that runs it.
+    pub fn live_log_file(&self, run_id: &str, node_id: &str) -> PathBuf {
+        self.work_dir
+            .join("logs")
+            .join(run_id)
+            .join(format!("{node_id}.log"))
+    }
+    /// Keep a node's log.
+    pub async fn put_log(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        text: String,
+    ) -> Result<(), EngineError> {
+        let path = Self::log_path(run_id, node_id);
+        self.inner
+            .put(&path, PutPayload::from(text.into_bytes()))
+            .await
+            .map(|_| ())
+            .map_err(|e| EngineError::store(format!("writing {path} to {}", self.url), e))
+    }
+    /// A finished node's log, if it was kept.
+    pub async fn log(&self, run_id: &str, node_id: &str) -> Result<Option<String>, EngineError> {
+        let path = Self::log_path(run_id, node_id);
+        match self.inner.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(|b| Some(String::from_utf8_lossy(&b).into_owned()))
+                .map_err(|e| EngineError::store(format!("reading {path}"), e)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(EngineError::store(
+                format!("reading {path} from {}", self.url),
                 e,
             )),
         }

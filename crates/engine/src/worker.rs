@@ -27,7 +27,7 @@ use scorch_api::{
     ParamError, PluginError, PluginErrorKind, ProgressSink, Registry, check_params,
 };
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
@@ -51,6 +51,8 @@ pub struct Job {
     pub staging_dir: PathBuf,
     /// The node's scratch folder.
     pub scratch_dir: PathBuf,
+    /// The node's log (the engine also appends the worker's stderr to it).
+    pub log_file: PathBuf,
     /// The workflow file's folder.
     pub workflow_dir: PathBuf,
 }
@@ -210,6 +212,7 @@ async fn run_in_worker(
             .collect(),
         staging_dir: parts.staging_dir.clone(),
         scratch_dir: parts.scratch_dir.clone(),
+        log_file: parts.log_file.clone(),
         workflow_dir: parts.workflow_dir.clone(),
     };
     let job_file = parts.scratch_dir.join("worker-job.json");
@@ -223,7 +226,7 @@ async fn run_in_worker(
         .arg(&job_file)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
@@ -241,6 +244,25 @@ async fn run_in_worker(
         .stdout
         .take()
         .ok_or_else(|| PluginError::failed("the worker's stdout is not a pipe"))?;
+    // The worker's stderr goes to the node's log, and on to ours.
+    let stderr = child.stderr.take();
+    let log_file = parts.log_file.clone();
+    let copier = tokio::spawn(async move {
+        let Some(stderr) = stderr else { return };
+        let mut log = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_file)
+            .await
+            .ok();
+        let mut lines = BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("{line}");
+            if let Some(f) = log.as_mut() {
+                let _ = f.write_all(format!("{line}\n").as_bytes()).await;
+            }
+        }
+    });
     let mut lines = BufReader::new(stdout).lines();
     let mut outcome: Option<Result<(), PluginError>> = None;
     loop {
@@ -255,7 +277,10 @@ async fn run_in_worker(
                 match serde_json::from_str::<Event>(&line) {
                     Ok(Event::Total(n)) => parts.progress.set_total(n),
                     Ok(Event::Advance(n)) => parts.progress.advance(n),
-                    Ok(Event::Message(m)) => parts.progress.message(&m),
+                    Ok(Event::Message(m)) => {
+                        parts.progress.message(&m);
+                        append(&parts.log_file, &m).await;
+                    }
                     Ok(Event::Done(metrics)) => {
                         for m in metrics {
                             match m.step {
@@ -278,11 +303,26 @@ async fn run_in_worker(
         .wait()
         .await
         .map_err(|e| PluginError::io("waiting for the worker", e))?;
+    let _ = copier.await;
     match outcome {
         Some(r) => r,
         None => Err(PluginError::failed(format!(
             "the worker for `{kind}` ended ({status}) without reporting a result"
         ))),
+    }
+}
+
+/// Append a progress message to the node's log (the loss of each step, the tasks settled).
+async fn append(log: &std::path::Path, message: &str) {
+    if let Ok(mut f) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await
+    {
+        let _ = f
+            .write_all(format!("progress: {message}\n").as_bytes())
+            .await;
     }
 }
 
@@ -334,6 +374,13 @@ async fn serve(
         .map_err(|e| PluginError::io(format!("reading {}", job_file.display()), e))?;
     let job: Job = serde_json::from_slice(&text)
         .map_err(|e| PluginError::failed(format!("{}: not a job: {e}", job_file.display())))?;
+    eprintln!(
+        "scorch-worker {}: node `{}` ({}), pid {}",
+        env!("CARGO_PKG_VERSION"),
+        job.node_id,
+        job.kind,
+        std::process::id()
+    );
     let plugin = registry.get(&job.kind).ok_or_else(|| {
         PluginError::failed(format!("this worker has no node kind `{}`", job.kind))
     })?;
@@ -367,6 +414,7 @@ async fn serve(
         outputs: checked.signature.outputs,
         staging_dir: job.staging_dir,
         scratch_dir: job.scratch_dir,
+        log_file: job.log_file,
         workflow_dir: job.workflow_dir,
         cancel: cancel.clone(),
         progress: Arc::new(StdoutProgress),

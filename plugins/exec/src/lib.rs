@@ -228,12 +228,16 @@ impl Plugin for Exec {
         for (k, v) in &p.env {
             env.push((k.clone(), substitute(v, &vars)?));
         }
-        let log_path = ctx.scratch_dir().join("exec.log");
-        let log = std::fs::File::create(&log_path)
-            .map_err(|e| PluginError::io("creating the command log", e))?;
+        // The command's output is the node's log (kept with the run: `scorch logs`).
+        let log_path = ctx.log_file().to_path_buf();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| PluginError::io("opening the node's log", e))?;
         let log2 = log
             .try_clone()
-            .map_err(|e| PluginError::io("creating the command log", e))?;
+            .map_err(|e| PluginError::io("opening the node's log", e))?;
         let program = resolve_program(&argv[0], ctx.workflow_dir());
         let mut cmd = tokio::process::Command::new(&program);
         cmd.args(&argv[1..])
