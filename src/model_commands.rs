@@ -19,8 +19,12 @@ pub enum ModelCommand {
 /// `serve`'s arguments.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// An HF-layout checkpoint folder.
+    /// An HF-layout checkpoint folder, or a store reference: `RUN:NODE[.OUTPUT]`, or
+    /// `NODE[.OUTPUT]` for the newest run with it (the `checkpoint` output by default).
     pub checkpoint: PathBuf,
+    /// Artifact store URL for a reference (default: file://.scorch).
+    #[arg(long, env = "SCORCH_STORE")]
+    pub store: Option<String>,
     /// Address to listen on (port 0 picks a free one; the URL is printed).
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub addr: std::net::SocketAddr,

@@ -230,4 +230,48 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         .map(|m| m["value"].as_f64().unwrap())
         .sum();
     assert_eq!(episodes, 2.0 * 2.0 * 2.0, "rl_steps x prompts x group");
+
+    // Outputs come out as plain files, by reference: the newest run's checkpoint as an HF
+    // folder that transformers loads, a table as a .parquet file pyarrow reads, trajectories
+    // as chats.
+    let out = p.scorch(&["export", "score_rl", "--out", "out"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    let out = p.scorch(&[
+        "export",
+        &format!("{id}:eval_warm[split=test].results"),
+        "--out",
+        "out",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    let check = std::process::Command::new("python3")
+        .current_dir(p.path())
+        .args([
+            "-c",
+            "import pyarrow.parquet as pq; from transformers import AutoModelForCausalLM\n\
+             assert pq.read_table('out/results.parquet').num_rows == 1\n\
+             assert pq.read_table('out/metrics.parquet').num_rows == 2\n\
+             print(type(AutoModelForCausalLM.from_pretrained('out/checkpoint')).__name__)",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        common::text(&check.stdout).trim(),
+        "Qwen2ForCausalLM",
+        "{}",
+        common::text(&check.stderr)
+    );
+    // Into a folder that already holds it: refused, nothing overwritten.
+    let out = p.scorch(&["export", "score_rl.checkpoint", "--out", "out"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = p.scorch(&["export-chat", "mentored", "--out", "chat.jsonl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    let chats = std::fs::read_to_string(p.path().join("chat.jsonl")).unwrap();
+    assert_eq!(
+        chats.lines().count(),
+        16,
+        "one conversation per mentored task"
+    );
+    let out = p.scorch(&["export", "score_rl.nope", "--out", "out2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(common::text(&out.stderr).contains("it has `checkpoint`, `metrics`"));
 }

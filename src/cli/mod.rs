@@ -31,6 +31,7 @@ mod compare;
 mod dag;
 mod data;
 mod explain;
+mod export;
 mod info;
 mod logs;
 mod plan;
@@ -172,10 +173,23 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Write outputs of a run as plain files: tables as `.parquet`, checkpoints as HF folders.
+    Export {
+        /// `RUN:NODE[.OUTPUT]`, or `NODE[.OUTPUT]` for the newest run with it.
+        reference: String,
+        /// The folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Export a trajectories table to multi-turn chat JSON lines (LLaMA-Factory, TRL).
     ExportChat {
-        /// A trajectories Parquet file.
+        /// A trajectories Parquet file, or a store reference (`RUN:NODE[.OUTPUT]`, `NODE[.OUTPUT]`;
+        /// the `trajectories` output by default).
         table: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The JSONL file to write.
         #[arg(long)]
         out: PathBuf,
@@ -433,9 +447,22 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Verify { store, json } => store::verify_cmd(store, json).await,
         Command::Plugins => info::plugins(),
         Command::Schema { table } => info::schema(table),
-        Command::Model(_) => worker::forward(),
+        Command::Model(command) => worker::forward(command).await,
+        Command::Export {
+            reference,
+            out,
+            store,
+        } => export::export(reference, out, store).await,
         Command::Import { files, out } => data::import(&files, &out),
-        Command::ExportChat { table, out, system } => data::export_chat(&table, &out, &system),
+        Command::ExportChat {
+            table,
+            store,
+            out,
+            system,
+        } => {
+            let table = export::local_path(&table, &store, "trajectories").await?;
+            data::export_chat(&table, &out, &system)
+        }
         Command::Tasks {
             split,
             count,
