@@ -254,15 +254,22 @@ pub async fn run(
                     state[i] = State::Stopped;
                     continue;
                 }
-                if !forced[i]
-                    && let Some(m) = store.manifest(&key).await?
-                {
+                // The manifest and what `last/` holds, in one round trip; `last/` is rewritten
+                // only when it changed (a cached node on S3 then costs reads alone).
+                let (manifest, last) = if forced[i] {
+                    (Ok(None), Ok(None))
+                } else {
+                    futures::join!(store.manifest(&key), store.last(&wf.name, &node.id))
+                };
+                if let Some(m) = manifest? {
                     let rec = &mut record.nodes[i];
                     rec.outcome = Outcome::Cached;
                     rec.reason = None;
                     rec.metrics = m.metrics.clone();
                     rec.outputs = output_records(store, &m).await?;
-                    store.set_last(&wf.name, &node.id, &comps).await?;
+                    if last.ok().flatten().as_ref() != Some(&comps) {
+                        store.set_last(&wf.name, &node.id, &comps).await?;
+                    }
                     reporter.line(&format!("  cached  {}", node.id));
                     outputs[i] = Some(m.outputs.clone());
                     state[i] = State::Done;
@@ -433,9 +440,10 @@ async fn output_records(
     store: &Store,
     m: &NodeManifest,
 ) -> Result<BTreeMap<String, OutputRecord>, EngineError> {
+    let artifacts =
+        futures::future::try_join_all(m.outputs.values().map(|h| store.artifact(h))).await?;
     let mut out = BTreeMap::new();
-    for (name, hash) in &m.outputs {
-        let a = store.artifact(hash).await?;
+    for ((name, hash), a) in m.outputs.iter().zip(artifacts) {
         out.insert(
             name.clone(),
             OutputRecord {
