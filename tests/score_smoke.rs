@@ -271,6 +271,29 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         16,
         "one conversation per mentored task"
     );
+    // `serve` takes a reference too: the newest run's SCoRe-RL checkpoint.
+    let mut server = p
+        .cmd(&[
+            "serve",
+            "score_rl",
+            "--addr",
+            "127.0.0.1:0",
+            "--device",
+            "cpu",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
     let out = p.scorch(&["export", "score_rl.nope", "--out", "out2"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(common::text(&out.stderr).contains("it has `checkpoint`, `metrics`"));

@@ -374,13 +374,22 @@ async fn serve(
         .map_err(|e| PluginError::io(format!("reading {}", job_file.display()), e))?;
     let job: Job = serde_json::from_slice(&text)
         .map_err(|e| PluginError::failed(format!("{}: not a job: {e}", job_file.display())))?;
-    eprintln!(
-        "scorch-worker {}: node `{}` ({}), pid {}",
-        env!("CARGO_PKG_VERSION"),
-        job.node_id,
-        job.kind,
-        std::process::id()
-    );
+    // The log says who wrote it; the terminal needs no such line.
+    if let Ok(mut log) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&job.log_file)
+    {
+        use std::io::Write as _;
+        let _ = writeln!(
+            log,
+            "scorch-worker {}: node `{}` ({}), pid {}",
+            env!("CARGO_PKG_VERSION"),
+            job.node_id,
+            job.kind,
+            std::process::id()
+        );
+    }
     let plugin = registry.get(&job.kind).ok_or_else(|| {
         PluginError::failed(format!("this worker has no node kind `{}`", job.kind))
     })?;
