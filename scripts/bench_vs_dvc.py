@@ -16,7 +16,7 @@ DVC = os.path.abspath(sys.argv[2])
 SPLIT = 37
 
 STEP = """import sys
-src, out, scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
+src, out, scale = sys.argv[1], sys.argv[2], float(sys.argv[3].split("=")[-1])
 x = 1.0 if src == "-" else float(open(src).read())
 import os
 if os.path.isdir(out) or not out.endswith(".txt"):
@@ -34,10 +34,10 @@ def scorch_project(d):
     for i in range(N):
         p = param(i)
         if i == 0:
-            lines.append(f'  s0: {{kind: exec, params: {{command: [python3, step.py, "-", "{{outputs.out}}", "${{vars.{p}}}"], outputs: {{out: {{type: blobs}}}}}}}}')
+            lines.append(f'  s0: {{kind: exec, params: {{command: [python3, step.py, "-", "{{outputs.out}}", "--scale=${{vars.{p}}}"], outputs: {{out: {{type: blobs}}}}}}}}')
         else:
             src = (i - 1) // 2
-            lines.append(f'  s{i}: {{kind: exec, params: {{command: [python3, step.py, "{{inputs.src}}/data.txt", "{{outputs.out}}", "${{vars.{p}}}"], blob_inputs: [src], outputs: {{out: {{type: blobs}}}}}}, inputs: {{src: {{from: s{src}.out}}}}}}')
+            lines.append(f'  s{i}: {{kind: exec, params: {{command: [python3, step.py, "{{inputs.src}}/data.txt", "{{outputs.out}}", "--scale=${{vars.{p}}}"], blob_inputs: [src], outputs: {{out: {{type: blobs}}}}}}, inputs: {{src: {{from: s{src}.out}}}}}}')
     open(os.path.join(d, "wf.yaml"), "w").write("\n".join(lines) + "\n")
     open(os.path.join(d, "step.py"), "w").write(STEP)
 
@@ -50,7 +50,7 @@ def dvc_project(d):
         p = param(i)
         src = "-" if i == 0 else f"data/s{(i - 1) // 2}.txt"
         deps = ["step.py"] + ([] if i == 0 else [src])
-        stages[f"s{i}"] = {"cmd": f"python3 step.py {src} data/s{i}.txt ${{{p}}}", "deps": deps,
+        stages[f"s{i}"] = {"cmd": f"python3 step.py {src} data/s{i}.txt --scale=${{{p}}}", "deps": deps,
                            "params": [p], "outs": [f"data/s{i}.txt"]}
     os.makedirs(os.path.join(d, "data"))
     open(os.path.join(d, "dvc.yaml"), "w").write(json.dumps({"stages": stages}))
