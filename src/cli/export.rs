@@ -18,6 +18,8 @@ pub(crate) struct Output {
     pub run: String,
     pub node: String,
     pub name: String,
+    /// The artifact's hash, as the run record has it.
+    pub hash: String,
     pub artifact: Artifact,
 }
 
@@ -81,11 +83,13 @@ pub(crate) async fn resolve(
     };
     let mut out = Vec::new();
     for name in names {
-        let artifact = store.artifact(&rec.outputs[name].artifact).await?;
+        let hash = rec.outputs[name].artifact.clone();
+        let artifact = store.artifact(&hash).await?;
         out.push(Output {
             run: record.id.clone(),
             node: node.to_owned(),
             name: name.clone(),
+            hash,
             artifact,
         });
     }
@@ -203,8 +207,7 @@ pub(crate) async fn local_path(
             outputs.len()
         )));
     };
-    let hash = store.put_artifact(&o.artifact).await?;
-    let dir = store.work_dir().join("exports").join(&hash);
+    let dir = store.work_dir().join("exports").join(&o.hash);
     if !dir.exists() {
         std::fs::create_dir_all(dir.parent().unwrap_or(&dir))
             .map_err(|e| EngineError::io("creating the exports folder", e))?;

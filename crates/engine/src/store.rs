@@ -115,8 +115,6 @@ pub struct NodeManifest {
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
-    /// A local store's folder, absolute.
-    root: Option<PathBuf>,
     work_dir: PathBuf,
 }
 
@@ -158,12 +156,10 @@ impl Store {
     ) -> Result<Self, EngineError> {
         let bad = |why: String| EngineError::usage(format!("store `{url}`: {why}"));
         check_url(url).map_err(bad)?;
-        let mut local_root = None;
         let (inner, work_dir): (Arc<dyn ObjectStore>, PathBuf) =
             if let Some(dir) = url.strip_prefix("file://") {
                 let root = std::path::absolute(base.join(dir))
                     .map_err(|e| EngineError::io(format!("the store folder {dir}"), e))?;
-                local_root = Some(root.clone());
                 std::fs::create_dir_all(&root).map_err(|e| {
                     EngineError::io(format!("creating store folder {}", root.display()), e)
                 })?;
@@ -234,7 +230,6 @@ impl Store {
         Ok(Self {
             inner,
             url: url.to_owned(),
-            root: local_root,
             work_dir,
         })
     }
@@ -246,9 +241,10 @@ impl Store {
     /// The URL with a local folder made absolute: what another process opens to reach the
     /// same store, wherever it runs from.
     pub fn absolute_url(&self) -> String {
-        match &self.root {
-            Some(root) => format!("file://{}", root.display()),
-            None => self.url.clone(),
+        // A local store's work folder is `<absolute root>/work`.
+        match (self.url.starts_with("file://"), self.work_dir.parent()) {
+            (true, Some(root)) => format!("file://{}", root.display()),
+            _ => self.url.clone(),
         }
     }
     /// The underlying object store.

@@ -279,7 +279,7 @@ async fn run_in_worker(
                     Ok(Event::Advance(n)) => parts.progress.advance(n),
                     Ok(Event::Message(m)) => {
                         parts.progress.message(&m);
-                        append(&parts.log_file, &m).await;
+                        append(&parts.log_file, &format!("progress: {m}")).await;
                     }
                     Ok(Event::Done(metrics)) => {
                         for m in metrics {
@@ -375,21 +375,17 @@ async fn serve(
     let job: Job = serde_json::from_slice(&text)
         .map_err(|e| PluginError::failed(format!("{}: not a job: {e}", job_file.display())))?;
     // The log says who wrote it; the terminal needs no such line.
-    if let Ok(mut log) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&job.log_file)
-    {
-        use std::io::Write as _;
-        let _ = writeln!(
-            log,
+    append(
+        &job.log_file,
+        &format!(
             "scorch-worker {}: node `{}` ({}), pid {}",
             env!("CARGO_PKG_VERSION"),
             job.node_id,
             job.kind,
             std::process::id()
-        );
-    }
+        ),
+    )
+    .await;
     let plugin = registry.get(&job.kind).ok_or_else(|| {
         PluginError::failed(format!("this worker has no node kind `{}`", job.kind))
     })?;
