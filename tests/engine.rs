@@ -303,7 +303,7 @@ nodes:
         .env("SCORCH_TEST_TOKEN", "another")
         .output()
         .unwrap();
-    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rec = common::run_record(&out.stdout);
     assert_eq!(with_outcome(&rec, "cached"), vec!["call"]);
 }
 

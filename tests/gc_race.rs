@@ -61,7 +61,7 @@ fn trial(p: &Project, store: &str, env: &[(&'static str, String)], last: bool) -
         .output()
         .unwrap();
     assert!(rerun.status.success(), "{}", text(&rerun.stderr));
-    let rec: serde_json::Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    let rec = common::run_record(&rerun.stdout);
     assert_eq!(with_outcome(&rec, "cached").len(), NODES, "{rec}");
     // gc after the runs end sweeps freely and still keeps everything published.
     let gc = p
@@ -135,8 +135,8 @@ fn a_second_run_waits_for_nodes_the_first_is_computing() {
         text(&a.stderr),
         text(&b.stderr)
     );
-    let a: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
-    let b: serde_json::Value = serde_json::from_slice(&b.stdout).unwrap();
+    let a = common::run_record(&a.stdout);
+    let b = common::run_record(&b.stdout);
     assert_eq!(with_outcome(&a, "ran"), vec!["nums", "slow"], "{a}");
     assert_eq!(with_outcome(&b, "cached"), vec!["nums", "slow"], "{b}");
     let slow = common::node(&b, "slow");

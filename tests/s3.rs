@@ -28,7 +28,7 @@ fn a_workflow_runs_and_reruns_cached_against_a_real_s3_server() {
             text(&out.stdout),
             text(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).expect("json")
+        common::run_record(&out.stdout)
     };
     let first = run(&[]);
     assert_eq!(with_outcome(&first, "ran").len(), 5, "{first}");

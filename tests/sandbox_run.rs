@@ -170,7 +170,7 @@ fn hostile_code_from_an_endpoint_student_stays_inside_the_sandbox_in_a_real_run(
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let rec: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rec = common::run_record(stdout.as_bytes());
 
     let n = common::node(&rec, "attack");
     let hash = n["outputs"]["trajectories"]["artifact"].as_str().unwrap();

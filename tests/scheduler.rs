@@ -134,7 +134,7 @@ fn ctrl_c_cancels_running_nodes_kills_their_processes_and_publishes_nothing() {
         start.elapsed()
     );
     assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
-    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rec = common::run_record(&out.stdout);
     assert_eq!(rec["status"], "cancelled");
     assert_eq!(common::outcomes(&rec)["slow"], "cancelled");
     assert!(

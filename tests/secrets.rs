@@ -64,7 +64,7 @@ fn a_canary_token_reaches_no_record_and_no_output() {
     outputs.push(out);
     let (code, json, err) = scorch_split(&["run", "wf.yaml", "--json"]);
     assert_eq!(code, Some(1), "{json}{err}");
-    let rec: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let rec = common::run_record(json.as_bytes());
     let id = rec["id"].as_str().unwrap().to_owned();
     outputs.push(json + &err);
     for args in [

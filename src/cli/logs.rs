@@ -8,7 +8,7 @@ use scorch_api::did_you_mean;
 use scorch_engine::error::EngineError;
 use scorch_engine::interp::Secrets;
 use scorch_engine::record::{Outcome, RunRecord, RunStatus};
-use scorch_engine::store::Store;
+use scorch_engine::store::{NodeFile, Store};
 use scorch_engine::workflow::{LoadOptions, load};
 
 use super::{Failure, StoreArgs, find_run, open_store};
@@ -21,7 +21,7 @@ fn running(record: &RunRecord, node: &str) -> bool {
             .nodes
             .iter()
             .find(|n| n.id == node)
-            .is_some_and(|n| n.outcome == Outcome::Skipped)
+            .is_some_and(|n| matches!(n.outcome, Outcome::Skipped | Outcome::Running))
 }
 
 /// The secrets of the run's workflow as this process sees them (the same `${env.…}` values
@@ -70,13 +70,13 @@ pub(crate) async fn logs(
     let mut secrets = None;
     let mut last_look = false;
     loop {
-        if let Some(text) = store.log(&record.id, &node).await? {
+        if let Some(text) = store.node_file(&record.id, &node, NodeFile::Log).await? {
             for line in text.split_inclusive('\n').skip(printed) {
                 out!("{line}");
             }
             return Ok(());
         }
-        let live = store.live_log_file(&record.id, &node);
+        let live = store.live_node_file(&record.id, &node, NodeFile::Log);
         if follow && live.exists() {
             let secrets = secrets.get_or_insert_with(|| secrets_of(&record));
             let Some(secrets) = secrets.as_ref() else {
@@ -117,7 +117,9 @@ fn not_there(store: &Store, record: &RunRecord, node: &str, follow: bool) -> Fai
         .map(|n| n.outcome);
     let why = match outcome {
         Some(Outcome::Cached) => "it was cached in that run (see the run that computed it)",
-        Some(Outcome::Skipped) if record.status == RunStatus::Running && !follow => {
+        Some(Outcome::Skipped | Outcome::Running)
+            if record.status == RunStatus::Running && !follow =>
+        {
             "it has not finished; `--follow` prints its log as it grows"
         }
         Some(Outcome::Skipped) => "it did not run",

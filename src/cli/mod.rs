@@ -239,7 +239,7 @@ struct WorkflowArgs {
     /// Resource limits: `cpu=4`, `gpu=1` (repeatable).
     #[arg(long = "slots", value_name = "NAME=N")]
     slots: Vec<String>,
-    /// Print one JSON document.
+    /// Print JSON: one document; for `run`, one event per line, ending with the run record.
     #[arg(long)]
     json: bool,
 }
@@ -288,6 +288,10 @@ struct RunArgs {
     /// No progress output.
     #[arg(short, long)]
     quiet: bool,
+    /// Report to a tracker as the run goes: `tensorboard=DIR` or `mlflow=URI` (repeatable;
+    /// replaces the workflow's `trackers:` entry of that kind).
+    #[arg(long = "tracker", value_name = "KIND=WHERE")]
+    trackers: Vec<String>,
 }
 
 /// Why the command stopped.

@@ -1,6 +1,10 @@
 //! `scorch run`: run a workflow, print its record and SCoRe's results table; the record's
 //! printing is shared with `scorch show`.
 
+use std::sync::Arc;
+
+use scorch_engine::error::EngineError;
+use scorch_engine::events::JsonLines;
 use scorch_engine::progress::{Mode, Reporter};
 use scorch_engine::record::{Outcome, RunRecord, RunStatus};
 use scorch_engine::run::run;
@@ -30,7 +34,18 @@ pub(super) async fn run_cmd(args: RunArgs) -> Result<(), Failure> {
     } else {
         Mode::Auto
     };
-    let reporter = Reporter::new(mode);
+    let mut reporter = Reporter::new(mode);
+    if args.wf.json {
+        reporter = reporter.with_observer(Arc::new(JsonLines::default()));
+    }
+    let trackers = scorch_track::with_flags(&wf.trackers, &args.trackers)
+        .map_err(|e| EngineError::usage(e.to_string()))?;
+    for tracker in scorch_track::start(&trackers, &wf.name, &store)
+        .await
+        .map_err(|e| EngineError::usage(e.to_string()))?
+    {
+        reporter = reporter.with_observer(tracker);
+    }
     reporter.line(&format!(
         "run of `{}` on {} ({} node(s))",
         wf.name,
@@ -38,9 +53,8 @@ pub(super) async fn run_cmd(args: RunArgs) -> Result<(), Failure> {
         wf.nodes.len()
     ));
     let record = run(&wf, &store, &opts, cancel, &reporter).await?;
-    if args.wf.json {
-        outln!("{}", serde_json::to_string(&record).unwrap_or_default());
-    } else {
+    // With `--json` the record was the last event printed.
+    if !args.wf.json {
         print_record(&record);
         let results = scorch_report::summary::collect_results(&store, &record).await?;
         if !results.is_empty() {

@@ -53,9 +53,23 @@ impl Project {
             text(&out.stdout),
             text(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(&out.stdout)))
+        run_record(&out.stdout)
     }
+}
+
+/// The run record that `scorch run --json` prints last, after its events (one per line);
+/// panics unless every line is a JSON event and the last is `run_finished`.
+pub fn run_record(stdout: &[u8]) -> serde_json::Value {
+    let out = text(stdout);
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}\n{out}"))
+        })
+        .collect();
+    let last = events.last().cloned().unwrap_or_default();
+    assert_eq!(last["event"], "run_finished", "{out}");
+    last
 }
 
 pub fn text(b: &[u8]) -> String {

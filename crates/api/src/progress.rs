@@ -8,6 +8,10 @@ pub trait ProgressSink: Send + Sync {
     fn advance(&self, delta: u64);
     /// A short status line ("epoch 2", "loss 0.41").
     fn message(&self, text: &str);
+    /// A metric as the work goes (a training step's loss): shown live, kept in the run's
+    /// metrics file and sent to trackers. The node's summary metrics
+    /// ([`crate::NodeContext::metric`]) go into its manifest instead.
+    fn metric(&self, _name: &str, _step: Option<u64>, _value: f64) {}
 }
 
 /// A progress sink that ignores everything.

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod dag;
 pub mod error;
+pub mod events;
 pub mod interp;
 pub mod lease;
 pub mod plan;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use scorch_api::ProgressSink;
 
+use crate::events::{Event, MetricLine, Observer, unix_time};
+
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -24,11 +26,15 @@ pub enum Mode {
 /// Least time between two log lines of one node (not on a terminal).
 pub const LINE_EVERY: Duration = Duration::from_secs(15);
 
-/// Draws the progress of a run.
+/// Least time between two progress events of one node (for `--json` and the observers).
+pub const EVENT_EVERY: Duration = Duration::from_secs(1);
+
+/// Draws the progress of a run and tells its observers what happens.
 #[derive(Debug, Clone)]
 pub struct Reporter {
     bars: Option<MultiProgress>,
     quiet: bool,
+    observers: Vec<Arc<dyn Observer>>,
 }
 
 impl Reporter {
@@ -39,7 +45,32 @@ impl Reporter {
         Self {
             bars,
             quiet: mode == Mode::Quiet,
+            observers: Vec::new(),
         }
+    }
+
+    /// The same reporter, telling `observer` too.
+    pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
+    /// Tell every observer.
+    pub fn emit(&self, event: &Event) {
+        for o in &self.observers {
+            o.event(event);
+        }
+    }
+
+    /// The run is over: wait for every observer to deliver what it buffered.
+    pub async fn finish(&self) {
+        let observers = self.observers.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for o in observers {
+                o.finish();
+            }
+        })
+        .await;
     }
 
     /// Print a line above the bars.
@@ -73,9 +104,11 @@ impl Reporter {
             bar,
             multi: self.bars.clone(),
             quiet: self.quiet,
+            observers: self.observers.clone(),
             lines: Mutex::new(Lines {
                 start: Instant::now(),
                 last: None,
+                last_event: None,
                 message: String::new(),
             }),
             pos: AtomicU64::new(0),
@@ -91,6 +124,7 @@ pub struct NodeProgress {
     bar: Option<ProgressBar>,
     multi: Option<MultiProgress>,
     quiet: bool,
+    observers: Vec<Arc<dyn Observer>>,
     lines: Mutex<Lines>,
     pos: AtomicU64,
     len: AtomicU64,
@@ -101,6 +135,7 @@ pub struct NodeProgress {
 struct Lines {
     start: Instant,
     last: Option<Instant>,
+    last_event: Option<Instant>,
     message: String,
 }
 
@@ -127,6 +162,41 @@ impl NodeProgress {
             now - lines.start,
         );
         eprintln!("{line}");
+    }
+
+    /// A progress event if the last one is [`EVENT_EVERY`] old, or the work is done.
+    fn event(&self) {
+        if self.observers.is_empty() {
+            return;
+        }
+        let (pos, len) = (
+            self.pos.load(Ordering::Relaxed),
+            self.len.load(Ordering::Relaxed),
+        );
+        let Ok(mut lines) = self.lines.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        let due = lines.last_event.is_none_or(|t| now - t >= EVENT_EVERY);
+        let last = len > 0 && pos >= len;
+        if !(due || last) {
+            return;
+        }
+        lines.last_event = Some(now);
+        let elapsed = now - lines.start;
+        let event = Event::Progress {
+            node: self.id.clone(),
+            done: pos,
+            total: len,
+            message: lines.message.clone(),
+            elapsed_s: elapsed.as_secs_f64(),
+            eta_s: (len > 0 && pos > 0 && pos < len)
+                .then(|| elapsed.as_secs_f64() * (len - pos) as f64 / pos as f64),
+        };
+        drop(lines);
+        for o in &self.observers {
+            o.event(&event);
+        }
     }
 }
 
@@ -170,6 +240,7 @@ impl ProgressSink for NodeProgress {
             b.inc(delta);
         }
         self.log(false);
+        self.event();
     }
     fn message(&self, text: &str) {
         if let Some(b) = &self.bar {
@@ -178,6 +249,18 @@ impl ProgressSink for NodeProgress {
         // Kept for the next line, which an advance writes.
         if let Ok(mut lines) = self.lines.lock() {
             text.clone_into(&mut lines.message);
+        }
+    }
+    fn metric(&self, name: &str, step: Option<u64>, value: f64) {
+        let event = Event::Metric(MetricLine {
+            node: self.id.clone(),
+            name: name.to_owned(),
+            step,
+            value,
+            time: unix_time(),
+        });
+        for o in &self.observers {
+            o.event(&event);
         }
     }
 }

@@ -22,6 +22,8 @@ pub enum RunStatus {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
+    /// Computing now (a live run's record).
+    Running,
     /// A published result with the same key was reused.
     Cached,
     /// The plugin ran and its result was published.
@@ -37,6 +39,7 @@ pub enum Outcome {
 impl std::fmt::Display for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            Self::Running => "running",
             Self::Cached => "cached",
             Self::Ran => "ran",
             Self::Failed => "failed",

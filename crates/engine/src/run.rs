@@ -17,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 use crate::cache::{CACHE_FORMAT, KeyComponents};
 use crate::dag;
 use crate::error::{EngineError, EngineErrorKind};
+use crate::events::{Event, MetricsFiles};
 use crate::progress::Reporter;
 use crate::record::{
     NodeRecord, Outcome, OutputRecord, RunRecord, RunStatus, new_run_id, now_rfc3339,
 };
-use crate::store::{Artifact, ArtifactFile, ArtifactKind, NodeManifest, Store};
+use crate::store::{Artifact, ArtifactFile, ArtifactKind, NodeFile, NodeManifest, Store};
 use crate::workflow::{Node, Workflow};
 
 /// What to run and how.
@@ -192,6 +193,16 @@ pub async fn run(
             .collect(),
     };
     store.put_run(&record.id, &record).await?;
+    let reporter = &reporter
+        .clone()
+        .with_observer(Arc::new(MetricsFiles::new(store.live_dir(&id))));
+    reporter.emit(&Event::RunStarted {
+        run: id.clone(),
+        workflow: wf.name.clone(),
+        store: store.url().to_owned(),
+        nodes: wf.nodes.iter().map(|n| n.id.clone()).collect(),
+        vars: wf.vars.clone(),
+    });
 
     let mut state: Vec<State> = (0..n).map(|_| State::Waiting).collect();
     let mut outputs: Vec<Option<BTreeMap<String, String>>> = vec![None; n];
@@ -271,6 +282,10 @@ pub async fn run(
                         store.set_last(&wf.name, &node.id, &comps).await?;
                     }
                     reporter.line(&format!("  cached  {}", node.id));
+                    reporter.emit(&Event::NodeCached {
+                        node: node.id.clone(),
+                        key: key.clone(),
+                    });
                     outputs[i] = Some(m.outputs.clone());
                     state[i] = State::Done;
                     continue;
@@ -318,6 +333,15 @@ pub async fn run(
                 node.id,
                 if forced[i] { " (forced)" } else { "" }
             ));
+            reporter.emit(&Event::NodeStarted {
+                node: node.id.clone(),
+                kind: node.plugin.kind().to_owned(),
+                key: comps.key(),
+                params: comps.params.clone(),
+            });
+            record.nodes[i].outcome = Outcome::Running;
+            record.nodes[i].reason = None;
+            dirty = true;
             let job = Job {
                 index: i,
                 node: node.clone(),
@@ -380,6 +404,10 @@ pub async fn run(
                 rec.outputs = output_records(store, &m).await?;
                 store.set_last(&wf.name, &node.id, &m.components).await?;
                 reporter.line(&format!("  cached  {} (computed by another run)", node.id));
+                reporter.emit(&Event::NodeCached {
+                    node: node.id.clone(),
+                    key: m.key.clone(),
+                });
                 outputs[done.index] = Some(m.outputs.clone());
                 state[done.index] = State::Done;
             }
@@ -394,6 +422,13 @@ pub async fn run(
                     node.id,
                     done.elapsed.as_secs_f64()
                 ));
+                reporter.emit(&Event::NodeFinished {
+                    node: node.id.clone(),
+                    outcome: Outcome::Ran,
+                    duration_ms: rec.duration_ms,
+                    metrics: m.metrics.clone(),
+                    error: None,
+                });
                 outputs[done.index] = Some(m.outputs.clone());
                 state[done.index] = State::Done;
             }
@@ -412,6 +447,13 @@ pub async fn run(
                     node.id,
                     err.lines().next().unwrap_or("")
                 ));
+                reporter.emit(&Event::NodeFinished {
+                    node: node.id.clone(),
+                    outcome: rec.outcome,
+                    duration_ms: rec.duration_ms,
+                    metrics: Vec::new(),
+                    error: Some(err.clone()),
+                });
                 state[done.index] = State::Stopped;
             }
         }
@@ -433,6 +475,8 @@ pub async fn run(
     record.duration_ms = started.elapsed().as_millis() as u64;
     store.put_run(&record.id, &record).await?;
     lease.release().await?;
+    reporter.emit(&Event::RunFinished(record.clone()));
+    reporter.finish().await;
     Ok(record)
 }
 
@@ -575,9 +619,12 @@ impl Job {
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
-        let log = self.store.live_log_file(&self.run_id, &self.node.id);
+        let log = self
+            .store
+            .live_node_file(&self.run_id, &self.node.id, NodeFile::Log);
         let result = self.attempt_in(&staging, &log).await;
-        self.keep_log(&log).await;
+        self.keep(NodeFile::Log).await;
+        self.keep(NodeFile::Metrics).await;
         if let Err(e) = tokio::fs::remove_dir_all(&staging).await
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -586,19 +633,26 @@ impl Job {
         result
     }
 
-    /// Keep the node's log with the run, secrets redacted; a log that cannot be kept is
-    /// worth a warning, not the node.
-    async fn keep_log(&self, log: &std::path::Path) {
-        let Ok(bytes) = tokio::fs::read(log).await else {
+    /// Keep the node's log (or metrics) with the run, secrets redacted; a file that cannot
+    /// be kept is worth a warning, not the node. The live log goes once kept; the metrics
+    /// file stays until the node ends, so that a retry's metrics add to it.
+    async fn keep(&self, file: NodeFile) {
+        let live = self.store.live_node_file(&self.run_id, &self.node.id, file);
+        let Ok(bytes) = tokio::fs::read(&live).await else {
             return;
         };
         let text = self.secrets.redact_str(&String::from_utf8_lossy(&bytes));
-        match self.store.put_log(&self.run_id, &self.node.id, text).await {
-            Ok(()) => {
-                let _ = tokio::fs::remove_file(log).await;
+        match self
+            .store
+            .put_node_file(&self.run_id, &self.node.id, file, text.into_bytes())
+            .await
+        {
+            Ok(()) if file == NodeFile::Log => {
+                let _ = tokio::fs::remove_file(&live).await;
             }
+            Ok(()) => {}
             Err(e) => {
-                tracing::warn!(node = %self.node.id, error = %e, "cannot keep the node's log")
+                tracing::warn!(node = %self.node.id, error = %e, "cannot keep the node's {file:?} file")
             }
         }
     }

@@ -38,8 +38,51 @@ pub struct WorkflowSpec {
     /// `--set vars.x=...` still wins over a profile.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub profiles: IndexMap<String, serde_json::Map<String, Value>>,
+    /// Where runs report their metrics, params and logs as they go (MLflow, TensorBoard);
+    /// `scorch run --tracker` adds to these.
+    #[serde(default, skip_serializing_if = "TrackersSpec::is_empty")]
+    pub trackers: TrackersSpec,
     /// The nodes, by id.
     pub nodes: IndexMap<String, NodeSpec>,
+}
+
+/// The trackers a run reports to. They watch the run; they never change a cache key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrackersSpec {
+    /// TensorBoard event files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensorboard: Option<TensorBoardSpec>,
+    /// An MLflow tracking server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow: Option<MlflowSpec>,
+}
+
+impl TrackersSpec {
+    /// Whether no tracker is set.
+    pub fn is_empty(&self) -> bool {
+        self.tensorboard.is_none() && self.mlflow.is_none()
+    }
+}
+
+/// TensorBoard: one event file per node that reports metrics, in `DIR/<run id>/<node id>/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TensorBoardSpec {
+    /// The log folder (`tensorboard --logdir DIR`), relative to the current directory.
+    pub dir: String,
+}
+
+/// MLflow: one MLflow run per scorch run, and a child run per node that computes, with its
+/// params, its metrics as they come, its summary metrics and its log as an artifact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MlflowSpec {
+    /// The tracking server (`http://127.0.0.1:5000`).
+    pub uri: String,
+    /// The experiment (created if missing); default the workflow's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
 }
 
 /// One node: a configured plugin.

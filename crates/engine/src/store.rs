@@ -9,8 +9,10 @@
 //!   with put-if-absent once every object and artifact is written: the commit point;
 //! - `last/<workflow>/<node>.json`: the key components a node last ran or hit with (`explain`);
 //! - `runs/<run id>.json`: run records;
-//! - `logs/<run id>/<node id>.log`: each node's log, secrets redacted (`scorch logs`); while
-//!   a node runs, its log grows in the work folder (`work/logs/<run id>/<node id>.log`).
+//! - `logs/<run id>/<node id>.log`: each node's log, secrets redacted (`scorch logs`), and
+//!   `logs/<run id>/<node id>.metrics.jsonl`: the metrics it reported while it ran, one JSON
+//!   object per line; while a node runs, both grow in the work folder
+//!   (`work/logs/<run id>/<node id>.log`).
 //!
 //! Nodes write their outputs into a local staging folder first (the store's `work/`
 //! folder for a local store); a crash leaves staging folders and perhaps unreferenced
@@ -36,6 +38,24 @@ use tokio::io::AsyncWriteExt;
 
 use crate::cache::{KeyComponents, canonical_json};
 use crate::error::{EngineError, EngineErrorKind};
+
+/// A file the engine keeps per node and run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeFile {
+    /// The node's log (its output, the worker's stderr, progress lines).
+    Log,
+    /// The metrics it reported as it ran, as JSON lines ([`crate::events::MetricLine`]).
+    Metrics,
+}
+
+impl NodeFile {
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Log => "log",
+            Self::Metrics => "metrics.jsonl",
+        }
+    }
+}
 
 /// The default store URL.
 pub const DEFAULT_STORE: &str = "file://.scorch";
@@ -322,34 +342,42 @@ impl Store {
         }
     }
 
-    /// Where a node's log is kept once the node has finished.
-    pub fn log_path(run_id: &str, node_id: &str) -> ObjectPath {
-        ObjectPath::from(format!("logs/{run_id}/{node_id}.log"))
+    /// Where a node's log or metrics are kept once the node has finished.
+    pub fn node_file_path(run_id: &str, node_id: &str, file: NodeFile) -> ObjectPath {
+        ObjectPath::from(format!("logs/{run_id}/{node_id}.{}", file.extension()))
     }
-    /// Where a running node's log grows, on the machine that runs it.
-    pub fn live_log_file(&self, run_id: &str, node_id: &str) -> PathBuf {
-        self.work_dir
-            .join("logs")
-            .join(run_id)
-            .join(format!("{node_id}.log"))
+    /// Where a running node's log or metrics grow, on the machine that runs it.
+    pub fn live_node_file(&self, run_id: &str, node_id: &str, file: NodeFile) -> PathBuf {
+        self.live_dir(run_id)
+            .join(format!("{node_id}.{}", file.extension()))
     }
-    /// Keep a node's log.
-    pub async fn put_log(
+    /// The folder of a running run's live node files, on the machine that runs it.
+    pub fn live_dir(&self, run_id: &str) -> PathBuf {
+        self.work_dir.join("logs").join(run_id)
+    }
+    /// Keep a node's log or metrics.
+    pub async fn put_node_file(
         &self,
         run_id: &str,
         node_id: &str,
-        text: String,
+        file: NodeFile,
+        bytes: Vec<u8>,
     ) -> Result<(), EngineError> {
-        let path = Self::log_path(run_id, node_id);
+        let path = Self::node_file_path(run_id, node_id, file);
         self.inner
-            .put(&path, PutPayload::from(text.into_bytes()))
+            .put(&path, PutPayload::from(bytes))
             .await
             .map(|_| ())
             .map_err(|e| EngineError::store(format!("writing {path} to {}", self.url), e))
     }
-    /// A finished node's log, if it was kept.
-    pub async fn log(&self, run_id: &str, node_id: &str) -> Result<Option<String>, EngineError> {
-        let path = Self::log_path(run_id, node_id);
+    /// A finished node's log or metrics, if they were kept.
+    pub async fn node_file(
+        &self,
+        run_id: &str,
+        node_id: &str,
+        file: NodeFile,
+    ) -> Result<Option<String>, EngineError> {
+        let path = Self::node_file_path(run_id, node_id, file);
         match self.inner.get(&path).await {
             Ok(r) => r
                 .bytes()

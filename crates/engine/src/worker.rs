@@ -124,6 +124,8 @@ pub enum Event {
     Advance(u64),
     /// A status line.
     Message(String),
+    /// A metric as the work goes ([`ProgressSink::metric`]).
+    Metric(Metric),
     /// The node finished; its metrics.
     Done(Vec<Metric>),
     /// The node failed.
@@ -281,6 +283,7 @@ async fn run_in_worker(
                         parts.progress.message(&m);
                         append(&parts.log_file, &format!("progress: {m}")).await;
                     }
+                    Ok(Event::Metric(m)) => parts.progress.metric(&m.name, m.step, m.value),
                     Ok(Event::Done(metrics)) => {
                         for m in metrics {
                             match m.step {
@@ -348,6 +351,13 @@ impl ProgressSink for StdoutProgress {
     }
     fn message(&self, text: &str) {
         emit(&Event::Message(text.to_owned()));
+    }
+    fn metric(&self, name: &str, step: Option<u64>, value: f64) {
+        emit(&Event::Metric(Metric {
+            name: name.to_owned(),
+            step,
+            value,
+        }));
     }
 }
 

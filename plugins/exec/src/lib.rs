@@ -5,10 +5,12 @@
 //! or a blob set's directory), `{outputs.NAME}` (the Parquet file to write, or the
 //! directory to fill), `{scratch}`, `{seed}`, `{workflow_dir}`. The same paths are also in
 //! the environment as `SCORCH_INPUT_<NAME>`, `SCORCH_OUTPUT_<NAME>`, `SCORCH_SCRATCH` and
-//! `SCORCH_SEED`. Relative paths run from the workflow file's directory.
+//! `SCORCH_SEED`. Relative paths run from the workflow file's directory. The command may
+//! report metrics as it goes, as JSON lines appended to `$SCORCH_METRICS` (see `metrics`).
 #![deny(missing_docs)]
 
 mod folder;
+mod metrics;
 pub use folder::{Folder, FolderParams};
 
 use std::collections::BTreeMap;
@@ -218,6 +220,12 @@ impl Plugin for Exec {
             "workflow_dir".into(),
             ctx.workflow_dir().display().to_string(),
         );
+        let mut metrics =
+            metrics::MetricsFile::new(ctx.scratch_dir().join("metrics.jsonl"), ctx.log_file());
+        env.push((
+            "SCORCH_METRICS".into(),
+            metrics.path().display().to_string(),
+        ));
         env.push(("SCORCH_SCRATCH".into(), scratch));
         env.push(("SCORCH_SEED".into(), ctx.seed().to_string()));
         let argv: Vec<String> = p
@@ -254,8 +262,10 @@ impl Plugin for Exec {
             .timeout_s
             .map(Duration::from_secs_f64)
             .unwrap_or(Duration::MAX);
+        let progress = ctx.progress_handle();
         let status = tokio::select! {
             s = child.wait() => s.map_err(|e| PluginError::io("waiting for the command", e))?,
+            never = metrics.follow(progress.as_ref()) => match never {},
             () = ctx.cancellation().cancelled() => {
                 let _ = child.kill().await;
                 return Err(PluginError::cancelled());
@@ -265,6 +275,7 @@ impl Plugin for Exec {
                 return Err(PluginError::failed(format!("`{}` ran past its {:?} timeout", argv[0], timeout)));
             }
         };
+        metrics.read_new(progress.as_ref());
         if !status.success() {
             let tail = log_tail(&log_path);
             return Err(PluginError::failed(format!(

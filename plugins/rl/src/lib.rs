@@ -321,6 +321,14 @@ impl DeclaredPlugin for Rl {
                 update()?
             };
             ctx.metric_at("reward", step as u64, mean_reward);
+            for (name, value) in [
+                ("reward", mean_reward),
+                ("loss", loss_value),
+                ("lr", lr),
+                ("grad_norm", norm),
+            ] {
+                ctx.progress().metric(name, Some(step as u64), value);
+            }
             log.push(TrainStep {
                 step: step as u32,
                 loss: loss_value,

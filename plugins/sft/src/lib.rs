@@ -109,6 +109,9 @@ impl DeclaredPlugin for Sft {
                     )?;
                     let (lr, grad_norm) = trainer.step()?;
                     progress.message(&format!("loss {value:.3}"));
+                    progress.metric("loss", Some(step as u64), value);
+                    progress.metric("lr", Some(step as u64), lr);
+                    progress.metric("grad_norm", Some(step as u64), grad_norm);
                     progress.advance(1);
                     log.push(TrainStep {
                         step: step as u32,

@@ -91,6 +91,8 @@ pub struct Workflow {
     pub nodes: Vec<Node>,
     /// Resource limits of a run.
     pub limits: BTreeMap<String, u32>,
+    /// Where runs report as they go.
+    pub trackers: crate::spec::TrackersSpec,
     /// The `--set profile=NAME` applied, if any.
     pub profile: Option<String>,
     /// The variables after the profile and `--set`s, as written: `${env.…}` references stay

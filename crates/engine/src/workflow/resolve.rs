@@ -62,6 +62,7 @@ pub(super) fn resolve(
         file: path.to_path_buf(),
         dir: dir.to_path_buf(),
         store: spec.store.clone(),
+        trackers: spec.trackers.clone(),
         nodes: sorted,
         limits,
         profile,
