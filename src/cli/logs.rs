@@ -26,7 +26,7 @@ fn running(record: &RunRecord, node: &str) -> bool {
 
 /// The secrets of the run's workflow as this process sees them (the same `${env.…}` values
 /// when run beside it), to redact a live log as the kept one is.
-fn secrets_of(record: &RunRecord) -> Option<Secrets> {
+pub(crate) fn secrets_of(record: &RunRecord) -> Option<Secrets> {
     let options = LoadOptions::default();
     load(
         std::path::Path::new(&record.file),

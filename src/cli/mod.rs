@@ -39,6 +39,7 @@ mod report;
 mod run;
 mod runs;
 mod store;
+mod ui;
 mod validate;
 mod worker;
 
@@ -141,6 +142,15 @@ enum Command {
         /// Keep printing while the node runs.
         #[arg(long, short)]
         follow: bool,
+    },
+    /// Serve a live web view of the store's runs: each run's DAG with node states as they
+    /// change, metric curves, logs, an artifact browser and an experiment's comparison.
+    Ui {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8765")]
+        addr: std::net::SocketAddr,
     },
     /// Remove staging leftovers and unreferenced artifacts.
     Gc {
@@ -448,6 +458,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             store,
             follow,
         } => logs::logs(run, node, store, follow).await,
+        Command::Ui { store, addr } => ui::ui(store, addr).await,
         Command::Verify { store, json } => store::verify_cmd(store, json).await,
         Command::Plugins => info::plugins(),
         Command::Schema { table } => info::schema(table),

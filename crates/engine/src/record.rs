@@ -72,6 +72,9 @@ pub struct NodeRecord {
     pub id: String,
     /// Plugin kind.
     pub kind: String,
+    /// The nodes it takes inputs from (the run's DAG).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
     /// Cache key, once known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,

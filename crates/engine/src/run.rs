@@ -181,6 +181,16 @@ pub async fn run(
             .map(|node| NodeRecord {
                 id: node.id.clone(),
                 kind: node.plugin.kind().to_owned(),
+                inputs: {
+                    let mut up: Vec<String> = Vec::new();
+                    for e in &node.inputs {
+                        let id = &wf.nodes[e.node].id;
+                        if !up.contains(id) {
+                            up.push(id.clone());
+                        }
+                    }
+                    up
+                },
                 key: None,
                 outcome: Outcome::Skipped,
                 reason: Some("not reached".into()),

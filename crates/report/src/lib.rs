@@ -4,5 +4,6 @@
 
 pub mod compare;
 pub mod plots;
+pub mod preview;
 pub mod stats;
 pub mod summary;
