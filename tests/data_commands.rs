@@ -69,6 +69,42 @@ fn import_then_export_chat() {
             assert!(!x["content"].as_str().unwrap().is_empty());
         }
     }
+    // The sharegpt form, and both checked the way the trainers read them.
+    let out = p.scorch(&[
+        "export-chat",
+        "tables/trajectories.parquet",
+        "--format",
+        "sharegpt",
+        "--out",
+        "sharegpt.jsonl",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let check = |messages: &str, sharegpt: &str| -> serde_json::Value {
+        let out = std::process::Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/py/chat_check.py"
+            ))
+            .args([p.path().join(messages), p.path().join(sharegpt)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let got = check("chat.jsonl", "sharegpt.jsonl");
+    assert_eq!(got["sharegpt_kept"], 141, "{got}");
+    assert_eq!(got["messages_conversational"], 141, "{got}");
+    assert_eq!(got["messages_rendered"], 141, "{got}");
+    // The checks reject what the old export wrote: the plan and the first step as two
+    // assistant turns, ending on an observation.
+    p.write(
+        "old.jsonl",
+        r#"{"id":"old","system":"s","conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"plan"},{"from":"gpt","value":"step"},{"from":"observation","value":"out"}]}
+"#,
+    );
+    let got = check("chat.jsonl", "old.jsonl");
+    assert_eq!(got["sharegpt_kept"], 0, "{got}");
+    assert_eq!(got["sharegpt_broken"], serde_json::json!(["old"]), "{got}");
     // The plan and the first step make one assistant turn; the last turn is the answer.
     let first = &records[0]["messages"];
     assert!(

@@ -44,9 +44,22 @@ pub(crate) fn import(files: &[std::path::PathBuf], out: &Path) -> Result<(), Fai
     Ok(())
 }
 
-pub(crate) fn export_chat(table: &Path, out: &Path, system: &str) -> Result<(), Failure> {
+pub(crate) fn export_chat(
+    table: &Path,
+    out: &Path,
+    system: &str,
+    format: scorch_agent::export::ChatExport,
+) -> Result<(), Failure> {
     let rows: Vec<Trajectory> = read_rows(table).map_err(usage)?;
-    std::fs::write(out, scorch_agent::export::chat_jsonl(&rows, system)).map_err(failed)?;
+    // Written beside the target and renamed: a failed write leaves no half file.
+    let text = scorch_agent::export::chat_jsonl(&rows, system, format);
+    let part = out.with_extension("jsonl.part");
+    std::fs::write(&part, text)
+        .and_then(|()| std::fs::rename(&part, out))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&part);
+            failed(format!("writing {}: {e}", out.display()))
+        })?;
     outln!("wrote {} conversations to {}", rows.len(), out.display());
     Ok(())
 }

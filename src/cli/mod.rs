@@ -206,6 +206,9 @@ enum Command {
         /// System prompt of every conversation.
         #[arg(long, default_value = scorch_agent::format::PYTHON_SYSTEM)]
         system: String,
+        /// `messages` (OpenAI/TRL) or `sharegpt` (LLaMA-Factory).
+        #[arg(long, value_enum, default_value_t = ChatFormatArg::Messages)]
+        format: ChatFormatArg,
     },
     /// Write the built-in suite's tasks as a tasks table.
     Tasks {
@@ -231,6 +234,12 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ChatFormatArg {
+    Messages,
+    Sharegpt,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -474,9 +483,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             store,
             out,
             system,
+            format,
         } => {
             let table = export::local_path(&table, &store, "trajectories").await?;
-            data::export_chat(&table, &out, &system)
+            let format = match format {
+                ChatFormatArg::Messages => scorch_agent::export::ChatExport::Messages,
+                ChatFormatArg::Sharegpt => scorch_agent::export::ChatExport::Sharegpt,
+            };
+            data::export_chat(&table, &out, &system, format)
         }
         Command::Tasks {
             split,

@@ -1,5 +1,7 @@
-//! Export of trajectories to the multi-turn chat JSON that LLaMA-Factory and TRL take:
-//! one `{"messages": [{"role", "content"}...]}` object per line, observations as user turns.
+//! Export of trajectories to the multi-turn chat JSON that trainers take, one object per
+//! line: the OpenAI/TRL `messages` form (`{"messages": [{"role", "content"}...]}`,
+//! observations as user turns) or LLaMA-Factory's sharegpt form (`{"system", "conversations":
+//! [{"from", "value"}...]}`, the question from `human`, tool output from `observation`).
 
 use scorch_api::tables::Trajectory;
 use serde_json::{Value, json};
@@ -35,11 +37,52 @@ pub fn chat_record(t: &Trajectory, system: &str) -> Value {
     json!({"id": t.trajectory_id, "messages": messages})
 }
 
-/// Trajectories as JSON lines.
-pub fn chat_jsonl(trajectories: &[Trajectory], system: &str) -> String {
+/// The chat file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChatExport {
+    /// OpenAI/TRL: `{"messages": [{"role", "content"}...]}`.
+    #[default]
+    Messages,
+    /// LLaMA-Factory's sharegpt: `{"system", "conversations": [{"from", "value"}...]}` with
+    /// `human` (the question), `gpt` and `observation` (what a tool returned) turns.
+    Sharegpt,
+}
+
+/// One trajectory as a LLaMA-Factory sharegpt record: the turns of [`chat_record`], the
+/// system prompt as its own field, the question as `human`, every later user turn (a tool's
+/// output) as `observation`, the policy's turns as `gpt`. LLaMA-Factory's converter wants
+/// `human`/`observation` at even places and `gpt`/`function_call` at odd ones, and an even
+/// count; these records keep both.
+pub fn sharegpt_record(t: &Trajectory, system: &str) -> Value {
+    let messages = chat_record(t, system);
+    let mut conversations = Vec::new();
+    let mut asked = false;
+    for m in messages["messages"].as_array().into_iter().flatten() {
+        let from = match m["role"].as_str() {
+            Some("system") => continue,
+            Some("user") if !asked => {
+                asked = true;
+                "human"
+            }
+            Some("user") => "observation",
+            _ => "gpt",
+        };
+        conversations.push(json!({"from": from, "value": m["content"]}));
+    }
+    json!({"id": t.trajectory_id, "system": system, "conversations": conversations})
+}
+
+/// Trajectories as JSON lines in `format`.
+pub fn chat_jsonl(trajectories: &[Trajectory], system: &str, format: ChatExport) -> String {
     trajectories
         .iter()
-        .map(|t| chat_record(t, system).to_string() + "\n")
+        .map(|t| {
+            let record = match format {
+                ChatExport::Messages => chat_record(t, system),
+                ChatExport::Sharegpt => sharegpt_record(t, system),
+            };
+            record.to_string() + "\n"
+        })
         .collect()
 }
 
@@ -75,6 +118,29 @@ mod tests {
             assert!(assistant[0].starts_with("Plan: ") && assistant[0].contains("\nThought: "));
             assert_eq!(assistant.len(), t.steps.len() - 1);
             assert!(assistant.last().unwrap().contains("final_answer("));
+        }
+    }
+
+    #[test]
+    fn a_sharegpt_record_puts_the_question_first_and_tool_output_as_observations() {
+        let demos = demonstration_rows(&tasks(0, Split::Train, 0, 5));
+        for t in &demos {
+            let r = sharegpt_record(t, "Solve it.");
+            assert_eq!(r["system"], "Solve it.");
+            let c = r["conversations"].as_array().unwrap();
+            let from: Vec<&str> = c.iter().map(|x| x["from"].as_str().unwrap()).collect();
+            assert_eq!(from[0], "human");
+            assert_eq!(c[0]["value"], t.question.as_str());
+            for (i, f) in from.iter().enumerate().skip(1) {
+                assert_eq!(
+                    *f,
+                    if i % 2 == 0 { "observation" } else { "gpt" },
+                    "{from:?}"
+                );
+            }
+            assert_eq!(from.len() % 2, 0);
+            let messages = chat_record(t, "Solve it.");
+            assert_eq!(c.len() + 1, messages["messages"].as_array().unwrap().len());
         }
     }
 }
