@@ -221,9 +221,13 @@ pub async fn run(
     let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
     let jobs = opts.jobs.max(1);
     let mut failed = false;
-    // The first finished node is recorded at once, later ones within SAVE_EVERY.
+    // The first finished node is recorded at once, later ones within SAVE_EVERY of the last
+    // save of a finished node; a node that starts is recorded within SAVE_EVERY of the last
+    // save (so a start never delays the record of a finish).
     let mut last_saved: Option<Instant> = None;
+    let mut finish_saved: Option<Instant> = None;
     let mut dirty = false;
+    let mut finished = false;
 
     loop {
         // Settle every waiting node whose inputs are settled.
@@ -378,11 +382,15 @@ pub async fn run(
         // A run killed while it waits still leaves a record of what it published: the
         // record is rewritten within SAVE_EVERY of a node finishing.
         let done = loop {
-            let since = last_saved.map_or(SAVE_EVERY, |t| t.elapsed());
+            let clock = if finished { finish_saved } else { last_saved };
+            let since = clock.map_or(SAVE_EVERY, |t| t.elapsed());
             if dirty && since >= SAVE_EVERY {
                 store.put_run(&record.id, &record).await?;
                 last_saved = Some(Instant::now());
-                dirty = false;
+                if finished {
+                    finish_saved = last_saved;
+                }
+                (dirty, finished) = (false, false);
             }
             tokio::select! {
                 d = rx.recv() => break d,
@@ -390,7 +398,7 @@ pub async fn run(
             }
         };
         let Some(done) = done else { break };
-        dirty = true;
+        (dirty, finished) = (true, true);
         running -= 1;
         let node = &wf.nodes[done.index];
         for (slot, need) in &node.resources {
