@@ -21,6 +21,29 @@ impl Drop for Killed {
     }
 }
 
+/// `scorch ui` on a free port of 127.0.0.1, once it listens.
+fn start_ui(p: &Project) -> (Killed, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let ui = Killed(
+        p.cmd(&["ui", "--addr", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "scorch ui never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (ui, addr)
+}
+
 const SLOW: &str = r#"
 import json, os, sys, time
 release = sys.argv[1]
@@ -53,19 +76,7 @@ fn a_running_node_turns_done_in_the_browser_without_a_reload() {
             .spawn()
             .unwrap(),
     );
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let _ui = Killed(
-        p.cmd(&["ui", "--addr", &addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_ui, addr) = start_ui(&p);
     // The run's id, once its record exists.
     let deadline = Instant::now() + Duration::from_secs(60);
     let id = loop {
@@ -82,10 +93,6 @@ fn a_running_node_turns_done_in_the_browser_without_a_reload() {
         assert!(Instant::now() < deadline, "the run never started");
         std::thread::sleep(Duration::from_millis(100));
     };
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "scorch ui never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let shot = p.path().join("ui.png");
     let out = Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ui_check.py"))
@@ -121,24 +128,7 @@ fn a_running_node_turns_done_in_the_browser_without_a_reload() {
 #[test]
 fn the_api_says_what_is_missing() {
     let p = Project::new();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let _ui = Killed(
-        p.cmd(&["ui", "--addr", &addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "scorch ui never listened");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (_ui, addr) = start_ui(&p);
     let get = |path: &str| {
         let code = format!(
             "import urllib.request as u, urllib.error as e\ntry:\n  r = u.urlopen('http://{addr}{path}'); print(r.status, r.read().decode())\nexcept e.HTTPError as x:\n  print(x.code, x.read().decode())"
