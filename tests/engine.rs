@@ -463,3 +463,30 @@ fn the_count_filter_matches_the_size_of_its_like_table() {
         "short of demonstrations: all it has"
     );
 }
+
+#[test]
+fn only_skips_what_the_selection_does_not_need_and_fails_on_a_missing_ancestor() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        "name: two\nnodes:\n  a: {kind: numbers}\n  b: {kind: numbers, params: {n: 3}}\n  \
+         c:\n    kind: total\n    inputs: {table: {from: a.table}}\n",
+    );
+    // `b` is not needed by `a`: skipped, and the run succeeds.
+    let rec = p.run_json(&["wf.yaml", "--only", "a"], 0);
+    assert_eq!(with_outcome(&rec, "ran"), vec!["a"]);
+    assert_eq!(with_outcome(&rec, "skipped"), vec!["b", "c"]);
+    assert_eq!(common::node(&rec, "b")["reason"], "not selected");
+    assert_eq!(rec["status"], "succeeded");
+    // `c` needs `a`: cached now, so `c` runs; on a fresh store `a` is missing and fails.
+    let rec = p.run_json(&["wf.yaml", "--only", "c"], 0);
+    assert_eq!(with_outcome(&rec, "ran"), vec!["c"]);
+    let q = Project::new();
+    q.write(
+        "wf.yaml",
+        &std::fs::read_to_string(p.path().join("wf.yaml")).unwrap(),
+    );
+    let rec = q.run_json(&["wf.yaml", "--only", "c"], 1);
+    assert_eq!(with_outcome(&rec, "failed"), vec!["a"]);
+    assert_eq!(with_outcome(&rec, "skipped"), vec!["b", "c"]);
+}

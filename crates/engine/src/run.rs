@@ -153,6 +153,16 @@ pub async fn run(
 ) -> Result<RunRecord, EngineError> {
     let (target, forced) = targets(wf, opts)?;
     let n = wf.nodes.len();
+    // What the selected nodes need: they and their ancestors (nodes are in topological order,
+    // so one pass from the end reaches every ancestor). Others are skipped, not failed.
+    let mut needed = target.clone();
+    for j in (0..n).rev() {
+        if needed[j] {
+            for e in &wf.nodes[j].inputs {
+                needed[e.node] = true;
+            }
+        }
+    }
     let started = Instant::now();
     let id = new_run_id();
     // The lease comes first: from here on gc keeps everything this run publishes.
@@ -239,6 +249,14 @@ pub async fn run(
                     continue;
                 }
                 let node = &wf.nodes[i];
+                if !needed[i] {
+                    let rec = &mut record.nodes[i];
+                    rec.outcome = Outcome::Skipped;
+                    rec.reason = Some("not selected".into());
+                    state[i] = State::Stopped;
+                    progressed = true;
+                    continue;
+                }
                 if let Some(e) = node
                     .inputs
                     .iter()
