@@ -231,6 +231,27 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         .sum();
     assert_eq!(episodes, 2.0 * 2.0 * 2.0, "rl_steps x prompts x group");
 
+    // A worker node's log names the worker and holds its progress lines; its live metrics
+    // (a loss per step) are kept beside it.
+    let log = p.scorch(&["logs", id, "warm_sft"]);
+    let log = common::text(&log.stdout);
+    assert!(log.starts_with("scorch-worker "), "{log}");
+    assert!(
+        log.lines().any(|l| l.starts_with("progress: loss ")),
+        "{log}"
+    );
+    assert!(!log.contains("progress: progress:"), "{log}");
+    let metrics = std::fs::read_to_string(
+        p.path()
+            .join(format!(".scorch/logs/{id}/warm_sft.metrics.jsonl")),
+    )
+    .unwrap();
+    let losses = metrics
+        .lines()
+        .filter(|l| l.contains("\"name\":\"loss\""))
+        .count();
+    assert!(losses > 0, "{metrics}");
+
     // Outputs come out as plain files, by reference: the newest run's checkpoint as an HF
     // folder that transformers loads, a table as a .parquet file pyarrow reads, trajectories
     // as chats.

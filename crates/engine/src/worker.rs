@@ -315,17 +315,15 @@ async fn run_in_worker(
     }
 }
 
-/// Append a progress message to the node's log (the loss of each step, the tasks settled).
-async fn append(log: &std::path::Path, message: &str) {
+/// Append a line to the node's log (the worker's header, its progress messages).
+async fn append(log: &std::path::Path, line: &str) {
     if let Ok(mut f) = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .await
     {
-        let _ = f
-            .write_all(format!("progress: {message}\n").as_bytes())
-            .await;
+        let _ = f.write_all(format!("{line}\n").as_bytes()).await;
     }
 }
 
