@@ -55,11 +55,7 @@ pub(crate) async fn resolve(
     if rec.outputs.is_empty() {
         return Err(usage(format!(
             "`{node}` has no outputs in run {} (it {})",
-            record.id,
-            serde_json::to_value(rec.outcome)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            record.id, rec.outcome
         )));
     }
     let names: Vec<&String> = match output {
@@ -123,23 +119,21 @@ async fn newest_with(store: &Store, node: &str) -> Result<RunRecord, Failure> {
 /// Write `o` under `dir`: a table as `NAME.parquet` (or a folder `NAME/` of its parts), a
 /// blob set as the folder `NAME/` (an HF checkpoint folder that `transformers` loads).
 /// Returns what was written.
+/// Everything is fetched into a temporary folder beside the target and renamed into place,
+/// so a failed export leaves nothing half-written.
 async fn write(store: &Store, o: &Output, dir: &Path) -> Result<PathBuf, Failure> {
-    let target = match (&o.artifact.kind, o.artifact.files.as_slice()) {
-        (ArtifactKind::Table, [one]) => {
-            let file = dir.join(format!("{}.parquet", o.name));
-            let tmp = tempfile::tempdir_in(dir)
-                .map_err(|e| EngineError::io(format!("writing into {}", dir.display()), e))?;
-            store.materialize(&o.artifact, tmp.path()).await?;
-            std::fs::rename(tmp.path().join(&one.path), &file)
-                .map_err(|e| EngineError::io(format!("writing {}", file.display()), e))?;
-            file
-        }
-        _ => {
-            let folder = dir.join(&o.name);
-            store.materialize(&o.artifact, &folder).await?;
-            folder
-        }
+    let tmp = tempfile::tempdir_in(dir)
+        .map_err(|e| EngineError::io(format!("writing into {}", dir.display()), e))?;
+    store.materialize(&o.artifact, tmp.path()).await?;
+    let (from, target) = match (&o.artifact.kind, o.artifact.files.as_slice()) {
+        (ArtifactKind::Table, [one]) => (
+            tmp.path().join(&one.path),
+            dir.join(format!("{}.parquet", o.name)),
+        ),
+        _ => (tmp.path().to_path_buf(), dir.join(&o.name)),
     };
+    std::fs::rename(&from, &target)
+        .map_err(|e| EngineError::io(format!("writing {}", target.display()), e))?;
     Ok(target)
 }
 

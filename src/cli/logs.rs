@@ -37,6 +37,12 @@ pub(crate) fn secrets_of(record: &RunRecord) -> Option<Secrets> {
     .map(|wf| wf.secrets)
 }
 
+/// The complete lines of a log that is still being written. Only whole lines are redacted
+/// and shown: a secret cut at the end of a read would not be recognised.
+pub(crate) fn complete_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |i| &text[..=i])
+}
+
 pub(crate) async fn logs(
     id: String,
     node: String,
@@ -89,11 +95,7 @@ pub(crate) async fn logs(
             };
             if let Ok(bytes) = std::fs::read(&live) {
                 let text = String::from_utf8_lossy(&bytes);
-                // Whole lines only: a secret cut at the end of a read would not be redacted.
-                for line in text.split_inclusive('\n').skip(printed) {
-                    if !line.ends_with('\n') {
-                        break;
-                    }
+                for line in complete_lines(&text).split_inclusive('\n').skip(printed) {
                     out!("{}", secrets.redact_str(line));
                     printed += 1;
                 }

@@ -36,7 +36,7 @@ pub(super) async fn run_cmd(args: RunArgs) -> Result<(), Failure> {
     };
     let mut reporter = Reporter::new(mode);
     if args.wf.json {
-        reporter = reporter.with_observer(Arc::new(JsonLines::default()));
+        reporter = reporter.with_observer(Arc::new(JsonLines));
     }
     let trackers = scorch_track::with_flags(&wf.trackers, &args.trackers)
         .map_err(|e| EngineError::usage(e.to_string()))?;

@@ -1,13 +1,14 @@
 //! `scorch runs` and `scorch show`: the run records of a store.
 
+use scorch_engine::error::EngineError;
 use scorch_engine::record::{Outcome, RunRecord};
 use scorch_engine::store::Store;
 
 use super::run::{print_record, print_settings};
 use super::{Failure, StoreArgs, effective_status, find_run, open_store};
 
-pub(super) async fn runs(store: StoreArgs, json: bool) -> Result<(), Failure> {
-    let store = open_store(&store, None)?;
+/// Every run record of `store`, newest first.
+pub(super) async fn all_runs(store: &Store) -> Result<Vec<RunRecord>, EngineError> {
     let mut ids = store.list("runs").await?;
     ids.reverse();
     let mut records = Vec::new();
@@ -16,6 +17,12 @@ pub(super) async fn runs(store: StoreArgs, json: bool) -> Result<(), Failure> {
             records.push(r);
         }
     }
+    Ok(records)
+}
+
+pub(super) async fn runs(store: StoreArgs, json: bool) -> Result<(), Failure> {
+    let store = open_store(&store, None)?;
+    let records = all_runs(&store).await?;
     if json {
         outln!("{}", serde_json::to_string(&records).unwrap_or_default());
     } else if records.is_empty() {

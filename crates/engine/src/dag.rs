@@ -73,6 +73,18 @@ pub fn descendants(deps: &[Vec<usize>], roots: &[usize]) -> Vec<bool> {
     mark
 }
 
+/// `roots` and every node they depend on, transitively.
+pub fn ancestors(deps: &[Vec<usize>], roots: &[usize]) -> Vec<bool> {
+    let mut mark = vec![false; deps.len()];
+    let mut stack: Vec<usize> = roots.to_vec();
+    while let Some(n) = stack.pop() {
+        if !std::mem::replace(&mut mark[n], true) {
+            stack.extend(deps[n].iter().copied());
+        }
+    }
+    mark
+}
+
 /// A workflow's graph as data: what drawings, reports and comparisons read (the scheduler
 /// walks [`crate::workflow::Workflow::deps`]). Built by
 /// [`crate::workflow::Workflow::graph`].

@@ -125,16 +125,14 @@ pub trait Observer: Send + Sync + std::fmt::Debug {
 /// `scorch run --json`: each event as one JSON object on stdout; the last is the run record
 /// (`"event": "run_finished"` and the record's fields).
 #[derive(Debug, Default)]
-pub struct JsonLines {
-    out: Mutex<()>,
-}
+pub struct JsonLines;
 
 impl Observer for JsonLines {
     fn event(&self, event: &Event) {
         let Ok(line) = serde_json::to_string(event) else {
             return;
         };
-        let _guard = self.out.lock();
+        // Whole lines: stdout's lock is held for the line.
         let mut out = std::io::stdout().lock();
         // A closed stdout (`| head`) must not stop the run.
         let _ = writeln!(out, "{line}").and_then(|()| out.flush());

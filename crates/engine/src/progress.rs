@@ -102,9 +102,7 @@ impl Reporter {
         Arc::new(NodeProgress {
             id: id.to_owned(),
             bar,
-            multi: self.bars.clone(),
-            quiet: self.quiet,
-            observers: self.observers.clone(),
+            reporter: self.clone(),
             lines: Mutex::new(Lines {
                 start: Instant::now(),
                 last: None,
@@ -122,9 +120,8 @@ impl Reporter {
 pub struct NodeProgress {
     id: String,
     bar: Option<ProgressBar>,
-    multi: Option<MultiProgress>,
-    quiet: bool,
-    observers: Vec<Arc<dyn Observer>>,
+    /// The run's reporter: its bars, its quiet mode, its observers.
+    reporter: Reporter,
     lines: Mutex<Lines>,
     pos: AtomicU64,
     len: AtomicU64,
@@ -143,7 +140,7 @@ impl NodeProgress {
     /// Without a bar: a line if the last one (or the start) is [`LINE_EVERY`] old, or if
     /// `force`.
     fn log(&self, force: bool) {
-        if self.bar.is_some() || self.quiet {
+        if self.bar.is_some() || self.reporter.quiet {
             return;
         }
         let Ok(mut lines) = self.lines.lock() else {
@@ -166,7 +163,7 @@ impl NodeProgress {
 
     /// A progress event if the last one is [`EVENT_EVERY`] old, or the work is done.
     fn event(&self) {
-        if self.observers.is_empty() {
+        if self.reporter.observers.is_empty() {
             return;
         }
         let (pos, len) = (
@@ -190,13 +187,10 @@ impl NodeProgress {
             total: len,
             message: lines.message.clone(),
             elapsed_s: elapsed.as_secs_f64(),
-            eta_s: (len > 0 && pos > 0 && pos < len)
-                .then(|| elapsed.as_secs_f64() * (len - pos) as f64 / pos as f64),
+            eta_s: eta(pos, len, elapsed).map(|d| d.as_secs_f64()),
         };
         drop(lines);
-        for o in &self.observers {
-            o.event(&event);
-        }
+        self.reporter.emit(&event);
     }
 }
 
@@ -210,11 +204,15 @@ fn line_text(id: &str, pos: u64, len: u64, message: &str, elapsed: Duration) -> 
         out.push_str(&format!("{} {message}", if len > 0 { "," } else { "" }));
     }
     out.push_str(&format!(", {}", clock(elapsed)));
-    if len > 0 && pos > 0 && pos < len {
-        let left = elapsed.mul_f64((len - pos) as f64 / pos as f64);
+    if let Some(left) = eta(pos, len, elapsed) {
         out.push_str(&format!(", ETA {}", clock(left)));
     }
     out
+}
+
+/// The time left at the pace so far, while some but not all of the work is done.
+fn eta(pos: u64, len: u64, elapsed: Duration) -> Option<Duration> {
+    (len > 0 && pos > 0 && pos < len).then(|| elapsed.mul_f64((len - pos) as f64 / pos as f64))
 }
 
 /// `1h 2m`, `3m 4s`, `5s`.
@@ -259,15 +257,13 @@ impl ProgressSink for NodeProgress {
             value,
             time: unix_time(),
         });
-        for o in &self.observers {
-            o.event(&event);
-        }
+        self.reporter.emit(&event);
     }
 }
 
 impl Drop for NodeProgress {
     fn drop(&mut self) {
-        if let (Some(b), Some(m)) = (&self.bar, &self.multi) {
+        if let (Some(b), Some(m)) = (&self.bar, &self.reporter.bars) {
             b.finish_and_clear();
             m.remove(b);
         }

@@ -153,16 +153,10 @@ pub async fn run(
 ) -> Result<RunRecord, EngineError> {
     let (target, forced) = targets(wf, opts)?;
     let n = wf.nodes.len();
-    // What the selected nodes need: they and their ancestors (nodes are in topological order,
-    // so one pass from the end reaches every ancestor). Others are skipped, not failed.
-    let mut needed = target.clone();
-    for j in (0..n).rev() {
-        if needed[j] {
-            for e in &wf.nodes[j].inputs {
-                needed[e.node] = true;
-            }
-        }
-    }
+    let deps = wf.deps();
+    // What the selected nodes need; the rest is skipped, not failed.
+    let selected: Vec<usize> = (0..n).filter(|&i| target[i]).collect();
+    let needed = dag::ancestors(&deps, &selected);
     let started = Instant::now();
     let id = new_run_id();
     // The lease comes first: from here on gc keeps everything this run publishes.
@@ -188,19 +182,11 @@ pub async fn run(
         nodes: wf
             .nodes
             .iter()
-            .map(|node| NodeRecord {
+            .enumerate()
+            .map(|(i, node)| NodeRecord {
                 id: node.id.clone(),
                 kind: node.plugin.kind().to_owned(),
-                inputs: {
-                    let mut up: Vec<String> = Vec::new();
-                    for e in &node.inputs {
-                        let id = &wf.nodes[e.node].id;
-                        if !up.contains(id) {
-                            up.push(id.clone());
-                        }
-                    }
-                    up
-                },
+                inputs: upstream_ids(wf, &deps[i]),
                 key: None,
                 outcome: Outcome::Skipped,
                 reason: Some("not reached".into()),
@@ -514,6 +500,18 @@ pub async fn run(
     reporter.emit(&Event::RunFinished(record.clone()));
     reporter.finish().await;
     Ok(record)
+}
+
+/// The ids of the nodes at `deps`, each once, in input order.
+fn upstream_ids(wf: &Workflow, deps: &[usize]) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for &d in deps {
+        let id = &wf.nodes[d].id;
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    ids
 }
 
 async fn output_records(

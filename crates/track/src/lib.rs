@@ -26,12 +26,18 @@ pub enum TrackError {
         source: std::io::Error,
     },
     /// The MLflow server does not answer as one.
-    #[error("MLflow at {uri}: {message}")]
+    #[error("MLflow at {uri}: {source}")]
     Mlflow {
         /// The server.
         uri: String,
-        /// What went wrong.
-        message: String,
+        /// The request that failed.
+        source: mlflow::ApiError,
+    },
+    /// A tracker's thread cannot start.
+    #[error("cannot start a tracker's thread")]
+    Thread {
+        /// Why.
+        source: std::io::Error,
     },
     /// A `--tracker` flag that is not `tensorboard=DIR` or `mlflow=URI`.
     #[error("`--tracker {0}`: expected `tensorboard=DIR` or `mlflow=URI`")]

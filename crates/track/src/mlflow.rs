@@ -39,22 +39,27 @@ pub struct Mlflow {
 impl Mlflow {
     /// Connect to the server at `uri` and find (or create) `experiment` before the run.
     pub async fn connect(uri: &str, experiment: &str, store: Store) -> Result<Self, TrackError> {
-        let fail = |message: String| TrackError::Mlflow {
+        let fail = |source: ApiError| TrackError::Mlflow {
             uri: uri.to_owned(),
-            message,
+            source,
         };
-        let experiment_id = Client::new(uri)
-            .map_err(fail)?
-            .experiment(experiment)
-            .await
-            .map_err(fail)?;
+        let client = || {
+            Client::new(uri).map_err(|source| {
+                fail(ApiError::Http {
+                    path: String::new(),
+                    source,
+                })
+            })
+        };
+        let experiment_id = client()?.experiment(experiment).await.map_err(fail)?;
         // The requests of the run go out on a thread with a runtime of its own, so that a
         // slow server never holds up the run's.
+        // (A client of its own: a client's connections belong to the runtime that made them.)
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| fail(format!("cannot start its thread: {e}")))?;
-        let client = Client::new(uri).map_err(fail)?;
+            .map_err(|source| TrackError::Thread { source })?;
+        let client = client()?;
         let (tx, rx) = mpsc::unbounded_channel();
         let reporter = Reporter {
             client,
@@ -67,7 +72,7 @@ impl Mlflow {
         let thread = std::thread::Builder::new()
             .name("mlflow".into())
             .spawn(move || rt.block_on(reporter.serve(rx)))
-            .map_err(|e| fail(format!("cannot start its thread: {e}")))?;
+            .map_err(|source| TrackError::Thread { source })?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -94,6 +99,37 @@ impl Observer for Mlflow {
     }
 }
 
+/// A request to the server that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No answer (refused, timed out, cut).
+    #[error("{path}: {source}")]
+    Http {
+        /// The API path.
+        path: String,
+        /// Why.
+        source: reqwest::Error,
+    },
+    /// An answer other than success.
+    #[error("{path}: {status} {code}: {message}")]
+    Status {
+        /// The API path.
+        path: String,
+        /// The HTTP status.
+        status: reqwest::StatusCode,
+        /// MLflow's `error_code` (`RESOURCE_DOES_NOT_EXIST`), empty if none.
+        code: String,
+        /// MLflow's message, or the start of the body.
+        message: String,
+    },
+    /// The run's artifacts go where scorch cannot write.
+    #[error(
+        "artifacts of this server go to `{0}`, which scorch cannot write; start the server \
+         with artifact proxying (`mlflow server`'s default)"
+    )]
+    Artifacts(String),
+}
+
 /// The REST calls.
 #[derive(Debug)]
 struct Client {
@@ -102,73 +138,53 @@ struct Client {
 }
 
 impl Client {
-    fn new(uri: &str) -> Result<Self, String> {
+    fn new(uri: &str) -> Result<Self, reqwest::Error> {
         Ok(Self {
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| e.to_string())?,
+                .build()?,
             base: uri.trim_end_matches('/').to_owned(),
         })
     }
 
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Value,
-    ) -> Result<Value, String> {
-        let url = format!("{}/api/2.0/mlflow/{path}", self.base);
-        let req = self.http.request(method.clone(), &url);
-        let req = if method == reqwest::Method::GET {
-            let query: Vec<(String, String)> = body
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            req.query(&query)
-        } else {
-            req.json(&body)
+    /// Send `req` for `path`; the JSON answer of a success.
+    async fn send(&self, path: &str, req: reqwest::RequestBuilder) -> Result<Value, ApiError> {
+        let http = |source| ApiError::Http {
+            path: path.to_owned(),
+            source,
         };
-        let resp = req.send().await.map_err(|e| format!("{path}: {e}"))?;
+        let resp = req.send().await.map_err(http)?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| format!("{path}: {e}"))?;
+        let text = resp.text().await.map_err(http)?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if !status.is_success() {
-            let code = value["error_code"].as_str().unwrap_or_default().to_owned();
-            return Err(format!(
-                "{path}: {status}{}{}",
-                if code.is_empty() { "" } else { " " },
-                if code.is_empty() {
-                    text.chars().take(300).collect::<String>()
-                } else {
-                    format!("{code}: {}", value["message"].as_str().unwrap_or_default())
-                }
-            ));
+        if status.is_success() {
+            return Ok(value);
         }
-        Ok(value)
+        Err(ApiError::Status {
+            path: path.to_owned(),
+            status,
+            code: value["error_code"].as_str().unwrap_or_default().to_owned(),
+            message: match value["message"].as_str() {
+                Some(m) => m.to_owned(),
+                None => text.chars().take(300).collect(),
+            },
+        })
     }
 
-    async fn experiment(&self, name: &str) -> Result<String, String> {
-        match self
-            .call(
-                reqwest::Method::GET,
-                "experiments/get-by-name",
-                json!({"experiment_name": name}),
-            )
-            .await
-        {
+    async fn post(&self, path: &str, body: Value) -> Result<Value, ApiError> {
+        let url = format!("{}/api/2.0/mlflow/{path}", self.base);
+        self.send(path, self.http.post(url).json(&body)).await
+    }
+
+    async fn experiment(&self, name: &str) -> Result<String, ApiError> {
+        let path = "experiments/get-by-name";
+        let url = format!("{}/api/2.0/mlflow/{path}", self.base);
+        let req = self.http.get(url).query(&[("experiment_name", name)]);
+        match self.send(path, req).await {
             Ok(v) => Ok(id_of(&v["experiment"]["experiment_id"])),
-            Err(e) if e.contains("RESOURCE_DOES_NOT_EXIST") => {
+            Err(ApiError::Status { code, .. }) if code == "RESOURCE_DOES_NOT_EXIST" => {
                 let v = self
-                    .call(
-                        reqwest::Method::POST,
-                        "experiments/create",
-                        json!({"name": name}),
-                    )
+                    .post("experiments/create", json!({"name": name}))
                     .await?;
                 Ok(id_of(&v["experiment_id"]))
             }
@@ -182,14 +198,13 @@ impl Client {
         experiment_id: &str,
         name: &str,
         tags: &[(&str, String)],
-    ) -> Result<(String, String), String> {
+    ) -> Result<(String, String), ApiError> {
         let tags: Vec<Value> = tags
             .iter()
             .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
         let v = self
-            .call(
-                reqwest::Method::POST,
+            .post(
                 "runs/create",
                 json!({
                     "experiment_id": experiment_id,
@@ -206,52 +221,48 @@ impl Client {
         ))
     }
 
-    async fn log_params(&self, run_id: &str, params: &[(String, String)]) -> Result<(), String> {
-        for chunk in params.chunks(BATCH_PARAMS) {
-            let params: Vec<Value> = chunk
-                .iter()
-                .map(|(k, v)| json!({"key": k, "value": v}))
-                .collect();
-            self.call(
-                reqwest::Method::POST,
-                "runs/log-batch",
-                json!({"run_id": run_id, "params": params}),
-            )
-            .await?;
+    /// `items` under `field` (`params`, `metrics`) of `log-batch` calls, `per` at a time.
+    async fn log_batch(
+        &self,
+        run_id: &str,
+        field: &str,
+        items: Vec<Value>,
+        per: usize,
+    ) -> Result<(), ApiError> {
+        for chunk in items.chunks(per) {
+            self.post("runs/log-batch", json!({"run_id": run_id, field: chunk}))
+                .await?;
         }
         Ok(())
     }
 
-    async fn log_metrics(&self, run_id: &str, metrics: &[MetricLine]) -> Result<(), String> {
-        for chunk in metrics.chunks(BATCH_METRICS) {
-            let metrics: Vec<Value> = chunk
-                .iter()
-                .filter(|m| m.value.is_finite())
-                .map(|m| {
-                    json!({
-                        "key": metric_key(&m.name),
-                        "value": m.value,
-                        "timestamp": (m.time * 1000.0) as u64,
-                        "step": m.step.unwrap_or(0),
-                    })
+    async fn log_params(&self, run_id: &str, params: &[(String, String)]) -> Result<(), ApiError> {
+        let items = params
+            .iter()
+            .map(|(k, v)| json!({"key": k, "value": v}))
+            .collect();
+        self.log_batch(run_id, "params", items, BATCH_PARAMS).await
+    }
+
+    async fn log_metrics(&self, run_id: &str, metrics: &[MetricLine]) -> Result<(), ApiError> {
+        let items = metrics
+            .iter()
+            .filter(|m| m.value.is_finite())
+            .map(|m| {
+                json!({
+                    "key": metric_key(&m.name),
+                    "value": m.value,
+                    "timestamp": (m.time * 1000.0) as u64,
+                    "step": m.step.unwrap_or(0),
                 })
-                .collect();
-            if metrics.is_empty() {
-                continue;
-            }
-            self.call(
-                reqwest::Method::POST,
-                "runs/log-batch",
-                json!({"run_id": run_id, "metrics": metrics}),
-            )
-            .await?;
-        }
-        Ok(())
+            })
+            .collect();
+        self.log_batch(run_id, "metrics", items, BATCH_METRICS)
+            .await
     }
 
-    async fn end_run(&self, run_id: &str, status: &str) -> Result<(), String> {
-        self.call(
-            reqwest::Method::POST,
+    async fn end_run(&self, run_id: &str, status: &str) -> Result<(), ApiError> {
+        self.post(
             "runs/update",
             json!({"run_id": run_id, "status": status, "end_time": now_ms()}),
         )
@@ -266,29 +277,18 @@ impl Client {
         artifact_uri: &str,
         name: &str,
         bytes: Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), ApiError> {
         let Some(rest) = artifact_uri.strip_prefix("mlflow-artifacts:") else {
-            return Err(format!(
-                "artifacts of this server go to `{artifact_uri}`, which scorch cannot write; \
-                 start the server with artifact proxying (`mlflow server`'s default)"
-            ));
+            return Err(ApiError::Artifacts(artifact_uri.to_owned()));
         };
-        let url = format!(
-            "{}/api/2.0/mlflow-artifacts/artifacts/{}/{name}",
-            self.base,
+        let path = format!(
+            "mlflow-artifacts/artifacts/{}/{name}",
             rest.trim_start_matches('/')
         );
-        let resp = self
-            .http
-            .put(&url)
-            .body(bytes)
-            .send()
+        let url = format!("{}/api/2.0/{path}", self.base);
+        self.send(&path, self.http.put(url).body(bytes))
             .await
-            .map_err(|e| format!("uploading {name}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("uploading {name}: {}", resp.status()));
-        }
-        Ok(())
+            .map(|_| ())
     }
 }
 
@@ -346,7 +346,7 @@ impl Reporter {
         }
     }
 
-    async fn handle(&mut self, event: Event) -> Result<(), String> {
+    async fn handle(&mut self, event: Event) -> Result<(), ApiError> {
         match event {
             Event::RunStarted {
                 run,

@@ -23,6 +23,21 @@ fn positive(name: &str, n: usize) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A measurement as JSON with what was measured: the bench, the model, the device, the batch.
+fn labelled(
+    mut json: serde_json::Value,
+    bench: &str,
+    model: &str,
+    device: impl std::fmt::Debug,
+    batch: usize,
+) -> serde_json::Value {
+    json["bench"] = bench.into();
+    json["model"] = model.into();
+    json["device"] = format!("{device:?}").into();
+    json["batch"] = batch.into();
+    json
+}
+
 /// Run a benchmark and print one JSON line with what it measured.
 pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
     match command {
@@ -48,11 +63,13 @@ pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
                 precision: a.common.precision.into(),
             })
             .map_err(failed)?;
-            let mut json = serde_json::to_value(&r).map_err(failed)?;
-            json["bench"] = "train".into();
-            json["model"] = a.common.model.into();
-            json["device"] = format!("{device:?}").into();
-            json["batch"] = a.common.batch.into();
+            let mut json = labelled(
+                serde_json::to_value(&r).map_err(failed)?,
+                "train",
+                &a.common.model,
+                device,
+                a.common.batch,
+            );
             json["seq"] = a.seq.into();
             if let Some(peak) = a.peak_tflops {
                 json["mfu"] = (r.flops_per_s / (peak * 1e12)).into();
@@ -76,11 +93,13 @@ pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
                 kind,
             })
             .map_err(failed)?;
-            let mut json = serde_json::to_value(&r).map_err(failed)?;
-            json["bench"] = "generate".into();
-            json["model"] = a.common.model.into();
-            json["device"] = format!("{device:?}").into();
-            json["batch"] = a.common.batch.into();
+            let mut json = labelled(
+                serde_json::to_value(&r).map_err(failed)?,
+                "generate",
+                &a.common.model,
+                device,
+                a.common.batch,
+            );
             json["prompt"] = a.prompt.into();
             json["new_tokens"] = a.new_tokens.into();
             println!("{json}");

@@ -110,19 +110,15 @@ async fn record(store: &Store, id: &str) -> Result<RunRecord, ApiError> {
 }
 
 async fn runs(State(app): Shared) -> Result<Json<Value>, ApiError> {
-    let mut ids = app.store.list("runs").await?;
-    ids.reverse();
     let mut out = Vec::new();
-    for (id, _) in ids {
-        if let Some(r) = app.store.run::<RunRecord>(&id).await? {
-            let mut v = with_status(&r);
-            // The list needs no node details.
-            if let Some(o) = v.as_object_mut() {
-                o.remove("nodes");
-                o.insert("node_count".into(), json!(r.nodes.len()));
-            }
-            out.push(v);
+    for r in super::runs::all_runs(&app.store).await? {
+        let mut v = with_status(&r);
+        // The list needs no node details.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("nodes");
+            o.insert("node_count".into(), json!(r.nodes.len()));
         }
+        out.push(v);
     }
     Ok(Json(Value::Array(out)))
 }
@@ -209,9 +205,7 @@ async fn log(
             match (std::fs::read(&live), super::logs::secrets_of(&r)) {
                 (Ok(bytes), Some(secrets)) => {
                     let text = String::from_utf8_lossy(&bytes);
-                    // Whole lines only: a secret cut at the end of a read would not be redacted.
-                    let whole = text.rfind('\n').map_or("", |i| &text[..=i]);
-                    secrets.redact_str(whole)
+                    secrets.redact_str(super::logs::complete_lines(&text))
                 }
                 (Ok(_), None) => format!(
                     "(the log is shown once the node is done: {} is needed to redact it while it runs)",
