@@ -97,6 +97,45 @@ fn an_unknown_variable_in_set_is_an_error_with_a_hint() {
     assert!(!p.path().join(".scorch").exists(), "nothing is written");
 }
 
+#[test]
+fn a_bad_value_from_set_is_reported_at_the_flag() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    // Through a variable: the flag first, the file's use of the variable as context.
+    let out = p.scorch(&["validate", "wf.yaml", "--set", "vars.n=abc"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("wf.yaml: `--set vars.n=abc`: invalid params for `numbers`"),
+        "{err}"
+    );
+    assert!(err.contains("the variable is used here"), "{err}");
+    assert!(
+        !err.contains("× wf.yaml:8:"),
+        "the message is not placed in the file: {err}"
+    );
+    // Straight into a node's params: nothing in the file to show.
+    let out = p.scorch(&[
+        "validate",
+        "wf.yaml",
+        "--set",
+        "nodes.doubled.params.scael=3",
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("wf.yaml: `--set nodes.doubled.params.scael=3`: invalid params for `affine`"),
+        "{err}"
+    );
+    assert!(err.contains("at `nodes.doubled.params.scael`"), "{err}");
+    assert!(!err.contains("╭─["), "no file snippet: {err}");
+    // The same mistake written in the file is still placed in the file.
+    p.write("wf.yaml", &DIAMOND.replace("{scale: 2}", "{scael: 2}"));
+    let err = text(&p.scorch(&["validate", "wf.yaml"]).stderr);
+    assert!(err.contains("wf.yaml:11:"), "{err}");
+    assert!(!err.contains("--set"), "{err}");
+}
+
 const FAILING: &str = r#"
 name: failing
 nodes:

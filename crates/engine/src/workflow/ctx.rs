@@ -7,6 +7,11 @@ use crate::yaml::SpanIndex;
 
 pub(super) struct Ctx<'a> {
     pub(super) index: &'a SpanIndex,
+    /// The file's text, to see which variables a value refers to.
+    pub(super) text: &'a str,
+    /// The `--set PATH=VALUE`s applied, as `(PATH, the whole flag)`: a problem in a value one
+    /// of them wrote is placed at the flag, not in the file.
+    pub(super) sets: Vec<(String, String)>,
     pub(super) diags: Vec<Diagnostic>,
     /// instance id → base id
     pub(super) bases: HashMap<String, String>,
@@ -57,12 +62,45 @@ impl Ctx<'_> {
             (Some((p, pl)), false) if p == path => Some(pl.value),
             _ => span,
         };
+        let message = message.into();
+        if let Some(flag) = self.set_behind(&path, span) {
+            // The value came from the command line: say so first, and show where the file
+            // uses it only as context.
+            let mut d = Diagnostic::new(kind, format!("`--set {flag}`: {message}"))
+                .at(path.clone())
+                .hint(hint);
+            let direct = self.sets.iter().any(|(p, _)| is_under(&path, p));
+            if let Some(s) = span.filter(|_| !direct) {
+                d.related.push((s, "the variable is used here".to_owned()));
+            }
+            self.diags.push(d);
+            return;
+        }
         self.diags.push(
             Diagnostic::new(kind, message)
                 .at(path)
                 .spanned(span)
                 .hint(hint),
         );
+    }
+
+    /// The `--set` flag that wrote the value at `path`: one whose path is `path` or above it,
+    /// or one of a variable that the file's value at `span` refers to (`${vars.NAME}`).
+    fn set_behind(&self, path: &str, span: Option<crate::yaml::Span>) -> Option<&str> {
+        if let Some((_, flag)) = self.sets.iter().find(|(p, _)| is_under(path, p)) {
+            return Some(flag);
+        }
+        // Only a scalar's text: a mapping that mentions the variable somewhere is not the
+        // value that is wrong.
+        let written = span
+            .and_then(|s| self.text.get(s.offset..s.offset + s.len))
+            .filter(|w| !w.contains('\n') && !w.starts_with(['{', '[']))?;
+        self.sets.iter().find_map(|(p, flag)| {
+            let name = p.strip_prefix("vars.")?;
+            let refers = written.contains(&format!("${{vars.{name}}}"))
+                || written.contains(&format!("${{vars.{name}."));
+            refers.then_some(flag.as_str())
+        })
     }
 
     fn file_path(&self, path: &str) -> String {
@@ -78,4 +116,12 @@ impl Ctx<'_> {
         }
         path.to_owned()
     }
+}
+
+/// Whether key path `path` is `set` or lies under it.
+fn is_under(path: &str, set: &str) -> bool {
+    path == set
+        || path
+            .strip_prefix(set)
+            .is_some_and(|rest| rest.starts_with('.'))
 }

@@ -184,6 +184,8 @@ pub fn load(
     };
     let mut ctx = Ctx {
         index: &index,
+        text: &text,
+        sets: Vec::new(),
         diags: Vec::new(),
         bases: HashMap::new(),
     };

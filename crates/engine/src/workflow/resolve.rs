@@ -146,8 +146,9 @@ fn apply_overrides(
         }
     }
     for set in other_sets {
-        if let Err(d) = apply_set(&mut doc, set) {
-            ctx.diags.push(*d);
+        match apply_set(&mut doc, set) {
+            Ok(path) => ctx.sets.push((path, set.clone())),
+            Err(d) => ctx.diags.push(*d),
         }
     }
     let Value::Object(top) = doc else {
@@ -638,7 +639,8 @@ fn sort(nodes: Vec<Node>, ctx: &mut Ctx<'_>) -> Option<Vec<Node>> {
     Some(sorted)
 }
 
-fn apply_set(doc: &mut Value, set: &str) -> Result<(), Box<Diagnostic>> {
+/// Apply one `--set PATH=VALUE`; returns PATH.
+fn apply_set(doc: &mut Value, set: &str) -> Result<String, Box<Diagnostic>> {
     let bad = |msg: String| Box::new(Diagnostic::new(ErrorKind::InvalidSet, msg));
     let (path, raw) = set
         .split_once('=')
@@ -692,13 +694,13 @@ fn apply_set(doc: &mut Value, set: &str) -> Result<(), Box<Diagnostic>> {
         };
         if i + 1 == keys.len() {
             map.insert((*k).to_owned(), value);
-            return Ok(());
+            break;
         }
         cur = map
             .entry((*k).to_owned())
             .or_insert_with(|| Value::Object(Default::default()));
     }
-    Ok(())
+    Ok(path.to_owned())
 }
 
 /// A plain-words hint for serde's "invalid type: X, expected Y".
