@@ -4,9 +4,11 @@
 use std::io::IsTerminal;
 
 use miette::{
-    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan,
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, Severity,
+    SourceSpan,
 };
-use scorch_engine::error::WorkflowError;
+use scorch_engine::error::{self, WorkflowError};
+use scorch_engine::workflow::Workflow;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -16,11 +18,15 @@ struct Rendered {
     src: NamedSource<String>,
     labels: Vec<LabeledSpan>,
     help: Option<String>,
+    severity: Severity,
 }
 
 impl Diagnostic for Rendered {
     fn code<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
         Some(Box::new(&self.code))
+    }
+    fn severity(&self) -> Option<Severity> {
+        Some(self.severity)
     }
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         Some(&self.src)
@@ -65,9 +71,33 @@ fn line_len_at(text: &str, offset: usize) -> usize {
 /// [`MAX_SNIPPET_LINE`] bytes is printed without its snippet: file:line:col, message, key
 /// path and hint.
 pub fn render(err: &WorkflowError) -> String {
+    render_list(
+        &err.file,
+        &err.source_text,
+        &err.diagnostics,
+        Severity::Error,
+    )
+}
+
+/// A loaded workflow's warnings, rendered like [`render`]'s errors.
+pub fn render_warnings(wf: &Workflow) -> String {
+    render_list(
+        &wf.file.display().to_string(),
+        &wf.source_text,
+        &wf.warnings,
+        Severity::Warning,
+    )
+}
+
+fn render_list(
+    file: &str,
+    text: &str,
+    diagnostics: &[error::Diagnostic],
+    severity: Severity,
+) -> String {
     let handler = handler();
     let mut out = String::new();
-    for d in &err.diagnostics {
+    for d in diagnostics {
         let mut labels = Vec::new();
         if let Some(s) = d.span {
             let text = match (&d.label, &d.path) {
@@ -88,7 +118,6 @@ pub fn render(err: &WorkflowError) -> String {
                 SourceSpan::new(s.offset.into(), s.len.max(1)),
             ));
         }
-        let text = &err.source_text;
         let long = d
             .span
             .iter()
@@ -108,22 +137,16 @@ pub fn render(err: &WorkflowError) -> String {
             });
         }
         let message = match d.span {
-            Some(s) => format!("{}:{}:{}: {}", err.file, s.line, s.column, d.message),
-            None => format!("{}: {}", err.file, d.message),
+            Some(s) => format!("{}:{}:{}: {}", file, s.line, s.column, d.message),
+            None => format!("{}: {}", file, d.message),
         };
         let rendered = Rendered {
             message,
             code: format!("scorch::workflow::{}", d.kind.code()),
-            src: NamedSource::new(
-                err.file.clone(),
-                if long {
-                    String::new()
-                } else {
-                    err.source_text.to_string()
-                },
-            ),
+            src: NamedSource::new(file, if long { String::new() } else { text.to_owned() }),
             labels,
             help,
+            severity,
         };
         if handler.render_report(&mut out, &rendered).is_err() {
             out.push_str(&rendered.message);

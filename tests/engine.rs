@@ -136,6 +136,61 @@ fn a_bad_value_from_set_is_reported_at_the_flag() {
     assert!(!err.contains("--set"), "{err}");
 }
 
+#[test]
+fn validate_warns_about_local_files_that_do_not_exist() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"
+name: local
+vars: {base: ./base-model}
+nodes:
+  base: {kind: folder, params: {path: "${vars.base}"}}
+  bench: {kind: tasks, params: {source: data/bench.jsonl}}
+  suite: {kind: tasks, params: {source: builtin, count: 3}}
+"#,
+    );
+    let out = p.scorch(&["validate", "wf.yaml"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "a warning, not an error: {err}");
+    assert!(text(&out.stdout).contains("3 node(s), 2 warning(s)"));
+    assert!(
+        err.contains("wf.yaml:5:39: `./base-model` does not exist (looked for base-model)"),
+        "{err}"
+    );
+    assert!(err.contains("`base` will fail when it runs"), "{err}");
+    assert!(err.contains("`data/bench.jsonl` does not exist"), "{err}");
+    assert_eq!(
+        err.matches("does not exist").count(),
+        2,
+        "the built-in suite is no file: {err}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&p.scorch(&["validate", "wf.yaml", "--json"]).stdout).unwrap();
+    let paths: Vec<&str> = json["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["nodes.base.params.path", "nodes.bench.params.source"]
+    );
+    assert_eq!(json["warnings"][0]["code"], "missing-file");
+    // Once the files exist there is nothing to say.
+    std::fs::create_dir_all(p.path().join("base-model")).unwrap();
+    std::fs::create_dir_all(p.path().join("data")).unwrap();
+    p.write("data/bench.jsonl", "");
+    let out = p.scorch(&["validate", "wf.yaml"]);
+    assert_eq!(text(&out.stderr), "");
+    assert!(
+        text(&out.stdout).ends_with("3 node(s)\n"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
 const FAILING: &str = r#"
 name: failing
 nodes:

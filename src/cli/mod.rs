@@ -361,15 +361,25 @@ fn workflow_error_json(e: &WorkflowError) -> serde_json::Value {
     json!({
         "ok": false,
         "file": e.file,
-        "errors": e.diagnostics.iter().map(|d| json!({
-            "code": d.kind.code(),
-            "message": d.message,
-            "path": d.path,
-            "line": d.span.map(|s| s.line),
-            "column": d.span.map(|s| s.column),
-            "hint": d.hint,
-        })).collect::<Vec<_>>(),
+        "errors": diagnostics_json(&e.diagnostics),
     })
+}
+
+/// Diagnostics (errors or warnings) as JSON objects.
+fn diagnostics_json(diagnostics: &[scorch_engine::error::Diagnostic]) -> Vec<serde_json::Value> {
+    diagnostics
+        .iter()
+        .map(|d| {
+            json!({
+                "code": d.kind.code(),
+                "message": d.message,
+                "path": d.path,
+                "line": d.span.map(|s| s.line),
+                "column": d.span.map(|s| s.column),
+                "hint": d.hint,
+            })
+        })
+        .collect()
 }
 
 fn parse_slots(slots: &[String]) -> Result<BTreeMap<String, u32>, EngineError> {
@@ -392,8 +402,13 @@ fn load_workflow(args: &WorkflowArgs) -> Result<Workflow, Failure> {
         sets: args.sets.clone(),
         slots: parse_slots(&args.slots)?,
     };
-    load(&args.workflow, &scorch::builtin::registry(), &options)
-        .map_err(|e| Failure::Workflow(e, args.json))
+    let wf = load(&args.workflow, &scorch::builtin::registry(), &options)
+        .map_err(|e| Failure::Workflow(e, args.json))?;
+    // With `--json` the warnings are part of what `validate` prints.
+    if !args.json && !wf.warnings.is_empty() {
+        eprint!("{}", crate::diagnostics::render_warnings(&wf));
+    }
+    Ok(wf)
 }
 
 fn open_store(flag: &StoreArgs, wf: Option<&Workflow>) -> Result<Store, EngineError> {

@@ -14,11 +14,20 @@ pub(super) fn validate(args: &WorkflowArgs) -> Result<(), Failure> {
             .collect();
         outln!(
             "{}",
-            json!({"ok": true, "workflow": wf.name, "nodes": nodes})
+            json!({
+                "ok": true,
+                "workflow": wf.name,
+                "nodes": nodes,
+                "warnings": super::diagnostics_json(&wf.warnings),
+            })
         );
     } else {
+        let warnings = match wf.warnings.len() {
+            0 => String::new(),
+            n => format!(", {n} warning(s)"),
+        };
         outln!(
-            "{}: ok — workflow `{}`, {} node(s)",
+            "{}: ok — workflow `{}`, {} node(s){warnings}",
             args.workflow.display(),
             wf.name,
             wf.nodes.len()

@@ -62,7 +62,12 @@ impl Plugin for TasksPlugin {
                     .with_hint("use train, test or hard"),
             );
         }
-        Ok(Signature::new().output("tasks", Task::port()))
+        let signature = Signature::new().output("tasks", Task::port());
+        Ok(if p.source == "builtin" {
+            signature
+        } else {
+            signature.reads_local("source", &p.source)
+        })
     }
     async fn run(&self, p: TasksParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let rows = if p.source == "builtin" {

@@ -27,7 +27,8 @@ pub use plugin::{
     parse_checked, unknown_field_hint,
 };
 pub use port::{
-    InputPort, OutputPort, PortType, Signature, TableSpec, check_compatible, check_schema,
+    InputPort, LocalFile, OutputPort, PortType, Signature, TableSpec, check_compatible,
+    check_schema,
 };
 pub use progress::{Metric, NoProgress, ProgressSink};
 

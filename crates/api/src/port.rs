@@ -12,6 +12,8 @@ pub struct Signature {
     pub outputs: Vec<OutputPort>,
     /// When set, inputs of any other name are accepted with this type (the `exec` plugin).
     pub extra_inputs: Option<PortType>,
+    /// Files or folders on the machine that the node reads when it runs, outside the store.
+    pub local_files: Vec<LocalFile>,
 }
 
 impl Signature {
@@ -45,6 +47,15 @@ impl Signature {
         });
         self
     }
+    /// Declare that the node reads `path` (relative to the workflow's folder), named by
+    /// param `param`: `validate` warns when it does not exist.
+    pub fn reads_local(mut self, param: &str, path: &str) -> Self {
+        self.local_files.push(LocalFile {
+            param: param.to_owned(),
+            path: path.to_owned(),
+        });
+        self
+    }
     /// Accept inputs of any name with type `ty`.
     pub fn extra_inputs(mut self, ty: PortType) -> Self {
         self.extra_inputs = Some(ty);
@@ -62,6 +73,15 @@ impl Signature {
     pub fn output_type(&self, name: &str) -> Option<&PortType> {
         self.outputs.iter().find(|p| p.name == name).map(|p| &p.ty)
     }
+}
+
+/// A file or folder outside the store that a node reads, as its params name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    /// The param that names it (a dotted path under the node's `params:`).
+    pub param: String,
+    /// The path as written: relative to the workflow's folder, or absolute.
+    pub path: String,
 }
 
 /// A named input of a node.

@@ -55,6 +55,8 @@ pub enum ErrorKind {
     Resources,
     /// A node named on the command line does not exist.
     UnknownTarget,
+    /// A local file a node reads is not there (a warning).
+    MissingFile,
 }
 
 impl ErrorKind {
@@ -84,6 +86,7 @@ impl ErrorKind {
             Self::Cycle => "cycle",
             Self::Resources => "resources",
             Self::UnknownTarget => "unknown-target",
+            Self::MissingFile => "missing-file",
         }
     }
 }

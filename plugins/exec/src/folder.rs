@@ -56,7 +56,9 @@ impl Plugin for Folder {
         if p.path.trim().is_empty() {
             return Err(ParamError::new("path", "give the folder to publish"));
         }
-        Ok(Signature::new().output("folder", PortType::Blobs))
+        Ok(Signature::new()
+            .output("folder", PortType::Blobs)
+            .reads_local("path", &p.path))
     }
     async fn run(&self, p: FolderParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let from = ctx.workflow_dir().join(&p.path);

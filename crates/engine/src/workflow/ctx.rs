@@ -13,6 +13,8 @@ pub(super) struct Ctx<'a> {
     /// of them wrote is placed at the flag, not in the file.
     pub(super) sets: Vec<(String, String)>,
     pub(super) diags: Vec<Diagnostic>,
+    /// What may be wrong but does not stop a load (a local file that is not there yet).
+    pub(super) warnings: Vec<Diagnostic>,
     /// instance id → base id
     pub(super) bases: HashMap<String, String>,
 }
@@ -39,6 +41,20 @@ impl Ctx<'_> {
         hint: Option<String>,
     ) {
         self.add(kind, path, message, hint, true);
+    }
+
+    /// A warning at `path`, placed like a diagnostic.
+    pub(super) fn warn(
+        &mut self,
+        kind: ErrorKind,
+        path: &str,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.add(kind, path, message, hint, false);
+        if let Some(d) = self.diags.pop() {
+            self.warnings.push(d);
+        }
     }
 
     pub(super) fn add(

@@ -100,6 +100,10 @@ pub struct Workflow {
     pub vars: serde_json::Map<String, Value>,
     /// The environment values the workflow read: what records, errors and output redact.
     pub secrets: Secrets,
+    /// What may be wrong but does not stop it from loading (a local file that is missing).
+    pub warnings: Vec<Diagnostic>,
+    /// The file's text, to show where the warnings are.
+    pub source_text: Arc<str>,
 }
 
 impl Workflow {
@@ -187,10 +191,14 @@ pub fn load(
         text: &text,
         sets: Vec::new(),
         diags: Vec::new(),
+        warnings: Vec::new(),
         bases: HashMap::new(),
     };
     match resolve::resolve(doc, &text, registry, options, &mut ctx, path, &dir) {
-        Some(w) if ctx.diags.is_empty() => Ok(w),
+        Some(w) if ctx.diags.is_empty() => Ok(Workflow {
+            warnings: std::mem::take(&mut ctx.warnings),
+            ..w
+        }),
         _ => Err(fail(std::mem::take(&mut ctx.diags))),
     }
 }

@@ -57,6 +57,7 @@ pub(super) fn resolve(
         return None;
     }
     let sorted = sort(nodes, ctx)?;
+    warn_missing_files(&sorted, dir, ctx);
     Some(Workflow {
         name: spec.name.clone(),
         file: path.to_path_buf(),
@@ -68,7 +69,39 @@ pub(super) fn resolve(
         profile,
         vars: written_vars,
         secrets,
+        warnings: Vec::new(),
+        source_text: text.into(),
     })
+}
+
+/// A warning for each local file a node reads that is not there: the run would fail when
+/// it reaches the node, perhaps hours in. A warning, not an error: the file may be made
+/// before then, or the workflow checked on another machine than the one that runs it.
+fn warn_missing_files(nodes: &[Node], dir: &Path, ctx: &mut Ctx<'_>) {
+    for n in nodes {
+        for f in &n.signature.local_files {
+            let path = dir.join(&f.path);
+            if path.exists() {
+                continue;
+            }
+            // `./x` and `a/./b` as `x` and `a/b`.
+            let path: std::path::PathBuf = path
+                .components()
+                .filter(|c| !matches!(c, std::path::Component::CurDir))
+                .collect();
+            ctx.warn(
+                ErrorKind::MissingFile,
+                &format!("nodes.{}.params.{}", n.id, f.param),
+                format!(
+                    "`{}` does not exist (looked for {}); `{}` will fail when it runs",
+                    f.path,
+                    path.display(),
+                    n.id
+                ),
+                Some("paths are relative to the workflow file's folder".into()),
+            );
+        }
+    }
 }
 
 /// Keys written twice (a node id twice is its own kind of error).
