@@ -172,8 +172,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the built-in node kinds.
-    Plugins,
+    /// List the built-in node kinds, or describe one: its params (type, default, what for),
+    /// inputs and outputs.
+    Plugins {
+        /// A node kind (`sft`, `rollout`, ...).
+        kind: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Import the method's reference JSONL files into trajectory and repair tables.
     Import {
         /// Reference JSONL files (trajectories, or mentored-solving records with repairs).
@@ -484,7 +491,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         } => logs::logs(run, node, store, follow).await,
         Command::Ui { store, addr } => ui::ui(store, addr).await,
         Command::Verify { store, json } => store::verify_cmd(store, json).await,
-        Command::Plugins => info::plugins(),
+        Command::Plugins { kind, json } => info::plugins(kind.as_deref(), json),
         Command::Schema { table } => info::schema(table),
         Command::Model(command) => worker::forward(command).await,
         Command::Export {

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod progress;
 pub mod record;
 pub mod run;
+pub mod schema;
 pub mod spec;
 pub mod store;
 pub mod worker;

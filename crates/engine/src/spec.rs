@@ -135,7 +135,9 @@ fn templated_uint(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
-/// The JSON Schema of the workflow file, as committed in `schemas/workflow.schema.json`.
+/// The JSON Schema of the workflow file's structure, params left open;
+/// [`crate::schema::workflow_schema`] adds each kind's params (what is committed in
+/// `schemas/workflow.schema.json`).
 pub fn workflow_schema() -> Value {
     serde_json::to_value(schemars::schema_for!(WorkflowSpec)).unwrap_or_default()
 }
