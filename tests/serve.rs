@@ -86,6 +86,53 @@ r = client.chat.completions.create(model="tiny", messages=[{"role": "system", "c
 assert r.choices[0].message.role == "assistant"
 assert r.usage.completion_tokens >= 1 and r.usage.prompt_tokens > 5, r.usage
 print(r.choices[0].finish_reason, r.usage.completion_tokens)
+
+import openai
+msgs = [{"role": "user", "content": "What is 7 + 4?"}]
+# Every reply has an id of its own.
+ids = {client.chat.completions.create(model="tiny", messages=msgs, max_tokens=3).id for _ in range(3)}
+assert len(ids) == 3, ids
+# n choices, sampled in one batch: they differ; the prompt is counted once.
+r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=1.0, seed=5, n=3)
+assert [c.index for c in r.choices] == [0, 1, 2], r
+assert len({c.message.content for c in r.choices}) > 1, [c.message.content for c in r.choices]
+single = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=1)
+assert r.usage.prompt_tokens == single.usage.prompt_tokens, (r.usage, single.usage)
+try:
+    client.chat.completions.create(model="tiny", messages=msgs, n=17)
+    raise SystemExit("n=17 was accepted")
+except openai.BadRequestError:
+    pass
+# A model this server does not have is a 404 that names the one it has.
+try:
+    client.chat.completions.create(model="gpt-4o", messages=msgs)
+    raise SystemExit("an unknown model was accepted")
+except openai.NotFoundError as e:
+    assert "tiny" in str(e), e
+# Log-probabilities come with each token's text, and the texts make up the reply.
+r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=10, temperature=0, logprobs=True)
+toks = r.choices[0].logprobs.content
+assert len(toks) == r.usage.completion_tokens and all(t.token for t in toks), toks
+if r.choices[0].finish_reason == "length":
+    assert "".join(t.token for t in toks) == r.choices[0].message.content, (toks, r.choices[0].message.content)
+assert all(bytes(t.bytes) == t.token.encode() for t in toks)
+# Streamed, the pieces add up to the reply the same request gets whole, stop strings too.
+for stop in [None, ["\n\n"]]:
+    whole = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=12, temperature=0, stop=stop)
+    # (This untrained model writes newlines: two of them are the stop string, cut away.)
+    if stop:
+        assert whole.choices[0].finish_reason == "stop" and "\n\n" not in whole.choices[0].message.content, whole
+    chunks = list(client.chat.completions.create(model="tiny", messages=msgs, max_tokens=12, temperature=0, stop=stop,
+                                                 stream=True, stream_options={"include_usage": True}))
+    assert all(c.object == "chat.completion.chunk" and c.id == chunks[0].id for c in chunks)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content, (stop, text, whole.choices[0].message.content)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == [whole.choices[0].finish_reason], finish
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens, chunks[-1]
+    pieces = sum(1 for c in chunks if c.choices and c.choices[0].delta.content)
+    print("stream", stop, pieces, "pieces", repr(text))
 "#;
     let out = Command::new("python3")
         .args(["-c", script, &url])
@@ -96,7 +143,15 @@ print(r.choices[0].finish_reason, r.usage.completion_tokens)
         "openai client (installed by scripts/setup): {}",
         text(&out.stderr)
     );
-    assert!(text(&out.stdout).starts_with("stop") || text(&out.stdout).starts_with("length"));
+    let said = text(&out.stdout);
+    assert!(
+        said.starts_with("stop") || said.starts_with("length"),
+        "{said}"
+    );
+    // Streaming sends the text in pieces as it is generated, not in one piece at the end.
+    let first = said.lines().find(|l| l.starts_with("stream None")).unwrap();
+    let pieces: usize = first.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(pieces > 1, "{said}");
 
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

@@ -41,6 +41,9 @@ impl std::fmt::Debug for LocalModel {
     }
 }
 
+/// Called with a chat's index and its decoded completion so far, after each token.
+pub type OnText<'a> = dyn Fn(usize, &str) + Sync + 'a;
+
 impl LocalModel {
     /// Wrap a checkpoint.
     pub fn new(name: &str, checkpoint: Checkpoint) -> Self {
@@ -81,6 +84,18 @@ impl LocalModel {
         chats: &[Vec<Message>],
         o: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError> {
+        self.complete_batch_watched(chats, o, None)
+    }
+
+    /// [`complete_batch`](Self::complete_batch), calling `on_text(chat, text)` with each
+    /// chat's decoded completion so far after every token it generates (what a streaming
+    /// server sends from).
+    pub fn complete_batch_watched(
+        &self,
+        chats: &[Vec<Message>],
+        o: &ChatOptions,
+        on_text: Option<&OnText<'_>>,
+    ) -> Result<Vec<ChatResult>, ModelError> {
         let ck = self
             .inner
             .lock()
@@ -100,6 +115,8 @@ impl LocalModel {
         // A chat that leaves no room to write gets an empty completion ("length").
         let limit = ck.model.config.max_position_embeddings as usize;
         let prompts: Vec<Vec<i64>> = all.iter().filter(|p| p.len() < limit).cloned().collect();
+        // prompt index → chat index (a chat with no room is not generated).
+        let chat_of: Vec<usize> = (0..all.len()).filter(|&i| all[i].len() < limit).collect();
         let stop_tokens = vec![token_id(tk, IM_END)?, token_id(tk, END_OF_TEXT)?];
         let pad = token_id(tk, END_OF_TEXT)?;
         let sampling = Sampling {
@@ -130,14 +147,26 @@ impl LocalModel {
                 seed: sampling.seed.wrapping_add(c as u64),
                 ..sampling.clone()
             };
-            let (out, k) =
-                generate_reusing(&ck.model, &batch, reuse, &sampling, pad, true, |_, ids| {
+            let (out, k) = generate_reusing(
+                &ck.model,
+                &batch,
+                reuse,
+                &sampling,
+                pad,
+                true,
+                |row, ids| {
+                    if let Some(on_text) = on_text
+                        && let Ok(text) = chat.decode(tk, ids)
+                    {
+                        on_text(chat_of[chunk[row]], &text);
+                    }
                     !stops.is_empty() && {
                         let tail = &ids[ids.len().saturating_sub(16)..];
                         chat.decode(tk, tail)
                             .is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
                     }
-                })?;
+                },
+            )?;
             kept.extend(k);
             for (&i, g) in chunk.iter().zip(out) {
                 slots[i] = Some(g);
@@ -156,14 +185,14 @@ impl LocalModel {
             let (g, cached_tokens) = match (p.len() < limit).then(|| gens.next()).flatten() {
                 Some(g) => g,
                 None => {
-                    let logprobs = Some(Vec::new());
                     out.push(ChatResult {
                         text: String::new(),
                         prompt_tokens: p.len() as u64,
                         completion_tokens: 0,
                         cached_tokens: 0,
                         finish_reason: "length".into(),
-                        logprobs,
+                        logprobs: Some(Vec::new()),
+                        tokens: Some(Vec::new()),
                     });
                     continue;
                 }
@@ -177,6 +206,11 @@ impl LocalModel {
             } else {
                 "stop"
             };
+            let tokens = g
+                .ids
+                .iter()
+                .map(|&id| ck.chat.decode(tk, &[id]))
+                .collect::<Result<Vec<_>, _>>()?;
             out.push(ChatResult {
                 text,
                 prompt_tokens: p.len() as u64,
@@ -184,6 +218,7 @@ impl LocalModel {
                 cached_tokens,
                 finish_reason: finish.into(),
                 logprobs: Some(g.logprobs),
+                tokens: Some(tokens),
             });
         }
         Ok(out)

@@ -63,6 +63,9 @@ pub struct ChatResult {
     /// Per-token log-probabilities, if the server gave them.
     #[serde(default)]
     pub logprobs: Option<Vec<f32>>,
+    /// The text of each completion token, where known (beside `logprobs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Vec<String>>,
 }
 
 impl OpenAiClient {
@@ -229,6 +232,12 @@ impl OpenAiClient {
                 items
                     .iter()
                     .filter_map(|t| t["logprob"].as_f64().map(|x| x as f32))
+                    .collect()
+            }),
+            tokens: choice["logprobs"]["content"].as_array().map(|items| {
+                items
+                    .iter()
+                    .map(|t| t["token"].as_str().unwrap_or_default().to_owned())
                     .collect()
             }),
         };
