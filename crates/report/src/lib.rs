@@ -7,3 +7,4 @@ pub mod plots;
 pub mod preview;
 pub mod stats;
 pub mod summary;
+pub mod text;
