@@ -264,13 +264,18 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         "out",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
+    let out = p.scorch(&["export", "mentored.trajectories", "--out", "out"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::text(&out.stderr));
     let check = std::process::Command::new("python3")
         .current_dir(p.path())
         .args([
             "-c",
-            "import pyarrow.parquet as pq; from transformers import AutoModelForCausalLM\n\
+            "import duckdb, pyarrow.parquet as pq; from transformers import AutoModelForCausalLM\n\
              assert pq.read_table('out/results.parquet').num_rows == 1\n\
              assert pq.read_table('out/metrics.parquet').num_rows == 2\n\
+             t = pq.read_table('out/trajectories.parquet')\n\
+             n, tasks = duckdb.sql(\"select count(*), count(distinct task_id) from 'out/trajectories.parquet'\").fetchall()[0]\n\
+             assert n == t.num_rows == 16 and tasks == 16, (n, t.num_rows, tasks)\n\
              print(type(AutoModelForCausalLM.from_pretrained('out/checkpoint')).__name__)",
         ])
         .output()
