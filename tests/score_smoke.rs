@@ -241,6 +241,14 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         "{log}"
     );
     assert!(!log.contains("progress: progress:"), "{log}");
+    // An evaluation says how many of its ended episodes were right as it goes.
+    let log = p.scorch(&["logs", id, "eval_warm[split=test]"]);
+    let log = common::text(&log.stdout);
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("progress: turn ") && l.contains("% right of ")),
+        "{log}"
+    );
     let metrics = std::fs::read_to_string(
         p.path()
             .join(format!(".scorch/logs/{id}/warm_sft.metrics.jsonl")),

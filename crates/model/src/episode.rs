@@ -112,8 +112,9 @@ impl Episode {
 }
 
 /// Advance every unfinished episode until each ends (final answer or its turn limit).
-/// Each episode that ends advances `progress` by one; each round says its turn. Returns the
-/// policy's token counts (prompt, completion).
+/// Each episode that ends advances `progress` by one; each round says its turn and the
+/// share of ended episodes that answered right. Returns the policy's token counts (prompt,
+/// completion).
 pub async fn run(
     policy: &dyn Policy,
     episodes: &mut [Episode],
@@ -133,7 +134,27 @@ pub async fn run(
         if active.is_empty() {
             break;
         }
-        progress.message(&format!("turn {turn}, {} episodes open", active.len()));
+        let (ended, right) =
+            episodes
+                .iter()
+                .filter(|e| e.stop.is_some())
+                .fold((0usize, 0usize), |(n, r), e| {
+                    (
+                        n + 1,
+                        r + usize::from(is_correct(&e.task, e.final_answer.as_deref())),
+                    )
+                });
+        let accuracy = match ended {
+            0 => String::new(),
+            n => format!(
+                ", {:.0}% right of {n} ended",
+                100.0 * right as f64 / n as f64
+            ),
+        };
+        progress.message(&format!(
+            "turn {turn}, {} episodes open{accuracy}",
+            active.len()
+        ));
         let chats: Vec<Vec<Message>> = active.iter().map(|&i| episodes[i].chat(system)).collect();
         let replies = policy.complete_many(chats, options).await?;
         for (&i, r) in active.iter().zip(replies) {
