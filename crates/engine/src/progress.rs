@@ -90,9 +90,24 @@ impl Reporter {
     pub fn node(&self, id: &str) -> Arc<NodeProgress> {
         let bar = self.bars.as_ref().map(|m| {
             let bar = m.add(ProgressBar::new_spinner());
+            // The ETA from the same function as log lines and events: none before the
+            // first step is done (indicatif's own `{eta}` reads 0s then).
             let style = ProgressStyle::with_template(
-                "{spinner} {prefix:.bold} {wide_msg} {pos}/{len} [{elapsed}, ETA {eta}]",
+                "{spinner} {prefix:.bold} {wide_msg} {pos}/{len} [{elapsed}{left}]",
             )
+            .map(|s| {
+                s.with_key(
+                    "left",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let left = state
+                            .len()
+                            .and_then(|len| eta(state.pos(), len, state.elapsed()));
+                        if let Some(left) = left {
+                            let _ = write!(w, ", ETA {}", clock(left));
+                        }
+                    },
+                )
+            })
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
             bar.set_style(style);
             bar.set_prefix(id.to_owned());
