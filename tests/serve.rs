@@ -43,6 +43,14 @@ fn tiny_checkpoint(dir: &std::path::Path) {
 }
 
 fn start(dir: &std::path::Path) -> (Server, String) {
+    let (server, url, log) = start_logged(dir);
+    let pid = server.0.id();
+    count_requests(log, pid, None);
+    (server, url)
+}
+
+/// A server, its base URL, and its stderr (a line per request).
+fn start_logged(dir: &std::path::Path) -> (Server, String, std::process::ChildStderr) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_scorch"))
         .args([
             "serve",
@@ -55,9 +63,10 @@ fn start(dir: &std::path::Path) -> (Server, String) {
             "tiny",
         ])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let stderr = child.stderr.take().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -67,7 +76,105 @@ fn start(dir: &std::path::Path) -> (Server, String) {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected: {line}"))
         .to_owned();
-    (Server(child), url)
+    (Server(child), url, stderr)
+}
+
+/// Count the request lines of a server's stderr in a thread; `kill_after` kills the server
+/// (by pid) once it has answered that many.
+fn count_requests(
+    stderr: std::process::ChildStderr,
+    pid: u32,
+    kill_after: Option<usize>,
+) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.starts_with("POST /v1/chat/completions 200") {
+                n += 1;
+                if kill_after == Some(n) {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                }
+            }
+        }
+        n
+    })
+}
+
+/// The rollout workflow: 40 built-in tasks, greedy, through `policy`.
+fn pool_workflow(policy: &str) -> String {
+    format!(
+        r#"
+name: pool
+nodes:
+  tasks: {{kind: tasks, params: {{source: builtin, split: test, count: 40}}}}
+  roll:
+    kind: rollout
+    params:
+      policy: {policy}
+      sampling: {{temperature: 0.0, max_tokens: 24}}
+    inputs: {{tasks: {{from: tasks.tasks}}}}
+"#
+    )
+}
+
+#[test]
+fn a_pool_of_three_servers_with_one_killed_mid_run_gives_the_results_of_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("tiny");
+    tiny_checkpoint(&ck);
+    let p = common::Project::new();
+    // Over one server.
+    let (_one, url, log) = start_logged(&ck);
+    let pid = _one.0.id();
+    let one_count = count_requests(log, pid, None);
+    p.write(
+        "one.yaml",
+        &pool_workflow(&format!(
+            "{{kind: endpoint, base_url: \"{url}\", model: tiny, concurrency: 4}}"
+        )),
+    );
+    let one = p.run_json(&["one.yaml", "--store", "file://one"], 0);
+    drop(_one);
+    assert!(one_count.join().unwrap() > 40);
+    // Over three, the second killed once it has answered five requests.
+    let servers: Vec<_> = (0..3).map(|_| start_logged(&ck)).collect();
+    let urls: Vec<String> = servers.iter().map(|s| s.1.clone()).collect();
+    let mut counts = Vec::new();
+    let mut keep = Vec::new();
+    for (i, (server, _, log)) in servers.into_iter().enumerate() {
+        counts.push(count_requests(log, server.0.id(), (i == 1).then_some(5)));
+        keep.push(server);
+    }
+    p.write(
+        "pool.yaml",
+        &pool_workflow(&format!(
+            "{{kind: endpoint, base_url: \"{}\", pool: [\"{}\", \"{}\"], model: tiny, concurrency: 4, retries: 2}}",
+            urls[0], urls[1], urls[2]
+        )),
+    );
+    let pool = p.run_json(&["pool.yaml", "--store", "file://pool"], 0);
+    drop(keep);
+    let counts: Vec<usize> = counts.into_iter().map(|c| c.join().unwrap()).collect();
+    // (The answers of the batch in progress when it was killed may be logged too.)
+    assert!(
+        (5..20).contains(&counts[1]),
+        "the second server died after five answers: {counts:?}"
+    );
+    assert!(
+        counts[0] > 5 && counts[2] > 5,
+        "the others shared the work: {counts:?}"
+    );
+    let artifact = |rec: &serde_json::Value| {
+        common::node(rec, "roll")["outputs"]["trajectories"]["artifact"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(
+        artifact(&pool),
+        artifact(&one),
+        "the same trajectories, byte for byte"
+    );
 }
 
 #[test]
@@ -164,6 +271,7 @@ for stop in [None, ["\n\n"]]:
             timeout_s: 60.0,
             retries: 1,
             cache_dir: Some(cache.clone()),
+            pool: Vec::new(),
         })
         .unwrap();
         let chat = vec![Message::new(Role::User, "What is 3 + 4?")];

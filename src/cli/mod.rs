@@ -235,6 +235,17 @@ enum Command {
     /// `serve` and `bench`, which run in `scorch-worker`.
     #[command(flatten)]
     Model(scorch::model_commands::ModelCommand),
+    /// Run one node attempt of a run as a cluster job (what the Slurm executor submits).
+    #[command(hide = true)]
+    NodeJob {
+        /// The run's store.
+        #[arg(long)]
+        store: String,
+        /// The run.
+        run: String,
+        /// The node.
+        node: String,
+    },
     /// Print the JSON Schema of workflow files, or of a table kind's rows.
     Schema {
         /// A table kind (`tasks`, `trajectories`, `repairs`, `rl_prompts`).
@@ -500,6 +511,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             store,
         } => export::export(reference, out, store).await,
         Command::Import { files, out } => data::import(&files, &out),
+        Command::NodeJob { store, run, node } => worker::node_job(&store, &run, &node).await,
         Command::ExportChat {
             table,
             store,

@@ -20,8 +20,22 @@ pub(super) async fn run_cmd(args: RunArgs) -> Result<(), Failure> {
     let store = open_store(&args.store, Some(&wf))?;
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
+    // Ctrl-C, or SIGTERM (what `timeout`, a cluster scheduler or a service manager sends),
+    // cancels the running nodes (and their cluster jobs); a second Ctrl-C forces the exit.
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let interrupted = tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            () = term => true,
+        };
+        if interrupted {
             eprintln!("interrupted: cancelling running nodes (Ctrl-C again to force)");
             c2.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {

@@ -36,3 +36,23 @@ pub(crate) async fn forward(command: ModelCommand) -> Result<(), Failure> {
         ),
     )))
 }
+
+/// `scorch node-job`: one node attempt of a run, as a cluster job. SIGTERM (what `scancel`
+/// and a time limit send first) cancels the node; the exit code says whether it succeeded.
+pub(crate) async fn node_job(store: &str, run: &str, node: &str) -> Result<(), Failure> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_term = cancel.clone();
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::spawn(async move {
+            term.recv().await;
+            on_term.cancel();
+        });
+    }
+    let registry = scorch::builtin::registry();
+    if scorch_engine::cluster::serve(&registry, store, run, node, cancel).await {
+        Ok(())
+    } else {
+        Err(Failure::RunFailed)
+    }
+}

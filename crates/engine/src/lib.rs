@@ -3,7 +3,9 @@
 //! learning: node kinds come from a [`scorch_api::Registry`] that the binary builds.
 #![deny(missing_docs)]
 
+pub mod attempt;
 pub mod cache;
+pub mod cluster;
 pub mod dag;
 pub mod error;
 pub mod events;
@@ -14,6 +16,7 @@ pub mod progress;
 pub mod record;
 pub mod run;
 pub mod schema;
+pub mod slurm;
 pub mod spec;
 pub mod store;
 pub mod worker;

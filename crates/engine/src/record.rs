@@ -96,6 +96,9 @@ pub struct NodeRecord {
     /// The error, for failed nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The cluster jobs of its attempts (Slurm job ids), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
 }
 
 /// One `scorch run`.

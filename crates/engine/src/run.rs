@@ -6,15 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scorch_api::parquet_io::{StagedKind, collect_outputs};
-use scorch_api::{
-    InputArtifact, NodeContext, NodeContextParts, PluginError, PluginErrorKind, PortType,
-    TableSpec, check_schema,
-};
+use scorch_api::{PluginError, PluginErrorKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::attempt::Attempt;
 use crate::cache::{CACHE_FORMAT, KeyComponents};
+use crate::cluster::ClusterJob;
 use crate::dag;
 use crate::error::{EngineError, EngineErrorKind};
 use crate::events::{Event, MetricsFiles};
@@ -22,7 +20,8 @@ use crate::progress::Reporter;
 use crate::record::{
     NodeRecord, Outcome, OutputRecord, RunRecord, RunStatus, new_run_id, now_rfc3339,
 };
-use crate::store::{Artifact, ArtifactFile, ArtifactKind, NodeFile, NodeManifest, Store};
+use crate::spec::ExecutorSpec;
+use crate::store::{ArtifactKind, NodeFile, NodeManifest, Store};
 use crate::workflow::{Node, Workflow};
 
 /// What to run and how.
@@ -138,6 +137,8 @@ struct Finished {
     cancelled: bool,
     attempts: u32,
     elapsed: Duration,
+    /// Cluster job ids of its attempts.
+    jobs: Vec<String>,
 }
 
 /// How often a live run rewrites its record with the nodes finished so far.
@@ -157,6 +158,14 @@ pub async fn run(
     // What the selected nodes need; the rest is skipped, not failed.
     let selected: Vec<usize> = (0..n).filter(|&i| target[i]).collect();
     let needed = dag::ancestors(&deps, &selected);
+    // A cluster job must reach the store: refuse one it cannot before anything runs.
+    for (i, node) in wf.nodes.iter().enumerate() {
+        if let ExecutorSpec::Slurm(spec) = &node.executor
+            && needed[i]
+        {
+            crate::slurm::check_store(spec, store)?;
+        }
+    }
     let started = Instant::now();
     let id = new_run_id();
     // The lease comes first: from here on gc keeps everything this run publishes.
@@ -195,6 +204,7 @@ pub async fn run(
                 metrics: Vec::new(),
                 outputs: BTreeMap::new(),
                 error: None,
+                jobs: Vec::new(),
             })
             .collect(),
     };
@@ -332,7 +342,7 @@ pub async fn run(
                 continue;
             }
             let node = &wf.nodes[i];
-            let fits = node.resources.iter().all(|(slot, need)| {
+            let fits = held(node).all(|(slot, need)| {
                 used.get(slot).copied().unwrap_or(0) + need
                     <= wf.limits.get(slot).copied().unwrap_or(0)
             });
@@ -342,7 +352,7 @@ pub async fn run(
             let State::Queued(comps) = std::mem::replace(&mut state[i], State::Running) else {
                 continue;
             };
-            for (slot, need) in &node.resources {
+            for (slot, need) in held(node) {
                 *used.entry(slot.clone()).or_default() += need;
             }
             running += 1;
@@ -405,13 +415,14 @@ pub async fn run(
         (dirty, finished) = (true, true);
         running -= 1;
         let node = &wf.nodes[done.index];
-        for (slot, need) in &node.resources {
+        for (slot, need) in held(node) {
             if let Some(u) = used.get_mut(slot) {
                 *u = u.saturating_sub(*need);
             }
         }
         let rec = &mut record.nodes[done.index];
         rec.attempts = done.attempts;
+        rec.jobs = done.jobs;
         rec.duration_ms = done.elapsed.as_millis() as u64;
         match done.result {
             Ok(m) if done.computed_by.is_some() => {
@@ -502,6 +513,15 @@ pub async fn run(
     Ok(record)
 }
 
+/// The resource slots a running node holds in this run: all of them, but a cluster job's
+/// machine (its cores, GPUs and memory are the cluster's).
+fn held(node: &Node) -> impl Iterator<Item = (&String, &u32)> {
+    let cluster = node.executor.is_cluster();
+    node.resources
+        .iter()
+        .filter(move |(slot, _)| !(cluster && crate::slurm::MACHINE_SLOTS.contains(&slot.as_str())))
+}
+
 /// The ids of the nodes at `deps`, each once, in input order.
 fn upstream_ids(wf: &Workflow, deps: &[usize]) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
@@ -569,6 +589,7 @@ impl Job {
             cancelled,
             attempts: 0,
             elapsed: start.elapsed(),
+            jobs: Vec::new(),
         };
         let id = &self.node.id;
         let lock = crate::lease::lock_node(
@@ -603,9 +624,10 @@ impl Job {
 
     async fn compute(&self, start: Instant) -> Finished {
         let mut attempts = 0;
+        let mut jobs = Vec::new();
         loop {
             attempts += 1;
-            let result = self.attempt().await;
+            let result = self.attempt(attempts, &mut jobs).await;
             match result {
                 Ok(m) => {
                     return Finished {
@@ -615,6 +637,7 @@ impl Job {
                         cancelled: false,
                         attempts,
                         elapsed: start.elapsed(),
+                        jobs,
                     };
                 }
                 Err(e) => {
@@ -632,6 +655,7 @@ impl Job {
                             cancelled,
                             attempts,
                             elapsed: start.elapsed(),
+                            jobs,
                         };
                     }
                     let e = self.secrets.redact_str(&e.to_string());
@@ -646,8 +670,19 @@ impl Job {
         }
     }
 
-    /// One attempt: stage, run the plugin, commit.
-    async fn attempt(&self) -> Result<NodeManifest, PluginError> {
+    /// One attempt: stage, run the plugin, commit; here, or as a cluster job (whose id is
+    /// added to `jobs`).
+    async fn attempt(
+        &self,
+        number: u32,
+        jobs: &mut Vec<String>,
+    ) -> Result<NodeManifest, PluginError> {
+        if let ExecutorSpec::Slurm(spec) = &self.node.executor {
+            let result = self.attempt_on_slurm(spec, number, jobs).await;
+            self.keep(NodeFile::Log).await;
+            self.keep(NodeFile::Metrics).await;
+            return result;
+        }
         let staging = self.store.work_dir().join("staging").join(format!(
             "{}-{}",
             std::process::id(),
@@ -665,6 +700,55 @@ impl Job {
             tracing::warn!(dir = %staging.display(), error = %e, "cannot remove a staging folder; `scorch gc` will");
         }
         result
+    }
+
+    /// One attempt as a Slurm job: the job commits the outputs, the manifest comes from the
+    /// store.
+    async fn attempt_on_slurm(
+        &self,
+        spec: &crate::spec::SlurmSpec,
+        number: u32,
+        jobs: &mut Vec<String>,
+    ) -> Result<NodeManifest, PluginError> {
+        let params = self.comps.params.to_string();
+        let env = self
+            .secrets
+            .values
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| params.contains(&format!("${{env.{name}}}")))
+            .collect();
+        let workflow_dir = std::path::absolute(&self.workflow_dir)
+            .map_err(|e| PluginError::io("the workflow's folder", e))?;
+        let job = ClusterJob {
+            run_id: self.run_id.clone(),
+            node_id: self.node.id.clone(),
+            attempt: number,
+            components: self.comps.clone(),
+            env,
+            overwrite: self.overwrite,
+            workflow_dir,
+        };
+        let submission = crate::slurm::Submission {
+            spec,
+            store: &self.store,
+            job: &job,
+            resources: &self.node.resources,
+            progress: self.progress.as_ref(),
+            cancel: &self.cancel,
+        };
+        let (id, result) = submission.run().await;
+        let id = id.inspect(|id| jobs.push(id.clone()));
+        result?;
+        self.store
+            .manifest(&self.comps.key())
+            .await?
+            .ok_or_else(|| {
+                PluginError::failed(format!(
+                    "Slurm job {} completed but published no result for the node",
+                    id.unwrap_or_default()
+                ))
+            })
     }
 
     /// Keep the node's log (or metrics) with the run, secrets redacted; a file that cannot
@@ -696,144 +780,20 @@ impl Job {
         staging: &std::path::Path,
         log: &std::path::Path,
     ) -> Result<NodeManifest, PluginError> {
-        let started = Instant::now();
-        if let Some(dir) = log.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| PluginError::io(format!("creating {}", dir.display()), e))?;
-        }
-        let out_dir = staging.join("out");
-        let scratch = staging.join("scratch");
-        for d in [&out_dir, &scratch] {
-            tokio::fs::create_dir_all(d)
-                .await
-                .map_err(|e| PluginError::io(format!("creating {}", d.display()), e))?;
-        }
-        let mut inputs = BTreeMap::new();
-        for edge in &self.node.inputs {
-            let hash = self
-                .comps
-                .inputs
-                .get(&edge.input)
-                .ok_or_else(|| PluginError::failed("input hash missing"))?;
-            let artifact = self.store.artifact(hash).await?;
-            let declared = self.node.signature.input_type(&edge.input).cloned();
-            let input = match artifact.kind {
-                ArtifactKind::Table => {
-                    let schema = artifact.schema.clone().ok_or_else(|| {
-                        PluginError::new(PluginErrorKind::Input, "table artifact without a schema")
-                    })?;
-                    if let Some(PortType::Table(TableSpec::Columns(want))) = &declared {
-                        check_schema(want, &schema).map_err(|why| {
-                            PluginError::new(
-                                PluginErrorKind::Input,
-                                format!("input `{}` does not fit: {why}", edge.input),
-                            )
-                        })?;
-                    }
-                    InputArtifact::Table {
-                        files: artifact
-                            .files
-                            .iter()
-                            .map(|f| (Store::object_path(&f.object), f.size))
-                            .collect(),
-                        schema: Arc::new(schema),
-                        rows: artifact.rows.unwrap_or(0),
-                    }
-                }
-                ArtifactKind::Blobs => {
-                    let dir = staging.join("in").join(&edge.input);
-                    tokio::fs::create_dir_all(&dir)
-                        .await
-                        .map_err(|e| PluginError::io("creating an input folder", e))?;
-                    self.store.materialize(&artifact, &dir).await?;
-                    InputArtifact::Blobs { dir }
-                }
-            };
-            inputs.insert(edge.input.clone(), input);
-        }
-        let ctx = Arc::new(NodeContext::new(NodeContextParts {
-            node_id: self.node.id.clone(),
+        let attempt = Attempt {
+            store: &self.store,
+            node_id: &self.node.id,
+            plugin: self.node.plugin.clone(),
+            params: &self.node.params,
+            signature: &self.node.signature,
             seed: self.node.seed,
-            store: self.store.objects(),
-            store_url: self.store.absolute_url(),
-            inputs,
-            outputs: self.node.signature.outputs.clone(),
-            staging_dir: out_dir.clone(),
-            scratch_dir: scratch,
-            log_file: log.to_path_buf(),
-            workflow_dir: self.workflow_dir.clone(),
-            cancel: self.cancel.clone(),
+            comps: &self.comps,
+            overwrite: self.overwrite,
+            workflow_dir: &self.workflow_dir,
+            cancel: &self.cancel,
             progress: self.progress.clone(),
-        }));
-        // The plugin runs in its own task so that a panic becomes a node failure.
-        let (plugin, params, task_ctx) = (
-            self.node.plugin.clone(),
-            self.node.params.clone(),
-            ctx.clone(),
-        );
-        let handle = tokio::spawn(async move { plugin.run_json(&params, &task_ctx).await });
-        match handle.await {
-            Ok(r) => r?,
-            Err(e) if e.is_panic() => {
-                let payload = e.into_panic();
-                let msg = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                return Err(PluginError::failed(format!("the plugin panicked: {msg}")));
-            }
-            Err(e) => return Err(PluginError::failed(format!("the plugin task failed: {e}"))),
-        }
-        if self.cancel.is_cancelled() {
-            return Err(PluginError::cancelled());
-        }
-
-        // Commit: objects, then artifacts, then the manifest.
-        let staged = collect_outputs(&out_dir, &self.node.signature.outputs)?;
-        let mut outputs = BTreeMap::new();
-        for out in staged {
-            let mut files = Vec::with_capacity(out.files.len());
-            for f in &out.files {
-                let (object, size) = self.store.put_file(&f.abs).await?;
-                files.push(ArtifactFile {
-                    path: f.rel.clone(),
-                    object,
-                    size,
-                });
-            }
-            let artifact = match out.kind {
-                StagedKind::Table { schema, rows } => Artifact {
-                    kind: ArtifactKind::Table,
-                    files,
-                    schema: Some(schema.as_ref().clone()),
-                    rows: Some(rows),
-                },
-                StagedKind::Blobs => Artifact {
-                    kind: ArtifactKind::Blobs,
-                    files,
-                    schema: None,
-                    rows: None,
-                },
-            };
-            let hash = self.store.put_artifact(&artifact).await?;
-            outputs.insert(out.name, hash);
-        }
-        let manifest = NodeManifest {
-            key: self.comps.key(),
-            components: self.comps.clone(),
-            outputs,
-            metrics: ctx.metrics(),
-            node: self.node.id.clone(),
-            created: now_rfc3339(),
-            duration_ms: started.elapsed().as_millis() as u64,
         };
-        if self.cancel.is_cancelled() {
-            return Err(PluginError::cancelled());
-        }
-        self.store.publish(&manifest, self.overwrite).await?;
-        Ok(manifest)
+        attempt.run(staging, log).await
     }
 }
 

@@ -42,6 +42,10 @@ pub struct WorkflowSpec {
     /// `scorch run --tracker` adds to these.
     #[serde(default, skip_serializing_if = "TrackersSpec::is_empty")]
     pub trackers: TrackersSpec,
+    /// Where nodes run: `local` (the default: tasks of this process) or `slurm` (each node a
+    /// cluster job). A node's own `executor:` replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorSpec>,
     /// The nodes, by id.
     pub nodes: IndexMap<String, NodeSpec>,
 }
@@ -85,6 +89,56 @@ pub struct MlflowSpec {
     pub experiment: Option<String>,
 }
 
+/// Where a node runs. Never part of a cache key: a node computes the same bytes wherever it
+/// runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ExecutorSpec {
+    /// A task of the `scorch run` process (a worker process for kinds that need libtorch).
+    Local,
+    /// A Slurm job per node attempt, submitted with `sbatch` once the node's inputs are ready.
+    Slurm(SlurmSpec),
+}
+
+impl ExecutorSpec {
+    /// Whether nodes run as cluster jobs.
+    pub fn is_cluster(&self) -> bool {
+        !matches!(self, Self::Local)
+    }
+}
+
+/// Options of the Slurm executor. A node's `resources` become the job's requests: `cpu` →
+/// `--cpus-per-task`, `gpu` → `--gres=gpu:N`, `mem_gb` → `--mem=NG`; other slots (`teacher`)
+/// stay limits of the run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSpec {
+    /// `--partition`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `--account`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `--qos`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// `--time`, the job's time limit (`30`, `2:00:00`, `1-00:00:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// More `sbatch` flags, as given (`[--constraint=a100, --exclusive]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sbatch_args: Vec<String>,
+    /// The `scorch` binary as the compute nodes see it; default this one's path (a shared
+    /// filesystem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// The store is a `file://` folder that every compute node sees at the same path (a
+    /// shared filesystem). Without it a `file://` store is refused: jobs on other machines
+    /// would write where the run never looks.
+    #[serde(default)]
+    pub shared_store: bool,
+}
+
 /// One node: a configured plugin.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -115,6 +169,10 @@ pub struct NodeSpec {
     /// use the values as `${matrix.KEY}`.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub matrix: IndexMap<String, Vec<Value>>,
+    /// Where this node runs, replacing the workflow's `executor:` (`{kind: local}` keeps a
+    /// light node out of the cluster queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorSpec>,
 }
 
 /// Where an input comes from.

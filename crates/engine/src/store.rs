@@ -46,6 +46,8 @@ pub enum NodeFile {
     Log,
     /// The metrics it reported as it ran, as JSON lines ([`crate::events::MetricLine`]).
     Metrics,
+    /// What a cluster job of the node runs ([`crate::cluster::ClusterJob`]).
+    Job,
 }
 
 impl NodeFile {
@@ -53,6 +55,7 @@ impl NodeFile {
         match self {
             Self::Log => "log",
             Self::Metrics => "metrics.jsonl",
+            Self::Job => "job.json",
         }
     }
 }

@@ -316,7 +316,7 @@ async fn run_in_worker(
 }
 
 /// Append a line to the node's log (the worker's header, its progress messages).
-async fn append(log: &std::path::Path, line: &str) {
+pub(crate) async fn append(log: &std::path::Path, line: &str) {
     if let Ok(mut f) = tokio::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -331,7 +331,8 @@ async fn append(log: &std::path::Path, line: &str) {
 #[derive(Debug, Default)]
 pub struct StdoutProgress;
 
-fn emit(event: &Event) {
+/// Write `event` as one line of stdout.
+pub(crate) fn emit(event: &Event) {
     use std::io::Write as _;
     if let Ok(line) = serde_json::to_string(event) {
         let mut out = std::io::stdout().lock();

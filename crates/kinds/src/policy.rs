@@ -97,6 +97,11 @@ pub struct Endpoint {
     /// A folder caching responses by request content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_dir: Option<PathBuf>,
+    /// More base URLs serving the same model, a pool with `base_url`: each request goes to
+    /// the one with the fewest requests in flight; one that fails is set aside and tried
+    /// again later. The response cache and the token counts are the pool's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<String>,
 }
 
 fn default_concurrency() -> usize {

@@ -1,10 +1,13 @@
 //! An OpenAI-compatible chat client (vLLM, SGLang, llama.cpp's server, hosted APIs): a
 //! concurrency limit, timeouts, retries with backoff on 429 and 5xx, token accounting, and a
-//! response cache keyed by request content so that a rerun never pays twice for a call.
+//! response cache keyed by request content so that a rerun never pays twice for a call. An
+//! endpoint may be a pool of servers of one model: requests go to the member with the fewest
+//! in flight, and a member that fails is set aside for a while.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use scorch_agent::format::Message;
@@ -30,7 +33,50 @@ pub struct Usage {
     pub retries: u64,
 }
 
-/// A client of one endpoint.
+/// One server of an endpoint's pool.
+#[derive(Debug)]
+struct Member {
+    /// `…/chat/completions`.
+    url: String,
+    in_flight: AtomicUsize,
+    /// Failures in a row.
+    failures: AtomicU32,
+    /// Set aside until then, after a failure.
+    out_until: Mutex<Option<Instant>>,
+}
+
+impl Member {
+    fn is_out(&self, now: Instant) -> bool {
+        self.out_until
+            .lock()
+            .map(|t| t.is_some_and(|t| t > now))
+            .unwrap_or(false)
+    }
+    /// Set aside for 1 s, doubling with each failure in a row, at most 30 s.
+    fn failed(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed).min(5);
+        if let Ok(mut t) = self.out_until.lock() {
+            *t = Some(Instant::now() + Duration::from_secs(1 << n));
+        }
+    }
+    fn answered(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if let Ok(mut t) = self.out_until.lock() {
+            *t = None;
+        }
+    }
+}
+
+/// A request in flight on a member.
+struct InFlight<'a>(&'a Member);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A client of one endpoint (one server, or a pool of servers of one model).
 #[derive(Debug, Clone)]
 pub struct OpenAiClient {
     endpoint: Endpoint,
@@ -38,6 +84,7 @@ pub struct OpenAiClient {
     slots: Arc<Semaphore>,
     usage: Arc<Mutex<Usage>>,
     api_key: Option<String>,
+    members: Arc<Vec<Member>>,
 }
 
 fn err(msg: impl Into<String>) -> TeacherError {
@@ -83,14 +130,44 @@ impl OpenAiClient {
             .timeout(Duration::from_secs_f64(endpoint.timeout_s.max(0.001)))
             .build()
             .map_err(|e| err(format!("HTTP client: {e}")))?;
-        let slots = Arc::new(Semaphore::new(endpoint.concurrency.max(1)));
+        let members: Vec<Member> = std::iter::once(&endpoint.base_url)
+            .chain(&endpoint.pool)
+            .map(|base| Member {
+                url: format!("{}/chat/completions", base.trim_end_matches('/')),
+                in_flight: AtomicUsize::new(0),
+                failures: AtomicU32::new(0),
+                out_until: Mutex::new(None),
+            })
+            .collect();
+        // `concurrency` requests per server.
+        let slots = Arc::new(Semaphore::new(endpoint.concurrency.max(1) * members.len()));
         Ok(Self {
             endpoint,
             http,
             slots,
             usage: Arc::default(),
             api_key,
+            members: Arc::new(members),
         })
+    }
+
+    /// The member to send to: of those not set aside, the one with the fewest requests in
+    /// flight (the first of equals); when all are set aside, the one back soonest.
+    fn pick(&self) -> InFlight<'_> {
+        let now = Instant::now();
+        let member = self
+            .members
+            .iter()
+            .filter(|m| !m.is_out(now))
+            .min_by_key(|m| m.in_flight.load(Ordering::Relaxed))
+            .or_else(|| {
+                self.members
+                    .iter()
+                    .min_by_key(|m| m.out_until.lock().ok().and_then(|t| *t).unwrap_or(now))
+            })
+            .unwrap_or(&self.members[0]);
+        member.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(member)
     }
 
     /// What was spent so far.
@@ -160,23 +237,34 @@ impl OpenAiClient {
             .acquire()
             .await
             .map_err(|_| err("the client is closed"))?;
-        let url = format!(
-            "{}/chat/completions",
-            self.endpoint.base_url.trim_end_matches('/')
-        );
+        // Each failure counts against `retries`; a pool may also move on once per other
+        // member without waiting.
+        let allowed = self.endpoint.retries + self.endpoint.pool.len() as u32;
         let mut attempt = 0u32;
         let response: Value = loop {
-            let mut req = self.http.post(&url).json(&body);
+            let member = self.pick();
+            let url = member.0.url.as_str();
+            let mut req = self.http.post(url).json(&body);
             if let Some(key) = &self.api_key {
                 req = req.bearer_auth(key);
             }
             let outcome = req.send().await;
             let retry_after = match outcome {
                 Ok(r) if r.status().is_success() => {
-                    break r
-                        .json()
-                        .await
-                        .map_err(|e| err(format!("{url}: bad response: {e}")))?;
+                    let parsed = r.json().await;
+                    match parsed {
+                        Ok(v) => {
+                            member.0.answered();
+                            break v;
+                        }
+                        // Cut off mid-answer (the server went away): another member may answer.
+                        Err(e) if attempt < allowed && self.members.len() > 1 => {
+                            tracing::warn!(url, error = %e, "an endpoint of the pool broke off; trying another");
+                            member.0.failed();
+                            None
+                        }
+                        Err(e) => return Err(err(format!("{url}: bad response: {e}"))),
+                    }
                 }
                 Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
                     let wait = r
@@ -184,12 +272,15 @@ impl OpenAiClient {
                         .get("retry-after")
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.parse::<f64>().ok());
-                    if attempt >= self.endpoint.retries {
+                    if attempt >= allowed {
                         return Err(err(format!(
                             "{url}: HTTP {} after {} retries",
                             r.status(),
                             attempt
                         )));
+                    }
+                    if r.status().is_server_error() {
+                        member.0.failed();
                     }
                     wait
                 }
@@ -201,14 +292,25 @@ impl OpenAiClient {
                         text.chars().take(500).collect::<String>()
                     )));
                 }
-                Err(e) if (e.is_timeout() || e.is_connect()) && attempt < self.endpoint.retries => {
+                Err(e)
+                    if (e.is_timeout() || e.is_connect() || e.is_request())
+                        && attempt < allowed =>
+                {
+                    tracing::warn!(url, error = %e, "an endpoint failed; trying again");
+                    member.0.failed();
                     None
                 }
                 Err(e) => return Err(err(format!("{url}: {e}"))),
             };
+            drop(member);
             attempt += 1;
             if let Ok(mut u) = self.usage.lock() {
                 u.retries += 1;
+            }
+            // Straight on to a member that is not set aside; otherwise back off.
+            let now = Instant::now();
+            if retry_after.is_none() && self.members.iter().any(|m| !m.is_out(now)) {
+                continue;
             }
             let backoff = retry_after.unwrap_or(0.25 * f64::from(1u32 << attempt.min(6)));
             tokio::time::sleep(Duration::from_secs_f64(backoff.min(30.0))).await;

@@ -192,7 +192,9 @@ async fn chat_completions(
     if state.jobs.send(job).is_err() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "the model worker stopped");
     }
-    match progress_rx {
+    let started = std::time::Instant::now();
+    let n = req.n;
+    let response = match progress_rx {
         Some(progress) => stream(
             state,
             req.options.stop,
@@ -202,7 +204,19 @@ async fn chat_completions(
             rx,
         ),
         None => whole(&state, req.logprobs, rx).await,
+    };
+    // An access log line, as vLLM writes one (a streamed reply's time is to its first byte);
+    // a closed stderr is no reason to fail the request.
+    {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "POST /v1/chat/completions {} n={n} {} ms",
+            response.status().as_u16(),
+            started.elapsed().as_millis()
+        );
     }
+    response
 }
 
 /// The reply as one JSON object.

@@ -65,6 +65,8 @@ pub struct Node {
     pub retries: u32,
     /// The seed.
     pub seed: u64,
+    /// Where it runs.
+    pub executor: crate::spec::ExecutorSpec,
 }
 
 impl std::fmt::Debug for Node {

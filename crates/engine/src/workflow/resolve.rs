@@ -12,7 +12,7 @@ use super::{Ctx, Edge, LoadOptions, Node, Workflow, deps_of};
 use crate::dag;
 use crate::error::{Diagnostic, ErrorKind};
 use crate::interp::{Scope, Secrets, interpolate};
-use crate::spec::{NodeSpec, WorkflowSpec};
+use crate::spec::{ExecutorSpec, NodeSpec, WorkflowSpec};
 use crate::yaml;
 
 /// Each node instance's `(base id, matrix bindings)`.
@@ -479,7 +479,16 @@ fn build_nodes(
         };
         let mut resources = ns.resources.clone();
         resources.entry("cpu".into()).or_insert(1);
+        let executor = ns
+            .executor
+            .clone()
+            .or_else(|| spec.executor.clone())
+            .unwrap_or(ExecutorSpec::Local);
         for (slot, need) in &resources {
+            // A cluster job asks the cluster for its machine; this one's cores do not limit it.
+            if executor.is_cluster() && crate::slurm::MACHINE_SLOTS.contains(&slot.as_str()) {
+                continue;
+            }
             match limits.get(slot) {
                 Some(limit) if need > limit => ctx.push(
                     ErrorKind::Resources,
@@ -517,6 +526,7 @@ fn build_nodes(
             resources,
             retries: ns.retries,
             seed: ns.seed.unwrap_or(spec.seed),
+            executor,
         });
         specs.push(ns.clone());
     }
