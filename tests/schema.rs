@@ -116,7 +116,11 @@ fn an_editor_checks_and_completes_node_params_with_the_committed_schema() {
     )
     .unwrap();
     let mut files = Vec::new();
-    for rel in ["workflows/score.yaml", "workflows/real/qwen-vllm.yaml"] {
+    for rel in [
+        "workflows/score.yaml",
+        "workflows/real/qwen-vllm.yaml",
+        "workflows/real/slurm-qwen.yaml",
+    ] {
         let to = dir.path().join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(root.join(rel), &to).unwrap();
@@ -176,6 +180,7 @@ nodes:
     // The repo's workflows, `${vars.…}` in typed params included, are clean.
     assert_eq!(messages("workflows/score.yaml"), vec![]);
     assert_eq!(messages("workflows/real/qwen-vllm.yaml"), vec![]);
+    assert_eq!(messages("workflows/real/slurm-qwen.yaml"), vec![]);
     let bad = messages("workflows/bad.yaml");
     let on = |line: u64| -> String {
         bad.iter()
