@@ -65,6 +65,9 @@ pub struct NodeContextParts {
     pub cancel: CancellationToken,
     /// Where progress goes.
     pub progress: Arc<dyn ProgressSink>,
+    /// The store prefix of the node's resumable state ([`crate::resume`]), derived from its
+    /// cache key; `None` where state cannot be kept.
+    pub resume: Option<String>,
 }
 
 impl std::fmt::Debug for NodeContextParts {
@@ -146,6 +149,18 @@ impl NodeContext {
     /// [`NodeContext::blocking`]).
     pub fn progress_handle(&self) -> Arc<dyn ProgressSink> {
         self.parts.progress.clone()
+    }
+
+    /// Where the node keeps its state between attempts (a long training run saves its
+    /// step there and resumes from it); `None` where the engine keeps no state.
+    pub fn state_store(&self) -> Option<crate::resume::StateStore> {
+        let prefix = self.parts.resume.clone()?;
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(crate::resume::StateStore::new(
+            self.parts.store.clone(),
+            prefix,
+            runtime,
+        ))
     }
     /// Report a metric.
     pub fn metric(&self, name: &str, value: f64) {

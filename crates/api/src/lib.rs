@@ -17,6 +17,7 @@ pub mod parquet_io;
 mod plugin;
 mod port;
 mod progress;
+pub mod resume;
 pub mod tables;
 pub mod testing;
 

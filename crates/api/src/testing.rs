@@ -122,6 +122,7 @@ pub async fn run_plugin(
             .unwrap_or_else(|| PathBuf::from(".")),
         cancel,
         progress: Arc::new(NoProgress),
+        resume: None,
     });
     plugin.run_json(&checked.params, &ctx).await?;
     let staged = collect_outputs(&staging, &checked.signature.outputs)?;

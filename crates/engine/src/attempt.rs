@@ -19,6 +19,12 @@ use crate::cache::KeyComponents;
 use crate::record::now_rfc3339;
 use crate::store::{Artifact, ArtifactFile, ArtifactKind, NodeManifest, Store};
 
+/// The store prefix of a node's resumable state: by its cache key, so that state is resumed
+/// exactly by an attempt that computes the same thing.
+pub fn resume_prefix(comps: &KeyComponents) -> String {
+    format!("resume/{}", comps.key())
+}
+
 /// What one attempt at a node needs.
 pub struct Attempt<'a> {
     /// Where inputs come from and outputs go.
@@ -122,6 +128,7 @@ impl Attempt<'_> {
             workflow_dir: self.workflow_dir.to_path_buf(),
             cancel: self.cancel.clone(),
             progress: self.progress.clone(),
+            resume: Some(resume_prefix(self.comps)),
         }));
         // The plugin runs in its own task so that a panic becomes a node failure.
         let (plugin, params, task_ctx) = (self.plugin.clone(), self.params.clone(), ctx.clone());
@@ -186,6 +193,12 @@ impl Attempt<'_> {
             return Err(PluginError::cancelled());
         }
         self.store.publish(&manifest, self.overwrite).await?;
+        // The node's saved state served its purpose.
+        if let Some(state) = ctx.state_store()
+            && let Err(e) = state.clear().await
+        {
+            tracing::warn!(node = %self.node_id, error = %e, "cannot remove the node's saved state");
+        }
         Ok(manifest)
     }
 }

@@ -55,6 +55,9 @@ pub struct Job {
     pub log_file: PathBuf,
     /// The workflow file's folder.
     pub workflow_dir: PathBuf,
+    /// The store prefix of the node's resumable state.
+    #[serde(default)]
+    pub resume: Option<String>,
 }
 
 /// An input of a [`Job`]: [`InputArtifact`] in JSON.
@@ -216,6 +219,7 @@ async fn run_in_worker(
         scratch_dir: parts.scratch_dir.clone(),
         log_file: parts.log_file.clone(),
         workflow_dir: parts.workflow_dir.clone(),
+        resume: parts.resume.clone(),
     };
     let job_file = parts.scratch_dir.join("worker-job.json");
     let bytes = serde_json::to_vec(&job)
@@ -432,6 +436,7 @@ async fn serve(
         workflow_dir: job.workflow_dir,
         cancel: cancel.clone(),
         progress: Arc::new(StdoutProgress),
+        resume: job.resume,
     });
     plugin.run_json(&checked.params, &ctx).await?;
     if cancel.is_cancelled() {

@@ -98,7 +98,9 @@ impl Declaration for Rl {
         "rl"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: AdamW computed here instead of by libtorch (its state can be saved), which
+        // changes the last bits of the weights.
+        "2"
     }
     fn description(&self) -> &'static str {
         "GRPO from verified prefixes with the key-step reward"

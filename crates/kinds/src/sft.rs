@@ -53,6 +53,15 @@ pub struct SftParams {
     /// bfloat16 matrix products over float32 weights and optimiser state.
     #[serde(default, skip_serializing_if = "Precision::is_auto")]
     pub precision: Precision,
+    /// Save the training state (weights, optimiser, data order) into the store every this
+    /// many steps, so that a killed or preempted node resumes from there (0: never). A resumed
+    /// run ends with the same checkpoint as one that was never stopped.
+    #[serde(default = "d_save_every")]
+    pub save_every: usize,
+}
+
+fn d_save_every() -> usize {
+    50
 }
 
 fn d_micro_batch_tokens() -> usize {
@@ -91,7 +100,9 @@ impl Declaration for Sft {
         "sft"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: AdamW computed here instead of by libtorch (its state can be saved), which
+        // changes the last bits of the weights.
+        "2"
     }
     fn description(&self) -> &'static str {
         "Trains a checkpoint on trajectories (loss on assistant turns only)"

@@ -1,6 +1,10 @@
 //! Training pieces used by `sft` and `rl`: token-level loss with a mask (only the policy's
 //! own turns count), log-probabilities of given completions, AdamW, gradient clipping,
 //! warmup + cosine schedule, gradient accumulation.
+//!
+//! AdamW is written here over the variables' tensors rather than taken from libtorch (whose
+//! optimiser state tch cannot read or write), so that a run's state (weights, moments, step)
+//! can be saved and a preempted node resume exactly where it stopped.
 
 use tch::{Device, Kind, Tensor, nn};
 
@@ -173,10 +177,39 @@ pub fn masked_nll(model: &Qwen2, batch: &Batch) -> (Tensor, f64) {
     )
 }
 
+/// Save the weights of `vs` and the state of `trainer` into folder `dir`
+/// (`weights.safetensors`, `optimizer.safetensors`).
+pub fn save_training(
+    dir: &std::path::Path,
+    vs: &nn::VarStore,
+    trainer: &Trainer,
+) -> Result<(), ModelError> {
+    vs.save(dir.join("weights.safetensors"))?;
+    Tensor::write_safetensors(&trainer.state(), dir.join("optimizer.safetensors"))?;
+    Ok(())
+}
+
+/// Take up what [`save_training`] wrote into `dir`.
+pub fn load_training(
+    dir: &std::path::Path,
+    vs: &mut nn::VarStore,
+    trainer: &mut Trainer,
+) -> Result<(), ModelError> {
+    vs.load(dir.join("weights.safetensors"))?;
+    let state = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
+    trainer.restore(&state)
+}
+
+/// AdamW's epsilon.
+const EPS: f64 = 1e-8;
+
 /// AdamW with the schedule, clipping and accumulation.
 pub struct Trainer {
-    opt: nn::Optimizer,
-    vars: Vec<Tensor>,
+    /// The trainable variables, in the var store's order of names.
+    vars: Vec<(String, Tensor)>,
+    /// First and second moments, one of each per variable.
+    exp_avg: Vec<Tensor>,
+    exp_avg_sq: Vec<Tensor>,
     config: TrainConfig,
     step: usize,
 }
@@ -193,15 +226,56 @@ impl std::fmt::Debug for Trainer {
 impl Trainer {
     /// An optimiser over every trainable variable of `vs`.
     pub fn new(vs: &nn::VarStore, config: TrainConfig) -> Result<Self, ModelError> {
-        use tch::nn::OptimizerConfig;
-        let opt = nn::adamw(config.betas.0, config.betas.1, config.weight_decay)
-            .build(vs, lr_at(&config, 0))?;
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let zeros = |t: &Tensor| t.zeros_like().detach();
         Ok(Self {
-            opt,
-            vars: vs.trainable_variables(),
+            exp_avg: vars.iter().map(|(_, t)| zeros(t)).collect(),
+            exp_avg_sq: vars.iter().map(|(_, t)| zeros(t)).collect(),
+            vars,
             config,
             step: 0,
         })
+    }
+
+    /// The optimiser's state: each variable's moments and the step, as named tensors.
+    pub fn state(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::with_capacity(2 * self.vars.len() + 1);
+        for (((name, _), m), v) in self.vars.iter().zip(&self.exp_avg).zip(&self.exp_avg_sq) {
+            out.push((format!("exp_avg.{name}"), m.shallow_clone()));
+            out.push((format!("exp_avg_sq.{name}"), v.shallow_clone()));
+        }
+        out.push(("step".into(), Tensor::from(self.step as i64)));
+        out
+    }
+
+    /// Take up the state [`state`](Self::state) gave (of a trainer over the same variables).
+    pub fn restore(&mut self, state: &[(String, Tensor)]) -> Result<(), ModelError> {
+        let get = |key: &str| {
+            state
+                .iter()
+                .find(|(n, _)| n == key)
+                .map(|(_, t)| t)
+                .ok_or_else(|| ModelError::Config(format!("the saved state has no `{key}`")))
+        };
+        tch::no_grad(|| -> Result<(), ModelError> {
+            for (((name, _), m), v) in self
+                .vars
+                .iter()
+                .zip(&mut self.exp_avg)
+                .zip(&mut self.exp_avg_sq)
+            {
+                m.f_copy_(get(&format!("exp_avg.{name}"))?)?;
+                v.f_copy_(get(&format!("exp_avg_sq.{name}"))?)?;
+            }
+            Ok(())
+        })?;
+        self.step = usize::try_from(i64::try_from(get("step")?)?).unwrap_or(0);
+        Ok(())
     }
 
     /// Accumulate gradients of `loss` scaled by `scale` (1 / accumulation steps).
@@ -239,7 +313,7 @@ impl Trainer {
             let norms: Vec<Tensor> = self
                 .vars
                 .iter()
-                .map(Tensor::grad)
+                .map(|(_, v)| v.grad())
                 .filter(Tensor::defined)
                 .map(|g| g.to_kind(Kind::Float).norm())
                 .collect();
@@ -249,7 +323,7 @@ impl Trainer {
             let total = f64::try_from(Tensor::stack(&norms, 0).norm())?;
             if self.config.clip > 0.0 && total > self.config.clip {
                 let k = self.config.clip / (total + 1e-6);
-                for v in &self.vars {
+                for (_, v) in &self.vars {
                     let mut g = v.grad();
                     if g.defined() {
                         let _ = g.g_mul_scalar_(k);
@@ -259,10 +333,31 @@ impl Trainer {
             Ok(total)
         })?;
         let lr = lr_at(&self.config, self.step);
-        self.opt.set_lr(lr);
-        self.opt.step();
-        self.opt.zero_grad();
         self.step += 1;
+        let (b1, b2) = self.config.betas;
+        let t = self.step as i32;
+        let (bc1, bc2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        tch::no_grad(|| {
+            for (((_, p), m), v) in self
+                .vars
+                .iter()
+                .zip(&mut self.exp_avg)
+                .zip(&mut self.exp_avg_sq)
+            {
+                let mut g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                let mut p = p.shallow_clone();
+                let _ = p.g_mul_scalar_(1.0 - lr * self.config.weight_decay);
+                let _ = m.lerp_(&g, 1.0 - b1);
+                let _ = v.g_mul_scalar_(b2);
+                let _ = v.addcmul_(&g, &(&g * (1.0 - b2)));
+                let denom = v.sqrt() / bc2.sqrt() + EPS;
+                let _ = p.g_sub_(&(&*m / denom * (lr / bc1)));
+                let _ = g.zero_();
+            }
+        });
         Ok((lr, norm))
     }
 

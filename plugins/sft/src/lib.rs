@@ -16,8 +16,25 @@ use scorch_model::encode::encode_trajectory;
 use scorch_model::precision::ComputeKind;
 use scorch_model::scratch::from_scratch;
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
-use scorch_model::train::{TrainConfig, Trainer, clip_len, masked_nll};
+use scorch_model::train::{
+    TrainConfig, Trainer, clip_len, load_training, masked_nll, save_training,
+};
+use serde::{Deserialize, Serialize};
 use tch::Kind;
+
+/// What of a training run is not in the weights and the optimiser: where the data order
+/// stands. Saved beside them every `save_every` steps.
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    /// Steps done.
+    step: usize,
+    /// The shuffling generator's position (a u128, as text).
+    rng_word_pos: String,
+    /// Rows of the current shuffle not yet taken.
+    order: Vec<usize>,
+    /// The steps' log so far.
+    log: Vec<TrainStep>,
+}
 
 /// The `sft` plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -47,6 +64,8 @@ impl DeclaredPlugin for Sft {
         let seed = ctx.seed();
         let (device, _) = scorch_model::pick_device(&p.device)?;
         let compute = p.precision.compute_kind(device);
+        let state = ctx.state_store().filter(|_| p.save_every > 0);
+        let state_dir = ctx.scratch_dir().join("state");
         let steps = ctx
             .blocking(move || -> Result<Vec<TrainStep>, PluginError> {
                 // Float32 master weights; the layers compute in the precision's kind.
@@ -79,7 +98,25 @@ impl DeclaredPlugin for Sft {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed);
                 let mut order: Vec<usize> = Vec::new();
                 let mut log = Vec::with_capacity(p.steps);
-                for step in 0..p.steps {
+                let mut start = 0;
+                // A run killed or preempted before: go on from its last saved step.
+                if let Some(state) = &state
+                    && let Some(step) = state.load_blocking(&state_dir)?
+                {
+                    load_training(&state_dir, &mut ck.vs, &mut trainer)?;
+                    let saved: Progress = serde_json::from_slice(
+                        &std::fs::read(state_dir.join("progress.json"))
+                            .map_err(|e| PluginError::io("reading the saved progress", e))?,
+                    )
+                    .map_err(|e| PluginError::failed(format!("the saved progress: {e}")))?;
+                    let pos: u128 = saved.rng_word_pos.parse().unwrap_or(0);
+                    rng.set_word_pos(pos);
+                    (start, order, log) = (saved.step, saved.order, saved.log);
+                    debug_assert_eq!(start as u64, step);
+                    progress.advance(start as u64);
+                    progress.message(&format!("resumed at step {start} of {}", p.steps));
+                }
+                for step in start..p.steps {
                     if cancel.is_cancelled() {
                         return Err(PluginError::cancelled());
                     }
@@ -120,6 +157,27 @@ impl DeclaredPlugin for Sft {
                         grad_norm,
                         reward: 0.0,
                     });
+                    let done = step + 1;
+                    if let Some(state) = &state
+                        && done.is_multiple_of(p.save_every)
+                        && done < p.steps
+                    {
+                        std::fs::create_dir_all(&state_dir)
+                            .map_err(|e| PluginError::io("creating the state folder", e))?;
+                        save_training(&state_dir, &ck.vs, &trainer)?;
+                        let saved = Progress {
+                            step: done,
+                            rng_word_pos: rng.get_word_pos().to_string(),
+                            order: order.clone(),
+                            log: log.clone(),
+                        };
+                        std::fs::write(
+                            state_dir.join("progress.json"),
+                            serde_json::to_vec(&saved).unwrap_or_default(),
+                        )
+                        .map_err(|e| PluginError::io("saving the progress", e))?;
+                        state.save_blocking(done as u64, &state_dir)?;
+                    }
                 }
                 ck.save(&out_dir)?;
                 Ok(log)
