@@ -1,4 +1,4 @@
-//! Training that survives being killed: `sft` saves its state into the store every
+//! Training that survives being killed: `sft` and `rl` save their state into the store every
 //! `save_every` steps; a run killed mid-way (SIGKILL to the whole process group, as a node
 //! failure or a preemption does) is resumed by the next run from the last saved step, and
 //! ends with the same checkpoint, byte for byte, as a run that was never stopped.
@@ -30,39 +30,60 @@ nodes:
     inputs: {trajectories: {from: demos.trajectories}}
 "#;
 
-fn artifacts(rec: &serde_json::Value) -> (String, String) {
-    let sft = common::node(rec, "sft");
-    (
-        sft["outputs"]["checkpoint"]["artifact"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-        sft["outputs"]["loss"]["artifact"]
-            .as_str()
-            .unwrap()
-            .to_owned(),
-    )
+/// `TRAIN` (a shorter `sft`) on to mentored solving and 30 steps of `rl`.
+fn rl_workflow() -> String {
+    TRAIN
+        .replace("steps: 160", "steps: 40")
+        .replace("save_every: 40", "save_every: 0")
+        + r#"
+  mentor_tasks: {kind: tasks, params: {split: train, count: 12, offset: 60}}
+  mentored:
+    kind: correct
+    params: {max_repairs: 2, sampling: {temperature: 0.0, max_tokens: 48}}
+    inputs: {tasks: {from: mentor_tasks.tasks}, model: {from: sft.checkpoint}}
+  split:
+    kind: filter
+    params: {mode: score}
+    inputs: {tasks: {from: mentor_tasks.tasks}, trajectories: {from: mentored.trajectories}, repairs: {from: mentored.repairs}}
+  rl:
+    kind: rl
+    params: {steps: 30, save_every: 10, group_size: 2, prompts_per_step: 2, lr: 0.0001, sampling: {max_tokens: 48}}
+    inputs: {rl_prompts: {from: split.rl_prompts}, tasks: {from: mentor_tasks.tasks}, model: {from: sft.checkpoint}}
+"#
 }
 
-/// The highest step of `sft`'s live metrics in store folder `store`, if any.
-fn live_step(p: &Project, store: &str) -> Option<u64> {
+/// Node `node`'s output artifacts, and its summary metrics.
+fn results(rec: &serde_json::Value, node: &str) -> (serde_json::Value, serde_json::Value) {
+    let n = common::node(rec, node);
+    let outputs = n["outputs"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, o)| (k.clone(), o["artifact"].clone()))
+        .collect();
+    (outputs, n["metrics"].clone())
+}
+
+/// The highest step of `node`'s live metrics in store folder `store`, if any.
+fn live_step(p: &Project, store: &str, node: &str) -> Option<u64> {
     let logs = p.path().join(store).join("work/logs");
     let run = std::fs::read_dir(&logs).ok()?.flatten().next()?.path();
-    let text = std::fs::read_to_string(run.join("sft.metrics.jsonl")).ok()?;
+    let text = std::fs::read_to_string(run.join(format!("{node}.metrics.jsonl"))).ok()?;
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["step"].as_u64())
         .max()
 }
 
-#[test]
-fn a_training_node_killed_mid_way_resumes_from_its_last_saved_step() {
+/// Run `wf` whole in one store; in another, kill the run once `node` is past step
+/// `kill_after`, run it again, and check that it resumed from a saved step (a multiple of
+/// `every`) and ended with the whole run's outputs and metrics.
+fn killed_and_resumed(wf: &str, node: &str, kill_after: u64, every: u64, steps: u64) {
     let p = Project::new();
-    p.write("wf.yaml", TRAIN);
+    p.write("wf.yaml", wf);
     let whole = p.run_json(&["wf.yaml", "--store", "file://whole"], 0);
-    let (checkpoint, loss) = artifacts(&whole);
 
-    // Killed, with all its processes, once it is past step 100 (two saves made).
+    // Killed, with all its processes, once the node is past `kill_after`.
     let mut child = p
         .cmd(&["run", "wf.yaml", "--store", "file://cut", "--quiet"])
         .process_group(0)
@@ -72,14 +93,17 @@ fn a_training_node_killed_mid_way_resumes_from_its_last_saved_step() {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        if live_step(&p, "cut").is_some_and(|s| s >= 100) {
+        if live_step(&p, "cut", node).is_some_and(|s| s >= kill_after) {
             break;
         }
         assert!(
             child.try_wait().unwrap().is_none(),
             "the run ended before it could be killed; make it longer"
         );
-        assert!(Instant::now() < deadline, "sft never got past step 100");
+        assert!(
+            Instant::now() < deadline,
+            "{node} never got past step {kill_after}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let pgid = child.id().to_string();
@@ -88,8 +112,8 @@ fn a_training_node_killed_mid_way_resumes_from_its_last_saved_step() {
         .status()
         .unwrap();
     let _ = child.wait();
-    let killed_at = live_step(&p, "cut").unwrap();
-    assert!(killed_at < 159, "killed before the end: {killed_at}");
+    let killed_at = live_step(&p, "cut", node).unwrap();
+    assert!(killed_at + 1 < steps, "killed before the end: {killed_at}");
     let saves: Vec<_> = common::files_under(&p.path().join("cut/resume"))
         .into_iter()
         .filter(|f| f.ends_with("latest.json"))
@@ -98,24 +122,24 @@ fn a_training_node_killed_mid_way_resumes_from_its_last_saved_step() {
     let latest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&saves[0]).unwrap()).unwrap();
     let saved = latest["step"].as_u64().unwrap();
-    assert!(saved >= 80 && saved.is_multiple_of(40), "{latest}");
+    assert!(saved >= every && saved.is_multiple_of(every), "{latest}");
 
     // The next run takes it up from there.
     let resumed = p.run_json(&["wf.yaml", "--store", "file://cut"], 0);
-    assert_eq!(common::node(&resumed, "sft")["outcome"], "ran");
+    assert_eq!(common::node(&resumed, node)["outcome"], "ran");
     let run = resumed["id"].as_str().unwrap();
     let log = text(
-        &p.scorch(&["logs", run, "sft", "--store", "file://cut"])
+        &p.scorch(&["logs", run, node, "--store", "file://cut"])
             .stdout,
     );
     assert!(
-        log.contains(&format!("resumed at step {saved} of 160")),
+        log.contains(&format!("resumed at step {saved} of {steps}")),
         "{log}"
     );
     assert_eq!(
-        artifacts(&resumed),
-        (checkpoint, loss),
-        "the same checkpoint and loss log as the run never stopped"
+        results(&resumed, node),
+        results(&whole, node),
+        "the same outputs, byte for byte, and metrics as the run never stopped"
     );
     // Its state is gone once the node's outputs are published.
     assert!(
@@ -123,4 +147,14 @@ fn a_training_node_killed_mid_way_resumes_from_its_last_saved_step() {
             .iter()
             .any(|f| f.ends_with("latest.json"))
     );
+}
+
+#[test]
+fn an_sft_node_killed_mid_way_resumes_from_its_last_saved_step() {
+    killed_and_resumed(TRAIN, "sft", 100, 40, 160);
+}
+
+#[test]
+fn an_rl_node_killed_mid_way_resumes_from_its_last_saved_step() {
+    killed_and_resumed(&rl_workflow(), "rl", 15, 10, 30);
 }

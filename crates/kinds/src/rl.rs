@@ -64,7 +64,16 @@ episode_params! {
         /// bfloat16 matrix products over float32 weights and optimiser state.
         #[serde(default, skip_serializing_if = "Precision::is_auto")]
         pub precision: Precision,
+        /// Save the training state (weights, optimiser, prompt order, counts) into the store
+        /// every this many steps, so that a killed or preempted node resumes from there (0:
+        /// never). A resumed run ends with the same checkpoint as one that was never stopped.
+        #[serde(default = "d_save_every")]
+        pub save_every: usize,
     }
+}
+
+fn d_save_every() -> usize {
+    10
 }
 
 fn d_micro_batch_tokens() -> usize {

@@ -22,7 +22,26 @@ use scorch_model::local::LocalModel;
 use scorch_model::precision::ComputeKind;
 use scorch_model::spec::{system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
-use scorch_model::train::{TrainConfig, Trainer, clip_len, token_logprobs};
+use scorch_model::train::{
+    TrainConfig, Trainer, clip_len, load_training, save_training, token_logprobs,
+};
+use serde::{Deserialize, Serialize};
+
+/// What of an RL run is not in the weights and the optimiser, saved beside them every
+/// `save_every` steps.
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    /// Steps done.
+    step: usize,
+    /// The prompt-shuffling generator's position (a u128, as text).
+    rng_word_pos: String,
+    /// Prompts of the current shuffle not yet taken.
+    order: Vec<usize>,
+    /// The steps' log so far.
+    log: Vec<TrainStep>,
+    /// Episodes per reward class so far.
+    classes: std::collections::BTreeMap<String, u64>,
+}
 use tch::Kind;
 
 /// The `rl` plugin.
@@ -177,7 +196,37 @@ impl DeclaredPlugin for Rl {
             return Err(PluginError::failed("no RL prompt to train on"));
         }
         ctx.progress().set_total(p.steps as u64);
-        for step in 0..p.steps {
+        let state = ctx.state_store().filter(|_| p.save_every > 0);
+        let state_dir = ctx.scratch_dir().join("state");
+        let mut start = 0;
+        // A run killed or preempted before: go on from its last saved step.
+        if let Some(state) = &state
+            && state.load(&state_dir).await?.is_some()
+        {
+            {
+                let mut guard = policy.lock();
+                load_training(&state_dir, &mut guard.vs, &mut trainer)?;
+            }
+            let saved: Progress = serde_json::from_slice(
+                &std::fs::read(state_dir.join("progress.json"))
+                    .map_err(|e| PluginError::io("reading the saved progress", e))?,
+            )
+            .map_err(|e| PluginError::failed(format!("the saved progress: {e}")))?;
+            rng.set_word_pos(saved.rng_word_pos.parse().unwrap_or(0));
+            (start, order, log) = (saved.step, saved.order, saved.log);
+            for class in RewardClass::ALL {
+                if let Some(&n) = saved.classes.get(class.name()) {
+                    classes.insert(class.name(), n);
+                }
+            }
+            for s in &log {
+                ctx.metric_at("reward", u64::from(s.step), s.reward);
+            }
+            ctx.progress().advance(start as u64);
+            ctx.progress()
+                .message(&format!("resumed at step {start} of {}", p.steps));
+        }
+        for step in start..p.steps {
             ctx.check_cancelled()?;
             let mut pick = Vec::new();
             while pick.len() < p.prompts_per_step.min(prompts.len()) {
@@ -273,52 +322,56 @@ impl DeclaredPlugin for Rl {
                 ));
             }
             let mean_reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
-            // The update is CPU-heavy: keep it off the async worker threads.
-            let mut update = || -> Result<(f64, f64, f64), PluginError> {
-                let guard = policy.lock();
-                let model = &guard.model;
-                // The loss is a mean over every scored token of the step; each micro-batch
-                // adds its share of it (and of its gradient).
-                let value = trainer.accumulate(
-                    &seqs,
-                    p.micro_batch_tokens,
-                    pad,
-                    device,
-                    |batch, rows, scored| {
-                        let a = tch::Tensor::from_slice(
-                            &adv[rows].iter().map(|x| *x as f32).collect::<Vec<_>>(),
-                        )
-                        .to_device(device)
-                        .unsqueeze(1);
-                        let logp = token_logprobs(model, &batch.ids, &batch.attention);
-                        let old = logp.detach();
-                        let ratio = (&logp - &old).exp();
-                        let unclipped = &ratio * &a;
-                        let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
-                        let surrogate = unclipped.min_other(&clipped);
-                        let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / scored;
-                        match &reference {
-                            Some(r) => {
-                                let ref_logp = tch::no_grad(|| {
-                                    token_logprobs(&r.model, &batch.ids, &batch.attention)
-                                });
-                                let kl = ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
-                                    * &batch.loss_mask;
-                                pg + kl.sum(Kind::Float) / scored * p.kl_coef
+            // The update is CPU-heavy: keep it off the async worker threads. (In a block of
+            // its own: it borrows what must not be held across the save's await below.)
+            let (loss_value, lr, norm) = {
+                let mut update = || -> Result<(f64, f64, f64), PluginError> {
+                    let guard = policy.lock();
+                    let model = &guard.model;
+                    // The loss is a mean over every scored token of the step; each micro-batch
+                    // adds its share of it (and of its gradient).
+                    let value = trainer.accumulate(
+                        &seqs,
+                        p.micro_batch_tokens,
+                        pad,
+                        device,
+                        |batch, rows, scored| {
+                            let a = tch::Tensor::from_slice(
+                                &adv[rows].iter().map(|x| *x as f32).collect::<Vec<_>>(),
+                            )
+                            .to_device(device)
+                            .unsqueeze(1);
+                            let logp = token_logprobs(model, &batch.ids, &batch.attention);
+                            let old = logp.detach();
+                            let ratio = (&logp - &old).exp();
+                            let unclipped = &ratio * &a;
+                            let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
+                            let surrogate = unclipped.min_other(&clipped);
+                            let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / scored;
+                            match &reference {
+                                Some(r) => {
+                                    let ref_logp = tch::no_grad(|| {
+                                        token_logprobs(&r.model, &batch.ids, &batch.attention)
+                                    });
+                                    let kl =
+                                        ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
+                                            * &batch.loss_mask;
+                                    pg + kl.sum(Kind::Float) / scored * p.kl_coef
+                                }
+                                None => pg,
                             }
-                            None => pg,
-                        }
-                    },
-                )?;
-                let (lr, norm) = trainer.step()?;
-                Ok((value, lr, norm))
-            };
-            let multi = tokio::runtime::Handle::current().runtime_flavor()
-                == tokio::runtime::RuntimeFlavor::MultiThread;
-            let (loss_value, lr, norm) = if multi {
-                tokio::task::block_in_place(update)?
-            } else {
-                update()?
+                        },
+                    )?;
+                    let (lr, norm) = trainer.step()?;
+                    Ok((value, lr, norm))
+                };
+                let multi = tokio::runtime::Handle::current().runtime_flavor()
+                    == tokio::runtime::RuntimeFlavor::MultiThread;
+                if multi {
+                    tokio::task::block_in_place(update)?
+                } else {
+                    update()?
+                }
             };
             ctx.metric_at("reward", step as u64, mean_reward);
             for (name, value) in [
@@ -339,6 +392,28 @@ impl DeclaredPlugin for Rl {
             ctx.progress()
                 .message(&format!("reward {mean_reward:.3}, loss {loss_value:.3}"));
             ctx.progress().advance(1);
+            let done = step + 1;
+            if let Some(state) = &state
+                && done.is_multiple_of(p.save_every)
+                && done < p.steps
+            {
+                std::fs::create_dir_all(&state_dir)
+                    .map_err(|e| PluginError::io("creating the state folder", e))?;
+                save_training(&state_dir, &policy.lock().vs, &trainer)?;
+                let saved = Progress {
+                    step: done,
+                    rng_word_pos: rng.get_word_pos().to_string(),
+                    order: order.clone(),
+                    log: log.clone(),
+                    classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                };
+                std::fs::write(
+                    state_dir.join("progress.json"),
+                    serde_json::to_vec(&saved).unwrap_or_default(),
+                )
+                .map_err(|e| PluginError::io("saving the progress", e))?;
+                state.save(done as u64, &state_dir).await?;
+            }
         }
         for class in RewardClass::ALL {
             let n = classes.get(class.name()).copied().unwrap_or(0);
