@@ -177,27 +177,62 @@ pub fn masked_nll(model: &Qwen2, batch: &Batch) -> (Tensor, f64) {
     )
 }
 
-/// Save the weights of `vs` and the state of `trainer` into folder `dir`
-/// (`weights.safetensors`, `optimizer.safetensors`).
-pub fn save_training(
+/// Where a training run stands beyond its weights and optimiser: the steps done, the data
+/// order (the shuffling generator's position and what is left of the current shuffle), the
+/// log so far, and what the node adds (`extra`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Position<E> {
+    /// Steps done.
+    pub step: usize,
+    /// The shuffling generator's word position (a u128, as text: JSON numbers are f64).
+    pub rng_word_pos: String,
+    /// Rows of the current shuffle not yet taken.
+    pub order: Vec<usize>,
+    /// The steps' log so far.
+    pub log: Vec<scorch_api::tables::TrainStep>,
+    /// The node's own counters.
+    #[serde(flatten)]
+    pub extra: E,
+}
+
+impl<E> Position<E> {
+    /// The generator's word position.
+    pub fn word_pos(&self) -> u128 {
+        self.rng_word_pos.parse().unwrap_or(0)
+    }
+}
+
+/// Save a training run into folder `dir`: the weights of `vs`, the state of `trainer`
+/// (`weights.safetensors`, `optimizer.safetensors`) and `position` (`position.json`).
+pub fn save_training<E: serde::Serialize>(
     dir: &std::path::Path,
     vs: &nn::VarStore,
     trainer: &Trainer,
+    position: &Position<E>,
 ) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| ModelError::Config(format!("creating {}: {e}", dir.display())))?;
     vs.save(dir.join("weights.safetensors"))?;
     Tensor::write_safetensors(&trainer.state(), dir.join("optimizer.safetensors"))?;
-    Ok(())
+    let json = serde_json::to_vec(position)
+        .map_err(|e| ModelError::Config(format!("the training position: {e}")))?;
+    std::fs::write(dir.join("position.json"), json)
+        .map_err(|e| ModelError::Config(format!("writing the training position: {e}")))
 }
 
-/// Take up what [`save_training`] wrote into `dir`.
-pub fn load_training(
+/// Take up what [`save_training`] wrote into `dir`; returns the position.
+pub fn load_training<E: serde::de::DeserializeOwned>(
     dir: &std::path::Path,
     vs: &mut nn::VarStore,
     trainer: &mut Trainer,
-) -> Result<(), ModelError> {
+) -> Result<Position<E>, ModelError> {
     vs.load(dir.join("weights.safetensors"))?;
     let state = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
-    trainer.restore(&state)
+    trainer.restore(&state)?;
+    let bytes = std::fs::read(dir.join("position.json"))
+        .map_err(|e| ModelError::Config(format!("reading the training position: {e}")))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ModelError::Config(format!("the saved training position: {e}")))
 }
 
 /// AdamW's epsilon.

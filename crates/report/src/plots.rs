@@ -142,6 +142,30 @@ fn legend(
     Ok(())
 }
 
+/// The legend beside the chart, one entry per series in the palette's order, then the file.
+fn finish(
+    root: &Area<'_>,
+    chart: &Chart<'_, '_>,
+    legend_area: &Area<'_>,
+    names: &[String],
+    mark: Mark,
+    title: &str,
+) -> Result<(), EngineError> {
+    let entries: Vec<(String, RGBColor)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), color(i)))
+        .collect();
+    legend(
+        legend_area,
+        plot_top(chart, legend_area),
+        &entries,
+        mark,
+        title,
+    )?;
+    root.present().map_err(|e| fail(title, e))
+}
+
 /// The top of the plotting area within the legend's area (both start at the same row).
 fn plot_top(chart: &Chart<'_, '_>, legend: &DrawingArea<BitMapBackend<'_>, Shift>) -> i32 {
     let (_, ys): (Range<i32>, Range<i32>) = chart.plotting_area().get_pixel_range();
@@ -220,19 +244,7 @@ pub fn bars(
             }),
         )
         .map_err(|e| fail(title, e))?;
-    let entries: Vec<(String, RGBColor)> = names
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| (n, color(i)))
-        .collect();
-    legend(
-        &legend_area,
-        plot_top(&chart, &legend_area),
-        &entries,
-        Mark::Bar,
-        title,
-    )?;
-    root.present().map_err(|e| fail(title, e))
+    finish(&root, &chart, &legend_area, &names, Mark::Bar, title)
 }
 
 /// Line curves `(name, points)` on one chart. When every x is a whole number (steps), the
@@ -292,19 +304,7 @@ pub fn lines(
             .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
             .map_err(|e| fail(title, e))?;
     }
-    let entries: Vec<(String, RGBColor)> = names
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| (n, color(i)))
-        .collect();
-    legend(
-        &legend_area,
-        plot_top(&chart, &legend_area),
-        &entries,
-        Mark::Line,
-        title,
-    )?;
-    root.present().map_err(|e| fail(title, e))
+    finish(&root, &chart, &legend_area, &names, Mark::Line, title)
 }
 
 /// One point per run and the arm's mean with error bars: `(arm, points, mean, (lo, hi))`.
@@ -365,19 +365,7 @@ pub fn scatter(
             .draw_series([Cross::new(*mean, 8, c.stroke_width(3))])
             .map_err(|e| fail(title, e))?;
     }
-    let entries: Vec<(String, RGBColor)> = names
-        .into_iter()
-        .enumerate()
-        .map(|(i, n)| (n, color(i)))
-        .collect();
-    legend(
-        &legend_area,
-        plot_top(&chart, &legend_area),
-        &entries,
-        Mark::Dot,
-        title,
-    )?;
-    root.present().map_err(|e| fail(title, e))
+    finish(&root, &chart, &legend_area, &names, Mark::Dot, title)
 }
 
 /// A DAG drawn in layers (each node one row below its deepest input): boxes named

@@ -23,22 +23,13 @@ use scorch_model::precision::ComputeKind;
 use scorch_model::spec::{system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{
-    TrainConfig, Trainer, clip_len, load_training, save_training, token_logprobs,
+    Position, TrainConfig, Trainer, clip_len, load_training, save_training, token_logprobs,
 };
 use serde::{Deserialize, Serialize};
 
-/// What of an RL run is not in the weights and the optimiser, saved beside them every
-/// `save_every` steps.
-#[derive(Debug, Serialize, Deserialize)]
-struct Progress {
-    /// Steps done.
-    step: usize,
-    /// The prompt-shuffling generator's position (a u128, as text).
-    rng_word_pos: String,
-    /// Prompts of the current shuffle not yet taken.
-    order: Vec<usize>,
-    /// The steps' log so far.
-    log: Vec<TrainStep>,
+/// What an RL run counts beyond [`Position`], saved with it.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counts {
     /// Episodes per reward class so far.
     classes: std::collections::BTreeMap<String, u64>,
 }
@@ -203,19 +194,14 @@ impl DeclaredPlugin for Rl {
         if let Some(state) = &state
             && state.load(&state_dir).await?.is_some()
         {
-            {
+            let saved: Position<Counts> = {
                 let mut guard = policy.lock();
-                load_training(&state_dir, &mut guard.vs, &mut trainer)?;
-            }
-            let saved: Progress = serde_json::from_slice(
-                &std::fs::read(state_dir.join("progress.json"))
-                    .map_err(|e| PluginError::io("reading the saved progress", e))?,
-            )
-            .map_err(|e| PluginError::failed(format!("the saved progress: {e}")))?;
-            rng.set_word_pos(saved.rng_word_pos.parse().unwrap_or(0));
+                load_training(&state_dir, &mut guard.vs, &mut trainer)?
+            };
+            rng.set_word_pos(saved.word_pos());
             (start, order, log) = (saved.step, saved.order, saved.log);
             for class in RewardClass::ALL {
-                if let Some(&n) = saved.classes.get(class.name()) {
+                if let Some(&n) = saved.extra.classes.get(class.name()) {
                     classes.insert(class.name(), n);
                 }
             }
@@ -397,21 +383,16 @@ impl DeclaredPlugin for Rl {
                 && done.is_multiple_of(p.save_every)
                 && done < p.steps
             {
-                std::fs::create_dir_all(&state_dir)
-                    .map_err(|e| PluginError::io("creating the state folder", e))?;
-                save_training(&state_dir, &policy.lock().vs, &trainer)?;
-                let saved = Progress {
+                let position = Position {
                     step: done,
                     rng_word_pos: rng.get_word_pos().to_string(),
                     order: order.clone(),
                     log: log.clone(),
-                    classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                    extra: Counts {
+                        classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                    },
                 };
-                std::fs::write(
-                    state_dir.join("progress.json"),
-                    serde_json::to_vec(&saved).unwrap_or_default(),
-                )
-                .map_err(|e| PluginError::io("saving the progress", e))?;
+                save_training(&state_dir, &policy.lock().vs, &trainer, &position)?;
                 state.save(done as u64, &state_dir).await?;
             }
         }

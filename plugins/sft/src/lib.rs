@@ -17,24 +17,9 @@ use scorch_model::precision::ComputeKind;
 use scorch_model::scratch::from_scratch;
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{
-    TrainConfig, Trainer, clip_len, load_training, masked_nll, save_training,
+    Position, TrainConfig, Trainer, clip_len, load_training, masked_nll, save_training,
 };
-use serde::{Deserialize, Serialize};
 use tch::Kind;
-
-/// What of a training run is not in the weights and the optimiser: where the data order
-/// stands. Saved beside them every `save_every` steps.
-#[derive(Debug, Serialize, Deserialize)]
-struct Progress {
-    /// Steps done.
-    step: usize,
-    /// The shuffling generator's position (a u128, as text).
-    rng_word_pos: String,
-    /// Rows of the current shuffle not yet taken.
-    order: Vec<usize>,
-    /// The steps' log so far.
-    log: Vec<TrainStep>,
-}
 
 /// The `sft` plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -103,14 +88,8 @@ impl DeclaredPlugin for Sft {
                 if let Some(state) = &state
                     && let Some(step) = state.load_blocking(&state_dir)?
                 {
-                    load_training(&state_dir, &mut ck.vs, &mut trainer)?;
-                    let saved: Progress = serde_json::from_slice(
-                        &std::fs::read(state_dir.join("progress.json"))
-                            .map_err(|e| PluginError::io("reading the saved progress", e))?,
-                    )
-                    .map_err(|e| PluginError::failed(format!("the saved progress: {e}")))?;
-                    let pos: u128 = saved.rng_word_pos.parse().unwrap_or(0);
-                    rng.set_word_pos(pos);
+                    let saved: Position<()> = load_training(&state_dir, &mut ck.vs, &mut trainer)?;
+                    rng.set_word_pos(saved.word_pos());
                     (start, order, log) = (saved.step, saved.order, saved.log);
                     debug_assert_eq!(start as u64, step);
                     progress.advance(start as u64);
@@ -162,20 +141,14 @@ impl DeclaredPlugin for Sft {
                         && done.is_multiple_of(p.save_every)
                         && done < p.steps
                     {
-                        std::fs::create_dir_all(&state_dir)
-                            .map_err(|e| PluginError::io("creating the state folder", e))?;
-                        save_training(&state_dir, &ck.vs, &trainer)?;
-                        let saved = Progress {
+                        let position = Position {
                             step: done,
                             rng_word_pos: rng.get_word_pos().to_string(),
                             order: order.clone(),
                             log: log.clone(),
+                            extra: (),
                         };
-                        std::fs::write(
-                            state_dir.join("progress.json"),
-                            serde_json::to_vec(&saved).unwrap_or_default(),
-                        )
-                        .map_err(|e| PluginError::io("saving the progress", e))?;
+                        save_training(&state_dir, &ck.vs, &trainer, &position)?;
                         state.save_blocking(done as u64, &state_dir)?;
                     }
                 }
