@@ -226,7 +226,8 @@ fn plugins_kind_lists_each_param_with_type_default_and_description() {
     let out = scorch(&["plugins", "sft"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with("sft v1: Trains a checkpoint"), "{text}");
+    assert!(text.starts_with("sft v"), "{text}");
+    assert!(text.contains(": Trains a checkpoint"), "{text}");
     assert!(
         text.contains("  steps: integer ≥ 0  (default: 300)\n      Optimiser steps.\n"),
         "{text}"
