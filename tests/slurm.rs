@@ -299,3 +299,53 @@ fn a_job_past_its_time_limit_fails_with_slurms_reason_and_is_retried() {
         assert_eq!(job_state(j.as_str().unwrap()), "TIMEOUT");
     }
 }
+
+/// The job's start and end, as Slurm says (whole seconds).
+fn job_times(id: &str) -> (String, String) {
+    let out = Command::new("scontrol")
+        .args(["show", "job", "-o", id])
+        .output()
+        .unwrap();
+    let line = text(&out.stdout);
+    let field = |key: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(key))
+            .unwrap()
+            .to_owned()
+    };
+    (field("StartTime="), field("EndTime="))
+}
+
+#[test]
+fn jobs_limits_the_nodes_run_here_not_the_clusters_jobs() {
+    slurm();
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"
+name: wide
+executor: {kind: slurm, shared_store: true}
+nodes:
+  a: {kind: exec, params: {command: [sleep, "4"], env: {WHICH: a}}}
+  b: {kind: exec, params: {command: [sleep, "4"], env: {WHICH: b}}}
+"#,
+    );
+    let out = p
+        .cmd(&["run", "wf.yaml", "-j", "1", "--json"])
+        .env("SCORCH_SLURM_POLL_MS", "250")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rec = common::run_record(&out.stdout);
+    let times: Vec<(String, String)> = rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| job_times(n["jobs"][0].as_str().unwrap()))
+        .collect();
+    // With `-j 1` counting cluster jobs they would run one after the other.
+    assert!(
+        times[0].0 < times[1].1 && times[1].0 < times[0].1,
+        "the two jobs ran at the same time: {times:?}"
+    );
+}

@@ -319,7 +319,8 @@ struct RunArgs {
     store: StoreArgs,
     #[command(flatten)]
     select: SelectArgs,
-    /// Run at most N nodes at once (default: the number of cores).
+    /// Run at most N nodes at once here (default: the number of cores); cluster jobs are not
+    /// counted.
     #[arg(short = 'j', long)]
     jobs: Option<usize>,
     /// No progress output.

@@ -27,7 +27,8 @@ use crate::workflow::{Node, Workflow};
 /// What to run and how.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// At most this many nodes at once.
+    /// At most this many nodes at once on this machine (cluster jobs are the cluster's to
+    /// schedule).
     pub jobs: usize,
     /// Run only these nodes (their inputs must be cached).
     pub only: Vec<String>,
@@ -224,6 +225,8 @@ pub async fn run(
     let mut outputs: Vec<Option<BTreeMap<String, String>>> = vec![None; n];
     let mut used: BTreeMap<String, u32> = BTreeMap::new();
     let mut running = 0usize;
+    // Nodes running here, which `jobs` limits (a cluster job runs on the cluster's machines).
+    let mut running_here = 0usize;
     let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
     let jobs = opts.jobs.max(1);
     let mut failed = false;
@@ -335,13 +338,17 @@ pub async fn run(
 
         // Start queued nodes, in topological order, within the limits.
         for i in 0..n {
-            if running >= jobs || cancel.is_cancelled() {
+            if cancel.is_cancelled() {
                 break;
             }
             if !matches!(state[i], State::Queued(_)) {
                 continue;
             }
             let node = &wf.nodes[i];
+            let here = !node.executor.is_cluster();
+            if here && running_here >= jobs {
+                continue;
+            }
             let fits = held(node).all(|(slot, need)| {
                 used.get(slot).copied().unwrap_or(0) + need
                     <= wf.limits.get(slot).copied().unwrap_or(0)
@@ -356,6 +363,7 @@ pub async fn run(
                 *used.entry(slot.clone()).or_default() += need;
             }
             running += 1;
+            running_here += usize::from(here);
             reporter.line(&format!(
                 "  run     {}{}",
                 node.id,
@@ -415,6 +423,7 @@ pub async fn run(
         (dirty, finished) = (true, true);
         running -= 1;
         let node = &wf.nodes[done.index];
+        running_here -= usize::from(!node.executor.is_cluster());
         for (slot, need) in held(node) {
             if let Some(u) = used.get_mut(slot) {
                 *u = u.saturating_sub(*need);
