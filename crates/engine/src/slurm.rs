@@ -314,6 +314,19 @@ impl Submission<'_> {
         Ok(id)
     }
 
+    /// Pass on what the job wrote since the last call: progress to the run, its result
+    /// into `reported`, anything else (its stderr) to ours.
+    async fn relay(&self, tail: &mut Tail, reported: &mut Option<Result<(), String>>) {
+        for line in tail.lines().await {
+            match serde_json::from_str::<Event>(&line) {
+                Ok(e) if e.relay(self.progress) => {}
+                Ok(Event::Failed { message, .. }) => *reported = Some(Err(message)),
+                Ok(_) => *reported = Some(Ok(())),
+                Err(_) => eprintln!("{line}"),
+            }
+        }
+    }
+
     async fn follow(&self, id: &str, output: &Path) -> Result<(), PluginError> {
         let mut tail = Tail {
             path: output.to_path_buf(),
@@ -332,17 +345,7 @@ impl Submission<'_> {
                 }
                 () = tokio::time::sleep(every) => {}
             }
-            for line in tail.lines().await {
-                match serde_json::from_str::<Event>(&line) {
-                    Ok(Event::Total(n)) => self.progress.set_total(n),
-                    Ok(Event::Advance(n)) => self.progress.advance(n),
-                    Ok(Event::Message(m)) => self.progress.message(&m),
-                    Ok(Event::Metric(m)) => self.progress.metric(&m.name, m.step, m.value),
-                    Ok(Event::Done(_)) => reported = Some(Ok(())),
-                    Ok(Event::Failed { message, .. }) => reported = Some(Err(message)),
-                    Err(_) => eprintln!("{line}"),
-                }
-            }
+            self.relay(&mut tail, &mut reported).await;
             let st = match state(id).await {
                 Ok(st) => st,
                 Err(e) => {
@@ -362,14 +365,7 @@ impl Submission<'_> {
                 continue;
             }
             // The last lines the job wrote.
-            for line in tail.lines().await {
-                match serde_json::from_str::<Event>(&line) {
-                    Ok(Event::Done(_)) => reported = Some(Ok(())),
-                    Ok(Event::Failed { message, .. }) => reported = Some(Err(message)),
-                    Ok(_) => {}
-                    Err(_) => eprintln!("{line}"),
-                }
-            }
+            self.relay(&mut tail, &mut reported).await;
             if cancelled {
                 return Err(PluginError::cancelled());
             }

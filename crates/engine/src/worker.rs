@@ -140,6 +140,21 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Pass a progress event (total, advance, message, metric) on to `sink`; `false` for
+    /// the end of a node (`Done`, `Failed`), which is the caller's to handle.
+    pub(crate) fn relay(&self, sink: &dyn ProgressSink) -> bool {
+        match self {
+            Self::Total(n) => sink.set_total(*n),
+            Self::Advance(n) => sink.advance(*n),
+            Self::Message(m) => sink.message(m),
+            Self::Metric(m) => sink.metric(&m.name, m.step, m.value),
+            Self::Done(_) | Self::Failed { .. } => return false,
+        }
+        true
+    }
+}
+
 /// A node kind declared here and run by a worker program.
 pub struct Remote<D> {
     declaration: D,
@@ -281,13 +296,11 @@ async fn run_in_worker(
                 let line = line.map_err(|e| PluginError::io("reading the worker's output", e))?;
                 let Some(line) = line else { break };
                 match serde_json::from_str::<Event>(&line) {
-                    Ok(Event::Total(n)) => parts.progress.set_total(n),
-                    Ok(Event::Advance(n)) => parts.progress.advance(n),
-                    Ok(Event::Message(m)) => {
-                        parts.progress.message(&m);
-                        append(&parts.log_file, &format!("progress: {m}")).await;
+                    Ok(e) if e.relay(parts.progress.as_ref()) => {
+                        if let Event::Message(m) = e {
+                            append(&parts.log_file, &format!("progress: {m}")).await;
+                        }
                     }
-                    Ok(Event::Metric(m)) => parts.progress.metric(&m.name, m.step, m.value),
                     Ok(Event::Done(metrics)) => {
                         for m in metrics {
                             match m.step {
@@ -300,6 +313,7 @@ async fn run_in_worker(
                     Ok(Event::Failed { kind, message }) => {
                         outcome = Some(Err(PluginError::new(kind, message)));
                     }
+                    Ok(_) => {}
                     // Not ours (a library printing to stdout): pass it on.
                     Err(_) => eprintln!("{line}"),
                 }

@@ -196,6 +196,29 @@ pub struct Position<E> {
 }
 
 impl<E> Position<E> {
+    /// Where a run stands after `step` steps, with its shuffling generator `rng`.
+    pub fn at(
+        step: usize,
+        rng: &rand_chacha::ChaCha8Rng,
+        order: &[usize],
+        log: &[scorch_api::tables::TrainStep],
+        extra: E,
+    ) -> Self {
+        Self {
+            step,
+            rng_word_pos: rng.get_word_pos().to_string(),
+            order: order.to_vec(),
+            log: log.to_vec(),
+            extra,
+        }
+    }
+
+    /// Whether a run of `steps` steps that saves every `every` saves after `done` of them
+    /// (never after the last: the outputs are written then).
+    pub fn due(done: usize, every: usize, steps: usize) -> bool {
+        every > 0 && done.is_multiple_of(every) && done < steps
+    }
+
     /// The generator's word position.
     pub fn word_pos(&self) -> u128 {
         self.rng_word_pos.parse().unwrap_or(0)

@@ -380,18 +380,12 @@ impl DeclaredPlugin for Rl {
             ctx.progress().advance(1);
             let done = step + 1;
             if let Some(state) = &state
-                && done.is_multiple_of(p.save_every)
-                && done < p.steps
+                && Position::<Counts>::due(done, p.save_every, p.steps)
             {
-                let position = Position {
-                    step: done,
-                    rng_word_pos: rng.get_word_pos().to_string(),
-                    order: order.clone(),
-                    log: log.clone(),
-                    extra: Counts {
-                        classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-                    },
+                let counts = Counts {
+                    classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                 };
+                let position = Position::at(done, &rng, &order, &log, counts);
                 save_training(&state_dir, &policy.lock().vs, &trainer, &position)?;
                 state.save(done as u64, &state_dir).await?;
             }

@@ -138,16 +138,9 @@ impl DeclaredPlugin for Sft {
                     });
                     let done = step + 1;
                     if let Some(state) = &state
-                        && done.is_multiple_of(p.save_every)
-                        && done < p.steps
+                        && Position::<()>::due(done, p.save_every, p.steps)
                     {
-                        let position = Position {
-                            step: done,
-                            rng_word_pos: rng.get_word_pos().to_string(),
-                            order: order.clone(),
-                            log: log.clone(),
-                            extra: (),
-                        };
+                        let position = Position::at(done, &rng, &order, &log, ());
                         save_training(&state_dir, &ck.vs, &trainer, &position)?;
                         state.save_blocking(done as u64, &state_dir)?;
                     }
