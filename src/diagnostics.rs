@@ -3,19 +3,84 @@
 
 use std::io::IsTerminal;
 
+use std::sync::Arc;
+
 use miette::{
-    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, Severity,
-    SourceSpan,
+    Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError,
+    MietteSpanContents, Severity, SourceCode, SourceSpan, SpanContents,
 };
 use scorch_engine::error::{self, WorkflowError};
 use scorch_engine::workflow::Workflow;
+
+/// A workflow's text with an index of its line starts: a snippet is read from the lines
+/// around its span, not from the start of the file, and the text is shared by every
+/// diagnostic, so a file with thousands of problems renders in time linear in their number.
+#[derive(Debug, Clone)]
+struct Source {
+    name: String,
+    text: Arc<str>,
+    line_starts: Arc<Vec<usize>>,
+}
+
+impl Source {
+    fn new(name: &str, text: &str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            name: name.to_owned(),
+            text: Arc::from(text),
+            line_starts: Arc::new(line_starts),
+        }
+    }
+
+    /// The 0-based line holding byte `offset`.
+    fn line_of(&self, offset: usize) -> usize {
+        self.line_starts
+            .partition_point(|&start| start <= offset)
+            .saturating_sub(1)
+    }
+}
+
+impl SourceCode for Source {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        // The lines miette would read, cut out, read by miette itself, and put back in place.
+        let first = self
+            .line_of(span.offset())
+            .saturating_sub(context_lines_before);
+        let last =
+            self.line_of(span.offset() + span.len().saturating_sub(1)) + context_lines_after + 1;
+        let start = self.line_starts[first];
+        let end = self
+            .line_starts
+            .get(last + 1)
+            .copied()
+            .unwrap_or(self.text.len());
+        let window = &self.text.as_bytes()[start..end];
+        let inner = SourceSpan::new((span.offset() - start).into(), span.len());
+        let read = window.read_span(&inner, context_lines_before, context_lines_after)?;
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            read.data(),
+            SourceSpan::new((read.span().offset() + start).into(), read.span().len()),
+            read.line() + first,
+            read.column(),
+            read.line_count() + first,
+        )))
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 struct Rendered {
     message: String,
     code: String,
-    src: NamedSource<String>,
+    src: Source,
     labels: Vec<LabeledSpan>,
     help: Option<String>,
     severity: Severity,
@@ -96,6 +161,8 @@ fn render_list(
     severity: Severity,
 ) -> String {
     let handler = handler();
+    let source = Source::new(file, text);
+    let nothing = Source::new(file, "");
     let mut out = String::new();
     for d in diagnostics {
         let mut labels = Vec::new();
@@ -143,7 +210,11 @@ fn render_list(
         let rendered = Rendered {
             message,
             code: format!("scorch::workflow::{}", d.kind.code()),
-            src: NamedSource::new(file, if long { String::new() } else { text.to_owned() }),
+            src: if long {
+                nothing.clone()
+            } else {
+                source.clone()
+            },
             labels,
             help,
             severity,
@@ -154,4 +225,63 @@ fn render_list(
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A diagnostic on `src` with labels at `spans`.
+    #[derive(Debug, thiserror::Error)]
+    #[error("problem")]
+    struct On<S: SourceCode + std::fmt::Debug + 'static> {
+        src: S,
+        spans: Vec<(usize, usize)>,
+    }
+
+    impl<S: SourceCode + std::fmt::Debug + 'static> Diagnostic for On<S> {
+        fn source_code(&self) -> Option<&dyn SourceCode> {
+            Some(&self.src)
+        }
+        fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+            Some(Box::new(self.spans.iter().map(|&(o, l)| {
+                LabeledSpan::new_with_span(Some("here".into()), SourceSpan::new(o.into(), l))
+            })))
+        }
+    }
+
+    fn draw(d: &dyn Diagnostic) -> String {
+        let mut out = String::new();
+        GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor())
+            .with_context_lines(1)
+            .render_report(&mut out, d)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn snippets_from_the_line_index_equal_miettes_own() {
+        let text = "nodes:\n  a:\n    kind: rollout\n    params: {x: 1}\n\n  b:\r\n    kind: sft\nlast line";
+        let cases = [
+            vec![(0, 5)],
+            vec![(9, 1)],
+            vec![(13, 4), (40, 3)],
+            vec![(29, 20)],
+            vec![(text.len() - 4, 4)],
+            vec![(text.len() - 1, 1)],
+            vec![(52, 1), (0, 1)],
+            vec![(61, 3)],
+        ];
+        for spans in cases {
+            let ours = On {
+                src: Source::new("wf.yaml", text),
+                spans: spans.clone(),
+            };
+            let theirs = On {
+                src: miette::NamedSource::new("wf.yaml", text.to_owned()),
+                spans: spans.clone(),
+            };
+            assert_eq!(draw(&ours), draw(&theirs), "spans {spans:?}");
+        }
+    }
 }

@@ -4,6 +4,9 @@
 mod cli;
 mod diagnostics;
 
+#[global_allocator]
+static ALLOCATOR: scorch_alloc::Allocator = scorch_alloc::Allocator;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

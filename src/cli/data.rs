@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use scorch_agent::suite::{Split, tasks as suite_tasks};
+use scorch_api::RowWriter;
 use scorch_api::parquet_io::{read_rows, write_rows};
 use scorch_api::tables::{RepairRecord, Trajectory};
 use scorch_engine::error::EngineError;
@@ -21,25 +22,48 @@ fn usage(e: impl std::fmt::Display) -> Failure {
 }
 
 pub(crate) fn import(files: &[std::path::PathBuf], out: &Path) -> Result<(), Failure> {
-    let mut trajectories: Vec<Trajectory> = Vec::new();
-    let mut repairs: Vec<RepairRecord> = Vec::new();
-    for f in files {
-        let imported = scorch_agent::reference::import_file(f).map_err(usage)?;
-        outln!(
-            "{}: {} trajectories, {} repair records",
-            f.display(),
-            imported.trajectories.len(),
-            imported.repairs.len()
-        );
-        trajectories.extend(imported.trajectories);
-        repairs.extend(imported.repairs);
-    }
+    let created = !out.exists();
     std::fs::create_dir_all(out).map_err(failed)?;
-    write_rows(&out.join("trajectories.parquet"), &trajectories).map_err(failed)?;
-    outln!("wrote {}", out.join("trajectories.parquet").display());
-    if !repairs.is_empty() {
-        write_rows(&out.join("repairs.parquet"), &repairs).map_err(failed)?;
-        outln!("wrote {}", out.join("repairs.parquet").display());
+    let imported = import_into(files, out);
+    if imported.is_err() && created {
+        // The writers removed their partial files; an empty folder made here goes too.
+        let _ = std::fs::remove_dir(out);
+    }
+    imported
+}
+
+fn import_into(files: &[std::path::PathBuf], out: &Path) -> Result<(), Failure> {
+    // Streamed: one record in memory at a time, rows written in bounded row groups. Both
+    // files appear only once every record was read.
+    let trajectories_path = out.join("trajectories.parquet");
+    let repairs_path = out.join("repairs.parquet");
+    let mut trajectories = RowWriter::<Trajectory>::create(&trajectories_path).map_err(failed)?;
+    let mut repairs: Option<RowWriter<RepairRecord>> = None;
+    for f in files {
+        let (mut t_count, mut r_count) = (0u64, 0u64);
+        for record in scorch_agent::reference::records(f).map_err(usage)? {
+            let (t, r) = record.map_err(usage)?;
+            trajectories.push(t).map_err(failed)?;
+            t_count += 1;
+            if let Some(r) = r {
+                let w = match &mut repairs {
+                    Some(w) => w,
+                    None => repairs.insert(RowWriter::create(&repairs_path).map_err(failed)?),
+                };
+                w.push(r).map_err(failed)?;
+                r_count += 1;
+            }
+        }
+        outln!(
+            "{}: {t_count} trajectories, {r_count} repair records",
+            f.display()
+        );
+    }
+    trajectories.finish().map_err(failed)?;
+    outln!("wrote {}", trajectories_path.display());
+    if let Some(w) = repairs {
+        w.finish().map_err(failed)?;
+        outln!("wrote {}", repairs_path.display());
     }
     Ok(())
 }

@@ -280,35 +280,53 @@ pub fn import_record(
     Ok((trajectory, Some(record)))
 }
 
-/// Import a reference JSONL file.
+/// Import a reference JSONL file into memory.
 pub fn import_file(path: &Path) -> Result<Imported, ImportError> {
+    let mut out = Imported::default();
+    for record in records(path)? {
+        let (t, r) = record?;
+        out.trajectories.push(t);
+        out.repairs.extend(r);
+    }
+    Ok(out)
+}
+
+/// The records of a reference JSONL file, imported one line at a time (a file of any size
+/// is read with one line in memory).
+pub fn records(
+    path: &Path,
+) -> Result<
+    impl Iterator<Item = Result<(Trajectory, Option<RepairRecord>), ImportError>>,
+    ImportError,
+> {
     let file = path.display().to_string();
     let source = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let body = std::fs::read_to_string(path).map_err(|e| ImportError {
+    let opened = std::fs::File::open(path).map_err(|e| ImportError {
         file: file.clone(),
         line: 0,
         message: e.to_string(),
     })?;
-    let mut out = Imported::default();
-    for (i, line) in body
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
+    let lines = std::io::BufRead::lines(std::io::BufReader::with_capacity(1 << 20, opened));
+    Ok(lines.enumerate().filter_map(move |(i, line)| {
         let err = |message: String| ImportError {
             file: file.clone(),
             line: i + 1,
             message,
         };
-        let v: Value = serde_json::from_str(line).map_err(|e| err(format!("not JSON: {e}")))?;
-        let (t, r) = import_record(&v, &source, i + 1).map_err(err)?;
-        out.trajectories.push(t);
-        out.repairs.extend(r);
-    }
-    Ok(out)
+        let line = match line {
+            Ok(line) if line.trim().is_empty() => return None,
+            Ok(line) => line,
+            Err(e) => return Some(Err(err(e.to_string()))),
+        };
+        Some(
+            serde_json::from_str::<Value>(&line)
+                .map_err(|e| err(format!("not JSON: {e}")))
+                .and_then(|v| import_record(&v, &source, i + 1).map_err(err)),
+        )
+    }))
 }
 
 /// Rebuild the reference record of an imported trajectory (and its repairs).

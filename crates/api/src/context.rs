@@ -1,4 +1,5 @@
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -6,14 +7,14 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use futures::stream::{BoxStream, StreamExt, TryStreamExt};
 use object_store::{ObjectStore, ObjectStoreExt};
-use parquet::arrow::ArrowWriter;
 // ParquetObjectReader is deprecated upstream in favour of hand-written readers; it is the
 // maintained implementation of exactly what we need, so we keep it until it is removed.
 #[allow(deprecated)]
 use parquet::arrow::async_reader::{ParquetObjectReader, ParquetRecordBatchStreamBuilder};
 use tokio_util::sync::CancellationToken;
 
-use crate::parquet_io::{TABLE_FILE, writer_properties};
+use crate::parquet_io::TABLE_FILE;
+use crate::parquet_sink::{ParquetSink, RowGroupLimits};
 use crate::port::{OutputPort, PortType, TableSpec};
 use crate::progress::{Metric, ProgressSink};
 use crate::{PluginError, PluginErrorKind};
@@ -258,9 +259,7 @@ impl NodeContext {
         rows: &[T],
     ) -> Result<(), PluginError> {
         let mut w = self.table_writer(name)?;
-        if !rows.is_empty() {
-            w.write(&T::to_batch(rows)?)?;
-        }
+        w.write_rows(rows)?;
         w.finish()?;
         Ok(())
     }
@@ -432,7 +431,7 @@ pub struct TableWriter {
     name: String,
     declared: Option<SchemaRef>,
     path: PathBuf,
-    writer: Option<ArrowWriter<std::fs::File>>,
+    writer: Option<ParquetSink<BufWriter<std::fs::File>>>,
     rows: u64,
 }
 
@@ -464,17 +463,21 @@ fn same_fields(a: &arrow_schema::Schema, b: &arrow_schema::Schema) -> bool {
 }
 
 impl TableWriter {
-    fn open(&mut self, schema: SchemaRef) -> Result<&mut ArrowWriter<std::fs::File>, PluginError> {
+    fn open(
+        &mut self,
+        schema: SchemaRef,
+    ) -> Result<&mut ParquetSink<BufWriter<std::fs::File>>, PluginError> {
         if self.writer.is_none() {
             let tmp = self.path.with_extension("partial");
             let file = std::fs::File::create(&tmp)
                 .map_err(|e| PluginError::io(format!("creating {}", tmp.display()), e))?;
-            let w = ArrowWriter::try_new(file, schema, Some(writer_properties())).map_err(|e| {
-                PluginError::new(
-                    PluginErrorKind::Output,
-                    format!("output `{}`: {e}", self.name),
-                )
-            })?;
+            let file = BufWriter::with_capacity(1 << 20, file);
+            let w = ParquetSink::new(
+                file,
+                schema,
+                RowGroupLimits::default(),
+                format!("output `{}`", self.name),
+            )?;
             self.writer = Some(w);
         }
         self.writer
@@ -506,11 +509,35 @@ impl TableWriter {
         } else {
             batch.clone()
         };
-        let name = self.name.clone();
-        self.open(schema)?.write(&batch).map_err(|e| {
-            PluginError::new(PluginErrorKind::Output, format!("output `{name}`: {e}"))
-        })?;
+        self.open(schema)?.write(&batch)?;
         self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Append rows of a table kind, converting each chunk while the one before is encoded.
+    pub fn write_rows<T: crate::tables::TableRow>(
+        &mut self,
+        rows: &[T],
+    ) -> Result<(), PluginError> {
+        let fields = T::fields();
+        let schema = Arc::new(arrow_schema::Schema::new(fields.clone()));
+        if let Some(declared) = &self.declared
+            && !same_fields(declared, &schema)
+        {
+            return Err(PluginError::new(
+                PluginErrorKind::Output,
+                format!(
+                    "output `{}`: {} rows have columns [{}], not the declared [{}]",
+                    self.name,
+                    T::KIND,
+                    describe(&schema),
+                    describe(declared)
+                ),
+            ));
+        }
+        let schema = self.declared.clone().unwrap_or(schema);
+        crate::row_writer::write_rows(self.open(schema)?, &fields, rows)?;
+        self.rows += rows.len() as u64;
         Ok(())
     }
 
@@ -530,9 +557,7 @@ impl TableWriter {
         }
         let name = self.name.clone();
         if let Some(w) = self.writer.take() {
-            w.close().map_err(|e| {
-                PluginError::new(PluginErrorKind::Output, format!("output `{name}`: {e}"))
-            })?;
+            w.close()?;
         }
         let tmp = self.path.with_extension("partial");
         std::fs::rename(&tmp, &self.path)

@@ -10,19 +10,23 @@
 //! should run the shared [`conformance`] suite in its tests.
 #![deny(missing_docs)]
 
+mod columns;
 pub mod conformance;
 mod context;
 mod error;
 pub mod parquet_io;
+mod parquet_sink;
 mod plugin;
 mod port;
 mod progress;
 pub mod resume;
+mod row_writer;
 pub mod tables;
 pub mod testing;
 
 pub use context::{InputArtifact, NodeContext, NodeContextParts, TableInput, TableWriter};
 pub use error::{ParamError, PluginError, PluginErrorKind};
+pub use parquet_sink::{CHUNK_ROWS, ROW_GROUP_BYTES, ROW_GROUP_ROWS, RowGroupLimits};
 pub use plugin::{
     Checked, Declaration, DeclaredPlugin, DynPlugin, Plugin, Registry, check_params, did_you_mean,
     parse_checked, unknown_field_hint,
@@ -32,6 +36,7 @@ pub use port::{
     check_schema,
 };
 pub use progress::{Metric, NoProgress, ProgressSink};
+pub use row_writer::RowWriter;
 
 /// Re-exports so plugin crates use the same Arrow, Parquet and object_store as the engine.
 pub mod reexports {

@@ -18,8 +18,25 @@ pub fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_1_0)
         .set_compression(Compression::SNAPPY)
-        .set_created_by("scorch".to_owned())
+        .set_created_by(created_by())
         .build()
+}
+
+/// The `created_by` of scorch's Parquet files: `scorch version X (build parquet-rs Y)`.
+///
+/// Readers parse this field as `APPLICATION version VERSION (build BUILD)` to decide whether
+/// to trust a file's statistics: parquet-java (Spark, Trino, Hive) drops the min/max of every
+/// string column of a file whose `created_by` does not parse. The build names the encoder
+/// (the parquet crate), not a commit, because a file's bytes depend on the writer's version
+/// and settings only: equal tables written by two builds of one version stay equal, so a
+/// recomputed node still matches its cached successors (a new version does change the bytes
+/// of the tables it writes, and so the cache keys of the nodes downstream of them).
+pub fn created_by() -> String {
+    let encoder = parquet::file::properties::DEFAULT_CREATED_BY.replacen(" version ", " ", 1);
+    format!(
+        "scorch version {} (build {encoder})",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// A Parquet file's Arrow schema and row count.
@@ -160,23 +177,12 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<StagedFile>) -> Result<(), Plugi
     Ok(())
 }
 
-/// Write rows of a table kind to a local Parquet file.
+/// Write rows of a table kind to a local Parquet file (in bounded row groups; the file
+/// appears only once complete).
 pub fn write_rows<T: crate::tables::TableRow>(path: &Path, rows: &[T]) -> Result<(), PluginError> {
-    let batch = T::to_batch(rows)?;
-    let file = std::fs::File::create(path)
-        .map_err(|e| PluginError::io(format!("creating {}", path.display()), e))?;
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))
-            .map_err(|e| {
-                PluginError::new(PluginErrorKind::Output, format!("{}: {e}", path.display()))
-            })?;
-    w.write(&batch).map_err(|e| {
-        PluginError::new(PluginErrorKind::Output, format!("{}: {e}", path.display()))
-    })?;
-    w.close().map_err(|e| {
-        PluginError::new(PluginErrorKind::Output, format!("{}: {e}", path.display()))
-    })?;
-    Ok(())
+    let mut w = crate::row_writer::RowWriter::<T>::create(path)?;
+    w.write_all(rows)?;
+    w.finish().map(|_| ())
 }
 
 /// Read rows of a table kind from a local Parquet file.

@@ -16,7 +16,7 @@ use crate::port::PortType;
 use crate::{PluginError, PluginErrorKind};
 
 /// A row type of a table kind.
-pub trait TableRow: Serialize + DeserializeOwned + JsonSchema + Sized {
+pub trait TableRow: Serialize + DeserializeOwned + JsonSchema + Send + Sync + Sized {
     /// The table kind (`tasks`, `trajectories`, ...).
     const KIND: &'static str;
 
@@ -40,7 +40,12 @@ pub trait TableRow: Serialize + DeserializeOwned + JsonSchema + Sized {
     }
     /// Rows to a record batch.
     fn to_batch(rows: &[Self]) -> Result<RecordBatch, PluginError> {
-        serde_arrow::to_record_batch(&Self::fields(), &rows).map_err(|e| {
+        Self::to_batch_with(&Self::fields(), rows)
+    }
+    /// Rows to a record batch with the already traced [`TableRow::fields`] (serde_arrow unless
+    /// a table kind builds its columns itself).
+    fn to_batch_with(fields: &[FieldRef], rows: &[Self]) -> Result<RecordBatch, PluginError> {
+        serde_arrow::to_record_batch(fields, &rows).map_err(|e| {
             PluginError::new(
                 PluginErrorKind::Output,
                 format!("{} rows to Arrow: {e}", Self::KIND),
@@ -97,6 +102,9 @@ pub struct Task {
 
 impl TableRow for Task {
     const KIND: &'static str = "tasks";
+    fn to_batch_with(fields: &[FieldRef], rows: &[Self]) -> Result<RecordBatch, PluginError> {
+        crate::columns::tasks(fields, rows)
+    }
 }
 
 /// Whether a step is the plan (turn 1) or an action.
@@ -203,6 +211,9 @@ pub struct Trajectory {
 
 impl TableRow for Trajectory {
     const KIND: &'static str = "trajectories";
+    fn to_batch_with(fields: &[FieldRef], rows: &[Self]) -> Result<RecordBatch, PluginError> {
+        crate::columns::trajectories(fields, rows)
+    }
 }
 
 /// One teacher intervention.

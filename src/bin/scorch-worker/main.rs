@@ -67,6 +67,9 @@ async fn serve(a: ServeArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::Failed(e.to_string()))
 }
 
+#[global_allocator]
+static ALLOCATOR: scorch_alloc::Allocator = scorch_alloc::Allocator;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(runtime) = scorch::start::start() else {
