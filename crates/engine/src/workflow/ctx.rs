@@ -121,13 +121,20 @@ impl Ctx<'_> {
 
     fn file_path(&self, path: &str) -> String {
         if let Some(rest) = path.strip_prefix("nodes.") {
-            for (inst, base) in &self.bases {
-                if inst != base
-                    && let Some(after) = rest.strip_prefix(inst.as_str())
-                    && (after.is_empty() || after.starts_with('.'))
-                {
-                    return format!("nodes.{base}{after}");
-                }
+            // The instance id is `rest` up to one of its dots (a matrix value may hold dots
+            // too: `eval[lr=0.5]`), the longest that is an instance; looked up, not searched,
+            // so a file with thousands of problems is placed in linear time.
+            let ends = rest
+                .match_indices('.')
+                .map(|(i, _)| i)
+                .chain(std::iter::once(rest.len()));
+            let found = ends
+                .filter_map(|end| Some((end, self.bases.get(&rest[..end])?)))
+                .last();
+            if let Some((end, base)) = found
+                && base != &rest[..end]
+            {
+                return format!("nodes.{base}{}", &rest[end..]);
             }
         }
         path.to_owned()
