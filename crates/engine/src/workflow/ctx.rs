@@ -130,7 +130,7 @@ impl Ctx<'_> {
                 .chain(std::iter::once(rest.len()));
             let found = ends
                 .filter_map(|end| Some((end, self.bases.get(&rest[..end])?)))
-                .last();
+                .next_back();
             if let Some((end, base)) = found
                 && base != &rest[..end]
             {
