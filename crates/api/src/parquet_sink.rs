@@ -1,18 +1,18 @@
 //! The one Parquet writer behind every table scorch writes: bounded row groups, columns
 //! encoded in parallel.
 //!
-//! A batch's leaf columns are encoded in parallel on rayon's pool, and a writer of rows
-//! converts its next rows to Arrow during the encoding of the last ones
-//! ([`ParquetSink::write_next`]), so both cores stay busy with no thread beyond the pool.
-//! A row group is closed once its encoded pages reach
-//! [`ROW_GROUP_BYTES`] or it holds [`ROW_GROUP_ROWS`] rows ([`RowGroupLimits`]), which bounds the memory of a
-//! writer however many rows go through it. Every column chunk is encoded by one writer in
+//! Each leaf column of a row group is encoded on a thread of its own, fed through a short
+//! queue, so the columns and the caller's conversion of its next rows run side by side with
+//! no step where one waits for all. A row group is closed once the Arrow data handed to it
+//! reaches [`ROW_GROUP_BYTES`] or it holds [`ROW_GROUP_ROWS`] rows ([`RowGroupLimits`]),
+//! which bounds the memory of a writer however many rows go through it. Every column chunk is encoded by one writer in
 //! batch order and appended in schema order, so equal tables give equal bytes whatever the
 //! threads do.
 
-use std::io::Write;
-
 use std::collections::HashSet;
+use std::io::Write;
+use std::sync::mpsc::{SyncSender, sync_channel};
+use std::thread::JoinHandle;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch, StringArray};
@@ -26,7 +26,6 @@ use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use parquet::file::writer::SerializedFileWriter;
-use rayon::prelude::*;
 
 use crate::parquet_io::writer_properties;
 use crate::{PluginError, PluginErrorKind};
@@ -34,21 +33,21 @@ use crate::{PluginError, PluginErrorKind};
 /// Rows encoded at a time; a larger batch is cut into slices of this many rows.
 pub const CHUNK_ROWS: usize = 4096;
 
-/// A row group is closed once its encoded pages reach this size. DuckDB and Spark aim at
-/// 100–128 MB row groups; half of that keeps a writer's memory low enough to stream a large
-/// import on a small machine.
-pub const ROW_GROUP_BYTES: usize = 64 << 20;
+/// A row group is closed once the Arrow data written to it reaches this size (its encoded
+/// pages, which the writer holds until the group is closed, are a fraction of it: Snappy and
+/// dictionaries). A bound on the writer's memory however large the table.
+pub const ROW_GROUP_BYTES: usize = 128 << 20;
 
 /// At most this many rows per row group (pyarrow's default).
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
 
-/// Where a writer closes a row group: at `rows` rows or once its encoded pages reach `bytes`,
-/// whichever comes first.
+/// Where a writer closes a row group: at `rows` rows or once the Arrow data written to it
+/// reaches `bytes`, whichever comes first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowGroupLimits {
     /// Rows per row group, at most.
     pub rows: usize,
-    /// Encoded bytes after which a row group is closed.
+    /// Arrow bytes after which a row group is closed.
     pub bytes: usize,
 }
 
@@ -64,8 +63,6 @@ impl Default for RowGroupLimits {
 /// Writes record batches of one schema to a Parquet file.
 pub(crate) struct ParquetSink<W: Write + Send> {
     encoder: Encoder<W>,
-    /// A converted batch whose encoding waits for the next conversion.
-    ready: Option<RecordBatch>,
     /// What is written, for messages (`writing PATH`, `output `NAME``).
     label: String,
 }
@@ -84,50 +81,19 @@ impl<W: Write + Send> ParquetSink<W> {
             .map_err(|e| failed(&label, &e))?;
         Ok(Self {
             encoder: Encoder::new(sink, schema, limits),
-            ready: None,
             label,
         })
     }
 
-    /// Encode `batch` (after any batch converted earlier).
+    /// Hand `batch` to the column encoders; it is encoded while the caller goes on.
     pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
-        if let Some(ready) = self.ready.take() {
-            self.encode(&ready)?;
-        }
-        self.encode(batch)
-    }
-
-    /// Run `convert` for the next batch while the batch converted last is encoded on the
-    /// other core; the new batch is encoded by the next call, [`Self::write`] or
-    /// [`Self::close`].
-    pub(crate) fn write_next(
-        &mut self,
-        convert: impl FnOnce() -> Result<RecordBatch, PluginError> + Send,
-    ) -> Result<(), PluginError> {
-        let next = match self.ready.take() {
-            None => convert()?,
-            Some(ready) => {
-                let encoder = &mut self.encoder;
-                let (encoded, next) = rayon::join(|| encoder.write(&ready), convert);
-                encoded.map_err(|e| failed(&self.label, &e))?;
-                next?
-            }
-        };
-        self.ready = Some(next);
-        Ok(())
-    }
-
-    fn encode(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
         self.encoder
             .write(batch)
             .map_err(|e| failed(&self.label, &e))
     }
 
     /// Encode what is left, write the last row group and the footer.
-    pub(crate) fn close(mut self) -> Result<(), PluginError> {
-        if let Some(ready) = self.ready.take() {
-            self.encode(&ready)?;
-        }
+    pub(crate) fn close(self) -> Result<(), PluginError> {
         let label = self.label;
         self.encoder.close().map_err(|e| failed(&label, &e))
     }
@@ -137,6 +103,39 @@ fn failed(label: &str, e: &ParquetError) -> PluginError {
     PluginError::new(PluginErrorKind::Output, format!("{label}: {e}"))
 }
 
+/// Batches a column encoder may have waiting: the caller converts at most this far ahead.
+const QUEUED: usize = 2;
+
+/// One leaf column of the row group being written, encoded on a thread of its own.
+struct Lane {
+    queue: SyncSender<ArrowLeafColumn>,
+    encoder: JoinHandle<Result<ArrowColumnChunk, ParquetError>>,
+}
+
+impl Lane {
+    fn start(mut column: ArrowColumnWriter) -> Result<Self, ParquetError> {
+        let (queue, leaves) = sync_channel::<ArrowLeafColumn>(QUEUED);
+        let encoder = std::thread::Builder::new()
+            .name("parquet-column".into())
+            .spawn(move || {
+                for leaf in leaves {
+                    column.write(&leaf)?;
+                }
+                column.close()
+            })
+            .map_err(|e| ParquetError::External(Box::new(e)))?;
+        Ok(Self { queue, encoder })
+    }
+
+    /// Close the queue and wait for the column chunk.
+    fn finish(self) -> Result<ArrowColumnChunk, ParquetError> {
+        drop(self.queue);
+        self.encoder
+            .join()
+            .unwrap_or_else(|_| Err(ParquetError::General("a column encoder panicked".into())))
+    }
+}
+
 /// The file and the row group being encoded. The file is started at the first batch, whose
 /// values choose which columns try a dictionary ([`dictionary_columns`]).
 struct Encoder<W: Write + Send> {
@@ -144,9 +143,11 @@ struct Encoder<W: Write + Send> {
     file: Option<(SerializedFileWriter<W>, ArrowRowGroupWriterFactory)>,
     schema: SchemaRef,
     limits: RowGroupLimits,
-    columns: Option<Vec<ArrowColumnWriter>>,
+    lanes: Option<Vec<Lane>>,
     groups: usize,
     rows: usize,
+    /// Arrow bytes handed to the row group being written.
+    bytes: usize,
 }
 
 impl<W: Write + Send> Encoder<W> {
@@ -159,9 +160,10 @@ impl<W: Write + Send> Encoder<W> {
                 rows: limits.rows.max(1),
                 bytes: limits.bytes.max(1),
             },
-            columns: None,
+            lanes: None,
             groups: 0,
             rows: 0,
+            bytes: 0,
         }
     }
 
@@ -213,21 +215,37 @@ impl<W: Write + Send> Encoder<W> {
         for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
             leaves.extend(compute_leaves(field, array)?);
         }
-        if self.columns.is_none() {
+        if self.lanes.is_none() {
             let groups = self.groups;
             let (_, factory) = self.file(Some(batch))?;
-            self.columns = Some(factory.create_column_writers(groups)?);
+            let lanes = factory
+                .create_column_writers(groups)?
+                .into_iter()
+                .map(Lane::start)
+                .collect::<Result<Vec<_>, _>>()?;
+            self.lanes = Some(lanes);
         }
-        let Some(columns) = &mut self.columns else {
+        let Some(lanes) = &self.lanes else {
             return Ok(());
         };
-        columns
-            .par_iter_mut()
-            .zip(leaves.par_iter())
-            .try_for_each(|(column, leaf)| column.write(leaf))?;
+        let mut stopped = false;
+        for (lane, leaf) in lanes.iter().zip(leaves) {
+            stopped |= lane.queue.send(leaf).is_err();
+        }
+        if stopped {
+            // An encoder failed: finishing the row group returns its error.
+            self.flush()?;
+            return Err(ParquetError::General("a column encoder stopped".into()));
+        }
         self.rows += batch.num_rows();
-        let bytes: usize = columns.iter().map(|c| c.get_estimated_total_bytes()).sum();
-        if bytes >= self.limits.bytes || self.rows >= self.limits.rows {
+        // The row group's size is counted in Arrow bytes, known here and now, so where it
+        // ends does not depend on how far the encoders have got.
+        self.bytes += batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum::<usize>();
+        if self.bytes >= self.limits.bytes || self.rows >= self.limits.rows {
             self.flush()?;
         }
         Ok(())
@@ -235,13 +253,13 @@ impl<W: Write + Send> Encoder<W> {
 
     /// Close the row group being encoded and append it to the file.
     fn flush(&mut self) -> Result<(), ParquetError> {
-        let Some(columns) = self.columns.take() else {
+        let Some(lanes) = self.lanes.take() else {
             return Ok(());
         };
-        let chunks: Vec<ArrowColumnChunk> = columns
-            .into_par_iter()
-            .map(ArrowColumnWriter::close)
-            .collect::<Result<_, _>>()?;
+        // Every lane is finished, even after an error, so no encoder thread outlives this.
+        let chunks: Vec<Result<ArrowColumnChunk, ParquetError>> =
+            lanes.into_iter().map(Lane::finish).collect();
+        let chunks = chunks.into_iter().collect::<Result<Vec<_>, _>>()?;
         let (file, _) = self.file(None)?;
         let mut group = file.next_row_group()?;
         for chunk in chunks {
@@ -250,6 +268,7 @@ impl<W: Write + Send> Encoder<W> {
         group.close()?;
         self.groups += 1;
         self.rows = 0;
+        self.bytes = 0;
         Ok(())
     }
 }

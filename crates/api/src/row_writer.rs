@@ -105,17 +105,11 @@ impl<T: TableRow> RowWriter<T> {
 
     /// Convert `rows` while the last chunk is encoded; their buffer comes back for the next.
     fn write_chunk(&mut self, rows: Vec<T>) -> Result<(), PluginError> {
-        let n = rows.len();
-        let fields = self.fields.clone();
-        let mut back = None;
-        self.sink_mut()?.write_next(|| {
-            let batch = T::to_batch_with(&fields, &rows);
-            back = Some(rows);
-            batch
-        })?;
-        self.pending = back.unwrap_or_default();
+        let batch = T::to_batch_with(&self.fields, &rows)?;
+        self.sink_mut()?.write(&batch)?;
+        self.pending = rows;
         self.pending.clear();
-        self.rows += n as u64;
+        self.rows += batch.num_rows() as u64;
         Ok(())
     }
 
@@ -148,15 +142,15 @@ impl<T: TableRow> Drop for RowWriter<T> {
     }
 }
 
-/// Write `rows` to `sink`, [`CHUNK_ROWS`] at a time, each chunk converted while the one
-/// before is encoded.
+/// Write `rows` to `sink`, [`CHUNK_ROWS`] at a time, each chunk converted while the ones
+/// before are encoded.
 pub(crate) fn write_rows<T: TableRow, W: std::io::Write + Send>(
     sink: &mut ParquetSink<W>,
     fields: &[FieldRef],
     rows: &[T],
 ) -> Result<(), PluginError> {
     for chunk in rows.chunks(CHUNK_ROWS) {
-        sink.write_next(|| T::to_batch_with(fields, chunk))?;
+        sink.write(&T::to_batch_with(fields, chunk)?)?;
     }
     Ok(())
 }

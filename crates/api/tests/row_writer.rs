@@ -91,7 +91,7 @@ fn pushed_rows_come_back_in_order_across_chunks_and_row_groups() {
 }
 
 #[test]
-fn row_groups_are_cut_by_encoded_size() {
+fn row_groups_are_cut_by_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.parquet");
     let rows: Vec<Task> = (0..20_000).map(task).collect();
