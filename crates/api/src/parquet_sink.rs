@@ -1,9 +1,9 @@
 //! The one Parquet writer behind every table scorch writes: bounded row groups, columns
 //! encoded in parallel.
 //!
-//! Each leaf column of a row group is encoded on a thread of its own, fed through a short
-//! queue, so the columns and the caller's conversion of its next rows run side by side with
-//! no step where one waits for all. A row group is closed once the Arrow data handed to it
+//! The leaf columns are dealt to one encoder thread per core, each fed through a short queue,
+//! so the columns and the caller's conversion of its next rows run side by side with no step
+//! where one waits for all. A row group is closed once the Arrow data handed to it
 //! reaches [`ROW_GROUP_BYTES`] or it holds [`ROW_GROUP_ROWS`] rows ([`RowGroupLimits`]),
 //! which bounds the memory of a writer however many rows go through it. Every column chunk is encoded by one writer in
 //! batch order and appended in schema order, so equal tables give equal bytes whatever the
@@ -36,7 +36,7 @@ pub const CHUNK_ROWS: usize = 4096;
 /// A row group is closed once the Arrow data written to it reaches this size (its encoded
 /// pages, which the writer holds until the group is closed, are a fraction of it: Snappy and
 /// dictionaries). A bound on the writer's memory however large the table.
-pub const ROW_GROUP_BYTES: usize = 128 << 20;
+pub const ROW_GROUP_BYTES: usize = 64 << 20;
 
 /// At most this many rows per row group (pyarrow's default).
 pub const ROW_GROUP_ROWS: usize = 1 << 20;
@@ -103,37 +103,83 @@ fn failed(label: &str, e: &ParquetError) -> PluginError {
     PluginError::new(PluginErrorKind::Output, format!("{label}: {e}"))
 }
 
-/// Batches a column encoder may have waiting: the caller converts at most this far ahead.
+/// Batches an encoder thread may have waiting: the caller converts at most this far ahead.
 const QUEUED: usize = 2;
 
-/// One leaf column of the row group being written, encoded on a thread of its own.
+/// Some leaf columns of the row group being written, encoded in order on a thread of their
+/// own. A file has one lane per core; each column belongs to one lane, so its pages are the
+/// same whichever lane encodes it.
 struct Lane {
-    queue: SyncSender<ArrowLeafColumn>,
-    encoder: JoinHandle<Result<ArrowColumnChunk, ParquetError>>,
+    /// Which leaf columns (their positions in the schema).
+    columns: Vec<usize>,
+    queue: SyncSender<Vec<ArrowLeafColumn>>,
+    encoder: JoinHandle<Result<Vec<ArrowColumnChunk>, ParquetError>>,
 }
 
 impl Lane {
-    fn start(mut column: ArrowColumnWriter) -> Result<Self, ParquetError> {
-        let (queue, leaves) = sync_channel::<ArrowLeafColumn>(QUEUED);
+    fn start(
+        columns: Vec<usize>,
+        mut writers: Vec<ArrowColumnWriter>,
+    ) -> Result<Self, ParquetError> {
+        let (queue, batches) = sync_channel::<Vec<ArrowLeafColumn>>(QUEUED);
         let encoder = std::thread::Builder::new()
-            .name("parquet-column".into())
+            .name("parquet-encoder".into())
             .spawn(move || {
-                for leaf in leaves {
-                    column.write(&leaf)?;
+                for leaves in batches {
+                    for (writer, leaf) in writers.iter_mut().zip(&leaves) {
+                        writer.write(leaf)?;
+                    }
                 }
-                column.close()
+                writers.into_iter().map(ArrowColumnWriter::close).collect()
             })
             .map_err(|e| ParquetError::External(Box::new(e)))?;
-        Ok(Self { queue, encoder })
+        Ok(Self {
+            columns,
+            queue,
+            encoder,
+        })
     }
 
-    /// Close the queue and wait for the column chunk.
-    fn finish(self) -> Result<ArrowColumnChunk, ParquetError> {
+    /// Close the queue and wait for the column chunks.
+    fn finish(self) -> Result<Vec<(usize, ArrowColumnChunk)>, ParquetError> {
         drop(self.queue);
-        self.encoder
+        let chunks = self
+            .encoder
             .join()
-            .unwrap_or_else(|_| Err(ParquetError::General("a column encoder panicked".into())))
+            .unwrap_or_else(|_| Err(ParquetError::General("a column encoder panicked".into())))?;
+        Ok(self.columns.into_iter().zip(chunks).collect())
     }
+}
+
+/// Leaf columns dealt to `lanes` lanes so each gets about the same bytes of `first`: the
+/// largest column first, each to the lane with the fewest bytes so far.
+fn deal(first: &RecordBatch, lanes: usize) -> Vec<Vec<usize>> {
+    let mut arrays = Vec::new();
+    for column in first.columns() {
+        leaf_arrays(column.as_ref(), &mut arrays);
+    }
+    let mut sizes: Vec<(usize, usize)> = arrays
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.to_data().get_slice_memory_size().unwrap_or(0), i))
+        .collect();
+    sizes.sort_by(|a, b| b.cmp(a));
+    let mut dealt: Vec<(usize, Vec<usize>)> =
+        vec![(0, Vec::new()); lanes.clamp(1, arrays.len().max(1))];
+    for (size, column) in sizes {
+        if let Some(lane) = dealt.iter_mut().min_by_key(|(total, _)| *total) {
+            lane.0 += size;
+            lane.1.push(column);
+        }
+    }
+    dealt
+        .into_iter()
+        .map(|(_, mut columns)| {
+            columns.sort_unstable();
+            columns
+        })
+        .filter(|columns| !columns.is_empty())
+        .collect()
 }
 
 /// The file and the row group being encoded. The file is started at the first batch, whose
@@ -144,6 +190,8 @@ struct Encoder<W: Write + Send> {
     schema: SchemaRef,
     limits: RowGroupLimits,
     lanes: Option<Vec<Lane>>,
+    /// Which leaf columns each lane encodes, dealt at the first batch.
+    dealt: Option<Vec<Vec<usize>>>,
     groups: usize,
     rows: usize,
     /// Arrow bytes handed to the row group being written.
@@ -161,6 +209,7 @@ impl<W: Write + Send> Encoder<W> {
                 bytes: limits.bytes.max(1),
             },
             lanes: None,
+            dealt: None,
             groups: 0,
             rows: 0,
             bytes: 0,
@@ -217,20 +266,47 @@ impl<W: Write + Send> Encoder<W> {
         }
         if self.lanes.is_none() {
             let groups = self.groups;
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            let dealt = match &self.dealt {
+                Some(dealt) => dealt.clone(),
+                None => self.dealt.insert(deal(batch, cores)).clone(),
+            };
             let (_, factory) = self.file(Some(batch))?;
-            let lanes = factory
+            let mut writers: Vec<Option<ArrowColumnWriter>> = factory
                 .create_column_writers(groups)?
                 .into_iter()
-                .map(Lane::start)
+                .map(Some)
+                .collect();
+            // A type whose Arrow leaves do not map one to one onto Parquet's: one lane.
+            let dealt = if dealt.iter().map(Vec::len).sum::<usize>() == writers.len() {
+                dealt
+            } else {
+                vec![(0..writers.len()).collect()]
+            };
+            let lanes = dealt
+                .into_iter()
+                .map(|columns| {
+                    let mine = columns
+                        .iter()
+                        .filter_map(|&c| writers.get_mut(c).and_then(Option::take))
+                        .collect();
+                    Lane::start(columns, mine)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             self.lanes = Some(lanes);
         }
         let Some(lanes) = &self.lanes else {
             return Ok(());
         };
+        let mut leaves: Vec<Option<ArrowLeafColumn>> = leaves.into_iter().map(Some).collect();
         let mut stopped = false;
-        for (lane, leaf) in lanes.iter().zip(leaves) {
-            stopped |= lane.queue.send(leaf).is_err();
+        for lane in lanes {
+            let mine = lane
+                .columns
+                .iter()
+                .filter_map(|&c| leaves.get_mut(c).and_then(Option::take))
+                .collect();
+            stopped |= lane.queue.send(mine).is_err();
         }
         if stopped {
             // An encoder failed: finishing the row group returns its error.
@@ -257,12 +333,15 @@ impl<W: Write + Send> Encoder<W> {
             return Ok(());
         };
         // Every lane is finished, even after an error, so no encoder thread outlives this.
-        let chunks: Vec<Result<ArrowColumnChunk, ParquetError>> =
-            lanes.into_iter().map(Lane::finish).collect();
-        let chunks = chunks.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let finished: Vec<_> = lanes.into_iter().map(Lane::finish).collect();
+        let mut chunks = Vec::new();
+        for lane in finished {
+            chunks.extend(lane?);
+        }
+        chunks.sort_by_key(|(column, _)| *column);
         let (file, _) = self.file(None)?;
         let mut group = file.next_row_group()?;
-        for chunk in chunks {
+        for (_, chunk) in chunks {
             chunk.append_to_row_group(&mut group)?;
         }
         group.close()?;
@@ -284,13 +363,13 @@ fn dictionary_columns(
     let descr = ArrowSchemaConverter::new().convert(&batch.schema())?;
     let mut leaves = Vec::new();
     for column in batch.columns() {
-        string_leaves(column.as_ref(), &mut leaves);
+        leaf_arrays(column.as_ref(), &mut leaves);
     }
     if leaves.len() != descr.num_columns() {
         return Ok(props.build());
     }
     for (column, leaf) in descr.columns().iter().zip(leaves) {
-        if let Some(values) = leaf
+        if let Some(values) = leaf.as_string_opt::<i32>()
             && mostly_distinct(values)
         {
             props = props.set_column_dictionary_enabled(column.path().clone(), false);
@@ -299,19 +378,18 @@ fn dictionary_columns(
     Ok(props.build())
 }
 
-/// Each Parquet leaf column of `array` in schema order: its strings where it is a string
-/// column.
-fn string_leaves<'a>(array: &'a dyn Array, out: &mut Vec<Option<&'a StringArray>>) {
+/// The array of each Parquet leaf column of `array`, in schema order (the values of a list,
+/// the children of a struct).
+fn leaf_arrays<'a>(array: &'a dyn Array, out: &mut Vec<&'a dyn Array>) {
     match array.data_type() {
         DataType::Struct(_) => {
             for child in array.as_struct().columns() {
-                string_leaves(child.as_ref(), out);
+                leaf_arrays(child.as_ref(), out);
             }
         }
-        DataType::List(_) => string_leaves(array.as_list::<i32>().values().as_ref(), out),
-        DataType::LargeList(_) => string_leaves(array.as_list::<i64>().values().as_ref(), out),
-        DataType::Utf8 => out.push(array.as_string_opt::<i32>()),
-        _ => out.push(None),
+        DataType::List(_) => leaf_arrays(array.as_list::<i32>().values().as_ref(), out),
+        DataType::LargeList(_) => leaf_arrays(array.as_list::<i64>().values().as_ref(), out),
+        _ => out.push(array),
     }
 }
 
