@@ -192,6 +192,8 @@ struct Encoder<W: Write + Send> {
     lanes: Option<Vec<Lane>>,
     /// Which leaf columns each lane encodes, dealt at the first batch.
     dealt: Option<Vec<Vec<usize>>>,
+    /// Encoder threads: one per core.
+    lanes_wanted: usize,
     groups: usize,
     rows: usize,
     /// Arrow bytes handed to the row group being written.
@@ -210,6 +212,7 @@ impl<W: Write + Send> Encoder<W> {
             },
             lanes: None,
             dealt: None,
+            lanes_wanted: std::thread::available_parallelism().map_or(1, usize::from),
             groups: 0,
             rows: 0,
             bytes: 0,
@@ -266,10 +269,9 @@ impl<W: Write + Send> Encoder<W> {
         }
         if self.lanes.is_none() {
             let groups = self.groups;
-            let cores = std::thread::available_parallelism().map_or(1, usize::from);
             let dealt = match &self.dealt {
                 Some(dealt) => dealt.clone(),
-                None => self.dealt.insert(deal(batch, cores)).clone(),
+                None => self.dealt.insert(deal(batch, self.lanes_wanted)).clone(),
             };
             let (_, factory) = self.file(Some(batch))?;
             let mut writers: Vec<Option<ArrowColumnWriter>> = factory
@@ -397,4 +399,59 @@ fn mostly_distinct(values: &StringArray) -> bool {
     let seen: HashSet<&str> = values.iter().flatten().take(CHUNK_ROWS).collect();
     let counted = values.iter().flatten().take(CHUNK_ROWS).count();
     counted >= 64 && seen.len() * 2 > counted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::{Author, Step, StepKind, StopReason, TableRow, Trajectory};
+
+    fn write(rows: &[Trajectory], lanes: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let limits = RowGroupLimits {
+            rows: 3000,
+            bytes: usize::MAX,
+        };
+        let mut sink =
+            ParquetSink::new(&mut out, Trajectory::schema(), limits, "test".into()).unwrap();
+        sink.encoder.lanes_wanted = lanes;
+        for chunk in rows.chunks(1000) {
+            sink.write(&Trajectory::to_batch(chunk).unwrap()).unwrap();
+        }
+        sink.close().unwrap();
+        out
+    }
+
+    #[test]
+    fn the_bytes_do_not_depend_on_the_number_of_encoder_threads() {
+        let rows: Vec<Trajectory> = (0..7000u32)
+            .map(|i| Trajectory {
+                trajectory_id: format!("r{i}"),
+                task_id: format!("t{}", i / 3),
+                policy: "student".into(),
+                sample: i % 3,
+                question: format!("How many apples after {i} days?"),
+                steps: (1..=i % 5)
+                    .map(|k| {
+                        Step::new(
+                            k,
+                            StepKind::Step,
+                            Author::Student,
+                            &format!("t{i}"),
+                            "1 + 1",
+                        )
+                    })
+                    .collect(),
+                final_answer: Some(i.to_string()),
+                correct: i % 2 == 1,
+                stop_reason: StopReason::FinalAnswer,
+                turns: i % 5,
+                metadata: "{}".into(),
+            })
+            .collect();
+        let one = write(&rows, 1);
+        assert_eq!(one, write(&rows, 2));
+        assert_eq!(one, write(&rows, 5));
+        assert_eq!(one, write(&rows, 64));
+    }
 }
