@@ -7,7 +7,8 @@
 //! with Snappy: scorch from its row types (`RowWriter`: rows → Arrow → Parquet), pyarrow
 //! (`pq.write_table`) from an Arrow table already in memory, so pyarrow's figure leaves out
 //! any conversion. The two alternate for several rounds; each side's median per round, the
-//! median round, and the range of the per-round ratios.
+//! median round, and the range of the per-round ratios; and the CPU time per write (all
+//! threads) of each side, the median over rounds.
 
 // The allocator and settings of scorch's binaries, so the figures are theirs.
 #[global_allocator]
@@ -40,8 +41,24 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-fn time_scorch<T: scorch_api::tables::TableRow>(rows: &[T], path: &std::path::Path) -> f64 {
+/// CPU time of this process so far (every thread, the finished ones too), in ms: user and
+/// system ticks of `/proc/self/stat` (Linux counts them in 1/100 s).
+fn cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (fields[11] + fields[12]) * 10.0
+}
+
+/// The median wall time of a write and the mean CPU time per write, in ms.
+fn time_scorch<T: scorch_api::tables::TableRow>(rows: &[T], path: &std::path::Path) -> (f64, f64) {
     let mut times = Vec::new();
+    let cpu = cpu_ms();
     for _ in 0..REPS {
         let t = Instant::now();
         let mut w = RowWriter::<T>::create(path).expect("create");
@@ -49,10 +66,11 @@ fn time_scorch<T: scorch_api::tables::TableRow>(rows: &[T], path: &std::path::Pa
         w.finish().expect("finish");
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    median(times)
+    (median(times), (cpu_ms() - cpu) / REPS as f64)
 }
 
-fn time_pyarrow(source: &std::path::Path, out: &std::path::Path) -> f64 {
+/// The median wall time of a write and the mean CPU time per write, in ms.
+fn time_pyarrow(source: &std::path::Path, out: &std::path::Path) -> (f64, f64) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/pyarrow_baseline.py");
     let o = Command::new("python3")
         .arg(script)
@@ -66,10 +84,14 @@ fn time_pyarrow(source: &std::path::Path, out: &std::path::Path) -> f64 {
         "pyarrow baseline failed: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-    String::from_utf8_lossy(&o.stdout)
-        .trim()
-        .parse()
-        .expect("a median in ms")
+    let printed = String::from_utf8_lossy(&o.stdout);
+    let mut figures = printed
+        .split_whitespace()
+        .map(|f| f.parse::<f64>().expect("a figure in ms"));
+    (
+        figures.next().expect("the median wall time"),
+        figures.next().expect("the CPU time"),
+    )
 }
 
 fn compare<T: scorch_api::tables::TableRow>(
@@ -84,28 +106,35 @@ fn compare<T: scorch_api::tables::TableRow>(
     let bytes = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
     let out = dir.join(format!("{name}-out.parquet"));
     let (mut ours, mut theirs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut our_cpu, mut their_cpu) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
-        let (s, p) = if round % 2 == 0 {
+        let ((s, sc), (p, pc)) = if round % 2 == 0 {
             let s = time_scorch(rows, &out);
             (s, time_pyarrow(&source, &out))
         } else {
             let p = time_pyarrow(&source, &out);
             (time_scorch(rows, &out), p)
         };
-        eprintln!("{name} round {round}: scorch {s:.0} ms, pyarrow {p:.0} ms");
+        eprintln!(
+            "{name} round {round}: scorch {s:.0} ms ({sc:.0} ms CPU), pyarrow {p:.0} ms ({pc:.0} ms CPU)"
+        );
         ours.push(s);
         theirs.push(p);
         ratios.push(p / s);
+        our_cpu.push(sc);
+        their_cpu.push(pc);
     }
     let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = ratios.iter().copied().fold(0.0, f64::max);
     format!(
-        "| {name}, {} rows, {:.0} MB file | {:.0} ms | {:.0} ms | {:.2}x ({lo:.2}–{hi:.2}) |",
+        "| {name}, {} rows, {:.0} MB file | {:.0} ms | {:.0} ms | {:.2}x ({lo:.2}–{hi:.2}) | {:.0} / {:.0} ms |",
         rows.len(),
         bytes as f64 / 1e6,
         median(ours),
         median(theirs),
         median(ratios),
+        median(our_cpu),
+        median(their_cpu),
     )
 }
 
@@ -118,9 +147,9 @@ fn main() {
         compare("trajectories", &trajectories, dir.path()),
     ];
     println!(
-        "| table | scorch (rows → file) | pyarrow (Arrow table → file) | pyarrow / scorch (range) |"
+        "| table | scorch (rows → file) | pyarrow (Arrow table → file) | pyarrow / scorch (range) | CPU per write, scorch / pyarrow |"
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
