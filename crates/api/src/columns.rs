@@ -32,7 +32,7 @@ fn arrow_error(kind: &str, e: &arrow_schema::ArrowError) -> PluginError {
     )
 }
 
-fn strings<'a, R: 'a>(rows: &[R], get: impl Fn(&R) -> &str) -> ArrayRef {
+fn strings<R>(rows: &[R], get: impl Fn(&R) -> &str) -> ArrayRef {
     let bytes = rows.iter().map(|r| get(r).len()).sum();
     let mut b = StringBuilder::with_capacity(rows.len(), bytes);
     for r in rows {

@@ -18,14 +18,16 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch, StringArray};
 use arrow_schema::DataType;
 use arrow_schema::SchemaRef;
+use parquet::arrow::arrow_writer::ArrowWriterOptions;
 use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory,
     compute_leaves,
 };
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::errors::ParquetError;
-use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::SchemaDescriptor;
 
 use crate::parquet_io::writer_properties;
 use crate::{PluginError, PluginErrorKind};
@@ -75,12 +77,12 @@ impl<W: Write + Send> ParquetSink<W> {
         limits: RowGroupLimits,
         label: String,
     ) -> Result<Self, PluginError> {
-        // Checked now, so a schema Parquet cannot hold fails before any row is converted.
-        ArrowSchemaConverter::new()
+        // Converted now, so a schema Parquet cannot hold fails before any row is converted.
+        let descr = ArrowSchemaConverter::new()
             .convert(&schema)
             .map_err(|e| failed(&label, &e))?;
         Ok(Self {
-            encoder: Encoder::new(sink, schema, limits),
+            encoder: Encoder::new(sink, schema, descr, limits),
             label,
         })
     }
@@ -151,13 +153,9 @@ impl Lane {
     }
 }
 
-/// Leaf columns dealt to `lanes` lanes so each gets about the same bytes of `first`: the
-/// largest column first, each to the lane with the fewest bytes so far.
-fn deal(first: &RecordBatch, lanes: usize) -> Vec<Vec<usize>> {
-    let mut arrays = Vec::new();
-    for column in first.columns() {
-        leaf_arrays(column.as_ref(), &mut arrays);
-    }
+/// Leaf columns dealt to `lanes` lanes so each gets about the same bytes of the first batch
+/// (its leaf `arrays`): the largest column first, each to the lane with the fewest bytes so far.
+fn deal(arrays: &[&dyn Array], lanes: usize) -> Vec<Vec<usize>> {
     let mut sizes: Vec<(usize, usize)> = arrays
         .iter()
         .enumerate()
@@ -183,15 +181,17 @@ fn deal(first: &RecordBatch, lanes: usize) -> Vec<Vec<usize>> {
 }
 
 /// The file and the row group being encoded. The file is started at the first batch, whose
-/// values choose which columns try a dictionary ([`dictionary_columns`]).
+/// values choose which columns try a dictionary ([`dictionary_columns`]) and how the columns
+/// are dealt to the encoder threads ([`deal`]).
 struct Encoder<W: Write + Send> {
     sink: Option<W>,
     file: Option<(SerializedFileWriter<W>, ArrowRowGroupWriterFactory)>,
     schema: SchemaRef,
+    descr: SchemaDescriptor,
     limits: RowGroupLimits,
     lanes: Option<Vec<Lane>>,
     /// Which leaf columns each lane encodes, dealt at the first batch.
-    dealt: Option<Vec<Vec<usize>>>,
+    dealt: Vec<Vec<usize>>,
     /// Encoder threads: one per core.
     lanes_wanted: usize,
     groups: usize,
@@ -201,17 +201,18 @@ struct Encoder<W: Write + Send> {
 }
 
 impl<W: Write + Send> Encoder<W> {
-    fn new(sink: W, schema: SchemaRef, limits: RowGroupLimits) -> Self {
+    fn new(sink: W, schema: SchemaRef, descr: SchemaDescriptor, limits: RowGroupLimits) -> Self {
         Self {
             sink: Some(sink),
             file: None,
             schema,
+            descr,
             limits: RowGroupLimits {
                 rows: limits.rows.max(1),
                 bytes: limits.bytes.max(1),
             },
             lanes: None,
-            dealt: None,
+            dealt: Vec::new(),
             lanes_wanted: std::thread::available_parallelism().map_or(1, usize::from),
             groups: 0,
             rows: 0,
@@ -219,6 +220,7 @@ impl<W: Write + Send> Encoder<W> {
         }
     }
 
+    /// The file, started at the first batch (`first`; `None` when the table has no rows).
     fn file(
         &mut self,
         first: Option<&RecordBatch>,
@@ -228,11 +230,24 @@ impl<W: Write + Send> Encoder<W> {
                 .sink
                 .take()
                 .ok_or_else(|| ParquetError::General("the file was not started".into()))?;
-            let props = match first {
-                Some(batch) => dictionary_columns(batch, writer_properties().into_builder())?,
-                None => writer_properties(),
+            let mut leaves = Vec::new();
+            for column in first.iter().flat_map(|b| b.columns()) {
+                leaf_arrays(column.as_ref(), &mut leaves);
+            }
+            let columns = self.descr.num_columns();
+            // A type whose Arrow leaves do not map one to one onto Parquet's (or no rows):
+            // every column tries a dictionary, one encoder thread.
+            let props = if leaves.len() == columns {
+                self.dealt = deal(&leaves, self.lanes_wanted);
+                dictionary_columns(&self.descr, &leaves)
+            } else {
+                self.dealt = vec![(0..columns).collect()];
+                writer_properties()
             };
-            let started = ArrowWriter::try_new(sink, self.schema.clone(), Some(props))?
+            let options = ArrowWriterOptions::new()
+                .with_properties(props)
+                .with_parquet_schema(self.descr.clone());
+            let started = ArrowWriter::try_new_with_options(sink, self.schema.clone(), options)?
                 .into_serialized_writer()?;
             return Ok(self.file.insert(started));
         }
@@ -269,24 +284,16 @@ impl<W: Write + Send> Encoder<W> {
         }
         if self.lanes.is_none() {
             let groups = self.groups;
-            let dealt = match &self.dealt {
-                Some(dealt) => dealt.clone(),
-                None => self.dealt.insert(deal(batch, self.lanes_wanted)).clone(),
-            };
             let (_, factory) = self.file(Some(batch))?;
             let mut writers: Vec<Option<ArrowColumnWriter>> = factory
                 .create_column_writers(groups)?
                 .into_iter()
                 .map(Some)
                 .collect();
-            // A type whose Arrow leaves do not map one to one onto Parquet's: one lane.
-            let dealt = if dealt.iter().map(Vec::len).sum::<usize>() == writers.len() {
-                dealt
-            } else {
-                vec![(0..writers.len()).collect()]
-            };
-            let lanes = dealt
-                .into_iter()
+            let lanes = self
+                .dealt
+                .iter()
+                .cloned()
                 .map(|columns| {
                     let mine = columns
                         .iter()
@@ -356,28 +363,18 @@ impl<W: Write + Send> Encoder<W> {
 
 /// Columns whose first values are mostly distinct (ids, questions, texts) skip the dictionary:
 /// Parquet writers try one for every column and give it up once its page is full, so on such
-/// a column the attempt costs time and saves nothing. Decided from the first batch, so equal
-/// tables still give equal bytes.
-fn dictionary_columns(
-    batch: &RecordBatch,
-    mut props: WriterPropertiesBuilder,
-) -> Result<WriterProperties, ParquetError> {
-    let descr = ArrowSchemaConverter::new().convert(&batch.schema())?;
-    let mut leaves = Vec::new();
-    for column in batch.columns() {
-        leaf_arrays(column.as_ref(), &mut leaves);
-    }
-    if leaves.len() != descr.num_columns() {
-        return Ok(props.build());
-    }
-    for (column, leaf) in descr.columns().iter().zip(leaves) {
+/// a column the attempt costs time and saves nothing. Decided from the first batch (its leaf
+/// `arrays`, one per column of `descr`), so equal tables still give equal bytes.
+fn dictionary_columns(descr: &SchemaDescriptor, arrays: &[&dyn Array]) -> WriterProperties {
+    let mut props = writer_properties().into_builder();
+    for (column, leaf) in descr.columns().iter().zip(arrays) {
         if let Some(values) = leaf.as_string_opt::<i32>()
             && mostly_distinct(values)
         {
             props = props.set_column_dictionary_enabled(column.path().clone(), false);
         }
     }
-    Ok(props.build())
+    props.build()
 }
 
 /// The array of each Parquet leaf column of `array`, in schema order (the values of a list,
@@ -396,8 +393,12 @@ fn leaf_arrays<'a>(array: &'a dyn Array, out: &mut Vec<&'a dyn Array>) {
 }
 
 fn mostly_distinct(values: &StringArray) -> bool {
-    let seen: HashSet<&str> = values.iter().flatten().take(CHUNK_ROWS).collect();
-    let counted = values.iter().flatten().take(CHUNK_ROWS).count();
+    let mut seen = HashSet::new();
+    let mut counted = 0;
+    for value in values.iter().flatten().take(CHUNK_ROWS) {
+        seen.insert(value);
+        counted += 1;
+    }
     counted >= 64 && seen.len() * 2 > counted
 }
 

@@ -91,13 +91,7 @@ impl StateStore {
             .await
             .map_err(|e| io("saving the node's state", e))?;
         // Older saves go; a failure to remove one is left to the engine's clean-up.
-        let older: Vec<ObjectPath> = self
-            .store
-            .list(Some(&ObjectPath::from(self.prefix.clone())))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .unwrap_or_default();
+        let older = self.saved().await.unwrap_or_default();
         let keep = format!("{}/{step}/", self.prefix);
         for p in older {
             let s = p.to_string();
@@ -149,13 +143,19 @@ impl StateStore {
         self.runtime.block_on(self.load(dir))
     }
 
-    /// Remove every saved state (the node finished).
-    pub async fn clear(&self) -> Result<(), PluginError> {
-        let all: Vec<ObjectPath> = self
-            .store
+    /// Every object under the node's prefix.
+    async fn saved(&self) -> Result<Vec<ObjectPath>, object_store::Error> {
+        self.store
             .list(Some(&ObjectPath::from(self.prefix.clone())))
             .map_ok(|m| m.location)
             .try_collect()
+            .await
+    }
+
+    /// Remove every saved state (the node finished).
+    pub async fn clear(&self) -> Result<(), PluginError> {
+        let all = self
+            .saved()
             .await
             .map_err(|e| io("listing the node's state", e))?;
         for p in all {
