@@ -25,8 +25,8 @@ pub fn writer_properties() -> WriterProperties {
 /// The `created_by` of scorch's Parquet files: `scorch version X (build parquet-rs Y)`.
 ///
 /// Readers parse this field as `APPLICATION version VERSION (build BUILD)` to decide whether
-/// to trust a file's statistics: parquet-java (Spark, Trino, Hive) drops the min/max of every
-/// string column of a file whose `created_by` does not parse. The build names the encoder
+/// to trust a file's statistics: by its source (`CorruptStatistics`), parquet-java ignores
+/// the min/max of every string column of a file whose `created_by` does not parse. The build names the encoder
 /// (the parquet crate), not a commit, because a file's bytes depend on the writer's version
 /// and settings only: equal tables written by two builds of one version stay equal, so a
 /// recomputed node still matches its cached successors (a new version does change the bytes
