@@ -10,11 +10,13 @@
 //! should run the shared [`conformance`] suite in its tests.
 #![deny(missing_docs)]
 
+mod column_encoders;
 mod columns;
 pub mod conformance;
 mod context;
 mod error;
 pub mod parquet_io;
+
 mod parquet_sink;
 mod plugin;
 mod port;

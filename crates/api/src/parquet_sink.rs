@@ -1,34 +1,29 @@
 //! The one Parquet writer behind every table scorch writes: bounded row groups, columns
 //! encoded in parallel.
 //!
-//! The leaf columns are dealt to one encoder thread per core, each fed through a short queue,
-//! so the columns and the caller's conversion of its next rows run side by side with no step
-//! where one waits for all. A row group is closed once the Arrow data handed to it
-//! reaches [`ROW_GROUP_BYTES`] or it holds [`ROW_GROUP_ROWS`] rows ([`RowGroupLimits`]),
-//! which bounds the memory of a writer however many rows go through it. Every column chunk is encoded by one writer in
-//! batch order and appended in schema order, so equal tables give equal bytes whatever the
-//! threads do.
+//! The leaf columns are encoded by a few threads ([`ColumnEncoders`]) while the caller
+//! converts its next rows, and the caller helps them when it gets too far ahead. A row group
+//! is closed once the Arrow data handed to it reaches [`ROW_GROUP_BYTES`] or it holds
+//! [`ROW_GROUP_ROWS`] rows ([`RowGroupLimits`]), which bounds the memory of a writer however
+//! many rows go through it. Every column chunk is encoded by one writer in batch order and
+//! appended in schema order, so equal tables give equal bytes whatever the threads do.
 
 use std::collections::HashSet;
 use std::io::Write;
-use std::sync::mpsc::{SyncSender, sync_channel};
-use std::thread::JoinHandle;
 
 use arrow_array::cast::AsArray;
 use arrow_array::{Array, RecordBatch, StringArray};
 use arrow_schema::DataType;
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_writer::ArrowWriterOptions;
-use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory,
-    compute_leaves,
-};
+use parquet::arrow::arrow_writer::{ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves};
 use parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
 use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::SchemaDescriptor;
 
+use crate::column_encoders::ColumnEncoders;
 use crate::parquet_io::writer_properties;
 use crate::{PluginError, PluginErrorKind};
 
@@ -105,95 +100,19 @@ fn failed(label: &str, e: &ParquetError) -> PluginError {
     PluginError::new(PluginErrorKind::Output, format!("{label}: {e}"))
 }
 
-/// Batches an encoder thread may have waiting: the caller converts at most this far ahead.
-const QUEUED: usize = 2;
-
-/// Some leaf columns of the row group being written, encoded in order on a thread of their
-/// own. A file has one lane per core; each column belongs to one lane, so its pages are the
-/// same whichever lane encodes it.
-struct Lane {
-    /// Which leaf columns (their positions in the schema).
-    columns: Vec<usize>,
-    queue: SyncSender<Vec<ArrowLeafColumn>>,
-    encoder: JoinHandle<Result<Vec<ArrowColumnChunk>, ParquetError>>,
-}
-
-impl Lane {
-    fn start(
-        columns: Vec<usize>,
-        mut writers: Vec<ArrowColumnWriter>,
-    ) -> Result<Self, ParquetError> {
-        let (queue, batches) = sync_channel::<Vec<ArrowLeafColumn>>(QUEUED);
-        let encoder = std::thread::Builder::new()
-            .name("parquet-encoder".into())
-            .spawn(move || {
-                for leaves in batches {
-                    for (writer, leaf) in writers.iter_mut().zip(&leaves) {
-                        writer.write(leaf)?;
-                    }
-                }
-                writers.into_iter().map(ArrowColumnWriter::close).collect()
-            })
-            .map_err(|e| ParquetError::External(Box::new(e)))?;
-        Ok(Self {
-            columns,
-            queue,
-            encoder,
-        })
-    }
-
-    /// Close the queue and wait for the column chunks.
-    fn finish(self) -> Result<Vec<(usize, ArrowColumnChunk)>, ParquetError> {
-        drop(self.queue);
-        let chunks = self
-            .encoder
-            .join()
-            .unwrap_or_else(|_| Err(ParquetError::General("a column encoder panicked".into())))?;
-        Ok(self.columns.into_iter().zip(chunks).collect())
-    }
-}
-
-/// Leaf columns dealt to `lanes` lanes so each gets about the same bytes of the first batch
-/// (its leaf `arrays`): the largest column first, each to the lane with the fewest bytes so far.
-fn deal(arrays: &[&dyn Array], lanes: usize) -> Vec<Vec<usize>> {
-    let mut sizes: Vec<(usize, usize)> = arrays
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.to_data().get_slice_memory_size().unwrap_or(0), i))
-        .collect();
-    sizes.sort_by(|a, b| b.cmp(a));
-    let mut dealt: Vec<(usize, Vec<usize>)> =
-        vec![(0, Vec::new()); lanes.clamp(1, arrays.len().max(1))];
-    for (size, column) in sizes {
-        if let Some(lane) = dealt.iter_mut().min_by_key(|(total, _)| *total) {
-            lane.0 += size;
-            lane.1.push(column);
-        }
-    }
-    dealt
-        .into_iter()
-        .map(|(_, mut columns)| {
-            columns.sort_unstable();
-            columns
-        })
-        .filter(|columns| !columns.is_empty())
-        .collect()
-}
-
 /// The file and the row group being encoded. The file is started at the first batch, whose
-/// values choose which columns try a dictionary ([`dictionary_columns`]) and how the columns
-/// are dealt to the encoder threads ([`deal`]).
+/// values choose which columns try a dictionary ([`dictionary_columns`]).
 struct Encoder<W: Write + Send> {
     sink: Option<W>,
     file: Option<(SerializedFileWriter<W>, ArrowRowGroupWriterFactory)>,
     schema: SchemaRef,
     descr: SchemaDescriptor,
     limits: RowGroupLimits,
-    lanes: Option<Vec<Lane>>,
-    /// Which leaf columns each lane encodes, dealt at the first batch.
-    dealt: Vec<Vec<usize>>,
-    /// Encoder threads: one per core.
-    lanes_wanted: usize,
+    /// Started with the file.
+    encoders: Option<ColumnEncoders>,
+    /// Encoder threads besides the caller's: one fewer than the cores, so the caller's
+    /// conversion and the encoders keep every core busy and no more.
+    threads: usize,
     groups: usize,
     rows: usize,
     /// Arrow bytes handed to the row group being written.
@@ -211,9 +130,10 @@ impl<W: Write + Send> Encoder<W> {
                 rows: limits.rows.max(1),
                 bytes: limits.bytes.max(1),
             },
-            lanes: None,
-            dealt: Vec::new(),
-            lanes_wanted: std::thread::available_parallelism().map_or(1, usize::from),
+            encoders: None,
+            threads: std::thread::available_parallelism()
+                .map_or(1, usize::from)
+                .saturating_sub(1),
             groups: 0,
             rows: 0,
             bytes: 0,
@@ -234,14 +154,11 @@ impl<W: Write + Send> Encoder<W> {
             for column in first.iter().flat_map(|b| b.columns()) {
                 leaf_arrays(column.as_ref(), &mut leaves);
             }
-            let columns = self.descr.num_columns();
             // A type whose Arrow leaves do not map one to one onto Parquet's (or no rows):
-            // every column tries a dictionary, one encoder thread.
-            let props = if leaves.len() == columns {
-                self.dealt = deal(&leaves, self.lanes_wanted);
+            // every column tries a dictionary.
+            let props = if leaves.len() == self.descr.num_columns() {
                 dictionary_columns(&self.descr, &leaves)
             } else {
-                self.dealt = vec![(0..columns).collect()];
                 writer_properties()
             };
             let options = ArrowWriterOptions::new()
@@ -282,46 +199,20 @@ impl<W: Write + Send> Encoder<W> {
         for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
             leaves.extend(compute_leaves(field, array)?);
         }
-        if self.lanes.is_none() {
-            let groups = self.groups;
-            let (_, factory) = self.file(Some(batch))?;
-            let mut writers: Vec<Option<ArrowColumnWriter>> = factory
-                .create_column_writers(groups)?
-                .into_iter()
-                .map(Some)
-                .collect();
-            let lanes = self
-                .dealt
-                .iter()
-                .cloned()
-                .map(|columns| {
-                    let mine = columns
-                        .iter()
-                        .filter_map(|&c| writers.get_mut(c).and_then(Option::take))
-                        .collect();
-                    Lane::start(columns, mine)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            self.lanes = Some(lanes);
+        let groups = self.groups;
+        // More threads than columns would have nothing to do.
+        let threads = self.threads.min(self.descr.num_columns());
+        if self.encoders.is_none() {
+            self.file(Some(batch))?;
+            self.encoders = Some(ColumnEncoders::start(threads)?);
         }
-        let Some(lanes) = &self.lanes else {
-            return Ok(());
+        let (Some((_, factory)), Some(encoders)) = (&self.file, &mut self.encoders) else {
+            return Err(ParquetError::General("the file was not started".into()));
         };
-        let mut leaves: Vec<Option<ArrowLeafColumn>> = leaves.into_iter().map(Some).collect();
-        let mut stopped = false;
-        for lane in lanes {
-            let mine = lane
-                .columns
-                .iter()
-                .filter_map(|&c| leaves.get_mut(c).and_then(Option::take))
-                .collect();
-            stopped |= lane.queue.send(mine).is_err();
+        if !encoders.begun() {
+            encoders.begin(factory.create_column_writers(groups)?);
         }
-        if stopped {
-            // An encoder failed: finishing the row group returns its error.
-            self.flush()?;
-            return Err(ParquetError::General("a column encoder stopped".into()));
-        }
+        encoders.write(leaves)?;
         self.rows += batch.num_rows();
         // The row group's size is counted in Arrow bytes, known here and now, so where it
         // ends does not depend on how far the encoders have got.
@@ -338,19 +229,13 @@ impl<W: Write + Send> Encoder<W> {
 
     /// Close the row group being encoded and append it to the file.
     fn flush(&mut self) -> Result<(), ParquetError> {
-        let Some(lanes) = self.lanes.take() else {
+        let Some(encoders) = self.encoders.as_mut().filter(|e| e.begun()) else {
             return Ok(());
         };
-        // Every lane is finished, even after an error, so no encoder thread outlives this.
-        let finished: Vec<_> = lanes.into_iter().map(Lane::finish).collect();
-        let mut chunks = Vec::new();
-        for lane in finished {
-            chunks.extend(lane?);
-        }
-        chunks.sort_by_key(|(column, _)| *column);
+        let chunks = encoders.finish()?;
         let (file, _) = self.file(None)?;
         let mut group = file.next_row_group()?;
-        for (_, chunk) in chunks {
+        for chunk in chunks {
             chunk.append_to_row_group(&mut group)?;
         }
         group.close()?;
@@ -407,7 +292,7 @@ mod tests {
     use super::*;
     use crate::tables::{Author, Step, StepKind, StopReason, TableRow, Trajectory};
 
-    fn write(rows: &[Trajectory], lanes: usize) -> Vec<u8> {
+    fn write(rows: &[Trajectory], threads: usize) -> Vec<u8> {
         let mut out = Vec::new();
         let limits = RowGroupLimits {
             rows: 3000,
@@ -415,7 +300,7 @@ mod tests {
         };
         let mut sink =
             ParquetSink::new(&mut out, Trajectory::schema(), limits, "test".into()).unwrap();
-        sink.encoder.lanes_wanted = lanes;
+        sink.encoder.threads = threads;
         for chunk in rows.chunks(1000) {
             sink.write(&Trajectory::to_batch(chunk).unwrap()).unwrap();
         }
@@ -450,9 +335,10 @@ mod tests {
                 metadata: "{}".into(),
             })
             .collect();
-        let one = write(&rows, 1);
-        assert_eq!(one, write(&rows, 2));
-        assert_eq!(one, write(&rows, 5));
-        assert_eq!(one, write(&rows, 64));
+        let alone = write(&rows, 0);
+        assert_eq!(alone, write(&rows, 1));
+        assert_eq!(alone, write(&rows, 2));
+        assert_eq!(alone, write(&rows, 5));
+        assert_eq!(alone, write(&rows, 64));
     }
 }
