@@ -51,6 +51,8 @@ struct State {
     columns: Vec<Column>,
     /// Which row group `columns` belong to; a job of an abandoned one is not put back.
     group: u64,
+    /// A row group is being written (`begin` until `finish` or an error).
+    open: bool,
     /// The first error of any job; once set, nothing more is run.
     error: Option<ParquetError>,
     /// No more row groups: encoder threads return once nothing is queued.
@@ -196,6 +198,7 @@ impl ColumnEncoders {
     pub(crate) fn begin(&mut self, writers: Vec<ArrowColumnWriter>) {
         let mut state = self.shared.lock();
         state.group += 1;
+        state.open = true;
         state.columns = writers
             .into_iter()
             .map(|writer| Column {
@@ -207,13 +210,20 @@ impl ColumnEncoders {
 
     /// Whether a row group is being written.
     pub(crate) fn begun(&self) -> bool {
-        !self.shared.lock().columns.is_empty()
+        self.shared.lock().open
     }
 
     /// Queue one slice of every leaf column (in schema order). Returns once the queues are
     /// short again, having run jobs itself while they were not.
     pub(crate) fn write(&mut self, leaves: Vec<ArrowLeafColumn>) -> Result<(), ParquetError> {
         let mut state = self.shared.lock();
+        if leaves.len() != state.columns.len() {
+            return Err(ParquetError::General(format!(
+                "{} leaf columns for {} column writers",
+                leaves.len(),
+                state.columns.len()
+            )));
+        }
         for (column, leaf) in state.columns.iter_mut().zip(leaves) {
             column.jobs.push_back(Job::Write(leaf));
         }
@@ -235,6 +245,7 @@ impl ColumnEncoders {
             state = self.wait_or_help(state);
         }
         let columns = std::mem::take(&mut state.columns);
+        state.open = false;
         take_error(&mut state)?;
         columns
             .into_iter()
@@ -263,6 +274,7 @@ fn take_error(state: &mut State) -> Result<(), ParquetError> {
         Some(e) => {
             // The row group is abandoned: its writers and queued slices go.
             state.columns.clear();
+            state.open = false;
             Err(e)
         }
         None => Ok(()),
@@ -322,24 +334,30 @@ mod tests {
         (Arc::new(texts), Arc::new(numbers))
     }
 
-    fn leaves(text: &Field, number: &Field, n: i32) -> Vec<ArrowLeafColumn> {
-        let (texts, numbers) = columns(0, n);
+    /// The leaves of rows `from..from + n`.
+    fn leaves(text: &Field, number: &Field, from: i32, n: i32) -> Vec<ArrowLeafColumn> {
+        let (texts, numbers) = columns(from, n);
         let mut out = compute_leaves(text, &texts).unwrap();
         out.extend(compute_leaves(number, &numbers).unwrap());
         out
     }
 
+    /// `threads` threads encoding a row group of the two columns.
+    fn started(threads: usize) -> (Field, Field, ColumnEncoders) {
+        let (text, number, writers) = writers();
+        let mut encoders = ColumnEncoders::start(threads).unwrap();
+        encoders.begin(writers);
+        (text, number, encoders)
+    }
+
     #[test]
     fn the_chunks_make_a_file_with_every_row_in_order() {
         for threads in [0, 1, 3] {
-            let (text, number, writers) = writers();
-            let mut encoders = ColumnEncoders::start(threads).unwrap();
-            encoders.begin(writers);
+            let (text, number, mut encoders) = started(threads);
             for batch in 0..10 {
-                let (texts, numbers) = columns(batch * 100, 100);
-                let mut leaves = compute_leaves(&text, &texts).unwrap();
-                leaves.extend(compute_leaves(&number, &numbers).unwrap());
-                encoders.write(leaves).unwrap();
+                encoders
+                    .write(leaves(&text, &number, batch * 100, 100))
+                    .unwrap();
             }
             let chunks = encoders.finish().unwrap();
             assert!(!encoders.begun());
@@ -370,16 +388,14 @@ mod tests {
     #[test]
     fn a_failing_column_is_an_error_not_a_hang_or_a_panic() {
         for threads in [0, 1, 3] {
-            let (text, number, writers) = writers();
-            let mut encoders = ColumnEncoders::start(threads).unwrap();
-            encoders.begin(writers);
-            encoders.write(leaves(&text, &number, 10)).unwrap();
+            let (text, number, mut encoders) = started(threads);
+            encoders.write(leaves(&text, &number, 0, 10)).unwrap();
             // The integer leaf handed to the string column's writer and the other way round.
-            let mut swapped = leaves(&text, &number, 10);
+            let mut swapped = leaves(&text, &number, 0, 10);
             swapped.reverse();
             let mut failed = encoders.write(swapped).is_err();
             for _ in 0..5 {
-                failed |= encoders.write(leaves(&text, &number, 10)).is_err();
+                failed |= encoders.write(leaves(&text, &number, 0, 10)).is_err();
             }
             failed |= encoders.finish().is_err();
             assert!(failed, "{threads} threads: the bad leaves were accepted");
