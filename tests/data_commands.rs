@@ -43,6 +43,21 @@ fn import_then_export_chat() {
         read_rows(&p.path().join("tables/trajectories.parquet")).unwrap();
     let repairs: Vec<RepairRecord> = read_rows(&p.path().join("tables/repairs.parquet")).unwrap();
     assert_eq!((trajectories.len(), repairs.len()), (141, 64));
+    // A folder that holds these repairs, imported into from a file without any: no repairs
+    // of the earlier input stay beside the new trajectories.
+    std::fs::create_dir(p.path().join("again")).unwrap();
+    std::fs::copy(
+        p.path().join("tables/repairs.parquet"),
+        p.path().join("again/repairs.parquet"),
+    )
+    .unwrap();
+    let bc_init = refs.join("math_bc_init_trajectories.jsonl");
+    let again = p.scorch(&["import", &bc_init.display().to_string(), "--out", "again"]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again.stderr));
+    let alone: Vec<Trajectory> = read_rows(&p.path().join("again/trajectories.parquet")).unwrap();
+    let stale: Vec<RepairRecord> = read_rows(&p.path().join("again/repairs.parquet")).unwrap();
+    assert!(!alone.is_empty() && alone.len() < trajectories.len());
+    assert_eq!(stale.len(), 0);
     let out = p.scorch(&[
         "export-chat",
         "tables/trajectories.parquet",

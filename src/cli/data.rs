@@ -34,11 +34,13 @@ pub(crate) fn import(files: &[std::path::PathBuf], out: &Path) -> Result<(), Fai
 
 fn import_into(files: &[std::path::PathBuf], out: &Path) -> Result<(), Failure> {
     // Streamed: one record in memory at a time, rows written in bounded row groups. Both
-    // files appear only once every record was read.
+    // files appear only once every record was read. The repairs table is written even when
+    // the input has none (no rows), so a folder imported into before holds no repairs of an
+    // earlier input beside these trajectories.
     let trajectories_path = out.join("trajectories.parquet");
     let repairs_path = out.join("repairs.parquet");
     let mut trajectories = RowWriter::<Trajectory>::create(&trajectories_path).map_err(failed)?;
-    let mut repairs: Option<RowWriter<RepairRecord>> = None;
+    let mut repairs = RowWriter::<RepairRecord>::create(&repairs_path).map_err(failed)?;
     for f in files {
         let (mut t_count, mut r_count) = (0u64, 0u64);
         for record in scorch_agent::reference::records(f).map_err(usage)? {
@@ -46,11 +48,7 @@ fn import_into(files: &[std::path::PathBuf], out: &Path) -> Result<(), Failure> 
             trajectories.push(t).map_err(failed)?;
             t_count += 1;
             if let Some(r) = r {
-                let w = match &mut repairs {
-                    Some(w) => w,
-                    None => repairs.insert(RowWriter::create(&repairs_path).map_err(failed)?),
-                };
-                w.push(r).map_err(failed)?;
+                repairs.push(r).map_err(failed)?;
                 r_count += 1;
             }
         }
@@ -61,10 +59,8 @@ fn import_into(files: &[std::path::PathBuf], out: &Path) -> Result<(), Failure> 
     }
     trajectories.finish().map_err(failed)?;
     outln!("wrote {}", trajectories_path.display());
-    if let Some(w) = repairs {
-        w.finish().map_err(failed)?;
-        outln!("wrote {}", repairs_path.display());
-    }
+    repairs.finish().map_err(failed)?;
+    outln!("wrote {}", repairs_path.display());
     Ok(())
 }
 
