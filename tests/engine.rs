@@ -506,6 +506,76 @@ fn runs_show_and_gc_report_on_the_store() {
 }
 
 #[test]
+fn gc_removes_saved_states_of_finished_nodes_and_keeps_interrupted_ones_unless_asked() {
+    let p = Project::new();
+    p.write("wf.yaml", DIAMOND);
+    p.run_json(&["wf.yaml"], 0);
+    let store = p.path().join(".scorch");
+    let published = std::fs::read_dir(store.join("nodes"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let finished = published
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    // A state as a node saves it (`resume/<key>/<step>/...` and `latest.json`): one left by a
+    // node that has a manifest, one by a node that never finished.
+    let save = |key: &str| {
+        let dir = store.join("resume").join(key);
+        std::fs::create_dir_all(dir.join("7")).unwrap();
+        std::fs::write(dir.join("7/state.bin"), b"0123456789").unwrap();
+        std::fs::write(
+            dir.join("latest.json"),
+            br#"{"step":7,"files":["state.bin"]}"#,
+        )
+        .unwrap();
+        dir
+    };
+    let leftover = save(&finished);
+    let interrupted = save("0123abcd");
+    let gc = text(&p.scorch(&["gc"]).stdout);
+    assert!(gc.contains("1 saved state(s) ("), "{gc}");
+    assert!(
+        gc.contains("kept the saved state of 1 interrupted node(s)"),
+        "{gc}"
+    );
+    // The local store leaves empty folders behind; no file of the state is left.
+    assert!(!leftover.join("7/state.bin").exists() && !leftover.join("latest.json").exists());
+    assert!(
+        interrupted.join("7/state.bin").is_file(),
+        "kept for a rerun"
+    );
+    let dry = text(&p.scorch(&["gc", "--interrupted", "--dry-run"]).stdout);
+    assert!(
+        dry.contains("would remove") && dry.contains("1 saved state(s)"),
+        "{dry}"
+    );
+    assert!(
+        interrupted.join("7/state.bin").is_file(),
+        "a dry run removes nothing"
+    );
+    let json = p.scorch(&["gc", "--interrupted", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        report["states"],
+        serde_json::json!(["0123abcd"]),
+        "{report}"
+    );
+    assert!(!interrupted.join("7/state.bin").exists());
+    assert!(!interrupted.join("latest.json").exists());
+    let again = p.run_json(&["wf.yaml"], 0);
+    assert_eq!(
+        with_outcome(&again, "cached").len(),
+        5,
+        "gc kept what manifests use"
+    );
+}
+
+#[test]
 fn unknown_node_names_on_the_command_line_are_usage_errors() {
     let p = Project::new();
     p.write("wf.yaml", DIAMOND);

@@ -152,13 +152,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8765")]
         addr: std::net::SocketAddr,
     },
-    /// Remove staging leftovers and unreferenced artifacts.
+    /// Remove staging leftovers, unreferenced artifacts and objects, and saved states no rerun
+    /// resumes from
     Gc {
         #[command(flatten)]
         store: StoreArgs,
         /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
+        /// Also remove the saved state of nodes that were interrupted and have not finished
+        /// since (a rerun would start them over)
+        #[arg(long)]
+        interrupted: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -493,8 +498,15 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Gc {
             store,
             dry_run,
+            interrupted,
             json,
-        } => store::gc_cmd(store, dry_run, json).await,
+        } => {
+            let options = scorch_engine::gc::GcOptions {
+                dry_run,
+                interrupted,
+            };
+            store::gc_cmd(store, options, json).await
+        }
         Command::Logs {
             run,
             node,

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod dag;
 pub mod error;
 pub mod events;
+pub mod gc;
 pub mod interp;
 pub mod lease;
 pub mod plan;

@@ -9,6 +9,7 @@
 //!   with put-if-absent once every object and artifact is written: the commit point;
 //! - `last/<workflow>/<node>.json`: the key components a node last ran or hit with (`explain`);
 //! - `runs/<run id>.json`: run records;
+//! - `resume/<cache key>/`: the saved state of a long node while it runs (`scorch_api::resume`);
 //! - `logs/<run id>/<node id>.log`: each node's log, secrets redacted (`scorch logs`), and
 //!   `logs/<run id>/<node id>.metrics.jsonl`: the metrics it reported while it ran, one JSON
 //!   object per line; while a node runs, both grow in the work folder
@@ -16,7 +17,7 @@
 //!
 //! Nodes write their outputs into a local staging folder first (the store's `work/`
 //! folder for a local store); a crash leaves staging folders and perhaps unreferenced
-//! objects, never a manifest, and `gc` removes both.
+//! objects, never a manifest, and `gc` ([`crate::gc`]) removes both.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -141,7 +142,7 @@ pub struct Store {
     work_dir: PathBuf,
 }
 
-fn meta_path(prefix: &str, name: &str) -> ObjectPath {
+pub(crate) fn meta_path(prefix: &str, name: &str) -> ObjectPath {
     ObjectPath::from(format!("{prefix}/{name}"))
 }
 
@@ -599,100 +600,6 @@ impl Store {
             Err(e) => Err(EngineError::store(format!("deleting {path}"), e)),
         }
     }
-}
-
-/// What `gc` found (and removed, unless it was a dry run).
-#[derive(Debug, Default, Serialize)]
-pub struct GcReport {
-    /// Staging folders of runs that are no longer alive.
-    pub staging_dirs: Vec<String>,
-    /// Artifacts no manifest refers to.
-    pub artifacts: Vec<String>,
-    /// Objects no artifact refers to.
-    pub objects: Vec<String>,
-    /// Bytes of the removed objects.
-    pub bytes: u64,
-    /// Nodes of live runs were staging: unreferenced objects were kept, since they may be
-    /// theirs, not yet published.
-    pub kept_for_live_runs: bool,
-}
-
-/// Remove staging leftovers of dead runs, unreferenced artifacts and unreferenced objects.
-///
-/// gc holds the store's `gc.lock` while it works and sweeps nothing while any run holds a
-/// live lease (see [`crate::lease`]), so it never removes what a live run has published or
-/// is about to publish.
-pub async fn gc(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
-    let lock = crate::lease::GcLock::acquire(store).await?;
-    let report = sweep(store, dry_run).await;
-    let released = lock.release().await;
-    let report = report?;
-    released?;
-    Ok(report)
-}
-
-async fn sweep(store: &Store, dry_run: bool) -> Result<GcReport, EngineError> {
-    let mut report = GcReport::default();
-    let staging = store.work_dir().join("staging");
-    if let Ok(entries) = std::fs::read_dir(&staging) {
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            // Staging folders are named `<pid>-<uuid>`: keep those of live processes.
-            let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(crate::lease::pid_alive) {
-                report.kept_for_live_runs = true;
-                continue;
-            }
-            if !dry_run {
-                std::fs::remove_dir_all(entry.path()).map_err(|e| {
-                    EngineError::io(format!("removing {}", entry.path().display()), e)
-                })?;
-            }
-            report.staging_dirs.push(name);
-        }
-    }
-    if !crate::lease::live_runs(store).await?.is_empty() {
-        report.kept_for_live_runs = true;
-    }
-    if report.kept_for_live_runs {
-        return Ok(report);
-    }
-    let mut live_artifacts = BTreeSet::new();
-    for (key, _) in store.list("nodes").await? {
-        if let Some(m) = store.manifest(&key).await? {
-            live_artifacts.extend(m.outputs.into_values());
-        }
-    }
-    let mut live_objects = BTreeSet::new();
-    for (hash, _) in store.list("artifacts").await? {
-        if live_artifacts.contains(&hash) {
-            live_objects.extend(
-                store
-                    .artifact(&hash)
-                    .await?
-                    .files
-                    .into_iter()
-                    .map(|f| f.object),
-            );
-        } else {
-            if !dry_run {
-                store
-                    .delete(&meta_path("artifacts", &format!("{hash}.json")))
-                    .await?;
-            }
-            report.artifacts.push(hash);
-        }
-    }
-    for (hash, size) in store.list("objects").await? {
-        if !live_objects.contains(&hash) {
-            if !dry_run {
-                store.delete(&Store::object_path(&hash)).await?;
-            }
-            report.bytes += size;
-            report.objects.push(hash);
-        }
-    }
-    Ok(report)
 }
 
 /// What `verify` found: every manifest's artifacts and every artifact's objects, present or

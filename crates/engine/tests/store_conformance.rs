@@ -8,8 +8,11 @@ mod s3;
 
 use std::collections::BTreeMap;
 
+use scorch_api::resume::StateStore;
+use scorch_engine::attempt::state_prefix;
 use scorch_engine::cache::{CACHE_FORMAT, KeyComponents};
-use scorch_engine::store::{Artifact, ArtifactFile, ArtifactKind, NodeManifest, Store, gc};
+use scorch_engine::gc::{GcOptions, gc};
+use scorch_engine::store::{Artifact, ArtifactFile, ArtifactKind, NodeManifest, Store};
 
 fn manifest(key_seed: u64, outputs: BTreeMap<String, String>) -> NodeManifest {
     let components = KeyComponents {
@@ -116,11 +119,51 @@ async fn conformance(store: &Store) {
     // gc keeps what manifests reference and removes the rest.
     std::fs::write(&file, b"orphan").unwrap();
     let (orphan, _) = store.put_file(&file).await.unwrap();
-    let report = gc(store, true).await.unwrap();
+    let dry = GcOptions {
+        dry_run: true,
+        ..GcOptions::default()
+    };
+    let report = gc(store, dry).await.unwrap();
     assert_eq!(report.objects, vec![orphan.clone()]);
-    let report = gc(store, false).await.unwrap();
+    let report = gc(store, GcOptions::default()).await.unwrap();
     assert_eq!(report.objects, vec![orphan]);
-    assert!(gc(store, false).await.unwrap().objects.is_empty());
+    assert!(
+        gc(store, GcOptions::default())
+            .await
+            .unwrap()
+            .objects
+            .is_empty()
+    );
+
+    // Saved states: a published node's is left over and goes; an interrupted node's stays
+    // unless asked for.
+    let saved = dir.path().join("saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    std::fs::write(saved.join("state.bin"), b"0123456789").unwrap();
+    let runtime = tokio::runtime::Handle::current();
+    for key in [first.key.as_str(), "interrupted"] {
+        StateStore::new(store.objects(), state_prefix(key), runtime.clone())
+            .save(3, &saved)
+            .await
+            .unwrap();
+    }
+    let report = gc(store, GcOptions::default()).await.unwrap();
+    assert_eq!(report.states, vec![first.key.clone()]);
+    assert_eq!(report.kept_states, vec!["interrupted".to_owned()]);
+    let sweep = |options| async move { gc(store, options).await.unwrap() };
+    let report = sweep(GcOptions {
+        dry_run: true,
+        interrupted: true,
+    })
+    .await;
+    assert_eq!(report.states, vec!["interrupted".to_owned()]);
+    let report = sweep(GcOptions {
+        dry_run: false,
+        interrupted: true,
+    })
+    .await;
+    assert_eq!(report.states, vec!["interrupted".to_owned()]);
+    assert!(store.list("resume").await.unwrap().is_empty());
     store
         .materialize(&artifact, &dir.path().join("again"))
         .await
