@@ -204,6 +204,12 @@ r = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, te
 assert [c.index for c in r.choices] == [0, 1, 2], r
 assert len({c.message.content for c in r.choices}) > 1, [c.message.content for c in r.choices]
 single = client.chat.completions.create(model="tiny", messages=msgs, max_tokens=1)
+# Requests without a seed sample anew; the same seed samples the same reply again.
+def sample(**seed):
+    return client.chat.completions.create(model="tiny", messages=msgs, max_tokens=8, temperature=1.0, **seed).choices[0].message.content
+unseeded = [sample() for _ in range(4)]
+assert len(set(unseeded)) > 1, unseeded
+assert sample(seed=11) == sample(seed=11)
 assert r.usage.prompt_tokens == single.usage.prompt_tokens, (r.usage, single.usage)
 try:
     client.chat.completions.create(model="tiny", messages=msgs, n=17)

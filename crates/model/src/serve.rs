@@ -439,6 +439,10 @@ fn worker(model: LocalModel, jobs: std_mpsc::Receiver<Job>) {
             let (same, rest): (Vec<Job>, Vec<Job>) =
                 batch.into_iter().partition(|j| j.options == options);
             batch = rest;
+            // Requests without a seed are batched together and sample anew each batch, as
+            // other OpenAI-compatible servers do; a seed makes a request's sampling repeatable.
+            let mut options = options;
+            options.seed.get_or_insert_with(rand::random);
             // Row r of the batch is choice `choice[r]` of job `owner[r]`.
             let mut chats = Vec::new();
             let mut rows = Vec::new();
