@@ -485,30 +485,31 @@ impl TableWriter {
             .ok_or_else(|| PluginError::failed("writer missing"))
     }
 
-    /// Append a batch; its columns must be exactly the declared ones.
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
-        if let Some(declared) = &self.declared
-            && !same_fields(declared, &batch.schema())
-        {
-            return Err(PluginError::new(
+    /// The schema to write columns of `schema` with: the declared one, which they must match
+    /// (`what` names them in the error), or their own when none was declared.
+    fn schema_for(&self, schema: SchemaRef, what: &str) -> Result<SchemaRef, PluginError> {
+        match &self.declared {
+            Some(declared) if !same_fields(declared, &schema) => Err(PluginError::new(
                 PluginErrorKind::Output,
                 format!(
-                    "output `{}`: batch columns [{}] differ from the declared [{}]",
+                    "output `{}`: {what} [{}] differ from the declared [{}]",
                     self.name,
-                    describe(&batch.schema()),
+                    describe(&schema),
                     describe(declared)
                 ),
-            ));
+            )),
+            Some(declared) => Ok(declared.clone()),
+            None => Ok(schema),
         }
-        let schema = self.declared.clone().unwrap_or_else(|| batch.schema());
-        let batch = if self.declared.is_some() {
-            batch
-                .clone()
-                .with_schema(schema.clone())
-                .map_err(|e| PluginError::failed(e.to_string()))?
-        } else {
-            batch.clone()
-        };
+    }
+
+    /// Append a batch; its columns must be exactly the declared ones.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), PluginError> {
+        let schema = self.schema_for(batch.schema(), "batch columns")?;
+        let batch = batch
+            .clone()
+            .with_schema(schema.clone())
+            .map_err(|e| PluginError::failed(e.to_string()))?;
         self.open(schema)?.write(&batch)?;
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -521,21 +522,7 @@ impl TableWriter {
     ) -> Result<(), PluginError> {
         let fields = T::fields();
         let schema = Arc::new(arrow_schema::Schema::new(fields.clone()));
-        if let Some(declared) = &self.declared
-            && !same_fields(declared, &schema)
-        {
-            return Err(PluginError::new(
-                PluginErrorKind::Output,
-                format!(
-                    "output `{}`: {} rows have columns [{}], not the declared [{}]",
-                    self.name,
-                    T::KIND,
-                    describe(&schema),
-                    describe(declared)
-                ),
-            ));
-        }
-        let schema = self.declared.clone().unwrap_or(schema);
+        let schema = self.schema_for(schema, &format!("the columns of {} rows", T::KIND))?;
         crate::row_writer::write_rows(self.open(schema)?, &fields, rows)?;
         self.rows += rows.len() as u64;
         Ok(())

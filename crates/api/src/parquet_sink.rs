@@ -199,13 +199,13 @@ impl<W: Write + Send> Encoder<W> {
         for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
             leaves.extend(compute_leaves(field, array)?);
         }
-        let groups = self.groups;
-        // More threads than columns would have nothing to do.
-        let threads = self.threads.min(self.descr.num_columns());
         if self.encoders.is_none() {
             self.file(Some(batch))?;
+            // More threads than columns would have nothing to do.
+            let threads = self.threads.min(self.descr.num_columns());
             self.encoders = Some(ColumnEncoders::start(threads)?);
         }
+        let groups = self.groups;
         let (Some((_, factory)), Some(encoders)) = (&self.file, &mut self.encoders) else {
             return Err(ParquetError::General("the file was not started".into()));
         };

@@ -76,18 +76,30 @@ impl<T: TableRow> RowWriter<T> {
     pub fn push(&mut self, row: T) -> Result<(), PluginError> {
         self.pending.push(row);
         if self.pending.len() >= CHUNK_ROWS {
-            let pending = std::mem::take(&mut self.pending);
-            self.write_chunk(pending)?;
+            self.write_pending()?;
         }
         Ok(())
     }
 
     /// Add rows that are already in memory (converted in chunks, not copied).
     pub fn write_all(&mut self, rows: &[T]) -> Result<(), PluginError> {
-        let pending = std::mem::take(&mut self.pending);
-        if !pending.is_empty() {
-            self.write_chunk(pending)?;
+        self.write_pending()?;
+        self.write_rows(rows)
+    }
+
+    /// Write the pushed rows not yet written; their buffer is kept for the next.
+    fn write_pending(&mut self) -> Result<(), PluginError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
+        let mut rows = std::mem::take(&mut self.pending);
+        self.write_rows(&rows)?;
+        rows.clear();
+        self.pending = rows;
+        Ok(())
+    }
+
+    fn write_rows(&mut self, rows: &[T]) -> Result<(), PluginError> {
         let sink = self
             .sink
             .as_mut()
@@ -97,28 +109,9 @@ impl<T: TableRow> RowWriter<T> {
         Ok(())
     }
 
-    fn sink_mut(&mut self) -> Result<&mut ParquetSink<BufWriter<File>>, PluginError> {
-        self.sink
-            .as_mut()
-            .ok_or_else(|| PluginError::failed("the writer is already finished"))
-    }
-
-    /// Convert `rows` while the last chunk is encoded; their buffer comes back for the next.
-    fn write_chunk(&mut self, rows: Vec<T>) -> Result<(), PluginError> {
-        let batch = T::to_batch_with(&self.fields, &rows)?;
-        self.sink_mut()?.write(&batch)?;
-        self.pending = rows;
-        self.pending.clear();
-        self.rows += batch.num_rows() as u64;
-        Ok(())
-    }
-
     /// Write what is left, close the file and move it into place. Returns the row count.
     pub fn finish(mut self) -> Result<u64, PluginError> {
-        let pending = std::mem::take(&mut self.pending);
-        if !pending.is_empty() {
-            self.write_chunk(pending)?;
-        }
+        self.write_pending()?;
         if let Some(sink) = self.sink.take()
             && let Err(e) = sink.close()
         {
