@@ -4,11 +4,14 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::{task, trajectory};
 use schemars::JsonSchema;
 use scorch_api::reexports::async_trait;
-use scorch_api::tables::{TableRow, Task, Trajectory};
+use scorch_api::tables::{TableRow, Task};
 use scorch_api::testing::{RunOptions, run_plugin};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
 use serde::{Deserialize, Serialize};
@@ -23,33 +26,6 @@ struct WritesParams {
     kind: String,
     /// Through `TableWriter::write` with a record batch, not `write_rows`.
     batch: bool,
-}
-
-fn task(i: u32) -> Task {
-    Task {
-        task_id: format!("t{i}"),
-        suite: "builtin".into(),
-        split: "train".into(),
-        question: format!("q{i}"),
-        answer: i.to_string(),
-        metadata: "{}".into(),
-    }
-}
-
-fn trajectory(i: u32) -> Trajectory {
-    Trajectory {
-        trajectory_id: format!("r{i}"),
-        task_id: format!("t{i}"),
-        policy: "student".into(),
-        sample: 0,
-        question: format!("q{i}"),
-        steps: Vec::new(),
-        final_answer: None,
-        correct: false,
-        stop_reason: scorch_api::tables::StopReason::TurnLimit,
-        turns: 0,
-        metadata: "{}".into(),
-    }
 }
 
 async fn write<T: TableRow>(ctx: &NodeContext, rows: &[T], batch: bool) -> Result<(), PluginError> {
