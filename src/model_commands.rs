@@ -34,6 +34,10 @@ pub struct ServeArgs {
     /// The model name clients use (default: the folder's name).
     #[arg(long)]
     pub name: Option<String>,
+    /// The base of a LoRA adapter given as the checkpoint: a folder or a store reference
+    /// (the adapter must record this base's content hash).
+    #[arg(long)]
+    pub base: Option<PathBuf>,
 }
 
 /// `bench`'s subcommands.

@@ -654,3 +654,141 @@ fn only_skips_what_the_selection_does_not_need_and_fails_on_a_missing_ancestor()
     assert_eq!(with_outcome(&rec, "failed"), vec!["a"]);
     assert_eq!(with_outcome(&rec, "skipped"), vec!["b", "c"]);
 }
+
+/// The cache key of each node whose inputs are known, from `scorch plan --json`, with
+/// `device: auto` settled as `auto_device` says.
+fn plan_keys(
+    p: &Project,
+    wf: &str,
+    auto_device: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let out = p
+        .cmd(&["plan", wf, "--json"])
+        .env("SCORCH_AUTO_DEVICE", auto_device)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| Some((n["id"].as_str()?.to_owned(), n["key"].as_str()?.to_owned())))
+        .collect()
+}
+
+#[test]
+fn auto_device_and_precision_enter_the_cache_key_as_what_they_resolve_to() {
+    let p = Project::new();
+    let wf = |sft_params: &str| {
+        format!(
+            r#"
+name: auto
+nodes:
+  tasks:
+    kind: tasks
+    params: {{split: train, count: 4}}
+  demos:
+    kind: rollout
+    params: {{policy: {{kind: oracle}}}}
+    inputs: {{tasks: {{from: tasks.tasks}}}}
+  warm:
+    kind: sft
+    params: {{steps: 1, batch_size: 2, {sft_params} init: {{hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2}}}}
+    inputs: {{trajectories: {{from: demos.trajectories}}}}
+"#
+        )
+    };
+    p.write("auto.yaml", &wf(""));
+    p.write("pinned.yaml", &wf("device: cpu, precision: f32,"));
+    p.write("bf16.yaml", &wf("device: cuda, precision: bf16,"));
+    let out = p
+        .cmd(&["run", "auto.yaml", "--only", "tasks", "--only", "demos"])
+        .env("SCORCH_AUTO_DEVICE", "cpu")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let cpu = plan_keys(&p, "auto.yaml", "cpu");
+    let cuda = plan_keys(&p, "auto.yaml", "cuda");
+    // The training node's key follows what `auto` means on the machine …
+    assert!(cpu.contains_key("warm"), "{cpu:?}");
+    assert_ne!(cpu["warm"], cuda["warm"]);
+    // … and is the key of the settings it resolved to, written out.
+    assert_eq!(cpu["warm"], plan_keys(&p, "pinned.yaml", "cuda")["warm"]);
+    assert_eq!(cuda["warm"], plan_keys(&p, "bf16.yaml", "cpu")["warm"]);
+    // A node that runs no model on the device keeps one key everywhere.
+    assert_eq!(cpu["demos"], cuda["demos"]);
+    assert_eq!(cpu["tasks"], cuda["tasks"]);
+    // What the key says is what runs: on a machine without CUDA, a node settled for CUDA
+    // fails with a message rather than computing in float32 under the bfloat16 key.
+    if !std::path::Path::new("/dev/nvidia0").exists() {
+        let out = p
+            .cmd(&["run", "auto.yaml"])
+            .env("SCORCH_AUTO_DEVICE", "cuda")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("CUDA is not available"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // A bad override is bad input.
+    let out = p
+        .cmd(&["plan", "auto.yaml"])
+        .env("SCORCH_AUTO_DEVICE", "gpu")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("SCORCH_AUTO_DEVICE"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn lora_params_are_checked_before_anything_runs() {
+    let p = Project::new();
+    for (lora, path, says) in [
+        ("{rank: 0}", "lora.rank", "must be positive"),
+        (
+            "{targets: [q_proj, qkv_proj]}",
+            "lora.targets.1",
+            "no module `qkv_proj`",
+        ),
+        ("{dropout: 1.5}", "lora.dropout", "[0, 1)"),
+    ] {
+        p.write(
+            "wf.yaml",
+            &format!(
+                r#"
+name: lora
+nodes:
+  base:
+    kind: folder
+    params: {{path: base-model}}
+  tasks:
+    kind: tasks
+    params: {{split: train, count: 4}}
+  demos:
+    kind: rollout
+    params: {{policy: {{kind: oracle}}}}
+    inputs: {{tasks: {{from: tasks.tasks}}}}
+  tune:
+    kind: sft
+    params: {{steps: 1, lora: {lora}}}
+    inputs: {{trajectories: {{from: demos.trajectories}}, model: {{from: base.folder}}}}
+"#
+            ),
+        );
+        let out = p.scorch(&["validate", "wf.yaml"]);
+        assert_eq!(out.status.code(), Some(2), "{lora}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("nodes.tune.params.{path}")) && err.contains(says),
+            "{lora}: {err}"
+        );
+    }
+}

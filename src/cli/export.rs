@@ -171,6 +171,55 @@ pub(crate) async fn export(
     Ok(())
 }
 
+/// `scorch export REF --out DIR --merge --base BASE`: the adapter that `REF` names, merged
+/// into `BASE` by `scorch-worker` (which has libtorch), written as `DIR/NAME`.
+pub(crate) async fn export_merged(
+    reference: String,
+    out: PathBuf,
+    base: PathBuf,
+    store: StoreArgs,
+) -> Result<(), Failure> {
+    let adapter = local_path(Path::new(&reference), &store, "checkpoint").await?;
+    let base = local_path(&base, &store, "checkpoint").await?;
+    let name = match resolve(&open_store(&store, None)?, &reference, Some("checkpoint")).await {
+        Ok(o) if o.len() == 1 => o[0].name.clone(),
+        _ => adapter
+            .file_name()
+            .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned()),
+    };
+    std::fs::create_dir_all(&out)
+        .map_err(|e| EngineError::io(format!("creating {}", out.display()), e))?;
+    let target = out.join(&name);
+    if target.exists() {
+        return Err(usage(format!(
+            "{} already holds `{name}`; export into an empty folder",
+            out.display()
+        )));
+    }
+    let program = scorch::builtin::worker_program();
+    let status = std::process::Command::new(&program)
+        .arg("merge-adapter")
+        .arg(&adapter)
+        .arg("--base")
+        .arg(&base)
+        .arg("--out")
+        .arg(&target)
+        .status()
+        .map_err(|e| EngineError::io(format!("starting {}", program.display()), e))?;
+    match status.code() {
+        Some(0) => {
+            outln!(
+                "{reference} merged into {} -> {}",
+                base.display(),
+                target.display()
+            );
+            Ok(())
+        }
+        Some(2) => Err(Failure::Worker(2)),
+        _ => Err(Failure::Worker(1)),
+    }
+}
+
 /// A path as given, or, when no such file exists and `arg` reads as a reference, the output it
 /// names, fetched into the store's work folder once per artifact.
 pub(crate) async fn local_path(

@@ -202,6 +202,13 @@ enum Command {
         /// The folder to write into.
         #[arg(long)]
         out: PathBuf,
+        /// A LoRA adapter output is written merged into its base: a whole HF model folder.
+        #[arg(long, requires = "base")]
+        merge: bool,
+        /// With `--merge`: the adapter's base, a folder or a reference (its content hash must
+        /// be the one the adapter records).
+        #[arg(long)]
+        base: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -343,6 +350,8 @@ pub(crate) enum Failure {
     Engine(EngineError),
     RunFailed,
     Cancelled,
+    /// `scorch-worker` failed and said why: exit with its code (2 bad input, 1 a failure).
+    Worker(u8),
 }
 
 impl From<EngineError> for Failure {
@@ -378,6 +387,7 @@ pub fn main() -> ExitCode {
         }
         Err(Failure::RunFailed) => ExitCode::from(1),
         Err(Failure::Cancelled) => ExitCode::from(130),
+        Err(Failure::Worker(code)) => ExitCode::from(code),
     }
 }
 
@@ -425,6 +435,7 @@ fn load_workflow(args: &WorkflowArgs) -> Result<Workflow, Failure> {
     let options = LoadOptions {
         sets: args.sets.clone(),
         slots: parse_slots(&args.slots)?,
+        hardware: None,
     };
     let wf = load(&args.workflow, &scorch::builtin::registry(), &options)
         .map_err(|e| Failure::Workflow(e, args.json))?;
@@ -521,8 +532,13 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Export {
             reference,
             out,
+            merge,
+            base,
             store,
-        } => export::export(reference, out, store).await,
+        } => match base.filter(|_| merge) {
+            Some(base) => export::export_merged(reference, out, base, store).await,
+            None => export::export(reference, out, store).await,
+        },
         Command::Import { files, out } => data::import(&files, &out),
         Command::NodeJob { store, run, node } => worker::node_job(&store, &run, &node).await,
         Command::ExportChat {

@@ -1,5 +1,5 @@
 //! `serve` and `bench`: handed to `scorch-worker`, which has libtorch. A store reference in
-//! place of `serve`'s checkpoint folder is fetched here first.
+//! place of `serve`'s checkpoint folder (or its adapter's `--base`) is fetched here first.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -17,11 +17,13 @@ pub(crate) async fn forward(command: ModelCommand) -> Result<(), Failure> {
         let store = StoreArgs {
             store: a.store.clone(),
         };
-        let local = super::export::local_path(&a.checkpoint, &store, "checkpoint").await?;
-        if local != a.checkpoint {
-            for arg in &mut args {
-                if *arg == *a.checkpoint.as_os_str() {
-                    *arg = local.clone().into_os_string();
+        for given in std::iter::once(&a.checkpoint).chain(a.base.as_ref()) {
+            let local = super::export::local_path(given, &store, "checkpoint").await?;
+            if local != *given {
+                for arg in &mut args {
+                    if *arg == *given.as_os_str() {
+                        *arg = local.clone().into_os_string();
+                    }
                 }
             }
         }

@@ -107,6 +107,23 @@ pub async fn check_plugin(plugin: &dyn DynPlugin, cases: &[Case]) -> Report {
             )),
             Err(e) => fail(format!("[{name}] canonical params are rejected: {e}")),
         }
+        for hardware in [crate::Hardware::CPU, crate::Hardware::CUDA] {
+            let settled = match plugin.check_on(&checked.params, hardware) {
+                Ok(s) => s,
+                Err(e) => {
+                    fail(format!(
+                        "[{name}] params settled for {hardware:?} are rejected: {e}"
+                    ));
+                    continue;
+                }
+            };
+            match plugin.check_on(&settled.params, hardware) {
+                Ok(again) if again.params == settled.params => {}
+                _ => fail(format!(
+                    "[{name}] params settled for {hardware:?} change when settled again"
+                )),
+            }
+        }
         if let serde_json::Value::Object(map) = &checked.params {
             let mut with_unknown = map.clone();
             with_unknown.insert("__conformance_unknown_field__".into(), serde_json::json!(1));

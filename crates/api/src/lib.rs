@@ -15,6 +15,7 @@ mod columns;
 pub mod conformance;
 mod context;
 mod error;
+pub mod hardware;
 pub mod parquet_io;
 
 mod parquet_sink;
@@ -28,10 +29,11 @@ pub mod testing;
 
 pub use context::{InputArtifact, NodeContext, NodeContextParts, TableInput, TableWriter};
 pub use error::{ParamError, PluginError, PluginErrorKind};
+pub use hardware::Hardware;
 pub use parquet_sink::{CHUNK_ROWS, ROW_GROUP_BYTES, ROW_GROUP_ROWS, RowGroupLimits};
 pub use plugin::{
     Checked, Declaration, DeclaredPlugin, DynPlugin, Plugin, Registry, check_params, did_you_mean,
-    parse_checked, unknown_field_hint,
+    parse_checked, settle_params, unknown_field_hint,
 };
 pub use port::{
     InputPort, LocalFile, OutputPort, PortType, Signature, TableSpec, check_compatible,

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{NodeContext, ParamError, PluginError, Signature};
+use crate::{Hardware, NodeContext, ParamError, PluginError, Signature};
 
 /// A node kind.
 ///
@@ -45,6 +45,9 @@ pub trait Plugin: Send + Sync + 'static {
     fn description(&self) -> &'static str;
     /// The inputs and outputs of a node configured with `params`.
     fn signature(&self, params: &Self::Params) -> Result<Signature, ParamError>;
+    /// Settle what `params` leave to the machine for a node that runs on `hardware`; see
+    /// [`Declaration::settle`].
+    fn settle(&self, _params: &mut Self::Params, _hardware: Hardware) {}
     /// Do the work.
     async fn run(&self, params: Self::Params, ctx: &NodeContext) -> Result<(), PluginError>;
 }
@@ -69,6 +72,13 @@ pub trait Declaration: Send + Sync + 'static {
     fn description(&self) -> &'static str;
     /// The inputs and outputs of a node configured with `params`.
     fn signature(&self, params: &Self::Params) -> Result<Signature, ParamError>;
+    /// Settle what `params` leave to the machine (`device: auto`, `precision: auto`) for a
+    /// node that runs on `hardware`: the engine calls this before it computes the cache key
+    /// and runs the plugin with the result, so the key says what ran (see
+    /// [`hardware`](crate::hardware)). Settled params must check again unchanged, and a param
+    /// that the node does not use is best left as written (its key then does not depend on
+    /// the machine). The default settles nothing.
+    fn settle(&self, _params: &mut Self::Params, _hardware: Hardware) {}
 }
 
 /// The work of a kind declared elsewhere: a [`Declaration`] in a crate without the work's
@@ -101,6 +111,9 @@ impl<P: DeclaredPlugin> Plugin for P {
     fn signature(&self, params: &Self::Params) -> Result<Signature, ParamError> {
         P::Declared::default().signature(params)
     }
+    fn settle(&self, params: &mut Self::Params, hardware: Hardware) {
+        P::Declared::default().settle(params, hardware);
+    }
     async fn run(&self, params: Self::Params, ctx: &NodeContext) -> Result<(), PluginError> {
         DeclaredPlugin::run(self, params, ctx).await
     }
@@ -117,6 +130,18 @@ pub fn check_params<T: DeserializeOwned + Serialize>(
     let params = serde_json::to_value(&typed)
         .map_err(|e| ParamError::new("", format!("params do not serialise: {e}")))?;
     Ok(Checked { params, signature })
+}
+
+/// Type-check `params` as `T`, apply `settle` ([`Declaration::settle`]) and serialise the
+/// result: what [`DynPlugin::check_on`] checks.
+pub fn settle_params<T: DeserializeOwned + Serialize>(
+    params: &serde_json::Value,
+    settle: impl FnOnce(&mut T),
+) -> Result<serde_json::Value, ParamError> {
+    let mut typed: T = parse_params(params)?;
+    settle(&mut typed);
+    serde_json::to_value(&typed)
+        .map_err(|e| ParamError::new("", format!("params do not serialise: {e}")))
 }
 
 /// Type-check params that passed [`check_params`] again before running (they came through
@@ -148,6 +173,13 @@ pub trait DynPlugin: Send + Sync + 'static {
     fn params_schema(&self) -> serde_json::Value;
     /// Type-check `params` and compute the signature.
     fn check(&self, params: &serde_json::Value) -> Result<Checked, ParamError>;
+    /// Type-check `params`, settle them for `hardware` ([`Plugin::settle`]) and check the
+    /// result: what a node on `hardware` runs with, and its cache key is made of.
+    fn check_on(
+        &self,
+        params: &serde_json::Value,
+        hardware: Hardware,
+    ) -> Result<Checked, ParamError>;
     /// Run with params that passed [`check`](DynPlugin::check).
     async fn run_json(
         &self,
@@ -212,6 +244,14 @@ impl<P: Plugin> DynPlugin for P {
     }
     fn check(&self, params: &serde_json::Value) -> Result<Checked, ParamError> {
         check_params(params, |p: &P::Params| self.signature(p))
+    }
+    fn check_on(
+        &self,
+        params: &serde_json::Value,
+        hardware: Hardware,
+    ) -> Result<Checked, ParamError> {
+        let settled = settle_params(params, |p: &mut P::Params| self.settle(p, hardware))?;
+        self.check(&settled)
     }
     async fn run_json(
         &self,

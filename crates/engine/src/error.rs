@@ -57,6 +57,8 @@ pub enum ErrorKind {
     UnknownTarget,
     /// A local file a node reads is not there (a warning).
     MissingFile,
+    /// An environment variable that decides what the workflow means is bad.
+    Environment,
 }
 
 impl ErrorKind {
@@ -87,6 +89,7 @@ impl ErrorKind {
             Self::Resources => "resources",
             Self::UnknownTarget => "unknown-target",
             Self::MissingFile => "missing-file",
+            Self::Environment => "environment",
         }
     }
 }

@@ -196,6 +196,16 @@ impl<D: Declaration> DynPlugin for Remote<D> {
     fn check(&self, params: &serde_json::Value) -> Result<Checked, ParamError> {
         check_params(params, |p: &D::Params| self.declaration.signature(p))
     }
+    fn check_on(
+        &self,
+        params: &serde_json::Value,
+        hardware: scorch_api::Hardware,
+    ) -> Result<Checked, ParamError> {
+        let settled = scorch_api::settle_params(params, |p: &mut D::Params| {
+            self.declaration.settle(p, hardware)
+        })?;
+        self.check(&settled)
+    }
     async fn run_json(
         &self,
         params: &serde_json::Value,

@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 use scorch_api::tables::{RepairRecord, TableRow, Task, Trajectory};
-use scorch_api::{Declaration, ParamError, Signature};
+use scorch_api::{Declaration, Hardware, ParamError, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::episodes::episode_params;
@@ -76,5 +76,10 @@ impl Declaration for Correct {
                 .output("trajectories", Trajectory::port())
                 .output("repairs", RepairRecord::port()),
         ))
+    }
+    fn settle(&self, p: &mut CorrectParams, hardware: Hardware) {
+        if p.student.uses_device() {
+            crate::policy::settle_device(&mut p.device, hardware);
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 use scorch_api::tables::{EvalResult, TableRow, Task, Trajectory};
-use scorch_api::{Declaration, ParamError, Signature};
+use scorch_api::{Declaration, Hardware, ParamError, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::episodes::episode_params;
@@ -65,5 +65,10 @@ impl Declaration for Eval {
                 .output("results", EvalResult::port())
                 .output("trajectories", Trajectory::port()),
         ))
+    }
+    fn settle(&self, p: &mut EvalParams, hardware: Hardware) {
+        if p.policy.uses_device() {
+            crate::policy::settle_device(&mut p.device, hardware);
+        }
     }
 }

@@ -19,13 +19,27 @@ pub enum PolicySpec {
 }
 
 impl PolicySpec {
-    /// Add the `model` checkpoint input that policy `student` reads.
+    /// Whether this policy runs on the node's device (the student checkpoint does; the oracle
+    /// and endpoints do not).
+    pub fn uses_device(&self) -> bool {
+        matches!(self, Self::Student)
+    }
+
+    /// Add the `model` checkpoint input that policy `student` reads (and its optional `base`).
     pub fn add_inputs(&self, sig: scorch_api::Signature) -> scorch_api::Signature {
         match self {
-            Self::Student => sig.input("model", scorch_api::PortType::Blobs),
+            Self::Student => model_inputs(sig),
             _ => sig,
         }
     }
+}
+
+/// The inputs of a node that loads a student: `model`, an HF checkpoint folder or a LoRA
+/// adapter folder, and `base`, the folder an adapter was trained on (read only when `model`
+/// is an adapter, which records its base's content hash; a different base is an error).
+pub fn model_inputs(sig: scorch_api::Signature) -> scorch_api::Signature {
+    sig.input("model", scorch_api::PortType::Blobs)
+        .optional_input("base", scorch_api::PortType::Blobs)
 }
 
 /// Sampling settings in node params.
@@ -117,4 +131,11 @@ fn default_retries() -> u32 {
 /// The default `device` of node params: CUDA when present, else the CPU.
 pub fn default_device() -> String {
     "auto".into()
+}
+
+/// Settle `device: auto` for a node on `hardware` (`cuda` or `cpu`); a named device stays.
+pub fn settle_device(device: &mut String, hardware: scorch_api::Hardware) {
+    if device == "auto" {
+        *device = hardware.device().into();
+    }
 }

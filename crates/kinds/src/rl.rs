@@ -2,12 +2,12 @@
 
 use schemars::JsonSchema;
 use scorch_api::tables::{RlPrompt, TableRow, Task, TrainStep};
-use scorch_api::{Declaration, ParamError, PortType, Signature};
+use scorch_api::{Declaration, Hardware, ParamError, PortType, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::episodes::episode_params;
 use crate::policy::SamplingParams;
-use crate::student::Precision;
+use crate::student::{LoraParams, Precision};
 
 /// The `rl` kind.
 #[derive(Debug, Clone, Copy, Default)]
@@ -64,6 +64,11 @@ episode_params! {
         /// bfloat16 matrix products over float32 weights and optimiser state.
         #[serde(default, skip_serializing_if = "Precision::is_auto")]
         pub precision: Precision,
+        /// Train LoRA adapters on the frozen `model` instead of every weight; the checkpoint is then
+        /// a PEFT adapter folder. Unset: full fine-tuning. Given an adapter as `model` (with its
+        /// base as `base`), the node goes on training that adapter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub lora: Option<LoraParams>,
         /// Save the training state (weights, optimiser, prompt order, counts) into the store
         /// every this many steps, so that a killed or preempted node resumes from there (0:
         /// never). A resumed run ends with the same checkpoint as one that was never stopped.
@@ -133,11 +138,17 @@ impl Declaration for Rl {
                 "must be positive (tokens per forward and backward pass)",
             ));
         }
-        Ok(Signature::new()
+        if let Some(lora) = &p.lora {
+            lora.check()?;
+        }
+        Ok(crate::policy::model_inputs(Signature::new())
             .input("rl_prompts", RlPrompt::port())
             .input("tasks", Task::port())
-            .input("model", PortType::Blobs)
             .output("checkpoint", PortType::Blobs)
             .output("metrics", TrainStep::port()))
+    }
+    fn settle(&self, p: &mut RlParams, hardware: Hardware) {
+        crate::policy::settle_device(&mut p.device, hardware);
+        p.precision.settle(&p.device);
     }
 }

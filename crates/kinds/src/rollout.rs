@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 use scorch_api::tables::{TableRow, Task, Trajectory};
-use scorch_api::{Declaration, ParamError, Signature};
+use scorch_api::{Declaration, Hardware, ParamError, Signature};
 use serde::{Deserialize, Serialize};
 
 use crate::episodes::episode_params;
@@ -59,5 +59,10 @@ impl Declaration for Rollout {
                 .input("tasks", Task::port())
                 .output("trajectories", Trajectory::port()),
         ))
+    }
+    fn settle(&self, p: &mut RolloutParams, hardware: Hardware) {
+        if p.policy.uses_device() {
+            crate::policy::settle_device(&mut p.device, hardware);
+        }
     }
 }

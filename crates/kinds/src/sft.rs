@@ -2,10 +2,10 @@
 
 use schemars::JsonSchema;
 use scorch_api::tables::{TableRow, TrainStep, Trajectory};
-use scorch_api::{Declaration, ParamError, PortType, Signature};
+use scorch_api::{Declaration, Hardware, ParamError, PortType, Signature};
 use serde::{Deserialize, Serialize};
 
-use crate::student::{InitParams, Precision};
+use crate::student::{InitParams, LoraParams, Precision};
 
 /// The `sft` kind.
 #[derive(Debug, Clone, Copy, Default)]
@@ -53,6 +53,11 @@ pub struct SftParams {
     /// bfloat16 matrix products over float32 weights and optimiser state.
     #[serde(default, skip_serializing_if = "Precision::is_auto")]
     pub precision: Precision,
+    /// Train LoRA adapters on the frozen `model` instead of every weight; the checkpoint is then
+    /// a PEFT adapter folder. Unset: full fine-tuning. Given an adapter as `model` (with its
+    /// base as `base`), the node goes on training that adapter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<LoraParams>,
     /// Save the training state (weights, optimiser, data order) into the store every this
     /// many steps, so that a killed or preempted node resumes from there (0: never). A resumed
     /// run ends with the same checkpoint as one that was never stopped.
@@ -148,14 +153,27 @@ impl Declaration for Sft {
                 ));
             }
         }
+        if let Some(lora) = &p.lora {
+            lora.check()?;
+            if p.init.is_some() {
+                return Err(ParamError::new(
+                    "lora",
+                    "LoRA adapts a trained `model`; a student started with `init` trains in full",
+                ));
+            }
+        }
         let mut sig = Signature::new()
             .input("trajectories", Trajectory::port())
             .optional_input("more", Trajectory::port())
             .output("checkpoint", PortType::Blobs)
             .output("loss", TrainStep::port());
         if p.init.is_none() {
-            sig = sig.input("model", PortType::Blobs);
+            sig = crate::policy::model_inputs(sig);
         }
         Ok(sig)
+    }
+    fn settle(&self, p: &mut SftParams, hardware: Hardware) {
+        crate::policy::settle_device(&mut p.device, hardware);
+        p.precision.settle(&p.device);
     }
 }

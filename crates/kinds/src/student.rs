@@ -84,6 +84,9 @@ impl ChatFormat {
 
 /// The `precision` param of the training nodes.
 ///
+/// `auto` is settled before the cache key is computed ([`Precision::settle`]): bfloat16 on
+/// CUDA, float32 on every CPU (see the README for why).
+///
 /// Mixed precision keeps the weights, their gradients and the optimiser state in float32
 /// (checkpoints stay float32 and HF-compatible) and runs the matrix products in bfloat16:
 /// every linear layer casts its weight to the activations' kind on the way in, and autograd
@@ -91,9 +94,8 @@ impl ChatFormat {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
-    /// bfloat16 compute where the hardware has it (CUDA; a CPU with AVX512-BF16 or AMX),
-    /// float32 elsewhere. Like `device: auto`, the same params then train with different
-    /// arithmetic on different machines.
+    /// bfloat16 compute on CUDA, float32 on a CPU: settled for the node's device before its
+    /// cache key is computed, so the key names the arithmetic that ran.
     #[default]
     Auto,
     /// float32 throughout.
@@ -104,9 +106,119 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// Settle `auto` for a node on `device` (a settled device: `cpu` or `cuda`).
+    pub fn settle(&mut self, device: &str) {
+        if self.is_auto() {
+            *self = if device == "cuda" {
+                Self::Bf16
+            } else {
+                Self::F32
+            };
+        }
+    }
+
     /// Whether this is the default (`auto`): params leave it out, so workflows written before
     /// the param existed keep their cache keys.
     pub fn is_auto(&self) -> bool {
         *self == Self::Auto
+    }
+}
+
+/// The projections LoRA can adapt, by their HF module names.
+pub const LORA_MODULES: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+/// The `lora` param of the training nodes: train low-rank adapters on a frozen base instead
+/// of every weight. The checkpoint is then a PEFT adapter folder (`adapter_config.json`,
+/// `adapter_model.safetensors`) that records its base by content hash.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LoraParams {
+    /// The adapters' rank r (PEFT's `r`).
+    #[serde(default = "d_rank")]
+    pub rank: i64,
+    /// The scale's numerator: the update is `alpha / rank · B·A` (PEFT's `lora_alpha`).
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// Dropout on the adapters' input while training (PEFT's `lora_dropout`).
+    #[serde(default)]
+    pub dropout: f64,
+    /// The projections adapted, by HF module name (PEFT's `target_modules`).
+    #[serde(default = "d_targets")]
+    pub targets: Vec<String>,
+}
+
+fn d_rank() -> i64 {
+    8
+}
+fn d_alpha() -> f64 {
+    16.0
+}
+fn d_targets() -> Vec<String> {
+    LORA_MODULES.iter().map(|m| (*m).to_owned()).collect()
+}
+
+impl Default for LoraParams {
+    fn default() -> Self {
+        Self {
+            rank: d_rank(),
+            alpha: d_alpha(),
+            dropout: 0.0,
+            targets: d_targets(),
+        }
+    }
+}
+
+impl LoraParams {
+    /// Check the values: a positive rank and alpha, a dropout in [0, 1), targets that exist.
+    /// The error names the field under `lora`.
+    pub fn check(&self) -> Result<(), scorch_api::ParamError> {
+        use scorch_api::ParamError;
+        if self.rank <= 0 {
+            return Err(ParamError::new(
+                "lora.rank",
+                format!("the rank must be positive (got {})", self.rank),
+            ));
+        }
+        if !(self.alpha.is_finite() && self.alpha > 0.0) {
+            return Err(ParamError::new(
+                "lora.alpha",
+                format!("alpha must be a positive number (got {})", self.alpha),
+            ));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(ParamError::new(
+                "lora.dropout",
+                format!("dropout must be in [0, 1) (got {})", self.dropout),
+            ));
+        }
+        if self.targets.is_empty() {
+            return Err(ParamError::new(
+                "lora.targets",
+                "name at least one projection to adapt",
+            ));
+        }
+        for (i, t) in self.targets.iter().enumerate() {
+            if !LORA_MODULES.contains(&t.as_str()) {
+                let mut e = ParamError::new(
+                    format!("lora.targets.{i}"),
+                    format!(
+                        "no module `{t}` in a Qwen2 decoder layer (modules: {})",
+                        LORA_MODULES.join(", ")
+                    ),
+                );
+                e.hint = scorch_api::did_you_mean(t, LORA_MODULES)
+                    .map(|c| format!("did you mean `{c}`?"));
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 }

@@ -12,6 +12,10 @@ use crate::ModelError;
 use scorch_kinds::student::ChatFormat;
 
 use crate::chat::ChatFormatExt;
+use crate::lora::{
+    ADAPTER_CONFIG, ADAPTER_WEIGHTS, BASE_RECORD, BaseRecord, LoraConfig, base_hash, init_adapters,
+    is_adapter, is_lora_name, peft_key, var_name,
+};
 use crate::qwen2::{Config, Qwen2};
 
 /// A model with its weights, config and tokenizer.
@@ -24,8 +28,19 @@ pub struct Checkpoint {
     pub tokenizer: tokenizers::Tokenizer,
     /// How the model sees a chat (recorded in its config).
     pub chat: ChatFormat,
-    /// Where it was loaded from, if anywhere.
+    /// Where it was loaded from, if anywhere (an adapter's: its base folder).
     pub source: Option<PathBuf>,
+    /// The LoRA adapter on the frozen weights, if any.
+    pub adapter: Option<Adapter>,
+}
+
+/// A LoRA adapter on a checkpoint: its shape and the base it belongs to.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    /// Rank, scale and targets.
+    pub config: LoraConfig,
+    /// [`base_hash`] of the base folder.
+    pub base_hash: String,
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -110,6 +125,12 @@ static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 impl Checkpoint {
     /// Load an HF-layout folder onto `device`, with weights in `kind`.
     pub fn load(dir: &Path, device: Device, kind: Kind) -> Result<Self, ModelError> {
+        if is_adapter(dir) {
+            return Err(ModelError::Config(format!(
+                "{} is a LoRA adapter: load it with its base (connect the base as `base`)",
+                dir.display()
+            )));
+        }
         let config = read_config(dir)?;
         let chat = ChatFormat::of_config(&config).map_err(|e| {
             ModelError::Config(format!("{}: {e}", dir.join("config.json").display()))
@@ -119,6 +140,9 @@ impl Checkpoint {
                 ModelError::Checkpoint(format!("{}: {e}", dir.join("tokenizer.json").display()))
             })?;
         let mut vs = nn::VarStore::new(device);
+        // The variables are made in `kind` and the file's values copied in (converted as
+        // `to_kind` would): a bfloat16 model never holds a float32 copy of itself.
+        vs.set_kind(kind);
         let model = Qwen2::new(&vs.root(), config);
         let weights = read_weights(dir)?;
         let mut missing = Vec::new();
@@ -149,16 +173,189 @@ impl Checkpoint {
                 missing.join(", ")
             )));
         }
-        if kind != Kind::Float {
-            vs.set_kind(kind);
-        }
         Ok(Self {
             vs,
             model,
             tokenizer,
             chat,
             source: Some(dir.to_path_buf()),
+            adapter: None,
         })
+    }
+
+    /// Load `dir`, a whole model or a LoRA adapter; an adapter's base is `base`, loaded with
+    /// weights in `kind` (the adapter stays float32). The base must be the one the adapter
+    /// records ([`BaseRecord`]), else an error that says so.
+    pub fn load_model(
+        dir: &Path,
+        base: Option<&Path>,
+        device: Device,
+        kind: Kind,
+    ) -> Result<Self, ModelError> {
+        if !is_adapter(dir) {
+            return Self::load(dir, device, kind);
+        }
+        let base = base.ok_or_else(|| {
+            ModelError::Config(format!(
+                "{} is a LoRA adapter: connect the model it was trained on as input `base`",
+                dir.display()
+            ))
+        })?;
+        let config = LoraConfig::read(dir)?;
+        let hash = base_hash(base)?;
+        if let Some(record) = BaseRecord::read(dir)?
+            && record.blake3 != hash
+        {
+            return Err(ModelError::Config(format!(
+                "input `base` ({}, content hash {}) is not the base adapter {} was trained on \
+                 (content hash {})",
+                base.display(),
+                &hash[..12],
+                dir.display(),
+                &record.blake3[..record.blake3.len().min(12)]
+            )));
+        }
+        let mut ck = Self::load(base, device, kind)?;
+        ck.attach(config, hash);
+        ck.load_adapter_weights(dir)?;
+        Ok(ck)
+    }
+
+    /// Put a new adapter of shape `config` on these weights, which freeze: A drawn as PEFT
+    /// draws it (seeded by `seed`), B zero. The checkpoint must have been loaded from a folder
+    /// (the base the adapter records).
+    pub fn add_adapter(&mut self, config: LoraConfig, seed: u64) -> Result<(), ModelError> {
+        let base = self.source.clone().ok_or_else(|| {
+            ModelError::Config("a LoRA adapter needs a base loaded from a folder".into())
+        })?;
+        self.attach(config, base_hash(&base)?);
+        let _guard = TORCH_RNG
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tch::manual_seed(seed as i64);
+        let mut vars: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| is_lora_name(n))
+            .collect();
+        init_adapters(&mut vars);
+        Ok(())
+    }
+
+    /// Adapter variables of `config` on the (then frozen) weights.
+    fn attach(&mut self, config: LoraConfig, base_hash: String) {
+        for (name, var) in self.vs.variables() {
+            if !is_lora_name(&name) {
+                let _ = var.set_requires_grad(false);
+            }
+        }
+        self.model.add_lora(&self.vs.root(), &config);
+        self.adapter = Some(Adapter { config, base_hash });
+    }
+
+    fn load_adapter_weights(&mut self, dir: &Path) -> Result<(), ModelError> {
+        let path = dir.join(ADAPTER_WEIGHTS);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", path.display())))?;
+        let st = SafeTensors::deserialize(&bytes)
+            .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", path.display())))?;
+        let mut vars: HashMap<String, Tensor> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| is_lora_name(n))
+            .collect();
+        tch::no_grad(|| -> Result<(), ModelError> {
+            for (key, view) in st.tensors() {
+                let name = var_name(&key);
+                let var = vars.remove(&name).ok_or_else(|| {
+                    ModelError::Checkpoint(format!(
+                        "{}: `{key}` is no adapter weight of this model and config",
+                        path.display()
+                    ))
+                })?;
+                let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+                if shape != var.size() {
+                    return Err(ModelError::Checkpoint(format!(
+                        "{}: `{key}` has shape {shape:?}, the base and config give {:?}",
+                        path.display(),
+                        var.size()
+                    )));
+                }
+                let t = Tensor::f_from_data_size(view.data(), &shape, kind_of(view.dtype())?)?;
+                let mut var = var;
+                var.f_copy_(&t)?;
+            }
+            Ok(())
+        })?;
+        if !vars.is_empty() {
+            let mut missing: Vec<String> = vars.into_keys().map(|n| peft_key(&n)).collect();
+            missing.sort();
+            return Err(ModelError::Checkpoint(format!(
+                "{} lacks adapter weights: {}",
+                path.display(),
+                missing.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fold the adapter into the weights: a whole model that computes the same function.
+    /// The weights train again, the adapter's variables (kept in the var store, left out of
+    /// what is saved) no longer do.
+    pub fn merge_adapter(&mut self) {
+        if self.adapter.take().is_some() {
+            self.model.merge_lora();
+            for (name, var) in self.vs.variables() {
+                let _ = var.set_requires_grad(!is_lora_name(&name));
+            }
+        }
+    }
+
+    /// The variables a saved whole model holds (the adapter's are left out).
+    fn model_variables(&self) -> HashMap<String, Tensor> {
+        self.vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| !is_lora_name(n))
+            .collect()
+    }
+
+    /// Save the adapter as a PEFT folder: `adapter_config.json`, `adapter_model.safetensors`
+    /// and the record of its base.
+    fn save_adapter(&self, adapter: &Adapter, dir: &Path) -> Result<(), ModelError> {
+        let base_name = self
+            .source
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let config = adapter.config.to_peft_json(&base_name);
+        let io = |e: std::io::Error| ModelError::Checkpoint(format!("{}: {e}", dir.display()));
+        std::fs::write(
+            dir.join(ADAPTER_CONFIG),
+            serde_json::to_string_pretty(&config)
+                .map_err(|e| ModelError::Checkpoint(e.to_string()))?,
+        )
+        .map_err(io)?;
+        let record = BaseRecord {
+            blake3: adapter.base_hash.clone(),
+        };
+        std::fs::write(
+            dir.join(BASE_RECORD),
+            serde_json::to_string_pretty(&record)
+                .map_err(|e| ModelError::Checkpoint(e.to_string()))?,
+        )
+        .map_err(io)?;
+        let vars: HashMap<String, Tensor> = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| is_lora_name(n))
+            .map(|(n, t)| (peft_key(&n), t.to_kind(Kind::Float)))
+            .collect();
+        write_weights(&vars, &dir.join(ADAPTER_WEIGHTS))
     }
 
     /// A new model with random weights (HF's initialisation: normal(0, 0.02), zero biases),
@@ -186,6 +383,7 @@ impl Checkpoint {
             tokenizer,
             chat,
             source: None,
+            adapter: None,
         })
     }
 
@@ -193,22 +391,25 @@ impl Checkpoint {
     pub fn kind(&self) -> Kind {
         self.vs
             .variables()
-            .values()
-            .next()
-            .map_or(Kind::Float, Tensor::kind)
+            .iter()
+            .find(|(n, _)| !is_lora_name(n))
+            .map_or(Kind::Float, |(_, t)| t.kind())
     }
 
-    /// Save as an HF-layout folder.
+    /// Save as an HF-layout folder, or, with an adapter, as a PEFT adapter folder.
     pub fn save(&self, dir: &Path) -> Result<(), ModelError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", dir.display())))?;
+        if let Some(adapter) = &self.adapter {
+            return self.save_adapter(adapter, dir);
+        }
         let mut config = self.model.config.clone();
         config.torch_dtype = dtype_name(self.kind()).into();
         let text = serde_json::to_string_pretty(&config)
             .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
         std::fs::write(dir.join("config.json"), text)
             .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
-        write_weights(&self.vs.variables(), &dir.join("model.safetensors"))?;
+        write_weights(&self.model_variables(), &dir.join("model.safetensors"))?;
         self.tokenizer
             .save(dir.join("tokenizer.json"), false)
             .map_err(|e| ModelError::Checkpoint(format!("saving tokenizer.json: {e}")))?;

@@ -9,6 +9,7 @@ pub mod encode;
 pub mod episode;
 pub mod generate;
 pub mod local;
+pub mod lora;
 pub mod openai;
 pub mod policy;
 pub mod precision;

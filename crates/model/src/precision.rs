@@ -1,5 +1,5 @@
 //! What a [`Precision`] means on a device: the kind the matrix products run in, and whether
-//! the hardware has bfloat16 instructions (what `auto` asks).
+//! the hardware has bfloat16 instructions (what the benchmarks report).
 
 use scorch_kinds::student::Precision;
 use tch::{Device, Kind};
@@ -15,7 +15,9 @@ impl ComputeKind for Precision {
         match self {
             Self::F32 => Kind::Float,
             Self::Bf16 => Kind::BFloat16,
-            Self::Auto if native_bf16(device) => Kind::BFloat16,
+            // What `Precision::settle` gives: the engine settles `auto` before a node runs;
+            // this is the same rule for a caller that did not.
+            Self::Auto if device.is_cuda() => Kind::BFloat16,
             Self::Auto => Kind::Float,
         }
     }
@@ -48,7 +50,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_takes_bf16_only_where_the_cpu_has_it() {
+    fn auto_is_bf16_on_cuda_and_f32_on_every_cpu() {
         assert!(cpu_flags_have_bf16(
             "processor : 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 sha_ni\n"
         ));
@@ -61,10 +63,13 @@ mod tests {
             Precision::Auto.compute_kind(Device::Cuda(0)),
             Kind::BFloat16
         );
-        assert_eq!(
-            Precision::Auto.compute_kind(Device::Cpu) == Kind::BFloat16,
-            cpu_has_bf16()
-        );
+        assert_eq!(Precision::Auto.compute_kind(Device::Cpu), Kind::Float);
+        let mut p = Precision::Auto;
+        p.settle("cpu");
+        assert_eq!(p, Precision::F32);
+        let mut p = Precision::Auto;
+        p.settle("cuda");
+        assert_eq!(p, Precision::Bf16);
     }
 
     #[test]

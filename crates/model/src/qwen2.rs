@@ -341,12 +341,86 @@ impl KvCache {
     }
 }
 
+/// A projection: HF's `nn.Linear`, plus a LoRA update where an adapter targets it.
+#[derive(Debug)]
+struct Proj {
+    base: nn::Linear,
+    lora: Option<Lora>,
+}
+
+/// A LoRA update `scale · B·A·x` (A: rank × in, B: out × rank), PEFT's `lora_A`/`lora_B`.
+#[derive(Debug)]
+struct Lora {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    dropout: f64,
+}
+
+impl Proj {
+    fn new(vs: nn::Path, inp: i64, out: i64, bias: bool) -> Self {
+        Self {
+            base: nn::linear(
+                vs,
+                inp,
+                out,
+                nn::LinearConfig {
+                    bias,
+                    ..Default::default()
+                },
+            ),
+            lora: None,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        let y = linear(&self.base, x);
+        match &self.lora {
+            None => y,
+            Some(l) => {
+                let kind = x.kind();
+                let x = if l.dropout > 0.0 && train {
+                    x.dropout(l.dropout, true)
+                } else {
+                    x.shallow_clone()
+                };
+                let h = x.matmul(&l.a.to_kind(kind).transpose(0, 1));
+                y + h.matmul(&l.b.to_kind(kind).transpose(0, 1)) * l.scale
+            }
+        }
+    }
+
+    fn replica(&self) -> Self {
+        Self {
+            base: linear_replica(&self.base),
+            lora: self.lora.as_ref().map(|l| Lora {
+                a: l.a.shallow_clone(),
+                b: l.b.shallow_clone(),
+                scale: l.scale,
+                dropout: l.dropout,
+            }),
+        }
+    }
+
+    /// Fold the update into the weight (W + scale · B·A, computed in float32) and drop it.
+    fn merge(&mut self) {
+        if let Some(l) = self.lora.take() {
+            tch::no_grad(|| {
+                let w = &mut self.base.ws;
+                let delta = l.b.to_kind(Kind::Float).matmul(&l.a.to_kind(Kind::Float)) * l.scale;
+                let merged = (w.to_kind(Kind::Float) + delta).to_kind(w.kind());
+                w.copy_(&merged);
+            });
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Attention {
-    q_proj: nn::Linear,
-    k_proj: nn::Linear,
-    v_proj: nn::Linear,
-    o_proj: nn::Linear,
+    q_proj: Proj,
+    k_proj: Proj,
+    v_proj: Proj,
+    o_proj: Proj,
     heads: i64,
     kv_heads: i64,
     head_dim: i64,
@@ -355,41 +429,18 @@ struct Attention {
 impl Attention {
     fn new(vs: nn::Path, cfg: &Config) -> Self {
         let hd = cfg.head_dim();
-        let bias = nn::LinearConfig {
-            bias: true,
-            ..Default::default()
-        };
-        let no_bias = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
+        let (h, heads, kv) = (
+            cfg.hidden_size,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+        );
         Self {
-            q_proj: nn::linear(
-                &vs / "q_proj",
-                cfg.hidden_size,
-                cfg.num_attention_heads * hd,
-                bias,
-            ),
-            k_proj: nn::linear(
-                &vs / "k_proj",
-                cfg.hidden_size,
-                cfg.num_key_value_heads * hd,
-                bias,
-            ),
-            v_proj: nn::linear(
-                &vs / "v_proj",
-                cfg.hidden_size,
-                cfg.num_key_value_heads * hd,
-                bias,
-            ),
-            o_proj: nn::linear(
-                &vs / "o_proj",
-                cfg.num_attention_heads * hd,
-                cfg.hidden_size,
-                no_bias,
-            ),
-            heads: cfg.num_attention_heads,
-            kv_heads: cfg.num_key_value_heads,
+            q_proj: Proj::new(&vs / "q_proj", h, heads * hd, true),
+            k_proj: Proj::new(&vs / "k_proj", h, kv * hd, true),
+            v_proj: Proj::new(&vs / "v_proj", h, kv * hd, true),
+            o_proj: Proj::new(&vs / "o_proj", heads * hd, h, false),
+            heads,
+            kv_heads: kv,
             head_dim: hd,
         }
     }
@@ -401,15 +452,22 @@ impl Attention {
         mask: Option<&Tensor>,
         causal: bool,
         cache: Option<(&mut Option<LayerCache>, i64)>,
+        train: bool,
     ) -> Tensor {
         let (b, t, _) = x.size3().unwrap_or((0, 0, 0));
-        let q = linear(&self.q_proj, x)
+        let q = self
+            .q_proj
+            .forward(x, train)
             .view([b, t, self.heads, self.head_dim])
             .transpose(1, 2);
-        let k = linear(&self.k_proj, x)
+        let k = self
+            .k_proj
+            .forward(x, train)
             .view([b, t, self.kv_heads, self.head_dim])
             .transpose(1, 2);
-        let v = linear(&self.v_proj, x)
+        let v = self
+            .v_proj
+            .forward(x, train)
             .view([b, t, self.kv_heads, self.head_dim])
             .transpose(1, 2);
         let q = Rotary::apply(&q, rope);
@@ -440,42 +498,45 @@ impl Attention {
         } else {
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, 0.0, causal, None, false)
         };
-        linear(
-            &self.o_proj,
+        self.o_proj.forward(
             &y.transpose(1, 2)
                 .contiguous()
                 .view([b, t, self.heads * self.head_dim]),
+            train,
         )
     }
 }
 
 #[derive(Debug)]
 struct Mlp {
-    gate_proj: nn::Linear,
-    up_proj: nn::Linear,
-    down_proj: nn::Linear,
+    gate_proj: Proj,
+    up_proj: Proj,
+    down_proj: Proj,
 }
 
 impl Mlp {
     fn new(vs: nn::Path, cfg: &Config) -> Self {
-        let c = nn::LinearConfig {
-            bias: false,
-            ..Default::default()
-        };
+        let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
         Self {
-            gate_proj: nn::linear(&vs / "gate_proj", cfg.hidden_size, cfg.intermediate_size, c),
-            up_proj: nn::linear(&vs / "up_proj", cfg.hidden_size, cfg.intermediate_size, c),
-            down_proj: nn::linear(&vs / "down_proj", cfg.intermediate_size, cfg.hidden_size, c),
+            gate_proj: Proj::new(&vs / "gate_proj", h, m, false),
+            up_proj: Proj::new(&vs / "up_proj", h, m, false),
+            down_proj: Proj::new(&vs / "down_proj", m, h, false),
         }
     }
-}
 
-impl Module for Mlp {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        linear(
-            &self.down_proj,
-            &(linear(&self.gate_proj, x).silu() * linear(&self.up_proj, x)),
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        self.down_proj.forward(
+            &(self.gate_proj.forward(x, train).silu() * self.up_proj.forward(x, train)),
+            train,
         )
+    }
+
+    fn projs(&mut self) -> [(&'static str, &mut Proj); 3] {
+        [
+            ("gate_proj", &mut self.gate_proj),
+            ("up_proj", &mut self.up_proj),
+            ("down_proj", &mut self.down_proj),
+        ]
     }
 }
 
@@ -502,22 +563,35 @@ impl Layer {
         let a = &self.self_attn;
         Self {
             self_attn: Attention {
-                q_proj: linear_replica(&a.q_proj),
-                k_proj: linear_replica(&a.k_proj),
-                v_proj: linear_replica(&a.v_proj),
-                o_proj: linear_replica(&a.o_proj),
+                q_proj: a.q_proj.replica(),
+                k_proj: a.k_proj.replica(),
+                v_proj: a.v_proj.replica(),
+                o_proj: a.o_proj.replica(),
                 heads: a.heads,
                 kv_heads: a.kv_heads,
                 head_dim: a.head_dim,
             },
             mlp: Mlp {
-                gate_proj: linear_replica(&self.mlp.gate_proj),
-                up_proj: linear_replica(&self.mlp.up_proj),
-                down_proj: linear_replica(&self.mlp.down_proj),
+                gate_proj: self.mlp.gate_proj.replica(),
+                up_proj: self.mlp.up_proj.replica(),
+                down_proj: self.mlp.down_proj.replica(),
             },
             input_layernorm: self.input_layernorm.replica(),
             post_attention_layernorm: self.post_attention_layernorm.replica(),
         }
+    }
+
+    /// Every projection with its HF path below the layer (`self_attn.q_proj`).
+    fn projs(&mut self) -> Vec<(&'static str, &'static str, &mut Proj)> {
+        let a = &mut self.self_attn;
+        let mut out: Vec<(&'static str, &'static str, &mut Proj)> = vec![
+            ("self_attn", "q_proj", &mut a.q_proj),
+            ("self_attn", "k_proj", &mut a.k_proj),
+            ("self_attn", "v_proj", &mut a.v_proj),
+            ("self_attn", "o_proj", &mut a.o_proj),
+        ];
+        out.extend(self.mlp.projs().into_iter().map(|(n, p)| ("mlp", n, p)));
+        out
     }
 }
 
@@ -543,6 +617,8 @@ pub struct Qwen2 {
     device: tch::Device,
     /// The kind the layers compute in when it differs from the weights' (mixed precision).
     compute: Option<Kind>,
+    /// Training: LoRA's dropout acts.
+    train: bool,
 }
 
 impl Qwen2 {
@@ -598,6 +674,7 @@ impl Qwen2 {
             rotary,
             device: vs.device(),
             compute: None,
+            train: false,
         }
     }
 
@@ -617,6 +694,7 @@ impl Qwen2 {
             },
             device: self.device,
             compute: self.compute,
+            train: self.train,
         }
     }
 
@@ -624,6 +702,57 @@ impl Qwen2 {
     /// weights' own kind.
     pub fn set_compute(&mut self, kind: Option<Kind>) {
         self.compute = kind.filter(|k| *k != self.embed_tokens.kind());
+    }
+
+    /// Training (LoRA's dropout acts) or not.
+    pub fn set_train(&mut self, train: bool) {
+        self.train = train;
+    }
+
+    /// Add LoRA adapters to the projections `lora` targets, as float32 variables under `vs`
+    /// (the var store's root) at PEFT's paths below the module
+    /// (`model.layers.0.self_attn.q_proj.lora_A.weight`), every value zero: fill A before
+    /// training ([`crate::lora::init_adapters`]) or load an adapter into them.
+    pub fn add_lora(&mut self, vs: &nn::Path, lora: &crate::lora::LoraConfig) {
+        let device = vs.device();
+        for (i, layer) in self.layers.iter_mut().enumerate() {
+            for (block, name, proj) in layer.projs() {
+                if !lora.targets.iter().any(|t| t == name) {
+                    continue;
+                }
+                let (out, inp) = proj.base.ws.size2().unwrap_or((0, 0));
+                let at = vs / "model" / "layers" / i / block / name;
+                let zeros = |shape: [i64; 2]| Tensor::zeros(shape, (Kind::Float, device));
+                proj.lora = Some(Lora {
+                    a: (&at / "lora_A").add("weight", zeros([lora.rank, inp]), true),
+                    b: (&at / "lora_B").add("weight", zeros([out, lora.rank]), true),
+                    scale: lora.scale(),
+                    dropout: lora.dropout,
+                });
+            }
+        }
+    }
+
+    /// Whether any projection carries a LoRA adapter.
+    pub fn has_lora(&self) -> bool {
+        self.layers.iter().any(|l| {
+            let a = &l.self_attn;
+            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
+                .into_iter()
+                .chain([&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj])
+                .any(|p| p.lora.is_some())
+        })
+    }
+
+    /// Fold every adapter into its projection's weight and drop the adapters: the same
+    /// function, as a plain model (the var store keeps the adapters' variables; remove them
+    /// before saving the weights, see [`crate::lora::base_names`]).
+    pub fn merge_lora(&mut self) {
+        for layer in &mut self.layers {
+            for (_, _, proj) in layer.projs() {
+                proj.merge();
+            }
+        }
     }
 
     /// Where the weights live.
@@ -730,11 +859,12 @@ impl Qwen2 {
                 mask.as_ref(),
                 causal,
                 slot,
+                self.train,
             );
             x = x + h;
             let h = layer
                 .mlp
-                .forward(&layer.post_attention_layernorm.forward(&x));
+                .forward(&layer.post_attention_layernorm.forward(&x), self.train);
             x = x + h;
         }
         self.norm.forward(&x)

@@ -26,6 +26,8 @@ pub struct RolloutSpec<'a> {
     pub turn_limit: Option<u32>,
     /// The student checkpoint, for `policy: student`.
     pub model_dir: Option<&'a std::path::Path>,
+    /// The base of a student that is a LoRA adapter.
+    pub base_dir: Option<&'a std::path::Path>,
     /// `auto`, `cpu` or `cuda`.
     pub device: &'a str,
     /// Sampler seed.
@@ -56,7 +58,7 @@ pub async fn rollouts(
     let samples = r.samples.max(1);
     let mut out = Vec::new();
     let mut tokens = (0, 0);
-    match chat_policy(r.policy, r.model_dir, r.device)? {
+    match chat_policy(r.policy, r.model_dir, r.base_dir, r.device)? {
         None => {
             for t in tasks {
                 let (demo, cost) = Oracle.demonstrate(t).await?;

@@ -40,19 +40,26 @@ pub fn tool_for(task: &Task, sandbox: Sandbox) -> Result<Box<dyn Tool>, ModelErr
     }
 }
 
-/// Load a student checkpoint folder on `device` (`auto`, `cpu`, `cuda`).
-pub fn load_student(dir: &Path, device: &str) -> Result<LocalModel, ModelError> {
+/// Load a student on `device` (`auto`, `cpu`, `cuda`) to sample from: the checkpoint folder
+/// `dir`, or the LoRA adapter there on its `base` (merged into the weights: sampling then
+/// costs what the base's does).
+pub fn load_student(
+    dir: &Path,
+    base: Option<&Path>,
+    device: &str,
+) -> Result<LocalModel, ModelError> {
     let (device, kind) = crate::pick_device(device)?;
-    Ok(LocalModel::new(
-        "student",
-        Checkpoint::load(dir, device, kind)?,
-    ))
+    let mut ck = Checkpoint::load_model(dir, base, device, kind)?;
+    ck.merge_adapter();
+    Ok(LocalModel::new("student", ck))
 }
 
-/// The chat policy of a spec (`None` for the oracle, which is not a chat model).
+/// The chat policy of a spec (`None` for the oracle, which is not a chat model); a student
+/// is the checkpoint at `model_dir` (an adapter: on `base_dir`).
 pub fn chat_policy(
     spec: &PolicySpec,
     model_dir: Option<&Path>,
+    base_dir: Option<&Path>,
     device: &str,
 ) -> Result<Option<Arc<dyn Policy>>, ModelError> {
     Ok(match spec {
@@ -61,7 +68,7 @@ pub fn chat_policy(
             let dir = model_dir.ok_or_else(|| {
                 ModelError::Config("policy `student` needs the `model` input".into())
             })?;
-            Some(Arc::new(load_student(dir, device)?))
+            Some(Arc::new(load_student(dir, base_dir, device)?))
         }
         PolicySpec::Endpoint(e) => Some(Arc::new(
             OpenAiClient::new(e.clone()).map_err(|e| ModelError::Config(e.0))?,

@@ -225,17 +225,17 @@ impl<E> Position<E> {
     }
 }
 
-/// Save a training run into folder `dir`: the weights of `vs`, the state of `trainer`
-/// (`weights.safetensors`, `optimizer.safetensors`) and `position` (`position.json`).
+/// Save a training run into folder `dir`: the weights that `trainer` trains (every weight, or
+/// a LoRA adapter's: a frozen base is not saved again), its state (`weights.safetensors`,
+/// `optimizer.safetensors`) and `position` (`position.json`).
 pub fn save_training<E: serde::Serialize>(
     dir: &std::path::Path,
-    vs: &nn::VarStore,
     trainer: &Trainer,
     position: &Position<E>,
 ) -> Result<(), ModelError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| ModelError::Config(format!("creating {}: {e}", dir.display())))?;
-    vs.save(dir.join("weights.safetensors"))?;
+    Tensor::write_safetensors(&trainer.vars, dir.join("weights.safetensors"))?;
     Tensor::write_safetensors(&trainer.state(), dir.join("optimizer.safetensors"))?;
     let json = serde_json::to_vec(position)
         .map_err(|e| ModelError::Config(format!("the training position: {e}")))?;
@@ -246,10 +246,10 @@ pub fn save_training<E: serde::Serialize>(
 /// Take up what [`save_training`] wrote into `dir`; returns the position.
 pub fn load_training<E: serde::de::DeserializeOwned>(
     dir: &std::path::Path,
-    vs: &mut nn::VarStore,
     trainer: &mut Trainer,
 ) -> Result<Position<E>, ModelError> {
-    vs.load(dir.join("weights.safetensors"))?;
+    let weights = Tensor::read_safetensors(dir.join("weights.safetensors"))?;
+    trainer.restore_weights(&weights)?;
     let state = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
     trainer.restore(&state)?;
     let bytes = std::fs::read(dir.join("position.json"))
@@ -309,6 +309,21 @@ impl Trainer {
         }
         out.push(("step".into(), Tensor::from(self.step as i64)));
         out
+    }
+
+    /// Set the trained variables to the saved `weights` (by name; every one must be there).
+    fn restore_weights(&mut self, weights: &[(String, Tensor)]) -> Result<(), ModelError> {
+        let saved: std::collections::HashMap<&str, &Tensor> =
+            weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        tch::no_grad(|| -> Result<(), ModelError> {
+            for (name, var) in &self.vars {
+                let src = saved.get(name.as_str()).ok_or_else(|| {
+                    ModelError::Config(format!("the saved weights have no `{name}`"))
+                })?;
+                var.shallow_clone().f_copy_(src)?;
+            }
+            Ok(())
+        })
     }
 
     /// Take up the state [`state`](Self::state) gave (of a trainer over the same variables).

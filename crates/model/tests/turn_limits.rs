@@ -18,6 +18,7 @@ fn oracle_success(split: Split, fixed: Option<u32>) -> (usize, usize) {
         sampling: &sampling,
         turn_limit: fixed,
         model_dir: None,
+        base_dir: None,
         device: "cpu",
         seed: 0,
         sandbox: scorch_agent::python::Sandbox::Bwrap,

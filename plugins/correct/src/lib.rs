@@ -59,17 +59,18 @@ fn teacher_of(
     })
 }
 
-/// Mentored solving of `tasks` by the student at `model_dir`. Returns trajectories, repair
+/// Mentored solving of `tasks` by the student at `model_dir` (an adapter: on its base, the
+/// second folder). Returns trajectories, repair
 /// records, and (teacher cost, student tokens).
 /// `progress` counts the tasks settled (solved, out of repairs, or a hard sample).
 pub async fn mentor(
     p: &CorrectParams,
     tasks: &[Task],
-    model_dir: Option<&std::path::Path>,
+    (model_dir, base_dir): (Option<&std::path::Path>, Option<&std::path::Path>),
     seed: u64,
     progress: &dyn ProgressSink,
 ) -> Result<(Vec<Trajectory>, Vec<RepairRecord>, Cost, u64), PluginError> {
-    let student = chat_policy(&p.student, model_dir, &p.device)?.ok_or_else(|| {
+    let student = chat_policy(&p.student, model_dir, base_dir, &p.device)?.ok_or_else(|| {
         PluginError::failed(
             "the student must be a chat policy (student or endpoint), not the oracle",
         )
@@ -199,8 +200,15 @@ impl DeclaredPlugin for Correct {
         scorch_model::spec::record_sandbox(ctx, p.sandbox);
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;
-        let (trajectories, records, cost, student_tokens) =
-            mentor(&p, &tasks, model.as_deref(), ctx.seed(), ctx.progress()).await?;
+        let base = ctx.optional_blobs("base")?;
+        let (trajectories, records, cost, student_tokens) = mentor(
+            &p,
+            &tasks,
+            (model.as_deref(), base.as_deref()),
+            ctx.seed(),
+            ctx.progress(),
+        )
+        .await?;
         ctx.check_cancelled()?;
         let teacher_steps: usize = records.iter().map(|r| r.repairs.len()).sum();
         ctx.metric(

@@ -94,6 +94,7 @@ impl DeclaredPlugin for Eval {
     async fn run(&self, p: EvalParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;
+        let base = ctx.optional_blobs("base")?;
         ctx.progress()
             .set_total(tasks.len() as u64 * u64::from(p.samples.max(1)));
         let spec = RolloutSpec {
@@ -102,6 +103,7 @@ impl DeclaredPlugin for Eval {
             sampling: &p.sampling,
             turn_limit: p.turn_limit,
             model_dir: model.as_deref(),
+            base_dir: base.as_deref(),
             device: &p.device,
             seed: ctx.seed(),
             sandbox: p.sandbox,

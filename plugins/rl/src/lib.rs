@@ -158,11 +158,22 @@ impl DeclaredPlugin for Rl {
         let prompts: Vec<RlPrompt> = ctx.read_rows("rl_prompts").await?;
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let (device, kind) = scorch_model::pick_device(&p.device)?;
-        // Float32 master weights; the layers compute in the precision's kind.
-        let mut ck = Checkpoint::load(ctx.blobs("model")?, device, Kind::Float)?;
-        ck.model.set_compute(Some(p.precision.compute_kind(device)));
+        let compute = p.precision.compute_kind(device);
+        let (model_dir, base_dir) = (ctx.blobs("model")?, ctx.optional_blobs("base")?);
+        // Full fine-tuning: float32 master weights, the layers compute in the precision's
+        // kind. LoRA: the frozen base in the compute kind, the adapter in float32.
+        let base_kind = if p.lora.is_some() {
+            compute
+        } else {
+            Kind::Float
+        };
+        let mut ck = Checkpoint::load_model(model_dir, base_dir.as_deref(), device, base_kind)?;
+        scorch_model::lora::prepare(&mut ck, p.lora.as_ref(), ctx.seed())?;
+        ck.model.set_compute(Some(compute));
         let reference = if p.kl_coef > 0.0 {
-            Some(Checkpoint::load(ctx.blobs("model")?, device, kind)?)
+            let mut r = Checkpoint::load_model(model_dir, base_dir.as_deref(), device, kind)?;
+            r.merge_adapter();
+            Some(r)
         } else {
             None
         };
@@ -195,8 +206,9 @@ impl DeclaredPlugin for Rl {
             && state.load(&state_dir).await?.is_some()
         {
             let saved: Position<Counts> = {
-                let mut guard = policy.lock();
-                load_training(&state_dir, &mut guard.vs, &mut trainer)?
+                // Held while the weights change under the model (it also drops cached prefixes).
+                let _guard = policy.lock();
+                load_training(&state_dir, &mut trainer)?
             };
             rng.set_word_pos(saved.word_pos());
             (start, order, log) = (saved.step, saved.order, saved.log);
@@ -312,7 +324,9 @@ impl DeclaredPlugin for Rl {
             // its own: it borrows what must not be held across the save's await below.)
             let (loss_value, lr, norm) = {
                 let mut update = || -> Result<(f64, f64, f64), PluginError> {
-                    let guard = policy.lock();
+                    let mut guard = policy.lock();
+                    // LoRA's dropout acts in the update, never in the rollouts.
+                    guard.model.set_train(true);
                     let model = &guard.model;
                     // The loss is a mean over every scored token of the step; each micro-batch
                     // adds its share of it (and of its gradient).
@@ -349,6 +363,7 @@ impl DeclaredPlugin for Rl {
                         },
                     )?;
                     let (lr, norm) = trainer.step()?;
+                    guard.model.set_train(false);
                     Ok((value, lr, norm))
                 };
                 let multi = tokio::runtime::Handle::current().runtime_flavor()
@@ -386,7 +401,7 @@ impl DeclaredPlugin for Rl {
                     classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                 };
                 let position = Position::at(done, &rng, &order, &log, counts);
-                save_training(&state_dir, &policy.lock().vs, &trainer, &position)?;
+                save_training(&state_dir, &trainer, &position)?;
                 state.save(done as u64, &state_dir).await?;
             }
         }

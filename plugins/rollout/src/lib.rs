@@ -23,12 +23,14 @@ impl DeclaredPlugin for Rollout {
         ctx.progress()
             .set_total(tasks.len() as u64 * u64::from(p.samples));
         let model = ctx.optional_blobs("model")?;
+        let base = ctx.optional_blobs("base")?;
         let spec = RolloutSpec {
             policy: &p.policy,
             samples: p.samples,
             sampling: &p.sampling,
             turn_limit: p.turn_limit,
             model_dir: model.as_deref(),
+            base_dir: base.as_deref(),
             device: &p.device,
             seed: ctx.seed(),
             sandbox: p.sandbox,

@@ -42,6 +42,7 @@ impl DeclaredPlugin for Sft {
             ));
         }
         let model_dir = ctx.optional_blobs("model")?;
+        let base_dir = ctx.optional_blobs("base")?;
         let out_dir = ctx.blob_dir("checkpoint")?;
         let cancel = ctx.cancellation().clone();
         let progress = ctx.progress_handle();
@@ -53,15 +54,26 @@ impl DeclaredPlugin for Sft {
         let state_dir = ctx.scratch_dir().join("state");
         let steps = ctx
             .blocking(move || -> Result<Vec<TrainStep>, PluginError> {
-                // Float32 master weights; the layers compute in the precision's kind.
+                // Full fine-tuning: float32 master weights, the layers compute in the
+                // precision's kind. LoRA: the frozen base in the compute kind, the adapter
+                // (and its optimiser state) in float32.
+                let base_kind = if p.lora.is_some() {
+                    compute
+                } else {
+                    Kind::Float
+                };
                 let mut ck = match (&p.init, model_dir) {
                     (Some(init), _) => from_scratch(init, &trajectories, device, seed)?,
-                    (None, Some(dir)) => Checkpoint::load(&dir, device, Kind::Float)?,
+                    (None, Some(dir)) => {
+                        Checkpoint::load_model(&dir, base_dir.as_deref(), device, base_kind)?
+                    }
                     (None, None) => {
                         return Err(PluginError::failed("no `model` input and no `init`"));
                     }
                 };
+                scorch_model::lora::prepare(&mut ck, p.lora.as_ref(), seed)?;
                 ck.model.set_compute(Some(compute));
+                ck.model.set_train(true);
                 let seqs: Vec<(Vec<i64>, Vec<f32>)> = trajectories
                     .iter()
                     .map(|t| {
@@ -88,7 +100,7 @@ impl DeclaredPlugin for Sft {
                 if let Some(state) = &state
                     && let Some(step) = state.load_blocking(&state_dir)?
                 {
-                    let saved: Position<()> = load_training(&state_dir, &mut ck.vs, &mut trainer)?;
+                    let saved: Position<()> = load_training(&state_dir, &mut trainer)?;
                     rng.set_word_pos(saved.word_pos());
                     (start, order, log) = (saved.step, saved.order, saved.log);
                     debug_assert_eq!(start as u64, step);
@@ -141,7 +153,7 @@ impl DeclaredPlugin for Sft {
                         && Position::<()>::due(done, p.save_every, p.steps)
                     {
                         let position = Position::at(done, &rng, &order, &log, ());
-                        save_training(&state_dir, &ck.vs, &trainer, &position)?;
+                        save_training(&state_dir, &trainer, &position)?;
                         state.save_blocking(done as u64, &state_dir)?;
                     }
                 }

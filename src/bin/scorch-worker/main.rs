@@ -4,7 +4,7 @@
 
 mod bench;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +26,19 @@ enum Command {
         /// The job file.
         job: PathBuf,
     },
+    /// Merge a LoRA adapter folder into its base and save a whole HF model folder (what
+    /// `scorch export --merge` runs).
+    #[command(hide = true)]
+    MergeAdapter {
+        /// The adapter folder.
+        adapter: PathBuf,
+        /// The base folder the adapter records.
+        #[arg(long)]
+        base: PathBuf,
+        /// The folder to write (it must not exist).
+        #[arg(long)]
+        out: PathBuf,
+    },
     #[command(flatten)]
     Model(ModelCommand),
 }
@@ -35,6 +48,20 @@ enum Command {
 pub(crate) enum Failure {
     Usage(String),
     Failed(String),
+}
+
+/// Merge into a folder beside `out`, renamed into place: a failure leaves nothing half-written.
+fn merge_adapter(adapter: &Path, base: &Path, out: &Path) -> Result<(), Failure> {
+    let usage = |e: scorch_model::ModelError| Failure::Usage(e.to_string());
+    let merged = scorch_model::lora::merged(adapter, base).map_err(usage)?;
+    let parent = out.parent().unwrap_or(Path::new("."));
+    let tmp = tempfile::tempdir_in(parent)
+        .map_err(|e| Failure::Failed(format!("writing into {}: {e}", parent.display())))?;
+    merged
+        .save(tmp.path())
+        .map_err(|e| Failure::Failed(e.to_string()))?;
+    std::fs::rename(tmp.keep(), out)
+        .map_err(|e| Failure::Failed(format!("writing {}: {e}", out.display())))
 }
 
 /// The node kinds that need libtorch.
@@ -50,18 +77,33 @@ fn registry() -> Registry {
 async fn serve(a: ServeArgs) -> Result<(), Failure> {
     let usage = |e: scorch_model::ModelError| Failure::Usage(e.to_string());
     let (device, kind) = scorch_model::pick_device(&a.device).map_err(usage)?;
-    let ck =
-        scorch_model::checkpoint::Checkpoint::load(&a.checkpoint, device, kind).map_err(usage)?;
+    // An adapter is merged into its base: served at the base's cost.
+    let mut ck = scorch_model::checkpoint::Checkpoint::load_model(
+        &a.checkpoint,
+        a.base.as_deref(),
+        device,
+        kind,
+    )
+    .map_err(usage)?;
+    let adapter = ck.adapter.is_some();
+    ck.merge_adapter();
     let name = a.name.unwrap_or_else(|| {
         a.checkpoint
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "student".into())
     });
-    eprintln!(
-        "serving {} as `{name}` on {device:?}",
-        a.checkpoint.display()
-    );
+    match (&a.base, adapter) {
+        (Some(base), true) => eprintln!(
+            "serving {} on {} as `{name}` on {device:?}",
+            a.checkpoint.display(),
+            base.display()
+        ),
+        _ => eprintln!(
+            "serving {} as `{name}` on {device:?}",
+            a.checkpoint.display()
+        ),
+    }
     scorch_model::serve::serve(scorch_model::local::LocalModel::new(&name, ck), a.addr)
         .await
         .map_err(|e| Failure::Failed(e.to_string()))
@@ -84,6 +126,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             };
         }
+        Command::MergeAdapter { adapter, base, out } => merge_adapter(&adapter, &base, &out),
         Command::Model(ModelCommand::Serve(a)) => runtime.block_on(serve(a)),
         Command::Model(ModelCommand::Bench(b)) => bench::bench(b),
     };

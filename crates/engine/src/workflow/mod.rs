@@ -27,6 +27,10 @@ pub struct LoadOptions {
     pub sets: Vec<String>,
     /// `--slots NAME=N` resource limits.
     pub slots: BTreeMap<String, u32>,
+    /// What `auto` params settle to for nodes that run on this machine; `None`: this
+    /// machine, probed ([`Hardware::probe`](scorch_api::Hardware::probe)). A node with a
+    /// cluster executor settles for what its resources ask (a `gpu` slot: CUDA).
+    pub hardware: Option<scorch_api::Hardware>,
 }
 
 /// An input edge.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use scorch_api::{Registry, check_compatible, did_you_mean, unknown_field_hint};
+use scorch_api::{Hardware, Registry, check_compatible, did_you_mean, unknown_field_hint};
 use serde_json::Value;
 
 use super::matrix::{expand_matrix, resolve_ref, valid_id};
@@ -40,9 +40,20 @@ pub(super) fn resolve(
     }
     top.insert("nodes".into(), Value::Object(instances));
     let (spec, limits) = typed_spec(top, options, ctx)?;
+    let here = match options.hardware.map_or_else(Hardware::probe, Ok) {
+        Ok(h) => h,
+        Err(message) => {
+            ctx.diags
+                .push(Diagnostic::new(ErrorKind::Environment, message).hint(Some(
+                    "unset it to look for a GPU, or set it to `cpu` or `cuda`".into(),
+                )));
+            return None;
+        }
+    };
     let (mut nodes, specs) = build_nodes(
         &spec,
         registry,
+        here,
         &limits,
         &bindings,
         &key_params,
@@ -427,9 +438,11 @@ fn typed_spec(
 
 /// Plugins and params: each node's plugin found, its params checked, its resources
 /// within the limits.
+#[allow(clippy::too_many_arguments)]
 fn build_nodes(
     spec: &WorkflowSpec,
     registry: &Registry,
+    here: Hardware,
     limits: &BTreeMap<String, u32>,
     bindings: &Bindings,
     key_params: &HashMap<String, Value>,
@@ -458,7 +471,21 @@ fn build_nodes(
             continue;
         };
         let params = Value::Object(ns.params.clone());
-        let checked = match plugin.check(&params) {
+        let executor = ns
+            .executor
+            .clone()
+            .or_else(|| spec.executor.clone())
+            .unwrap_or(ExecutorSpec::Local);
+        // `auto` settles for the machine the node runs on: this one, or for a cluster job
+        // the machine its resources ask for.
+        let hardware = if executor.is_cluster() {
+            Hardware {
+                cuda: ns.resources.get("gpu").is_some_and(|n| *n > 0),
+            }
+        } else {
+            here
+        };
+        let checked = match plugin.check_on(&params, hardware) {
             Ok(c) => c,
             Err(e) => {
                 let p = if e.path.is_empty() {
@@ -479,11 +506,6 @@ fn build_nodes(
         };
         let mut resources = ns.resources.clone();
         resources.entry("cpu".into()).or_insert(1);
-        let executor = ns
-            .executor
-            .clone()
-            .or_else(|| spec.executor.clone())
-            .unwrap_or(ExecutorSpec::Local);
         for (slot, need) in &resources {
             // A cluster job asks the cluster for its machine; this one's cores do not limit it.
             if executor.is_cluster() && crate::slurm::MACHINE_SLOTS.contains(&slot.as_str()) {
@@ -516,7 +538,7 @@ fn build_nodes(
             plugin: plugin.clone(),
             // `${env.X}` kept as written, and any secret that arrived another way (through
             // a variable, a matrix, a longer string) replaced by its reference too.
-            key_params: match key_params.get(id).map(|p| plugin.check(p)) {
+            key_params: match key_params.get(id).map(|p| plugin.check_on(p, hardware)) {
                 Some(Ok(kept)) => secrets.redact(&kept.params),
                 _ => secrets.redact(&checked.params),
             },
