@@ -1,6 +1,7 @@
 //! LoRA through the command line: `sft` with `lora` on a trained student writes a PEFT adapter
 //! that records its base; `eval` samples from it given the base; a wrong base fails the node
-//! with a message; `scorch export --merge` writes a whole model that `transformers` loads.
+//! with a message; `scorch export --merge` writes a whole model that `transformers` loads;
+//! `scorch serve` serves the adapter on its base as the merged model.
 
 #![allow(clippy::unwrap_used)]
 
@@ -89,6 +90,53 @@ fn an_sft_adapter_evaluates_on_its_base_and_exports_merged() {
         .output()
         .unwrap();
     assert!(check.status.success(), "{}", text(&check.stderr));
+    // Served: the adapter on its base answers as the merged export does, and not as the
+    // base alone does (greedy, with log-probabilities, through the openai client).
+    let (_a, on_base, _) = common::serve(p.path(), &["tune", "--base", "warm", "--device", "cpu"]);
+    let merged_arg = merged.display().to_string();
+    let (_m, as_merged, _) = common::serve(p.path(), &[&merged_arg, "--device", "cpu"]);
+    let (_b, base_only, _) = common::serve(p.path(), &["warm", "--device", "cpu"]);
+    let script = r#"
+import sys
+from openai import OpenAI
+def ask(url):
+    c = OpenAI(base_url=url, api_key="unused")
+    model = c.models.list().data[0].id
+    r = c.chat.completions.create(model=model, messages=[{"role": "user", "content": "What is 12 + 30?"}],
+                                  max_tokens=8, temperature=0, logprobs=True)
+    return r.choices[0].message.content, [t.logprob for t in r.choices[0].logprobs.content]
+adapter, merged, base = (ask(u) for u in sys.argv[1:4])
+assert adapter[0] == merged[0], (adapter, merged)
+assert max(abs(a - b) for a, b in zip(adapter[1], merged[1])) < 1e-4, (adapter, merged)
+assert adapter[1] != base[1], "the adapter changed nothing"
+print("ok")
+"#;
+    let check = std::process::Command::new("python3")
+        .args(["-c", script, &on_base, &as_merged, &base_only])
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    // Serving an adapter without its base, or on another, is bad input.
+    for args in [
+        &["tune", "--device", "cpu"][..],
+        &["tune", "--base", "other", "--device", "cpu"],
+    ] {
+        let out = p.scorch(&[&["serve"][..], args].concat());
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("`base`"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // `--base` belongs to `--merge`.
+    let out = p.scorch(&["export", "tune", "--out", "x", "--base", "warm"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     // Merging onto another base is bad input, and leaves nothing behind.
     let out = p.scorch(&[
         "export", "tune", "--out", "bad", "--merge", "--base", "other",

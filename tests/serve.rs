@@ -6,9 +6,9 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use common::text;
+use common::{Server, text};
 use scorch_agent::format::{Message, Role};
 use scorch_agent::llm::ChatOptions;
 use scorch_kinds::policy::Endpoint;
@@ -16,15 +16,6 @@ use scorch_model::checkpoint::Checkpoint;
 use scorch_model::openai::OpenAiClient;
 use scorch_model::qwen2::Config;
 use scorch_model::tokenizer::train_bpe;
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tiny_checkpoint(dir: &std::path::Path) {
     let texts: Vec<String> = (0..300)
@@ -51,32 +42,11 @@ fn start(dir: &std::path::Path) -> (Server, String) {
 
 /// A server, its base URL, and its stderr (a line per request).
 fn start_logged(dir: &std::path::Path) -> (Server, String, std::process::ChildStderr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_scorch"))
-        .args([
-            "serve",
-            &dir.display().to_string(),
-            "--addr",
-            "127.0.0.1:0",
-            "--device",
-            "cpu",
-            "--name",
-            "tiny",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected: {line}"))
-        .to_owned();
-    (Server(child), url, stderr)
+    let dir = dir.display().to_string();
+    common::serve(
+        std::path::Path::new("."),
+        &[&dir, "--device", "cpu", "--name", "tiny"],
+    )
 }
 
 /// Count the request lines of a server's stderr in a thread; `kill_after` kills the server

@@ -179,14 +179,8 @@ pub(crate) async fn export_merged(
     base: PathBuf,
     store: StoreArgs,
 ) -> Result<(), Failure> {
-    let adapter = local_path(Path::new(&reference), &store, "checkpoint").await?;
-    let base = local_path(&base, &store, "checkpoint").await?;
-    let name = match resolve(&open_store(&store, None)?, &reference, Some("checkpoint")).await {
-        Ok(o) if o.len() == 1 => o[0].name.clone(),
-        _ => adapter
-            .file_name()
-            .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned()),
-    };
+    let (adapter, name) = local_output(Path::new(&reference), &store, "checkpoint").await?;
+    let (base, _) = local_output(&base, &store, "checkpoint").await?;
     std::fs::create_dir_all(&out)
         .map_err(|e| EngineError::io(format!("creating {}", out.display()), e))?;
     let target = out.join(&name);
@@ -227,11 +221,25 @@ pub(crate) async fn local_path(
     store: &StoreArgs,
     prefer: &str,
 ) -> Result<PathBuf, Failure> {
+    Ok(local_output(arg, store, prefer).await?.0)
+}
+
+/// [`local_path`], with a name for what it found: the output's name for a reference, the
+/// file's name for a path.
+async fn local_output(
+    arg: &Path,
+    store: &StoreArgs,
+    prefer: &str,
+) -> Result<(PathBuf, String), Failure> {
+    let file_name = || {
+        arg.file_name()
+            .map_or_else(|| prefer.to_owned(), |n| n.to_string_lossy().into_owned())
+    };
     if arg.exists() {
-        return Ok(arg.to_path_buf());
+        return Ok((arg.to_path_buf(), file_name()));
     }
     let Some(reference) = arg.to_str() else {
-        return Ok(arg.to_path_buf());
+        return Ok((arg.to_path_buf(), file_name()));
     };
     let store = open_store(store, None)?;
     let outputs = match resolve(&store, reference, Some(prefer)).await {
@@ -260,8 +268,9 @@ pub(crate) async fn local_path(
         std::fs::rename(tmp.keep(), &dir)
             .map_err(|e| EngineError::io(format!("writing {}", dir.display()), e))?;
     }
-    Ok(match (&o.artifact.kind, o.artifact.files.as_slice()) {
+    let path = match (&o.artifact.kind, o.artifact.files.as_slice()) {
         (ArtifactKind::Table, [one]) => dir.join(&one.path),
         _ => dir,
-    })
+    };
+    Ok((path, o.name.clone()))
 }

@@ -207,7 +207,7 @@ enum Command {
         merge: bool,
         /// With `--merge`: the adapter's base, a folder or a reference (its content hash must
         /// be the one the adapter records).
-        #[arg(long)]
+        #[arg(long, requires = "merge")]
         base: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
@@ -529,13 +529,14 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Plugins { kind, json } => info::plugins(kind.as_deref(), json),
         Command::Schema { table } => info::schema(table),
         Command::Model(command) => worker::forward(command).await,
+        // `--merge` and `--base` come together (clap requires each of the other).
         Command::Export {
             reference,
             out,
-            merge,
+            merge: _,
             base,
             store,
-        } => match base.filter(|_| merge) {
+        } => match base {
             Some(base) => export::export_merged(reference, out, base, store).await,
             None => export::export(reference, out, store).await,
         },

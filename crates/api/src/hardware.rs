@@ -14,7 +14,7 @@
 pub const AUTO_DEVICE_ENV: &str = "SCORCH_AUTO_DEVICE";
 
 /// The class of machine a node runs on, as far as its `auto` params care.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hardware {
     /// Whether a CUDA device is there.
     pub cuda: bool,

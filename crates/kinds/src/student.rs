@@ -117,8 +117,8 @@ impl Precision {
         }
     }
 
-    /// Whether this is the default (`auto`): params leave it out, so workflows written before
-    /// the param existed keep their cache keys.
+    /// Whether this is the default (`auto`), which params as written leave out (settled
+    /// params never hold it: see [`Precision::settle`]).
     pub fn is_auto(&self) -> bool {
         *self == Self::Auto
     }

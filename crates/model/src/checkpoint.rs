@@ -233,12 +233,7 @@ impl Checkpoint {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         tch::manual_seed(seed as i64);
-        let mut vars: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(n, _)| is_lora_name(n))
-            .collect();
+        let mut vars: Vec<(String, Tensor)> = self.variables(true).into_iter().collect();
         init_adapters(&mut vars);
         Ok(())
     }
@@ -260,12 +255,7 @@ impl Checkpoint {
             .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", path.display())))?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| ModelError::Checkpoint(format!("{}: {e}", path.display())))?;
-        let mut vars: HashMap<String, Tensor> = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(n, _)| is_lora_name(n))
-            .collect();
+        let mut vars = self.variables(true);
         tch::no_grad(|| -> Result<(), ModelError> {
             for (key, view) in st.tensors() {
                 let name = var_name(&key);
@@ -313,12 +303,12 @@ impl Checkpoint {
         }
     }
 
-    /// The variables a saved whole model holds (the adapter's are left out).
-    fn model_variables(&self) -> HashMap<String, Tensor> {
+    /// The adapter's variables (`lora`), or the model's own: what a saved whole model holds.
+    fn variables(&self, lora: bool) -> HashMap<String, Tensor> {
         self.vs
             .variables()
             .into_iter()
-            .filter(|(n, _)| !is_lora_name(n))
+            .filter(|(n, _)| is_lora_name(n) == lora)
             .collect()
     }
 
@@ -349,10 +339,8 @@ impl Checkpoint {
         )
         .map_err(io)?;
         let vars: HashMap<String, Tensor> = self
-            .vs
-            .variables()
+            .variables(true)
             .into_iter()
-            .filter(|(n, _)| is_lora_name(n))
             .map(|(n, t)| (peft_key(&n), t.to_kind(Kind::Float)))
             .collect();
         write_weights(&vars, &dir.join(ADAPTER_WEIGHTS))
@@ -409,7 +397,7 @@ impl Checkpoint {
             .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
         std::fs::write(dir.join("config.json"), text)
             .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
-        write_weights(&self.model_variables(), &dir.join("model.safetensors"))?;
+        write_weights(&self.variables(false), &dir.join("model.safetensors"))?;
         self.tokenizer
             .save(dir.join("tokenizer.json"), false)
             .map_err(|e| ModelError::Checkpoint(format!("saving tokenizer.json: {e}")))?;

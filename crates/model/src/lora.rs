@@ -253,10 +253,33 @@ pub fn base_hash(dir: &Path) -> Result<String, ModelError> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
+/// Load `dir` (an adapter: on `base`) as a training node with param `lora` trains it, computing
+/// in `compute`. Full fine-tuning keeps float32 master weights; with LoRA the frozen base is
+/// held in `compute` itself and only the adapter (and its optimiser state) is float32. See
+/// [`prepare`] for what the node then trains.
+pub fn load_trainable(
+    dir: &Path,
+    base: Option<&Path>,
+    device: tch::Device,
+    compute: tch::Kind,
+    lora: Option<&LoraParams>,
+    seed: u64,
+) -> Result<crate::checkpoint::Checkpoint, ModelError> {
+    let kind = if lora.is_some() {
+        compute
+    } else {
+        tch::Kind::Float
+    };
+    let mut ck = crate::checkpoint::Checkpoint::load_model(dir, base, device, kind)?;
+    prepare(&mut ck, lora, seed)?;
+    ck.model.set_compute(Some(compute));
+    Ok(ck)
+}
+
 /// Make `ck` what a training node with param `lora` trains: a new adapter on a whole model,
 /// the same adapter on an adapter of that shape (an error naming `lora` for another shape),
 /// or, without the param, the adapter merged into the weights (full fine-tuning).
-pub fn prepare(
+fn prepare(
     ck: &mut crate::checkpoint::Checkpoint,
     lora: Option<&LoraParams>,
     seed: u64,

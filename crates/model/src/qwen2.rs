@@ -733,20 +733,9 @@ impl Qwen2 {
         }
     }
 
-    /// Whether any projection carries a LoRA adapter.
-    pub fn has_lora(&self) -> bool {
-        self.layers.iter().any(|l| {
-            let a = &l.self_attn;
-            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj]
-                .into_iter()
-                .chain([&l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj])
-                .any(|p| p.lora.is_some())
-        })
-    }
-
     /// Fold every adapter into its projection's weight and drop the adapters: the same
-    /// function, as a plain model (the var store keeps the adapters' variables; remove them
-    /// before saving the weights, see [`crate::lora::base_names`]).
+    /// function, as a plain model (the var store keeps the adapters' variables; a saved
+    /// checkpoint leaves them out).
     pub fn merge_lora(&mut self) {
         for layer in &mut self.layers {
             for (_, _, proj) in layer.projs() {

@@ -249,9 +249,8 @@ pub fn load_training<E: serde::de::DeserializeOwned>(
     trainer: &mut Trainer,
 ) -> Result<Position<E>, ModelError> {
     let weights = Tensor::read_safetensors(dir.join("weights.safetensors"))?;
-    trainer.restore_weights(&weights)?;
     let state = Tensor::read_safetensors(dir.join("optimizer.safetensors"))?;
-    trainer.restore(&state)?;
+    trainer.restore(&weights, &state)?;
     let bytes = std::fs::read(dir.join("position.json"))
         .map_err(|e| ModelError::Config(format!("reading the training position: {e}")))?;
     serde_json::from_slice(&bytes)
@@ -311,43 +310,33 @@ impl Trainer {
         out
     }
 
-    /// Set the trained variables to the saved `weights` (by name; every one must be there).
-    fn restore_weights(&mut self, weights: &[(String, Tensor)]) -> Result<(), ModelError> {
-        let saved: std::collections::HashMap<&str, &Tensor> =
-            weights.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        tch::no_grad(|| -> Result<(), ModelError> {
-            for (name, var) in &self.vars {
-                let src = saved.get(name.as_str()).ok_or_else(|| {
-                    ModelError::Config(format!("the saved weights have no `{name}`"))
-                })?;
-                var.shallow_clone().f_copy_(src)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Take up the state [`state`](Self::state) gave (of a trainer over the same variables).
-    pub fn restore(&mut self, state: &[(String, Tensor)]) -> Result<(), ModelError> {
-        let get = |key: &str| {
-            state
-                .iter()
+    /// Take up saved `weights` of the trained variables and the optimiser `state` that
+    /// [`state`](Self::state) gave (of a trainer over the same variables).
+    pub fn restore(
+        &mut self,
+        weights: &[(String, Tensor)],
+        state: &[(String, Tensor)],
+    ) -> Result<(), ModelError> {
+        let get = |list: &'_ [(String, Tensor)], key: &str| {
+            list.iter()
                 .find(|(n, _)| n == key)
-                .map(|(_, t)| t)
+                .map(|(_, t)| t.shallow_clone())
                 .ok_or_else(|| ModelError::Config(format!("the saved state has no `{key}`")))
         };
         tch::no_grad(|| -> Result<(), ModelError> {
-            for (((name, _), m), v) in self
+            for (((name, var), m), v) in self
                 .vars
                 .iter()
                 .zip(&mut self.exp_avg)
                 .zip(&mut self.exp_avg_sq)
             {
-                m.f_copy_(get(&format!("exp_avg.{name}"))?)?;
-                v.f_copy_(get(&format!("exp_avg_sq.{name}"))?)?;
+                var.shallow_clone().f_copy_(&get(weights, name)?)?;
+                m.f_copy_(&get(state, &format!("exp_avg.{name}"))?)?;
+                v.f_copy_(&get(state, &format!("exp_avg_sq.{name}"))?)?;
             }
             Ok(())
         })?;
-        self.step = usize::try_from(i64::try_from(get("step")?)?).unwrap_or(0);
+        self.step = usize::try_from(i64::try_from(get(state, "step")?)?).unwrap_or(0);
         Ok(())
     }
 

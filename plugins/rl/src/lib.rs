@@ -160,16 +160,16 @@ impl DeclaredPlugin for Rl {
         let (device, kind) = scorch_model::pick_device(&p.device)?;
         let compute = p.precision.compute_kind(device);
         let (model_dir, base_dir) = (ctx.blobs("model")?, ctx.optional_blobs("base")?);
-        // Full fine-tuning: float32 master weights, the layers compute in the precision's
-        // kind. LoRA: the frozen base in the compute kind, the adapter in float32.
-        let base_kind = if p.lora.is_some() {
-            compute
-        } else {
-            Kind::Float
-        };
-        let mut ck = Checkpoint::load_model(model_dir, base_dir.as_deref(), device, base_kind)?;
-        scorch_model::lora::prepare(&mut ck, p.lora.as_ref(), ctx.seed())?;
-        ck.model.set_compute(Some(compute));
+        // Float32 master weights (LoRA: a frozen base in the compute kind and a float32
+        // adapter); the layers compute in the precision's kind.
+        let ck = scorch_model::lora::load_trainable(
+            model_dir,
+            base_dir.as_deref(),
+            device,
+            compute,
+            p.lora.as_ref(),
+            ctx.seed(),
+        )?;
         let reference = if p.kl_coef > 0.0 {
             let mut r = Checkpoint::load_model(model_dir, base_dir.as_deref(), device, kind)?;
             r.merge_adapter();

@@ -11,15 +11,14 @@ use scorch_api::reexports::async_trait;
 use scorch_api::tables::{TrainStep, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::sft::SftParams;
-use scorch_model::checkpoint::Checkpoint;
 use scorch_model::encode::encode_trajectory;
+use scorch_model::lora::load_trainable;
 use scorch_model::precision::ComputeKind;
 use scorch_model::scratch::from_scratch;
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{
     Position, TrainConfig, Trainer, clip_len, load_training, masked_nll, save_training,
 };
-use tch::Kind;
 
 /// The `sft` plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -54,25 +53,26 @@ impl DeclaredPlugin for Sft {
         let state_dir = ctx.scratch_dir().join("state");
         let steps = ctx
             .blocking(move || -> Result<Vec<TrainStep>, PluginError> {
-                // Full fine-tuning: float32 master weights, the layers compute in the
-                // precision's kind. LoRA: the frozen base in the compute kind, the adapter
-                // (and its optimiser state) in float32.
-                let base_kind = if p.lora.is_some() {
-                    compute
-                } else {
-                    Kind::Float
-                };
+                // Float32 master weights (LoRA: a frozen base in the compute kind and a
+                // float32 adapter); the layers compute in the precision's kind.
                 let mut ck = match (&p.init, model_dir) {
-                    (Some(init), _) => from_scratch(init, &trajectories, device, seed)?,
-                    (None, Some(dir)) => {
-                        Checkpoint::load_model(&dir, base_dir.as_deref(), device, base_kind)?
+                    (Some(init), _) => {
+                        let mut ck = from_scratch(init, &trajectories, device, seed)?;
+                        ck.model.set_compute(Some(compute));
+                        ck
                     }
+                    (None, Some(dir)) => load_trainable(
+                        &dir,
+                        base_dir.as_deref(),
+                        device,
+                        compute,
+                        p.lora.as_ref(),
+                        seed,
+                    )?,
                     (None, None) => {
                         return Err(PluginError::failed("no `model` input and no `init`"));
                     }
                 };
-                scorch_model::lora::prepare(&mut ck, p.lora.as_ref(), seed)?;
-                ck.model.set_compute(Some(compute));
                 ck.model.set_train(true);
                 let seqs: Vec<(Vec<i64>, Vec<f32>)> = trajectories
                     .iter()
