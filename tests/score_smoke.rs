@@ -306,28 +306,63 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         "one conversation per mentored task"
     );
     // `serve` takes a reference too: the newest run's SCoRe-RL checkpoint.
-    let mut server = p
-        .cmd(&[
-            "serve",
+    let (server, url, _) = common::serve(p.path(), &["score_rl", "--device", "cpu"]);
+    drop(server);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    // LoRA from the command line: SCoRe-SFT and SCoRe-RL train adapters on the warm start,
+    // and only they and the evaluations after them run again.
+    let lora = p.run_json(
+        &[
+            &wf,
+            "--set",
+            "profile=smoke",
+            "--set",
+            "vars.lora={rank: 4}",
+        ],
+        0,
+    );
+    let mut ran = with_outcome(&lora, "ran");
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            "eval_score_rl[split=hard]",
+            "eval_score_rl[split=test]",
+            "eval_score_sft[split=hard]",
+            "eval_score_sft[split=test]",
             "score_rl",
-            "--addr",
-            "127.0.0.1:0",
-            "--device",
-            "cpu",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
+            "score_sft",
+        ]
+    );
+    for node in ["score_sft", "score_rl"] {
+        let hash = common::node(&lora, node)["outputs"]["checkpoint"]["artifact"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let a: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(p.path().join(format!(".scorch/artifacts/{hash}.json"))).unwrap(),
+        )
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
-    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+        let mut files: Vec<&str> = a["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["path"].as_str().unwrap())
+            .collect();
+        files.sort_unstable();
+        assert_eq!(
+            files,
+            [
+                "adapter_config.json",
+                "adapter_model.safetensors",
+                "scorch_base.json"
+            ],
+            "{node}: a PEFT adapter, not a whole model"
+        );
+    }
+    let rl: Vec<TrainStep> = read_rows(&artifact_files(&p, &lora, "score_rl", "metrics")).unwrap();
+    assert!(rl.iter().all(|m| m.loss.is_finite()));
     let out = p.scorch(&["export", "score_rl.nope", "--out", "out2"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(common::text(&out.stderr).contains("it has `checkpoint`, `metrics`"));

@@ -167,6 +167,7 @@ fn an_adapter_trained_here_loads_in_peft_with_the_same_logits_and_merges_for_tra
     ]);
     let diff = max_diff(&ours, &theirs(&adapter.join("peft_logits.json"), &ours));
     assert!(diff < TOLERANCE, "PEFT's logits differ from ours by {diff}");
+    eprintln!("our adapter in PEFT: largest logit difference {diff:.2e}");
 
     // Loaded back here: the same function, exactly.
     let again = Checkpoint::load_model(&adapter, Some(&base), Device::Cpu, Kind::Float).unwrap();
@@ -185,6 +186,7 @@ fn an_adapter_trained_here_loads_in_peft_with_the_same_logits_and_merges_for_tra
         diff < TOLERANCE,
         "the merged model differs by {diff} in transformers"
     );
+    eprintln!("merged, in transformers: largest logit difference {diff:.2e}");
 
     // Another base (same shapes, other weights) is refused, naming the input.
     let other = self::base(dir.path(), 4);
@@ -231,6 +233,7 @@ fn an_adapter_peft_writes_loads_here_with_peft_logits() {
         diff < TOLERANCE,
         "PEFT's adapter gives logits {diff} away here"
     );
+    eprintln!("PEFT adapter here: largest logit difference {diff:.2e}");
     // Not the identity: the adapter changes the base's output.
     let plain = Checkpoint::load(&base, Device::Cpu, Kind::Float).unwrap();
     assert!(max_diff(&logits(&plain), &ours) > 1e-3);
