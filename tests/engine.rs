@@ -759,6 +759,11 @@ fn lora_params_are_checked_before_anything_runs() {
             "no module `qkv_proj`",
         ),
         ("{dropout: 1.5}", "lora.dropout", "[0, 1)"),
+        (
+            "{dropout: 0.1}, gradient_checkpointing: true",
+            "gradient_checkpointing",
+            "dropout",
+        ),
     ] {
         p.write(
             "wf.yaml",

@@ -64,6 +64,12 @@ episode_params! {
         /// bfloat16 matrix products over float32 weights and optimiser state.
         #[serde(default, skip_serializing_if = "Precision::is_auto")]
         pub precision: Precision,
+        /// Activation checkpointing per decoder layer (HF's `gradient_checkpointing`): the forward
+        /// pass keeps only each layer's input and the backward pass recomputes the layer, so a
+        /// micro-batch's activations take one layer's memory instead of every layer's, for one
+        /// more forward pass of compute. The gradients are the same.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        pub gradient_checkpointing: bool,
         /// Train LoRA adapters on the frozen `model` instead of every weight; the checkpoint is then
         /// a PEFT adapter folder. Unset: full fine-tuning. Given an adapter as `model` (with its
         /// base as `base`), the node goes on training that adapter.
@@ -138,6 +144,7 @@ impl Declaration for Rl {
                 "must be positive (tokens per forward and backward pass)",
             ));
         }
+        crate::student::check_checkpointing(p.gradient_checkpointing, p.lora.as_ref())?;
         if let Some(lora) = &p.lora {
             lora.check()?;
         }

@@ -222,3 +222,23 @@ impl LoraParams {
         Ok(())
     }
 }
+
+/// `gradient_checkpointing` recomputes each layer in the backward pass; a LoRA dropout would
+/// draw a different mask the second time, so the two do not go together.
+pub fn check_checkpointing(
+    on: bool,
+    lora: Option<&LoraParams>,
+) -> Result<(), scorch_api::ParamError> {
+    match lora {
+        Some(l) if on && l.dropout > 0.0 => Err(scorch_api::ParamError::new(
+            "gradient_checkpointing",
+            format!(
+                "activation checkpointing recomputes each layer, and LoRA's dropout ({}) would \
+                 drop different inputs the second time: set `lora.dropout: 0` or turn \
+                 checkpointing off",
+                l.dropout
+            ),
+        )),
+        _ => Ok(()),
+    }
+}

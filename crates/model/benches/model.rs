@@ -94,7 +94,7 @@ fn main() {
     let mut trainer = Trainer::new(&ck.vs, TrainConfig::default()).expect("trainer");
     let mut step = || {
         let (loss, _) = masked_nll(&ck.model, &batch);
-        trainer.backward(&loss, 1.0);
+        ck.model.backward(&loss);
         trainer.step().expect("step");
     };
     step();
@@ -104,7 +104,7 @@ fn main() {
     let mut mixed_trainer = Trainer::new(&mixed.vs, TrainConfig::default()).expect("trainer");
     let mut mixed_step = || {
         let (loss, _) = masked_nll(&mixed.model, &batch);
-        mixed_trainer.backward(&loss, 1.0);
+        mixed.model.backward(&loss);
         mixed_trainer.step().expect("step");
     };
     mixed_step();

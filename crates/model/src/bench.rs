@@ -143,7 +143,7 @@ pub fn train(b: &TrainBench) -> Result<TrainReport, ModelError> {
         .collect();
     let tokens = b.batch * b.seq;
     let mut step = || -> Result<f64, ModelError> {
-        let loss = trainer.accumulate(&seqs, tokens, 0, b.device, |batch, _, scored| {
+        let loss = trainer.accumulate(&model, &seqs, tokens, 0, b.device, |batch, _, scored| {
             let (loss, n) = masked_nll(&model, batch);
             loss * (n / scored)
         })?;

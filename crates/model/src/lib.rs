@@ -15,6 +15,7 @@ pub mod policy;
 pub mod precision;
 pub mod prefix;
 pub mod qwen2;
+pub mod recompute;
 pub mod rollouts;
 pub mod scratch;
 pub mod serve;

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
+use crate::recompute::{Recorded, Segment};
+
 /// `config.json` of a Qwen2 model, with HF's field names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Config {
@@ -619,6 +621,18 @@ pub struct Qwen2 {
     compute: Option<Kind>,
     /// Training: LoRA's dropout acts.
     train: bool,
+    /// Activation checkpointing per layer for passes that record gradients.
+    checkpointing: bool,
+    /// Checkpointed passes waiting for [`Qwen2::backward`].
+    recorded: Recorded<LayerContext>,
+}
+
+/// What every layer of one forward pass shares: rotary tables, mask, causality.
+#[derive(Debug)]
+pub struct LayerContext {
+    rope: (Tensor, Tensor),
+    mask: Option<Tensor>,
+    causal: bool,
 }
 
 impl Qwen2 {
@@ -675,6 +689,8 @@ impl Qwen2 {
             device: vs.device(),
             compute: None,
             train: false,
+            checkpointing: false,
+            recorded: Recorded::default(),
         }
     }
 
@@ -695,6 +711,8 @@ impl Qwen2 {
             device: self.device,
             compute: self.compute,
             train: self.train,
+            checkpointing: self.checkpointing,
+            recorded: Recorded::default(),
         }
     }
 
@@ -707,6 +725,21 @@ impl Qwen2 {
     /// Training (LoRA's dropout acts) or not.
     pub fn set_train(&mut self, train: bool) {
         self.train = train;
+    }
+
+    /// Activation checkpointing per decoder layer ([`crate::recompute`]) in passes that
+    /// record gradients: their loss must then be backpropagated with [`Qwen2::backward`].
+    /// LoRA's dropout is not recomputed the same way, so it must be off.
+    pub fn set_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+        self.recorded.clear();
+    }
+
+    /// Backpropagate `loss` into the variables: a plain backward pass, plus the layers of
+    /// every checkpointed forward pass since the last call, recomputed.
+    pub fn backward(&self, loss: &Tensor) {
+        self.recorded
+            .backward(loss, |ctx, i, x| self.layer(ctx, i, x, None));
     }
 
     /// Add LoRA adapters to the projections `lora` targets, as float32 variables under `vs`
@@ -836,26 +869,46 @@ impl Qwen2 {
             Some(p) => self.rotary.at(p, kind),
             None => self.rotary.span(past, t, kind),
         };
-        let mut x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false).to_kind(kind);
+        let x = Tensor::embedding(&self.embed_tokens, ids, -1, false, false).to_kind(kind);
+        let ctx = LayerContext { rope, mask, causal };
+        let layers = self.layers.len();
+        if self.checkpointing && cache.is_none() && crate::recompute::grad_enabled() {
+            let (segment, top) =
+                Segment::forward(x, layers, ctx, |ctx, i, x| self.layer(ctx, i, x, None));
+            self.recorded.push(segment);
+            return self.norm.forward(&top);
+        }
+        let mut x = x;
         let mut cache = cache;
-        // Residual adds stay out of place: autograd needs the inputs of every norm.
-        #[allow(clippy::assign_op_pattern)]
-        for (i, layer) in self.layers.iter().enumerate() {
+        for i in 0..layers {
             let slot = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.reserve));
-            let h = layer.self_attn.forward(
-                &layer.input_layernorm.forward(&x),
-                &rope,
-                mask.as_ref(),
-                causal,
-                slot,
-                self.train,
-            );
-            x = x + h;
-            let h = layer
-                .mlp
-                .forward(&layer.post_attention_layernorm.forward(&x), self.train);
-            x = x + h;
+            x = self.layer(&ctx, i, &x, slot);
         }
         self.norm.forward(&x)
+    }
+
+    /// Decoder layer `i` on `x`.
+    fn layer(
+        &self,
+        ctx: &LayerContext,
+        i: usize,
+        x: &Tensor,
+        slot: Option<(&mut Option<LayerCache>, i64)>,
+    ) -> Tensor {
+        let layer = &self.layers[i];
+        let h = layer.self_attn.forward(
+            &layer.input_layernorm.forward(x),
+            &ctx.rope,
+            ctx.mask.as_ref(),
+            ctx.causal,
+            slot,
+            self.train,
+        );
+        // Residual adds stay out of place: autograd needs the inputs of every norm.
+        let x = x + h;
+        let h = layer
+            .mlp
+            .forward(&layer.post_attention_layernorm.forward(&x), self.train);
+        x + h
     }
 }

@@ -340,18 +340,14 @@ impl Trainer {
         Ok(())
     }
 
-    /// Accumulate gradients of `loss` scaled by `scale` (1 / accumulation steps).
-    pub fn backward(&self, loss: &Tensor, scale: f64) {
-        (loss * scale).backward();
-    }
-
-    /// Accumulate one step's gradients over `seqs` in micro-batches of at most `budget` padded
+    /// Accumulate one step's gradients of `model` over `seqs` in micro-batches of at most `budget` padded
     /// tokens each, so memory stays bounded however big the step. `share(batch, rows, scored)`
     /// returns the loss of micro-batch `rows` (collated as `batch`) as its share of the step's
     /// loss, `scored` being the number of targets the whole step scores: the shares' gradients
     /// add up to the whole step's. Returns the step's loss, the sum of the shares.
     pub fn accumulate(
         &self,
+        model: &Qwen2,
         seqs: &[(Vec<i64>, Vec<f32>)],
         budget: usize,
         pad: i64,
@@ -364,7 +360,7 @@ impl Trainer {
             let batch = collate(&seqs[rows.clone()], pad, device)?;
             let loss = share(&batch, rows, scored);
             total += f64::try_from(&loss).unwrap_or(f64::NAN);
-            self.backward(&loss, 1.0);
+            model.backward(&loss);
         }
         Ok(total)
     }

@@ -71,7 +71,7 @@ fn sft_lowers_the_masked_loss() {
     for _ in 0..40 {
         let (loss, n) = masked_nll(&ck.model, &batch);
         assert!(n > 0.0);
-        trainer.backward(&loss, 1.0);
+        ck.model.backward(&loss);
         let (lr, norm) = trainer.step().unwrap();
         assert!(lr > 0.0 && norm.is_finite());
     }
@@ -106,6 +106,14 @@ fn assert_same_gradients(a: &Checkpoint, b: &Checkpoint) {
             .collect();
     for (name, v) in b.vs.variables() {
         let (x, y) = (&ga[&name], v.grad());
+        assert_eq!(
+            x.defined(),
+            y.defined(),
+            "{name}: a gradient on one side only"
+        );
+        if !x.defined() {
+            continue;
+        }
         let scale = f64::try_from(x.abs().max()).unwrap().max(1e-6);
         let d = f64::try_from((x - &y).abs().max()).unwrap();
         assert!(
@@ -119,16 +127,13 @@ fn assert_same_gradients(a: &Checkpoint, b: &Checkpoint) {
 fn accumulated_gradients_match_one_big_batch() {
     let (a, seqs) = setup(5);
     let (b, _) = setup(5);
-    let cfg = TrainConfig::default();
-    let ta = Trainer::new(&a.vs, cfg.clone()).unwrap();
     let whole = collate(&seqs[..8], 0, Device::Cpu).unwrap();
     let (loss, n) = masked_nll(&a.model, &whole);
-    ta.backward(&(loss * n), 1.0);
-    let tb = Trainer::new(&b.vs, cfg).unwrap();
+    a.model.backward(&(loss * n));
     for half in [&seqs[..4], &seqs[4..8]] {
         let batch = collate(half, 0, Device::Cpu).unwrap();
         let (loss, n) = masked_nll(&b.model, &batch);
-        tb.backward(&(loss * n), 1.0);
+        b.model.backward(&(loss * n));
     }
     assert_same_gradients(&a, &b);
 }
@@ -305,19 +310,31 @@ fn micro_batched_steps_give_the_gradients_of_one_pass() {
     let cfg = TrainConfig::default();
     let ta = Trainer::new(&a.vs, cfg.clone()).unwrap();
     let whole = ta
-        .accumulate(&seqs, 1_000_000, 0, Device::Cpu, |batch, _, scored| {
-            mean_share(&a, batch, scored)
-        })
+        .accumulate(
+            &a.model,
+            &seqs,
+            1_000_000,
+            0,
+            Device::Cpu,
+            |batch, _, scored| mean_share(&a, batch, scored),
+        )
         .unwrap();
     let tb = Trainer::new(&b.vs, cfg).unwrap();
     let mut parts = 0;
     let widest = seqs.iter().map(|s| s.0.len()).max().unwrap();
     let split = tb
-        .accumulate(&seqs, 3 * widest, 0, Device::Cpu, |batch, rows, scored| {
-            parts += 1;
-            assert!(rows.len() <= 3, "{rows:?}");
-            mean_share(&b, batch, scored)
-        })
+        .accumulate(
+            &b.model,
+            &seqs,
+            3 * widest,
+            0,
+            Device::Cpu,
+            |batch, rows, scored| {
+                parts += 1;
+                assert!(rows.len() <= 3, "{rows:?}");
+                mean_share(&b, batch, scored)
+            },
+        )
         .unwrap();
     assert!(parts >= 5, "{parts} micro-batches");
     assert!(
@@ -367,4 +384,81 @@ fn a_bf16_step_has_the_f32_steps_gradients_within_tolerance() {
     mixed.save(dir.path()).unwrap();
     let config = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
     assert!(config.contains("\"torch_dtype\": \"float32\""), "{config}");
+}
+
+/// The checkpoint of `setup(seed)`, saved and loaded again for training (with LoRA adapters of
+/// rank 4 on every projection, B filled too, when `lora`).
+fn trainable(seed: u64, lora: bool, dir: &std::path::Path) -> (Checkpoint, Seqs) {
+    let (ck, seqs) = setup(seed);
+    ck.save(dir).unwrap();
+    let params = scorch_kinds::student::LoraParams {
+        rank: 4,
+        ..Default::default()
+    };
+    let ck = scorch_model::lora::load_trainable(
+        dir,
+        None,
+        Device::Cpu,
+        Kind::Float,
+        lora.then_some(&params),
+        seed,
+    )
+    .unwrap();
+    if lora {
+        // B starts at zero; give it values so that every gradient is nonzero.
+        tch::manual_seed(seed as i64);
+        let mut vars: Vec<_> = ck.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        tch::no_grad(|| {
+            for (name, mut v) in vars {
+                if name.contains("lora_B") {
+                    let _ = v.normal_(0.0, 0.1);
+                }
+            }
+        });
+    }
+    (ck, seqs)
+}
+
+#[test]
+fn activation_checkpointing_gives_the_same_gradients() {
+    for lora in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (plain, seqs) = trainable(9, lora, &tmp.path().join("a"));
+        let (mut ckpt, _) = trainable(9, lora, &tmp.path().join("b"));
+        ckpt.model.set_checkpointing(true);
+        let batch = collate(&seqs, 0, Device::Cpu).unwrap();
+        let (loss, _) = masked_nll(&plain.model, &batch);
+        plain.model.backward(&loss);
+        let (loss, _) = masked_nll(&ckpt.model, &batch);
+        // The layers ran without keeping their graphs: the loss's graph does not reach
+        // them ...
+        let inside = if lora {
+            "model.layers.0.self_attn.q_proj.lora_A.weight"
+        } else {
+            "model.layers.0.mlp.up_proj.weight"
+        };
+        let var = &ckpt.vs.variables()[inside];
+        let reached = tch::Tensor::f_run_backward(&[&loss], &[var], true, false)
+            .map(|g| g[0].defined())
+            .unwrap_or(false);
+        assert!(!reached, "lora {lora}: the graph reaches {inside}");
+        // ... the model's backward pass, which recomputes them, does.
+        ckpt.model.backward(&loss);
+        assert!(
+            var.grad().defined(),
+            "lora {lora}: {inside} has no gradient"
+        );
+        let trainable = ckpt
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(_, v)| v.requires_grad())
+            .count();
+        assert!(trainable > 0);
+        for (name, v) in ckpt.vs.variables() {
+            assert_eq!(v.grad().defined(), v.requires_grad(), "lora {lora}: {name}");
+        }
+        assert_same_gradients(&plain, &ckpt);
+    }
 }

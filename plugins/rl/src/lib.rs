@@ -327,10 +327,12 @@ impl DeclaredPlugin for Rl {
                     let mut guard = policy.lock();
                     // LoRA's dropout acts in the update, never in the rollouts.
                     guard.model.set_train(true);
+                    guard.model.set_checkpointing(p.gradient_checkpointing);
                     let model = &guard.model;
                     // The loss is a mean over every scored token of the step; each micro-batch
                     // adds its share of it (and of its gradient).
                     let value = trainer.accumulate(
+                        model,
                         &seqs,
                         p.micro_batch_tokens,
                         pad,
@@ -364,6 +366,7 @@ impl DeclaredPlugin for Rl {
                     )?;
                     let (lr, norm) = trainer.step()?;
                     guard.model.set_train(false);
+                    guard.model.set_checkpointing(false);
                     Ok((value, lr, norm))
                 };
                 let multi = tokio::runtime::Handle::current().runtime_flavor()

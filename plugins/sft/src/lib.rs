@@ -74,6 +74,7 @@ impl DeclaredPlugin for Sft {
                     }
                 };
                 ck.model.set_train(true);
+                ck.model.set_checkpointing(p.gradient_checkpointing);
                 let seqs: Vec<(Vec<i64>, Vec<f32>)> = trajectories
                     .iter()
                     .map(|t| {
@@ -126,6 +127,7 @@ impl DeclaredPlugin for Sft {
                     // The step's loss is the mean over all its scored tokens: a
                     // micro-batch's mean weighs in by its share of them.
                     let value = trainer.accumulate(
+                        &ck.model,
                         &batch,
                         p.micro_batch_tokens,
                         pad,
