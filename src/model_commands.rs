@@ -52,7 +52,7 @@ pub enum BenchCommand {
 /// What both benchmarks take.
 #[derive(Debug, Args)]
 pub struct Common {
-    /// Model size: `embedded` or `qwen2-0.5b`.
+    /// Model size: `embedded`, `qwen2-50m`, `qwen2-0.5b` or `qwen2.5-7b`.
     #[arg(long, default_value = "embedded")]
     pub model: String,
     /// `auto`, `cpu` or `cuda`.
@@ -85,6 +85,17 @@ pub struct TrainArgs {
     /// dense bfloat16: 989).
     #[arg(long)]
     pub peak_tflops: Option<f64>,
+    /// Train LoRA adapters of this rank on every projection (alpha twice the rank) over a
+    /// frozen base, instead of every weight.
+    #[arg(long, value_name = "RANK")]
+    pub lora: Option<i64>,
+    /// Activation checkpointing per decoder layer.
+    #[arg(long)]
+    pub checkpointing: bool,
+    /// RL steps: sample this many tokens of each sequence with the model, then a
+    /// policy-gradient update on them.
+    #[arg(long, value_name = "NEW_TOKENS")]
+    pub rl: Option<usize>,
 }
 
 /// `bench generate`'s arguments.

@@ -627,3 +627,19 @@ fn effective_status(r: &RunRecord) -> String {
             .unwrap_or_default(),
     }
 }
+
+/// A node's memory plan in one line.
+fn memory_line(m: &Result<scorch_api::MemoryPlan, String>) -> String {
+    match m {
+        Ok(plan) => plan.describe(),
+        Err(why) => format!("not planned: {why}"),
+    }
+}
+
+/// A node's memory plan for `--json`.
+fn memory_json(m: &Result<scorch_api::MemoryPlan, String>) -> serde_json::Value {
+    match m {
+        Ok(plan) => serde_json::json!(plan),
+        Err(why) => serde_json::json!({"unknown": why}),
+    }
+}

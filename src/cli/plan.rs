@@ -10,14 +10,27 @@ pub(super) async fn plan_cmd(args: PlanArgs) -> Result<(), Failure> {
     let store = open_store(&args.store, Some(&wf))?;
     let entries = plan(&wf, &store, &run_options(&args.select, None)).await?;
     if args.wf.json {
+        let nodes: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                let mut v = json!(e);
+                if let Some(m) = wf.index_of(&e.id).and_then(|i| wf.nodes[i].memory.as_ref()) {
+                    v["memory"] = super::memory_json(m);
+                }
+                v
+            })
+            .collect();
         outln!(
             "{}",
-            json!({"workflow": wf.name, "store": store.url(), "nodes": entries})
+            json!({"workflow": wf.name, "store": store.url(), "nodes": nodes})
         );
     } else {
         let width = entries.iter().map(|e| e.id.len()).max().unwrap_or(4);
         for e in &entries {
             outln!("{:width$}  {}", e.id, e.describe());
+            if let Some(m) = wf.index_of(&e.id).and_then(|i| wf.nodes[i].memory.as_ref()) {
+                outln!("{:width$}  memory: {}", "", super::memory_line(m));
+            }
         }
         let runs = entries
             .iter()

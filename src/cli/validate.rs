@@ -10,7 +10,13 @@ pub(super) fn validate(args: &WorkflowArgs) -> Result<(), Failure> {
         let nodes: Vec<_> = wf
             .nodes
             .iter()
-            .map(|n| json!({"id": n.id, "kind": n.plugin.kind()}))
+            .map(|n| {
+                let mut v = json!({"id": n.id, "kind": n.plugin.kind()});
+                if let Some(m) = &n.memory {
+                    v["memory"] = super::memory_json(m);
+                }
+                v
+            })
             .collect();
         outln!(
             "{}",
@@ -32,6 +38,11 @@ pub(super) fn validate(args: &WorkflowArgs) -> Result<(), Failure> {
             wf.name,
             wf.nodes.len()
         );
+        for n in &wf.nodes {
+            if let Some(m) = &n.memory {
+                outln!("  {}: memory {}", n.id, super::memory_line(m));
+            }
+        }
     }
     Ok(())
 }

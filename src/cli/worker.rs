@@ -9,6 +9,9 @@ use scorch_engine::error::EngineError;
 
 use super::{Failure, StoreArgs};
 
+/// glibc's variable for a fixed mmap threshold.
+const MMAP_THRESHOLD: &str = "MALLOC_MMAP_THRESHOLD_";
+
 /// Replace this process with `scorch-worker`, given the same arguments (a `serve` reference
 /// replaced by the folder it names).
 pub(crate) async fn forward(command: ModelCommand) -> Result<(), Failure> {
@@ -29,7 +32,15 @@ pub(crate) async fn forward(command: ModelCommand) -> Result<(), Failure> {
         }
     }
     let program = scorch::builtin::worker_program();
-    let err = std::process::Command::new(&program).args(args).exec();
+    let mut cmd = std::process::Command::new(&program);
+    if matches!(command, ModelCommand::Bench(_)) && std::env::var_os(MMAP_THRESHOLD).is_none() {
+        // glibc raises its mmap threshold as blocks are freed and then keeps freed tensors in
+        // its heap: the process's peak RSS would count memory no tensor holds. A fixed
+        // threshold returns every block over 64 KiB at free, so the peak that `bench train`
+        // reports is the tensors' (the memory plan's measure).
+        cmd.env(MMAP_THRESHOLD, "65536");
+    }
+    let err = cmd.args(args).exec();
     Err(Failure::Engine(EngineError::new(
         scorch_engine::error::EngineErrorKind::Io,
         format!(

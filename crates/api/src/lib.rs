@@ -16,6 +16,7 @@ pub mod conformance;
 mod context;
 mod error;
 pub mod hardware;
+pub mod memory;
 pub mod parquet_io;
 
 mod parquet_sink;
@@ -30,6 +31,7 @@ pub mod testing;
 pub use context::{InputArtifact, NodeContext, NodeContextParts, TableInput, TableWriter};
 pub use error::{ParamError, PluginError, PluginErrorKind};
 pub use hardware::Hardware;
+pub use memory::{MemoryPlan, MemoryRule, ModelSource};
 pub use parquet_sink::{CHUNK_ROWS, ROW_GROUP_BYTES, ROW_GROUP_ROWS, RowGroupLimits};
 pub use plugin::{
     Checked, Declaration, DeclaredPlugin, DynPlugin, Plugin, Registry, check_params, did_you_mean,

@@ -14,6 +14,10 @@ pub struct Signature {
     pub extra_inputs: Option<PortType>,
     /// Files or folders on the machine that the node reads when it runs, outside the store.
     pub local_files: Vec<LocalFile>,
+    /// Where the shape of the model it outputs or trains comes from, if it has one.
+    pub model: Option<crate::memory::ModelSource>,
+    /// How to plan its peak memory from that shape, if it trains.
+    pub memory: Option<crate::memory::MemoryRule>,
 }
 
 impl Signature {
@@ -54,6 +58,16 @@ impl Signature {
             param: param.to_owned(),
             path: path.to_owned(),
         });
+        self
+    }
+    /// Say where the shape of the model this node outputs or trains comes from.
+    pub fn model(mut self, source: crate::memory::ModelSource) -> Self {
+        self.model = Some(source);
+        self
+    }
+    /// Plan this node's peak memory with `rule` (from its [`model`](Self::model)'s shape).
+    pub fn memory(mut self, rule: crate::memory::MemoryRule) -> Self {
+        self.memory = Some(rule);
         self
     }
     /// Accept inputs of any name with type `ty`.

@@ -11,6 +11,7 @@
 pub mod correct;
 mod episodes;
 pub mod eval;
+pub mod memory;
 pub mod policy;
 pub mod rl;
 pub mod rollout;

@@ -148,11 +148,26 @@ impl Declaration for Rl {
         if let Some(lora) = &p.lora {
             lora.check()?;
         }
+        // In-process rollouts keep every episode of a step in one batch, each up to its turn
+        // limit of sampled turns.
+        let rows = (p.prompts_per_step * p.group_size) as u64;
+        let turns = u64::from(p.turn_limit.unwrap_or(8));
+        let training = crate::memory::Training {
+            device: p.device.clone(),
+            bf16: p.precision == Precision::Bf16,
+            lora: p.lora.clone(),
+            tokens: p.micro_batch_tokens as u64,
+            checkpointing: p.gradient_checkpointing,
+            reference: p.kl_coef > 0.0,
+            rollout_tokens: rows * turns * p.sampling.max_tokens as u64,
+        };
         Ok(crate::policy::model_inputs(Signature::new())
             .input("rl_prompts", RlPrompt::port())
             .input("tasks", Task::port())
             .output("checkpoint", PortType::Blobs)
-            .output("metrics", TrainStep::port()))
+            .output("metrics", TrainStep::port())
+            .model(crate::memory::source(None))
+            .memory(crate::memory::rule(training)))
     }
     fn settle(&self, p: &mut RlParams, hardware: Hardware) {
         crate::policy::settle_device(&mut p.device, hardware);

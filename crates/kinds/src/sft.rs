@@ -177,7 +177,18 @@ impl Declaration for Sft {
         if p.init.is_none() {
             sig = crate::policy::model_inputs(sig);
         }
-        Ok(sig)
+        let training = crate::memory::Training {
+            device: p.device.clone(),
+            bf16: p.precision == Precision::Bf16,
+            lora: p.lora.clone(),
+            tokens: p.micro_batch_tokens as u64,
+            checkpointing: p.gradient_checkpointing,
+            reference: false,
+            rollout_tokens: 0,
+        };
+        Ok(sig
+            .model(crate::memory::source(p.init.as_ref()))
+            .memory(crate::memory::rule(training)))
     }
     fn settle(&self, p: &mut SftParams, hardware: Hardware) {
         crate::policy::settle_device(&mut p.device, hardware);

@@ -8,20 +8,33 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::ModelError;
 use crate::checkpoint::hf_init;
 use crate::generate::{Sampling, generate};
-use scorch_kinds::student::Precision;
+use scorch_kinds::student::{LoraParams, Precision};
 
 use crate::precision::ComputeKind;
 use crate::qwen2::{Config, Qwen2};
 use crate::train::{TrainConfig, Trainer, masked_nll};
 
 /// The configuration of a named model size: `embedded` (the built-in student, 1.8 M
-/// parameters with a 2,000-token vocabulary) or `qwen2-0.5b` (Qwen2-0.5B's published config).
+/// parameters with a 2,000-token vocabulary), `qwen2-50m` (a 52 M Qwen2-shaped model with a
+/// 32,000-token vocabulary and grouped-query attention), `qwen2-0.5b` (Qwen2-0.5B's published
+/// config) or `qwen2.5-7b` (Qwen2.5-7B's).
 pub fn named_config(name: &str) -> Result<Config, ModelError> {
     let json = match name {
         "embedded" => serde_json::json!({
             "vocab_size": 2000, "hidden_size": 192, "intermediate_size": 512,
             "num_hidden_layers": 4, "num_attention_heads": 6, "num_key_value_heads": 6,
             "max_position_embeddings": 1024, "tie_word_embeddings": true
+        }),
+        "qwen2-50m" => serde_json::json!({
+            "vocab_size": 32000, "hidden_size": 512, "intermediate_size": 1536,
+            "num_hidden_layers": 12, "num_attention_heads": 8, "num_key_value_heads": 2,
+            "max_position_embeddings": 4096, "rope_theta": 1000000.0, "tie_word_embeddings": true
+        }),
+        "qwen2.5-7b" => serde_json::json!({
+            "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+            "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+            "max_position_embeddings": 32768, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+            "tie_word_embeddings": false
         }),
         "qwen2-0.5b" => serde_json::json!({
             "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
@@ -31,7 +44,7 @@ pub fn named_config(name: &str) -> Result<Config, ModelError> {
         }),
         other => {
             return Err(ModelError::Config(format!(
-                "unknown model size `{other}` (embedded, qwen2-0.5b)"
+                "unknown model size `{other}` (embedded, qwen2-50m, qwen2-0.5b, qwen2.5-7b)"
             )));
         }
     };
@@ -71,6 +84,14 @@ pub struct TrainBench {
     pub device: Device,
     /// Float32 or bfloat16 compute (weights and optimiser state are float32 either way).
     pub precision: Precision,
+    /// Train LoRA adapters on a frozen base (in the compute kind) instead of every weight.
+    pub lora: Option<LoraParams>,
+    /// Activation checkpointing per layer.
+    pub checkpointing: bool,
+    /// An RL step instead of an SFT step: sample this many tokens per sequence (temperature 1,
+    /// from the first `seq - rl_new_tokens` tokens) with the model, then a policy-gradient
+    /// update on the sampled tokens.
+    pub rl_new_tokens: Option<usize>,
 }
 
 /// What a training benchmark measured.
@@ -90,6 +111,47 @@ pub struct TrainReport {
     pub compute: String,
     /// The last step's loss.
     pub loss: f64,
+    /// Parameters that train.
+    pub trained_params: i64,
+    /// Seconds of each step spent sampling (median; RL steps only).
+    pub sample_s: Option<f64>,
+    /// Peak resident memory of the process above what it held before the model was built,
+    /// bytes (CPU only: the kernel's high-water mark, `VmHWM`).
+    pub peak_bytes: Option<u64>,
+    /// The memory plan's peak for this step ([`scorch_kinds::memory`]), bytes.
+    pub plan_bytes: u64,
+    /// The plan, part by part.
+    pub plan: String,
+}
+
+/// A field of `/proc/self/status` in bytes (`VmRSS`, `VmHWM`).
+fn status_bytes(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Reset the process's resident high-water mark (`VmHWM`) to what it holds now.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// The plan of [`scorch_kinds::memory`] for a benchmark's step.
+fn memory_plan(b: &TrainBench) -> Result<scorch_api::MemoryPlan, ModelError> {
+    let config = serde_json::to_value(&b.config).map_err(|e| ModelError::Config(e.to_string()))?;
+    let shape = scorch_kinds::memory::Shape::from_config(&config).map_err(ModelError::Config)?;
+    let tokens = (b.batch * b.seq) as u64;
+    let training = scorch_kinds::memory::Training {
+        device: if b.device.is_cuda() { "cuda" } else { "cpu" }.into(),
+        bf16: b.precision.compute_kind(b.device) == Kind::BFloat16,
+        lora: b.lora.clone(),
+        tokens,
+        checkpointing: b.checkpointing,
+        reference: false,
+        rollout_tokens: if b.rl_new_tokens.is_some() { tokens } else { 0 },
+    };
+    Ok(scorch_kinds::memory::plan(&shape, &training))
 }
 
 fn sync(device: Device) {
@@ -128,44 +190,136 @@ fn random_tokens(vocab: i64, rows: usize, len: usize, seed: u64) -> Vec<Vec<i64>
 
 /// Run a training benchmark.
 pub fn train(b: &TrainBench) -> Result<TrainReport, ModelError> {
-    let (vs, mut model) = random_model(&b.config, b.device)?;
+    // The same step on a tiny model first: the kernels' code pages of libtorch, its thread
+    // pools and scratch buffers are then resident before the baseline, and the peak above it
+    // counts the tensors.
+    let mut tiny = b.clone();
+    tiny.config.num_hidden_layers = 1;
+    tiny.config.vocab_size = tiny.config.vocab_size.min(256);
+    tiny.batch = b.batch.min(2);
+    (tiny.steps, tiny.warmup) = (1, 1);
+    run_train(&tiny)?;
+    run_train(b)
+}
+
+fn run_train(b: &TrainBench) -> Result<TrainReport, ModelError> {
+    let plan = memory_plan(b)?;
+    reset_peak();
+    let before = status_bytes("VmRSS:");
     let compute = b.precision.compute_kind(b.device);
-    model.set_compute(Some(compute));
+    let (mut vs, mut model) = random_model(&b.config, b.device)?;
     let params: i64 = vs
         .trainable_variables()
         .iter()
         .map(Tensor::numel)
         .sum::<usize>() as i64;
+    if let Some(lora) = &b.lora {
+        // A frozen base in the compute kind, float32 adapters: what `sft` and `rl` train.
+        vs.freeze();
+        if compute != Kind::Float {
+            vs.set_kind(compute);
+        }
+        let config = crate::lora::LoraConfig::from_params(lora);
+        model.add_lora(&vs.root(), &config);
+        let mut adapters: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| crate::lora::is_lora_name(n))
+            .collect();
+        crate::lora::init_adapters(&mut adapters);
+    }
+    model.set_compute(Some(compute));
+    model.set_checkpointing(b.checkpointing);
+    let trained_params: i64 = vs
+        .trainable_variables()
+        .iter()
+        .map(Tensor::numel)
+        .sum::<usize>() as i64;
     let mut trainer = Trainer::new(&vs, TrainConfig::default())?;
-    let seqs: Vec<(Vec<i64>, Vec<f32>)> = random_tokens(b.config.vocab_size, b.batch, b.seq, 1)
-        .into_iter()
-        .map(|ids| (ids, vec![1.0; b.seq]))
-        .collect();
+    let rows = random_tokens(b.config.vocab_size, b.batch, b.seq, 1);
     let tokens = b.batch * b.seq;
-    let mut step = || -> Result<f64, ModelError> {
-        let loss = trainer.accumulate(&model, &seqs, tokens, 0, b.device, |batch, _, scored| {
-            let (loss, n) = masked_nll(&model, batch);
-            loss * (n / scored)
-        })?;
+    let mut sample_times = Vec::new();
+    let mut step = |i: usize| -> Result<f64, ModelError> {
+        let seqs: Vec<(Vec<i64>, Vec<f32>)> = match b.rl_new_tokens {
+            None => rows
+                .iter()
+                .map(|ids| (ids.clone(), vec![1.0; b.seq]))
+                .collect(),
+            Some(new) => {
+                // Sample the completions (no stop token: every one is `new` long), as an
+                // in-process RL step does before its update.
+                let prompt = b.seq - new;
+                let prompts: Vec<Vec<i64>> = rows.iter().map(|r| r[..prompt].to_vec()).collect();
+                let s = Sampling {
+                    temperature: 1.0,
+                    max_new_tokens: new,
+                    ..Sampling::default()
+                };
+                let t = Instant::now();
+                let out = tch::no_grad(|| generate(&model, &prompts, &s, i as i64, |_, _| false))?;
+                sample_times.push(t.elapsed().as_secs_f64());
+                prompts
+                    .into_iter()
+                    .zip(out)
+                    .map(|(mut ids, g)| {
+                        let mut mask = vec![0.0; ids.len()];
+                        mask.extend(std::iter::repeat_n(1.0, g.ids.len()));
+                        ids.extend(g.ids);
+                        (ids, mask)
+                    })
+                    .collect()
+            }
+        };
+        // RL: GRPO's loss with alternating advantages (groups of two, one above and one below
+        // their mean); SFT: the mean negative log-likelihood.
+        let rl = b.rl_new_tokens.is_some();
+        let loss = trainer.accumulate(
+            &model,
+            &seqs,
+            tokens,
+            0,
+            b.device,
+            |batch, range, scored| {
+                if rl {
+                    let adv: Vec<f32> =
+                        range.map(|r| if r % 2 == 0 { 1.0 } else { -1.0 }).collect();
+                    let a = Tensor::from_slice(&adv).to_device(b.device).unsqueeze(1);
+                    let logp = crate::train::token_logprobs(&model, &batch.ids, &batch.attention);
+                    let ratio = (&logp - logp.detach()).exp();
+                    -(ratio * a * &batch.loss_mask).sum(Kind::Float) / scored
+                } else {
+                    let (loss, n) = masked_nll(&model, batch);
+                    loss * (n / scored)
+                }
+            },
+        )?;
         trainer.step()?;
         Ok(loss)
     };
-    for _ in 0..b.warmup {
-        step()?;
+    for i in 0..b.warmup {
+        step(i)?;
     }
     sync(b.device);
     let mut times = Vec::with_capacity(b.steps);
     let mut loss = f64::NAN;
     let start = Instant::now();
-    for _ in 0..b.steps {
+    for i in 0..b.steps {
         let t = Instant::now();
-        loss = step()?;
+        loss = step(b.warmup + i)?;
         sync(b.device);
         times.push(t.elapsed().as_secs_f64());
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let peak_bytes = match (b.device, before, status_bytes("VmHWM:")) {
+        (Device::Cpu, Some(before), Some(peak)) => Some(peak.saturating_sub(before)),
+        _ => None,
+    };
     let tokens_per_s = (tokens * b.steps) as f64 / elapsed;
-    let flops_per_token = train_flops_per_token(&b.config, b.seq);
+    let mut flops_per_token = train_flops_per_token(&b.config, b.seq);
+    if b.lora.is_some() {
+        // No weight gradients for the frozen base: 4 of the 6 FLOPs per parameter and token.
+        flops_per_token -= 2.0 * matmul_params(&b.config) as f64;
+    }
     Ok(TrainReport {
         tokens_per_s,
         step_s: median(times),
@@ -174,6 +328,11 @@ pub fn train(b: &TrainBench) -> Result<TrainReport, ModelError> {
         flops_per_s: tokens_per_s * flops_per_token,
         compute: crate::checkpoint::dtype_name(compute).into(),
         loss,
+        trained_params,
+        sample_s: (!sample_times.is_empty()).then(|| median(sample_times)),
+        peak_bytes,
+        plan_bytes: plan.peak,
+        plan: plan.describe(),
     })
 }
 
@@ -270,6 +429,9 @@ mod tests {
             warmup: 1,
             device: Device::Cpu,
             precision: Precision::F32,
+            lora: None,
+            checkpointing: false,
+            rl_new_tokens: None,
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.tokens_per_s > 0.0 && r.loss.is_finite(), "{r:?}");

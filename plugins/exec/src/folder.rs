@@ -58,7 +58,8 @@ impl Plugin for Folder {
         }
         Ok(Signature::new()
             .output("folder", PortType::Blobs)
-            .reads_local("path", &p.path))
+            .reads_local("path", &p.path)
+            .model(scorch_api::ModelSource::Folder(p.path.clone())))
     }
     async fn run(&self, p: FolderParams, ctx: &NodeContext) -> Result<(), PluginError> {
         let from = ctx.workflow_dir().join(&p.path);

@@ -52,6 +52,27 @@ pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
                     a.seq, config.max_position_embeddings
                 )));
             }
+            if let Some(new) = a.rl
+                && (new == 0 || new >= a.seq)
+            {
+                return Err(usage(format!(
+                    "--rl {new}: the sampled tokens must be at least 1 and fewer than --seq {}",
+                    a.seq
+                )));
+            }
+            let lora = match a.lora {
+                None => None,
+                Some(rank) => {
+                    let p = scorch_kinds::student::LoraParams {
+                        rank,
+                        alpha: 2.0 * rank as f64,
+                        ..Default::default()
+                    };
+                    p.check()
+                        .map_err(|e| usage(format!("--lora: {}", e.message)))?;
+                    Some(p)
+                }
+            };
             let (device, _) = scorch_model::pick_device(&a.common.device).map_err(usage)?;
             let r = train(&TrainBench {
                 config,
@@ -61,6 +82,9 @@ pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
                 warmup: a.warmup,
                 device,
                 precision: a.common.precision.into(),
+                lora,
+                checkpointing: a.checkpointing,
+                rl_new_tokens: a.rl,
             })
             .map_err(failed)?;
             let mut json = labelled(
@@ -71,6 +95,10 @@ pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
                 a.common.batch,
             );
             json["seq"] = a.seq.into();
+            json["lora"] = a.lora.into();
+            json["checkpointing"] = a.checkpointing.into();
+            json["rl"] = a.rl.into();
+            json["malloc_mmap_threshold"] = std::env::var("MALLOC_MMAP_THRESHOLD_").ok().into();
             if let Some(peak) = a.peak_tflops {
                 json["mfu"] = (r.flops_per_s / (peak * 1e12)).into();
             }

@@ -16,7 +16,10 @@ use crate::yaml;
 
 mod ctx;
 mod matrix;
+mod memory;
 mod resolve;
+
+pub use memory::GPU_MEM_SLOT;
 
 use ctx::Ctx;
 
@@ -71,6 +74,8 @@ pub struct Node {
     pub seed: u64,
     /// Where it runs.
     pub executor: crate::spec::ExecutorSpec,
+    /// Its memory plan, if it trains (an `Err` says why there is none).
+    pub memory: Option<Result<scorch_api::MemoryPlan, String>>,
 }
 
 impl std::fmt::Debug for Node {

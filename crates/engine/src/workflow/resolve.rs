@@ -67,8 +67,12 @@ pub(super) fn resolve(
     if !ctx.diags.is_empty() {
         return None;
     }
-    let sorted = sort(nodes, ctx)?;
+    let mut sorted = sort(nodes, ctx)?;
     warn_missing_files(&sorted, dir, ctx);
+    super::memory::plan_memory(&mut sorted, dir, ctx);
+    if !ctx.diags.is_empty() {
+        return None;
+    }
     Some(Workflow {
         name: spec.name.clone(),
         file: path.to_path_buf(),
@@ -549,6 +553,7 @@ fn build_nodes(
             retries: ns.retries,
             seed: ns.seed.unwrap_or(spec.seed),
             executor,
+            memory: None,
         });
         specs.push(ns.clone());
     }
