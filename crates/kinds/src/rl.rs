@@ -55,6 +55,11 @@ episode_params! {
         /// Sampling of the rollouts.
         #[serde(default)]
         pub sampling: SamplingParams,
+        /// Where the rollouts are sampled: `{kind: local}` (the learner's model, in process) or
+        /// `{kind: endpoint, base_url, ...}` (an inference server of the base that loads the
+        /// learner's adapter after every update; needs `lora`).
+        #[serde(default, skip_serializing_if = "RolloutSpec::is_local")]
+        pub rollout: RolloutSpec,
         /// Most tokens (sequences x padded length) in one forward and backward pass: a step's
         /// episodes are split into micro-batches whose gradients add up to the whole batch's,
         /// which bounds memory however many and however long the episodes are.
@@ -85,6 +90,77 @@ episode_params! {
 
 fn d_save_every() -> usize {
     10
+}
+
+/// Where `rl` samples its rollouts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RolloutSpec {
+    /// The learner's own model, in process, one turn-synchronous batch at a time.
+    #[default]
+    Local,
+    /// An OpenAI-compatible server of the base model (vLLM with `--enable-lora` and
+    /// `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, or `scorch serve`). Before each step's rollouts
+    /// the learner writes its adapter into `adapter_dir` and loads it into every server
+    /// (`POST /v1/load_lora_adapter` with `lora_name`/`lora_path`); the rollouts' requests
+    /// name it as their `model`; it is unloaded after them. The server only samples: the
+    /// log-probabilities of the loss are the learner's.
+    Endpoint(ServerRollout),
+}
+
+impl RolloutSpec {
+    /// Whether this is the default, in-process rollouts.
+    pub fn is_local(&self) -> bool {
+        *self == Self::Local
+    }
+}
+
+/// An inference server (or a pool of them) that samples `rl`'s rollouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRollout {
+    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// More servers of the same base: each loads every adapter, and requests go to the one
+    /// with the fewest in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<String>,
+    /// The environment variable holding the API key (never written to records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once.
+    #[serde(default = "d_concurrency")]
+    pub concurrency: usize,
+    /// Per-request timeout in seconds.
+    #[serde(default = "d_timeout")]
+    pub timeout_s: f64,
+    /// A folder the servers can read where each step's adapter is written (default: the
+    /// node's scratch folder, which a server on this machine can read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_dir: Option<std::path::PathBuf>,
+}
+
+fn d_concurrency() -> usize {
+    64
+}
+fn d_timeout() -> f64 {
+    600.0
+}
+
+impl ServerRollout {
+    /// The endpoint that serves adapter `model`.
+    pub fn endpoint(&self, model: &str) -> crate::policy::Endpoint {
+        crate::policy::Endpoint {
+            base_url: self.base_url.clone(),
+            model: model.to_owned(),
+            api_key_env: self.api_key_env.clone(),
+            concurrency: self.concurrency.max(1),
+            timeout_s: self.timeout_s,
+            retries: 2,
+            cache_dir: None,
+            pool: self.pool.clone(),
+        }
+    }
 }
 
 fn d_micro_batch_tokens() -> usize {
@@ -148,6 +224,18 @@ impl Declaration for Rl {
         if let Some(lora) = &p.lora {
             lora.check()?;
         }
+        if let RolloutSpec::Endpoint(server) = &p.rollout {
+            if p.lora.is_none() {
+                return Err(ParamError::new(
+                    "rollout",
+                    "server rollouts load the learner into the server as a LoRA adapter after \
+                     every update: set `lora` too (or use `rollout: {kind: local}`)",
+                ));
+            }
+            if server.base_url.trim().is_empty() {
+                return Err(ParamError::new("rollout.base_url", "give the server's URL"));
+            }
+        }
         // In-process rollouts keep every episode of a step in one batch, each up to its turn
         // limit of sampled turns.
         let rows = (p.prompts_per_step * p.group_size) as u64;
@@ -159,7 +247,11 @@ impl Declaration for Rl {
             tokens: p.micro_batch_tokens as u64,
             checkpointing: p.gradient_checkpointing,
             reference: p.kl_coef > 0.0,
-            rollout_tokens: rows * turns * p.sampling.max_tokens as u64,
+            rollout_tokens: if p.rollout.is_local() {
+                rows * turns * p.sampling.max_tokens as u64
+            } else {
+                0
+            },
         };
         Ok(crate::policy::model_inputs(Signature::new())
             .input("rl_prompts", RlPrompt::port())

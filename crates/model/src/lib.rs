@@ -2,6 +2,7 @@
 //! and (in later modules) OpenAI-compatible endpoints behind the same interface.
 #![deny(missing_docs)]
 
+pub mod adapters;
 pub mod bench;
 pub mod chat;
 pub mod checkpoint;

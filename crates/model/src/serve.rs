@@ -1,6 +1,8 @@
 //! `scorch serve CHECKPOINT`: the in-process student as an OpenAI-compatible endpoint
-//! (`/v1/models`, `/v1/chat/completions` with `n`, `logprobs` and `stream`); concurrent
-//! requests with the same sampling settings are batched into one generation.
+//! (`/v1/models`, `/v1/chat/completions` with `n`, `logprobs` and `stream`, and vLLM's
+//! runtime LoRA routes `/v1/load_lora_adapter` and `/v1/unload_lora_adapter`); concurrent
+//! requests for the same model with the same sampling settings are batched into one
+//! generation.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use scorch_agent::llm::ChatOptions;
 
 use crate::ModelError;
+use crate::adapters::Adapters;
 use crate::local::LocalModel;
 use crate::openai::ChatResult;
 
@@ -30,6 +33,8 @@ const MAX_N: u64 = 16;
 
 /// One request's chat, sampled `n` times in the same batch (so that the choices differ).
 struct Job {
+    /// The model it names (the served one or an adapter), by name and model.
+    model: (String, LocalModel),
     chat: Vec<Message>,
     options: ChatOptions,
     n: usize,
@@ -39,7 +44,7 @@ struct Job {
 }
 
 struct AppState {
-    name: String,
+    models: Arc<Adapters>,
     jobs: std_mpsc::Sender<Job>,
     /// Reply ids: `chatcmpl-{start}{count}`, unique in this server and across restarts.
     start: u64,
@@ -158,19 +163,27 @@ async fn chat_completions(
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.body_text()),
     };
-    match body["model"].as_str() {
-        Some(m) if m == state.name => {}
-        Some(m) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "the model `{m}` does not exist; this server has `{}`",
-                    state.name
-                ),
-            );
-        }
+    let model = match body["model"].as_str() {
+        Some(m) => match state.models.get(m) {
+            Some(model) => (m.to_owned(), model),
+            None => {
+                let names: Vec<String> = state
+                    .models
+                    .list()
+                    .iter()
+                    .filter_map(|v| v["id"].as_str().map(str::to_owned))
+                    .collect();
+                return error(
+                    StatusCode::NOT_FOUND,
+                    &format!(
+                        "the model `{m}` does not exist; this server has {}",
+                        names.join(", ")
+                    ),
+                );
+            }
+        },
         None => return error(StatusCode::BAD_REQUEST, "`model` is required"),
-    }
+    };
     let req = match parse_request(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
@@ -182,7 +195,9 @@ async fn chat_completions(
     } else {
         (None, None)
     };
+    let model_name = model.0.clone();
     let job = Job {
+        model,
         chat: req.chat,
         options: req.options.clone(),
         n: req.n,
@@ -197,13 +212,14 @@ async fn chat_completions(
     let response = match progress_rx {
         Some(progress) => stream(
             state,
+            model_name,
             req.options.stop,
             req.n,
             req.include_usage,
             progress,
             rx,
         ),
-        None => whole(&state, req.logprobs, rx).await,
+        None => whole(&state, &model_name, req.logprobs, rx).await,
     };
     // An access log line, as vLLM writes one (a streamed reply's time is to its first byte);
     // a closed stderr is no reason to fail the request.
@@ -222,6 +238,7 @@ async fn chat_completions(
 /// The reply as one JSON object.
 async fn whole(
     state: &AppState,
+    model_name: &str,
     logprobs: bool,
     rx: oneshot::Receiver<Result<Vec<ChatResult>, String>>,
 ) -> Response {
@@ -251,7 +268,7 @@ async fn whole(
         "id": state.next_id(),
         "object": "chat.completion",
         "created": unix_now(),
-        "model": state.name,
+        "model": model_name,
         "choices": choices,
         "usage": usage(&results),
     }))
@@ -289,6 +306,7 @@ fn usage(results: &[ChatResult]) -> Value {
 /// `[DONE]`.
 fn stream(
     state: Arc<AppState>,
+    model_name: String,
     stops: Vec<String>,
     n: usize,
     include_usage: bool,
@@ -302,7 +320,7 @@ fn stream(
             "id": id,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": state.name,
+            "model": model_name,
             "choices": choices,
         });
         if let Some(u) = usage {
@@ -417,15 +435,90 @@ impl Streamed {
     }
 }
 
-async fn models(State(state): Shared) -> Json<Value> {
-    Json(
-        json!({"object": "list", "data": [{"id": state.name, "object": "model", "owned_by": "scorch"}]}),
-    )
+async fn list_models(State(state): Shared) -> Json<Value> {
+    Json(json!({"object": "list", "data": state.models.list()}))
+}
+
+/// A body's JSON object, or the error response.
+fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Value, Response> {
+    match body {
+        Ok(Json(v)) if v.is_object() => Ok(v),
+        Ok(_) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, &e.body_text())),
+    }
+}
+
+fn refused(r: crate::adapters::Refusal) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    error(status, &r.message)
+}
+
+/// `POST /v1/load_lora_adapter` `{"lora_name", "lora_path", "load_inplace"?}`: vLLM's reply,
+/// a line of text, on success.
+async fn load_lora_adapter(
+    State(state): Shared,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let body = match object(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let (Some(name), Some(path)) = (body["lora_name"].as_str(), body["lora_path"].as_str()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "both `lora_name` and `lora_path` must be provided",
+        );
+    };
+    let (name, path) = (name.to_owned(), std::path::PathBuf::from(path));
+    let inplace = body["load_inplace"].as_bool() == Some(true);
+    let models = state.models.clone();
+    let loaded = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || models.load(&name, &path, inplace)).await
+    };
+    match loaded {
+        Ok(Ok(())) => {
+            eprintln_quiet(&format!("POST /v1/load_lora_adapter 200 {name}"));
+            format!("Success: LoRA adapter '{name}' added successfully.").into_response()
+        }
+        Ok(Err(r)) => refused(r),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "loading the adapter failed",
+        ),
+    }
+}
+
+/// `POST /v1/unload_lora_adapter` `{"lora_name"}`.
+async fn unload_lora_adapter(
+    State(state): Shared,
+    body: Result<Json<Value>, JsonRejection>,
+) -> Response {
+    let body = match object(body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(name) = body["lora_name"].as_str() else {
+        return error(StatusCode::BAD_REQUEST, "`lora_name` must be provided");
+    };
+    match state.models.unload(name) {
+        Ok(()) => format!("Success: LoRA adapter '{name}' removed successfully.").into_response(),
+        Err(r) => refused(r),
+    }
+}
+
+/// A line on stderr; a closed stderr is no reason to fail a request.
+fn eprintln_quiet(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Runs jobs in batches of equal sampling settings: each job's `n` samples are rows of the
 /// same batch.
-fn worker(model: LocalModel, jobs: std_mpsc::Receiver<Job>) {
+fn worker(jobs: std_mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.iter().map(|j| j.n).sum::<usize>() < 32 {
@@ -436,8 +529,10 @@ fn worker(model: LocalModel, jobs: std_mpsc::Receiver<Job>) {
         }
         while !batch.is_empty() {
             let options = batch[0].options.clone();
-            let (same, rest): (Vec<Job>, Vec<Job>) =
-                batch.into_iter().partition(|j| j.options == options);
+            let (name, model) = batch[0].model.clone();
+            let (same, rest): (Vec<Job>, Vec<Job>) = batch
+                .into_iter()
+                .partition(|j| j.options == options && j.model.0 == name);
             batch = rest;
             // Requests without a seed are batched together and sample anew each batch, as
             // other OpenAI-compatible servers do; a seed makes a request's sampling repeatable.
@@ -490,23 +585,24 @@ fn worker(model: LocalModel, jobs: std_mpsc::Receiver<Job>) {
     }
 }
 
-/// Serve `model` on `addr` until the process ends. Prints the base URL once listening.
-pub async fn serve(model: LocalModel, addr: SocketAddr) -> Result<(), ModelError> {
+/// Serve `models` on `addr` until the process ends. Prints the base URL once listening.
+pub async fn serve(models: Adapters, addr: SocketAddr) -> Result<(), ModelError> {
     let (tx, rx) = std_mpsc::channel();
-    let name = model.name().to_owned();
-    std::thread::spawn(move || worker(model, rx));
+    std::thread::spawn(move || worker(rx));
     let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let state = Arc::new(AppState {
-        name,
+        models: Arc::new(models),
         jobs: tx,
         start,
         count: AtomicU64::new(0),
     });
     let app = Router::new()
-        .route("/v1/models", get(models))
+        .route("/v1/models", get(list_models))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/load_lora_adapter", post(load_lora_adapter))
+        .route("/v1/unload_lora_adapter", post(unload_lora_adapter))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

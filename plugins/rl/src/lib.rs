@@ -15,7 +15,7 @@ use scorch_agent::teacher::Teacher;
 use scorch_api::reexports::async_trait;
 use scorch_api::tables::{Author, RlPrompt, Step, Task, TrainStep, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
-use scorch_kinds::rl::{Reward, RlParams};
+use scorch_kinds::rl::{Reward, RlParams, RolloutSpec};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::episode::{self, Episode};
 use scorch_model::local::LocalModel;
@@ -224,6 +224,11 @@ impl DeclaredPlugin for Rl {
             ctx.progress()
                 .message(&format!("resumed at step {start} of {}", p.steps));
         }
+        // Adapter names on a shared server: this node's run, then the step.
+        let served_prefix = format!(
+            "scorch-rl-{}",
+            &blake3::hash(ctx.scratch_dir().to_string_lossy().as_bytes()).to_hex()[..12]
+        );
         for step in start..p.steps {
             ctx.check_cancelled()?;
             let mut pick = Vec::new();
@@ -257,15 +262,41 @@ impl DeclaredPlugin for Rl {
             let options = p
                 .sampling
                 .chat_options(ctx.seed().wrapping_add(step as u64 * 7919));
-            episode::run(
-                &policy,
-                &mut eps,
-                system,
-                &options,
-                Author::Student,
-                &scorch_api::NoProgress,
-            )
-            .await?;
+            match &p.rollout {
+                RolloutSpec::Local => {
+                    episode::run(
+                        &policy,
+                        &mut eps,
+                        system,
+                        &options,
+                        Author::Student,
+                        &scorch_api::NoProgress,
+                    )
+                    .await?;
+                }
+                RolloutSpec::Endpoint(server) => {
+                    // The adapter as it is now, loaded into the server under a name of this
+                    // step: the rollouts sample from exactly the weights the update starts at.
+                    let root = server
+                        .adapter_dir
+                        .clone()
+                        .unwrap_or_else(|| ctx.scratch_dir().join("served"));
+                    let name = format!("{served_prefix}-step{step}");
+                    let published =
+                        scorch_model::adapters::Published::publish(server, &policy, &root, &name)
+                            .await?;
+                    episode::run(
+                        published.policy(),
+                        &mut eps,
+                        system,
+                        &options,
+                        Author::Student,
+                        &scorch_api::NoProgress,
+                    )
+                    .await?;
+                    published.retire().await?;
+                }
+            }
             let finished: Vec<(Task, Vec<Step>, Option<String>)> = eps
                 .iter()
                 .map(|e| (e.task.clone(), e.steps.clone(), e.final_answer.clone()))

@@ -104,7 +104,17 @@ async fn serve(a: ServeArgs) -> Result<(), Failure> {
             a.checkpoint.display()
         ),
     }
-    scorch_model::serve::serve(scorch_model::local::LocalModel::new(&name, ck), a.addr)
+    // Adapters loaded at runtime go onto the served base: `--base` for an adapter, else
+    // the checkpoint itself.
+    let base = a.base.clone().or_else(|| Some(a.checkpoint.clone()));
+    let models = scorch_model::adapters::Adapters::new(
+        &name,
+        scorch_model::local::LocalModel::new(&name, ck),
+        base,
+        device,
+        kind,
+    );
+    scorch_model::serve::serve(models, a.addr)
         .await
         .map_err(|e| Failure::Failed(e.to_string()))
 }
