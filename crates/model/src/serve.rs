@@ -439,15 +439,12 @@ async fn list_models(State(state): Shared) -> Json<Value> {
     Json(json!({"object": "list", "data": state.models.list()}))
 }
 
-/// A body's JSON object, or the error response.
-fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Value, Response> {
+/// A body's JSON object, or what is wrong with it.
+fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Value, String> {
     match body {
         Ok(Json(v)) if v.is_object() => Ok(v),
-        Ok(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "the body must be a JSON object",
-        )),
-        Err(e) => Err(error(StatusCode::BAD_REQUEST, &e.body_text())),
+        Ok(_) => Err("the body must be a JSON object".into()),
+        Err(e) => Err(e.body_text()),
     }
 }
 
@@ -464,7 +461,7 @@ async fn load_lora_adapter(
 ) -> Response {
     let body = match object(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let (Some(name), Some(path)) = (body["lora_name"].as_str(), body["lora_path"].as_str()) else {
         return error(
@@ -499,7 +496,7 @@ async fn unload_lora_adapter(
 ) -> Response {
     let body = match object(body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let Some(name) = body["lora_name"].as_str() else {
         return error(StatusCode::BAD_REQUEST, "`lora_name` must be provided");
