@@ -30,8 +30,9 @@ use crate::store::Store;
 use crate::worker::Event;
 
 /// Resource slots that describe a machine: a Slurm job asks for them with `sbatch` instead of
-/// holding them in the run.
-pub const MACHINE_SLOTS: [&str; 3] = ["cpu", "gpu", "mem_gb"];
+/// holding them in the run (`gpu_mem_gb`, the memory of the GPU it gets, has no `sbatch`
+/// option: it bounds the node's memory plan, and the partition must give such GPUs).
+pub const MACHINE_SLOTS: [&str; 4] = ["cpu", "gpu", "mem_gb", "gpu_mem_gb"];
 
 /// How often a job's state is read while it runs (`SCORCH_SLURM_POLL_MS` overrides).
 fn poll_every() -> Duration {

@@ -229,9 +229,10 @@ fn parts(s: &Shape, t: &Training, checkpointing: bool) -> MemoryPlan {
     }
 }
 
-/// For a plan that may not fit: LoRA of rank 16 with checkpointing, and its peak.
+/// For a plan that may not fit: LoRA of rank 16 with checkpointing (and rollouts on a
+/// server, for in-process ones), and its peak.
 fn smaller(s: &Shape, t: &Training) -> Option<String> {
-    if t.lora.is_some() && t.checkpointing {
+    if t.lora.is_some() && t.checkpointing && t.rollout_tokens == 0 {
         return None;
     }
     let lora = t.lora.clone().unwrap_or(LoraParams {
@@ -242,11 +243,17 @@ fn smaller(s: &Shape, t: &Training) -> Option<String> {
     let small = Training {
         lora: Some(lora.clone()),
         checkpointing: true,
+        rollout_tokens: 0,
         ..t.clone()
     };
     let peak = parts(s, &small, true).peak;
+    let server = if t.rollout_tokens > 0 {
+        " and rollouts on a server (`rollout: {kind: endpoint, ...}`)"
+    } else {
+        ""
+    };
     Some(format!(
-        "`lora: {{rank: {}}}` with `gradient_checkpointing: true` plans {} GiB",
+        "`lora: {{rank: {}}}` with `gradient_checkpointing: true`{server} plans {} GiB",
         lora.rank,
         scorch_api::memory::gib(peak)
     ))

@@ -231,8 +231,9 @@ fn run_train(b: &TrainBench) -> Result<TrainReport, ModelError> {
     model.set_compute(Some(compute));
     model.set_checkpointing(b.checkpointing);
     let trained_params: i64 = vs
-        .trainable_variables()
-        .iter()
+        .variables()
+        .values()
+        .filter(|t| t.requires_grad())
         .map(Tensor::numel)
         .sum::<usize>() as i64;
     let mut trainer = Trainer::new(&vs, TrainConfig::default())?;
