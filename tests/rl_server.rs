@@ -14,6 +14,7 @@ const WF: &str = r#"
 name: rl-server
 vars:
   server: http://127.0.0.1:9/v1
+  pool: []
 nodes:
   tasks: {kind: tasks, params: {split: train, count: 24}}
   demos:
@@ -50,7 +51,7 @@ nodes:
       lr: 0.001
       sampling: {max_tokens: 32}
       lora: {rank: 4}
-      rollout: {kind: endpoint, base_url: "${vars.server}"}
+      rollout: {kind: endpoint, base_url: "${vars.server}", pool: "${vars.pool}"}
     inputs: {rl_prompts: {from: split.rl_prompts}, tasks: {from: mentor_tasks.tasks}, model: {from: tune.checkpoint}, base: {from: warm.checkpoint}}
 "#;
 
@@ -204,22 +205,43 @@ fn rl_samples_from_a_server_that_reloads_its_adapter_every_step() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("not a LoRA adapter"), "{body}");
 
-    // `rl` against this server: every step loads its adapter, samples from it, unloads it.
-    let rec = p.run_json(&["wf.yaml", "--set", &format!("vars.server={url}")], 0);
+    // `rl` against this server and a second one in its pool: every step loads its adapter
+    // into both, samples from them, unloads it.
+    let (second, url2, mut log2) = common::serve(p.path(), &["warm", "--device", "cpu"]);
+    let rec = p.run_json(
+        &[
+            "wf.yaml",
+            "--set",
+            &format!("vars.server={url}"),
+            "--set",
+            &format!("vars.pool=[{url2}]"),
+        ],
+        0,
+    );
     assert_eq!(common::node(&rec, "polish")["outcome"], "ran", "{rec}");
-    let left = models(&url)["data"].as_array().unwrap().len();
-    assert_eq!(left, 1, "every adapter was unloaded: {}", models(&url));
-    // Its log: one load per step, each step's adapter by a name of its own.
+    for u in [&url, &url2] {
+        let left = models(u)["data"].as_array().unwrap().len();
+        assert_eq!(left, 1, "every adapter was unloaded: {}", models(u));
+    }
+    // The logs: one load per step on each server, each step's adapter by a name of its own,
+    // and the chats spread over both.
     drop(server);
-    let mut lines = String::new();
-    std::io::Read::read_to_string(&mut log, &mut lines).unwrap();
-    let loads: Vec<&str> = lines
-        .lines()
-        .filter(|l| l.contains("load_lora_adapter 200 scorch-rl-"))
-        .collect();
-    assert_eq!(loads.len(), 3, "{lines}");
-    for (step, line) in loads.iter().enumerate() {
-        assert!(line.ends_with(&format!("-step{step}")), "{line}");
+    drop(second);
+    for log in [&mut log, &mut log2] {
+        let mut lines = String::new();
+        std::io::Read::read_to_string(log, &mut lines).unwrap();
+        let loads: Vec<&str> = lines
+            .lines()
+            .filter(|l| l.contains("load_lora_adapter 200 scorch-rl-"))
+            .collect();
+        assert_eq!(loads.len(), 3, "{lines}");
+        for (step, line) in loads.iter().enumerate() {
+            assert!(line.ends_with(&format!("-step{step}")), "{line}");
+        }
+        assert!(
+            lines.contains("POST /v1/chat/completions 200"),
+            "no rollout sampled here: {lines}"
+        );
     }
 }
 

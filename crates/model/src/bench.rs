@@ -436,6 +436,34 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(r.tokens_per_s > 0.0 && r.loss.is_finite(), "{r:?}");
+        assert_eq!(r.trained_params, r.params);
+        assert!(r.sample_s.is_none() && r.plan_bytes > 0);
+        // A LoRA RL step with checkpointing: it samples, trains the adapters only (as many
+        // as the memory plan counts), and plans less than full fine-tuning.
+        let lora = LoraParams {
+            rank: 4,
+            ..LoraParams::default()
+        };
+        let rl = train(&TrainBench {
+            config: config.clone(),
+            batch: 2,
+            seq: 16,
+            steps: 1,
+            warmup: 0,
+            device: Device::Cpu,
+            precision: Precision::F32,
+            lora: Some(lora.clone()),
+            checkpointing: true,
+            rl_new_tokens: Some(4),
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(rl.sample_s.is_some() && rl.loss.is_finite(), "{rl:?}");
+        let shape = scorch_kinds::memory::Shape::from_config(
+            &serde_json::to_value(&config).unwrap_or_default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(rl.trained_params as u64, shape.adapter_params(&lora));
+        assert!(rl.plan_bytes < r.plan_bytes, "{rl:?} {r:?}");
         let g = generation(&GenerateBench {
             config,
             batch: 2,
