@@ -120,16 +120,157 @@ fn import_then_export_chat() {
     let got = check("chat.jsonl", "old.jsonl");
     assert_eq!(got["sharegpt_kept"], 0, "{got}");
     assert_eq!(got["sharegpt_broken"], serde_json::json!(["old"]), "{got}");
-    // The plan and the first step make one assistant turn; the last turn is the answer.
+    // An imported plan is its own turn, answered by the observation `None` (what the
+    // reference's agent answers a plan with), as in the reference's own export.
     let first = &records[0]["messages"];
     assert!(
-        first[2]["content"].as_str().unwrap().starts_with("Plan:"),
+        first[2]["content"].as_str().unwrap().starts_with("Plan: "),
         "{first}"
     );
+    assert_eq!(first[3]["content"], "Observation: None", "{first}");
     assert!(
-        first[2]["content"].as_str().unwrap().contains("\nThought:"),
+        first[4]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Thought: "),
         "{first}"
     );
+    // No turn of either export begins with a label twice.
+    for (file, key, field) in [
+        ("chat.jsonl", "messages", "content"),
+        ("sharegpt.jsonl", "conversations", "value"),
+    ] {
+        let body = std::fs::read_to_string(p.path().join(file)).unwrap();
+        for line in body.lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            for turn in r[key].as_array().unwrap() {
+                let t = turn[field].as_str().unwrap();
+                assert!(!doubled_label(t), "{file}: {t}");
+            }
+        }
+    }
+}
+
+/// Whether `text` begins with a label followed by another (`Thought: Thought: ...`).
+fn doubled_label(text: &str) -> bool {
+    const LABELS: [&str; 6] = [
+        "thought:",
+        "plan:",
+        "code:",
+        "observation:",
+        "first thought:",
+        "first-thought",
+    ];
+    let lower = text.trim_start().to_ascii_lowercase();
+    LABELS.iter().any(|a| {
+        lower
+            .strip_prefix(a)
+            .is_some_and(|rest| LABELS.iter().any(|b| rest.trim_start().starts_with(b)))
+    })
+}
+
+/// Text with runs of whitespace as one space, trimmed.
+fn normalised(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `scorch export-chat --format reference --only-correct` of both reference files against the
+/// reference code's own LLaMA-Factory export of them, conversation by conversation (matched by
+/// question): the same roles, and the same texts after whitespace normalisation, apart from
+/// three differences whose reason is known and counted.
+#[test]
+fn the_reference_layout_export_matches_the_references_own_export() {
+    let p = Project::new();
+    let refs = shared().join("reference");
+    // (file, conversations we export, the reference's, turns that differ by each reason:
+    // the reference's mentored-solving converter keeps `Thought: ` in thoughts; it keeps
+    // `First Thought: ` in plans; its warm-start converter deletes `First-thought prefix:`
+    // wherever it stands, also in the middle of a plan)
+    for (name, ours_kept, theirs_kept, thought_label, plan_label, deleted_inside) in [
+        ("math_bc_init_trajectories", 75, 75, 0, 0, 1),
+        ("math_mps_trajectories", 49, 24, 5, 3, 0),
+    ] {
+        let input = refs.join(format!("{name}.jsonl")).display().to_string();
+        let out = p.scorch(&["import", &input, "--out", name]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let exported = format!("{name}.reference.jsonl");
+        let out = p.scorch(&[
+            "export-chat",
+            &format!("{name}/trajectories.parquet"),
+            "--format",
+            "reference",
+            "--only-correct",
+            "--out",
+            &exported,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let ours: Vec<serde_json::Value> = std::fs::read_to_string(p.path().join(&exported))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let theirs: Vec<serde_json::Value> = serde_json::from_str(
+            &std::fs::read_to_string(refs.join(format!("{name}_llamafactory.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (ours.len(), theirs.len()),
+            (ours_kept, theirs_kept),
+            "{name}"
+        );
+        let question =
+            |c: &serde_json::Value| normalised(c["conversations"][0]["value"].as_str().unwrap());
+        let (mut thought_labels, mut plan_labels, mut deleted) = (0, 0, 0);
+        for t in &theirs {
+            let matching: Vec<&serde_json::Value> =
+                ours.iter().filter(|o| question(o) == question(t)).collect();
+            assert_eq!(matching.len(), 1, "{name}: {}", question(t));
+            let (a, b) = (
+                matching[0]["conversations"].as_array().unwrap(),
+                t["conversations"].as_array().unwrap(),
+            );
+            let roles = |c: &[serde_json::Value]| -> Vec<String> {
+                c.iter()
+                    .map(|x| x["from"].as_str().unwrap().to_owned())
+                    .collect()
+            };
+            assert_eq!(roles(a), roles(b), "{name}: {}", question(t));
+            assert!(roles(a).iter().all(|r| r == "human" || r == "gpt"));
+            for (x, y) in a.iter().zip(b) {
+                let (mine, reference) =
+                    (x["value"].as_str().unwrap(), y["value"].as_str().unwrap());
+                assert!(
+                    !mine.contains("<thought>Thought:") && !mine.contains("<first_thought>First"),
+                    "{name}: a label in our export: {mine}"
+                );
+                if normalised(mine) == normalised(reference) {
+                    continue;
+                }
+                if let Some(rest) = reference.strip_prefix("<thought>Thought: ") {
+                    thought_labels += 1;
+                    assert_eq!(normalised(mine), normalised(&format!("<thought>{rest}")));
+                } else if let Some(rest) = reference.strip_prefix("<first_thought>First Thought: ")
+                {
+                    plan_labels += 1;
+                    assert_eq!(
+                        normalised(mine),
+                        normalised(&format!("<first_thought>{rest}"))
+                    );
+                } else {
+                    deleted += 1;
+                    let converted = mine
+                        .replace("First-thought prefix:", "")
+                        .replace("First-thought:", "");
+                    assert_eq!(normalised(&converted), normalised(reference), "{name}");
+                }
+            }
+        }
+        assert_eq!(
+            (thought_labels, plan_labels, deleted),
+            (thought_label, plan_label, deleted_inside),
+            "{name}"
+        );
+    }
 }
 
 #[test]

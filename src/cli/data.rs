@@ -69,8 +69,12 @@ pub(crate) fn export_chat(
     out: &Path,
     system: &str,
     format: scorch_agent::export::ChatExport,
+    only_correct: bool,
 ) -> Result<(), Failure> {
-    let rows: Vec<Trajectory> = read_rows(table).map_err(usage)?;
+    let mut rows: Vec<Trajectory> = read_rows(table).map_err(usage)?;
+    if only_correct {
+        rows.retain(|t| t.correct);
+    }
     // Written beside the target and renamed: a failed write leaves no half file.
     let text = scorch_agent::export::chat_jsonl(&rows, system, format);
     let part = out.with_extension("jsonl.part");

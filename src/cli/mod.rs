@@ -225,9 +225,14 @@ enum Command {
         /// System prompt of every conversation.
         #[arg(long, default_value = scorch_agent::format::PYTHON_SYSTEM)]
         system: String,
-        /// `messages` (OpenAI/TRL) or `sharegpt` (LLaMA-Factory).
+        /// `messages` (OpenAI/TRL), `sharegpt` (LLaMA-Factory), both in scorch's text, or
+        /// `reference` (LLaMA-Factory sharegpt in the SCoRe reference code's own layout: use it
+        /// to reproduce the paper with its LLaMA-Factory recipe).
         #[arg(long, value_enum, default_value_t = ChatFormatArg::Messages)]
         format: ChatFormatArg,
+        /// Only trajectories whose final answer is right (what the reference code exports).
+        #[arg(long)]
+        only_correct: bool,
     },
     /// Write the built-in suite's tasks as a tasks table.
     Tasks {
@@ -270,6 +275,7 @@ enum Command {
 enum ChatFormatArg {
     Messages,
     Sharegpt,
+    Reference,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -548,13 +554,15 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             out,
             system,
             format,
+            only_correct,
         } => {
             let table = export::local_path(&table, &store, "trajectories").await?;
             let format = match format {
                 ChatFormatArg::Messages => scorch_agent::export::ChatExport::Messages,
                 ChatFormatArg::Sharegpt => scorch_agent::export::ChatExport::Sharegpt,
+                ChatFormatArg::Reference => scorch_agent::export::ChatExport::Reference,
             };
-            data::export_chat(&table, &out, &system, format)
+            data::export_chat(&table, &out, &system, format, only_correct)
         }
         Command::Tasks {
             split,

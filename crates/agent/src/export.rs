@@ -1,10 +1,21 @@
 //! Export of trajectories to the multi-turn chat JSON that trainers take, one object per
 //! line: the OpenAI/TRL `messages` form (`{"messages": [{"role", "content"}...]}`,
-//! observations as user turns) or LLaMA-Factory's sharegpt form (`{"system", "conversations":
-//! [{"from", "value"}...]}`, the question from `human`, tool output from `observation`).
+//! observations as user turns), LLaMA-Factory's sharegpt form (`{"system", "conversations":
+//! [{"from", "value"}...]}`, the question from `human`, tool output from `observation`), both
+//! in scorch's own text (`Plan: `, `Thought: `, `Code: `), or the reference code's own
+//! LLaMA-Factory layout ([`reference_record`]).
+//!
+//! The turn rule of `messages` and `sharegpt`: each step is an assistant turn in the
+//! renderer's text; a step's observation, when it has one, is the next turn (user / observation);
+//! assistant turns that follow each other are joined with a newline. A plan has an observation
+//! where the trajectory records one: imported reference data does (`None`, what the reference's
+//! agent answers a plan with), so there the plan is a turn of its own; scorch's own episodes
+//! give a plan none, so there it shares its turn with the first step, as the student saw it.
 
 use scorch_api::tables::Trajectory;
 use serde_json::{Value, json};
+
+use scorch_api::tables::StepKind;
 
 use crate::format::{Message, Role, render_messages};
 
@@ -46,6 +57,38 @@ pub enum ChatExport {
     /// LLaMA-Factory's sharegpt: `{"system", "conversations": [{"from", "value"}...]}` with
     /// `human` (the question), `gpt` and `observation` (what a tool returned) turns.
     Sharegpt,
+    /// LLaMA-Factory's sharegpt in the reference code's own layout ([`reference_record`]):
+    /// what its SFT recipe trains on.
+    Reference,
+}
+
+/// One trajectory as the reference code's LLaMA-Factory converter lays it out: no system
+/// field; `human` the question; the plan as a `gpt` turn `<first_thought>PLAN</first_thought>`
+/// answered by `human` `Observation: None` (always); each step as `gpt`
+/// `<thought>THOUGHT</thought><code>CODE</code>` answered by `human` `Observation: OUTPUT`
+/// (trimmed); error records left out; the last observation dropped, so it ends on `gpt`.
+/// Texts are the imported fields, which carry no labels.
+pub fn reference_record(t: &Trajectory) -> Value {
+    let mut conversations = vec![json!({"from": "human", "value": t.question})];
+    for s in t.steps.iter().filter(|s| !s.malformed) {
+        let value = match s.kind {
+            StepKind::Plan => format!("<first_thought>{}</first_thought>", s.thought.trim()),
+            StepKind::Step => format!("<thought>{}</thought><code>{}</code>", s.thought, s.code),
+        };
+        conversations.push(json!({"from": "gpt", "value": value}));
+        // The converter answers every plan with `None`, whatever the record says (some
+        // mentored-solving records say `No Code Executed.`).
+        let output = match s.kind {
+            StepKind::Plan => "None",
+            StepKind::Step => s.observation.as_deref().unwrap_or("None"),
+        };
+        let observation = format!("Observation: {output}");
+        conversations.push(json!({"from": "human", "value": observation.trim()}));
+    }
+    if conversations.len() > 1 {
+        conversations.pop();
+    }
+    json!({"id": t.trajectory_id, "conversations": conversations})
 }
 
 /// One trajectory as a LLaMA-Factory sharegpt record: the turns of [`chat_record`], the
@@ -80,6 +123,7 @@ pub fn chat_jsonl(trajectories: &[Trajectory], system: &str, format: ChatExport)
             let record = match format {
                 ChatExport::Messages => chat_record(t, system),
                 ChatExport::Sharegpt => sharegpt_record(t, system),
+                ChatExport::Reference => reference_record(t),
             };
             record.to_string() + "\n"
         })

@@ -116,6 +116,57 @@ pub fn render_messages(system: &str, question: &str, steps: &[Step]) -> Vec<Mess
     out
 }
 
+/// The labels a plan's text may begin with: the renderer's (`Plan:`) and those the reference
+/// code's prompts make models write (`First Thought:`, `First-thought:`, ...), longest first.
+pub const PLAN_LABELS: [&str; 5] = [
+    "First-thought prefix:",
+    "First-thought:",
+    "First Thought:",
+    "Plan:",
+    "Thought:",
+];
+/// The label of a step's thought.
+pub const THOUGHT_LABELS: [&str; 1] = ["Thought:"];
+/// The label of a step's code.
+pub const CODE_LABELS: [&str; 1] = ["Code:"];
+/// The label of an observation.
+pub const OBSERVATION_LABELS: [&str; 1] = ["Observation:"];
+
+/// `text` without the first of `labels` it begins with (ignoring case, after leading
+/// whitespace), and the exact prefix removed (whitespace, label and the spaces after it);
+/// `text` unchanged and `None` when it begins with none. The renderer writes these labels
+/// itself, so a field that already has one would be written with it twice.
+pub fn strip_label(text: &str, labels: &[&str]) -> (String, Option<String>) {
+    let start = text.len() - text.trim_start().len();
+    for label in labels {
+        let rest = &text[start..];
+        if rest.len() >= label.len()
+            && rest.is_char_boundary(label.len())
+            && rest[..label.len()].eq_ignore_ascii_case(label)
+        {
+            let after = &rest[label.len()..];
+            let body = after.trim_start_matches([' ', '\t']);
+            let cut = text.len() - body.len();
+            return (body.to_owned(), Some(text[..cut].to_owned()));
+        }
+    }
+    (text.to_owned(), None)
+}
+
+/// The text between `<tag>` and `</tag>`, if `text` has the opening tag; `Err(())` when the
+/// closing tag is missing.
+fn tagged<'a>(text: &'a str, tag: &str) -> Option<Result<&'a str, ()>> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let at = text.find(&open)? + open.len();
+    Some(
+        text[at..]
+            .find(&close)
+            .map(|end| &text[at..at + end])
+            .ok_or(()),
+    )
+}
+
 fn after_label<'a>(text: &'a str, label: &str) -> Option<(usize, &'a str)> {
     let lower = text.to_ascii_lowercase();
     let i = lower.find(&label.to_ascii_lowercase())?;
@@ -144,6 +195,17 @@ pub fn parse_step(text: &str, index: u32, author: Author) -> Step {
         s
     };
     if index == 1 {
+        // The reference code's layout: `<first_thought>...</first_thought>`.
+        if let Some(inner) = tagged(text, "first_thought") {
+            let Ok(inner) = inner else {
+                return malformed(text);
+            };
+            let thought = strip_label(inner.trim(), &PLAN_LABELS).0;
+            if thought.trim().is_empty() {
+                return malformed(text);
+            }
+            return Step::new(index, StepKind::Plan, author, thought.trim(), "");
+        }
         let thought = match after_label(text, "plan:") {
             Some((0, rest)) => rest.trim(),
             _ => text,
@@ -152,6 +214,23 @@ pub fn parse_step(text: &str, index: u32, author: Author) -> Step {
             return malformed(thought);
         }
         return Step::new(index, StepKind::Plan, author, thought, "");
+    }
+    // The reference code's layout: `<thought>...</thought><code>...</code>`.
+    if let Some(code) = tagged(text, "code") {
+        let Ok(code) = code else {
+            return malformed(text);
+        };
+        let thought = match tagged(text, "thought") {
+            Some(Ok(t)) => t,
+            Some(Err(())) => return malformed(text),
+            None => text.split("<code>").next().unwrap_or(""),
+        };
+        let thought = strip_label(thought.trim(), &THOUGHT_LABELS).0;
+        let code = code.trim_matches('\n').trim_end();
+        if code.trim().is_empty() {
+            return malformed(thought.trim());
+        }
+        return Step::new(index, StepKind::Step, author, thought.trim(), code);
     }
     let Some((code_at, rest)) = after_label(text, "code:") else {
         return malformed(text);
@@ -207,6 +286,53 @@ mod tests {
             (s.thought.as_str(), s.code.as_str()),
             ("I will add.", "print(1 + 1)")
         );
+    }
+
+    #[test]
+    fn the_reference_codes_tagged_layout_parses() {
+        let plan = parse_step(
+            "<first_thought>First Thought: add them</first_thought>",
+            1,
+            Author::Teacher,
+        );
+        assert_eq!(
+            (plan.kind, plan.thought.as_str()),
+            (StepKind::Plan, "add them")
+        );
+        let s = parse_step(
+            "<thought>Thought: I add.</thought><code>x = 1\nprint(x + 1)</code>",
+            2,
+            Author::Teacher,
+        );
+        assert!(!s.malformed);
+        assert_eq!(
+            (s.thought.as_str(), s.code.as_str()),
+            ("I add.", "x = 1\nprint(x + 1)")
+        );
+        for bad in [
+            "<thought>x</thought><code>1 + 1",
+            "<thought>x<code>1</code>",
+        ] {
+            assert!(parse_step(bad, 2, Author::Teacher).malformed, "{bad}");
+        }
+        assert!(parse_step("<first_thought>plan", 1, Author::Teacher).malformed);
+    }
+
+    #[test]
+    fn labels_come_off_once_and_say_what_came_off() {
+        assert_eq!(
+            strip_label("Thought: Thought: x", &THOUGHT_LABELS),
+            ("Thought: x".to_owned(), Some("Thought: ".to_owned()))
+        );
+        assert_eq!(
+            strip_label("  first thought:\tplan", &PLAN_LABELS),
+            ("plan".to_owned(), Some("  first thought:\t".to_owned()))
+        );
+        assert_eq!(
+            strip_label("Thoughts matter", &THOUGHT_LABELS),
+            ("Thoughts matter".to_owned(), None)
+        );
+        assert_eq!(strip_label("é", &CODE_LABELS), ("é".to_owned(), None));
     }
 
     #[test]

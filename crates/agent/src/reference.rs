@@ -7,6 +7,7 @@ use scorch_api::tables::{Author, Repair, RepairRecord, Step, StepKind, StopReaso
 use serde_json::{Map, Value, json};
 
 use crate::answer::extract_boxed;
+use crate::format::{CODE_LABELS, OBSERVATION_LABELS, PLAN_LABELS, THOUGHT_LABELS, strip_label};
 
 /// A reference file that cannot be imported: which line, and why.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,8 +46,15 @@ fn observation(v: Option<&Value>) -> Result<Option<String>, String> {
     }
 }
 
-/// A reference step object to a step row.
-fn step(v: &Value, index: u32, kind: StepKind, author: Author) -> Result<Step, String> {
+/// The labels taken off one imported step's fields, by field (`thought`, `code`,
+/// `observation`): the exact prefixes, so that the way back writes the field as it was.
+type Labels = Vec<(&'static str, String)>;
+
+/// A reference step object to a step row. The labels the renderer writes itself (`Thought:`,
+/// `Plan:` and the reference's plan labels, `Code:`, `Observation:`) come off the fields, once:
+/// the reference's thoughts often begin with `Thought: `, which rendered would read
+/// `Thought: Thought: ...`.
+fn step(v: &Value, index: u32, kind: StepKind, author: Author) -> Result<(Step, Labels), String> {
     let Value::Object(o) = v else {
         return Err(format!("step {index} is not an object"));
     };
@@ -56,21 +64,32 @@ fn step(v: &Value, index: u32, kind: StepKind, author: Author) -> Result<Step, S
         let mut s = Step::new(index, kind, author, "", "");
         s.malformed = true;
         s.raw = Some(v.to_string());
-        return Ok(s);
+        return Ok((s, Labels::new()));
     }
-    let mut s = Step::new(
-        index,
-        kind,
-        author,
-        &text(o.get("thought")),
-        &text(o.get("code")),
-    );
-    s.observation = observation(o.get("observation"))?;
-    Ok(s)
+    let mut labels = Labels::new();
+    let mut field = |name: &'static str, text: String, names: &[&str]| {
+        let (body, label) = strip_label(&text, names);
+        if let Some(l) = label {
+            labels.push((name, l));
+        }
+        body
+    };
+    let thought_labels: &[&str] = if kind == StepKind::Plan {
+        &PLAN_LABELS
+    } else {
+        &THOUGHT_LABELS
+    };
+    let thought = field("thought", text(o.get("thought")), thought_labels);
+    let code = field("code", text(o.get("code")), &CODE_LABELS);
+    let observation = observation(o.get("observation"))?
+        .map(|obs| field("observation", obs, &OBSERVATION_LABELS));
+    let mut s = Step::new(index, kind, author, &thought, &code);
+    s.observation = observation;
+    Ok((s, labels))
 }
 
-/// A step row back to a reference step object.
-fn step_json(s: &Step, is_finished: Option<&Value>) -> Value {
+/// A step row back to a reference step object, with the labels its import took off.
+fn step_json(s: &Step, is_finished: Option<&Value>, labels: Option<&Value>) -> Value {
     if s.malformed
         && let Some(v) = s
             .raw
@@ -79,17 +98,41 @@ fn step_json(s: &Step, is_finished: Option<&Value>) -> Value {
     {
         return v;
     }
+    let labelled = |name: &str, body: &str| -> String {
+        let label = labels
+            .and_then(|l| l.get(name))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        format!("{label}{body}")
+    };
     let mut o = Map::new();
-    o.insert("thought".into(), Value::String(s.thought.clone()));
-    o.insert("code".into(), Value::String(s.code.clone()));
+    o.insert(
+        "thought".into(),
+        Value::String(labelled("thought", &s.thought)),
+    );
+    o.insert("code".into(), Value::String(labelled("code", &s.code)));
     o.insert(
         "observation".into(),
-        s.observation.clone().map_or(Value::Null, Value::String),
+        s.observation.as_deref().map_or(Value::Null, |obs| {
+            Value::String(labelled("observation", obs))
+        }),
     );
     if let Some(f) = is_finished {
         o.insert("is_finished".into(), f.clone());
     }
     Value::Object(o)
+}
+
+/// Labels as the JSON object the metadata keeps (`{"thought": "Thought: "}`), or nothing.
+fn labels_json(labels: &Labels) -> Option<Value> {
+    (!labels.is_empty()).then(|| {
+        Value::Object(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+                .collect(),
+        )
+    })
 }
 
 fn correct_of(eval: Option<&Value>) -> bool {
@@ -128,7 +171,7 @@ pub fn import_record(
     let mentored = o.contains_key("repair_steps");
     let trajectory_id = format!("{source}:{line}");
 
-    // Teacher-written steps of a mentored record are its repairs' steps.
+    // Teacher-written steps of a mentored record are its repairs' steps (compared as written).
     let teacher_steps: Vec<(String, String)> = o
         .get("repair_steps")
         .and_then(Value::as_array)
@@ -139,16 +182,18 @@ pub fn import_record(
                 .collect()
         })
         .unwrap_or_default();
+    // Labels taken off, by where they were (`steps.3`, `repair_steps.0.teacher_guided_step`).
+    let mut labels = Map::new();
     let mut steps = Vec::new();
     let mut flags = Vec::new();
     if let Some(first) = o.get("first_thought") {
-        steps.push(Step::new(
-            1,
-            StepKind::Plan,
-            Author::Teacher,
-            &text(Some(first)),
-            "",
-        ));
+        // The way back writes `first_thought` as the metadata keeps it.
+        let (plan, _) = strip_label(&text(Some(first)), &PLAN_LABELS);
+        let mut s = Step::new(1, StepKind::Plan, Author::Teacher, &plan, "");
+        // The reference's agent answers a plan (no code) with the observation `None`, as its
+        // mentored-solving records write it.
+        s.observation = Some("None".into());
+        steps.push(s);
     }
     let base_author = if mentored {
         Author::Student
@@ -168,7 +213,11 @@ pub fn import_record(
         } else {
             base_author
         };
-        steps.push(step(s, index, kind, author).map_err(|e| format!("steps[{i}]: {e}"))?);
+        let (row, taken) = step(s, index, kind, author).map_err(|e| format!("steps[{i}]: {e}"))?;
+        if let Some(l) = labels_json(&taken) {
+            labels.insert(format!("steps.{i}"), l);
+        }
+        steps.push(row);
         flags.push(s.get("is_finished").cloned().unwrap_or(Value::Null));
     }
     let finished = raw_steps
@@ -188,8 +237,17 @@ pub fn import_record(
     let mut rest = o.clone();
     rest.remove("steps");
     rest.remove("repair_steps");
-    let metadata = json!({"source": source, "line": line, "reference": rest, "is_finished": flags})
-        .to_string();
+    let mut metadata =
+        json!({"source": source, "line": line, "reference": rest, "is_finished": flags});
+    let repairs = if mentored {
+        Some(import_repairs(o, &mut labels)?)
+    } else {
+        None
+    };
+    if !labels.is_empty() {
+        metadata["labels"] = Value::Object(labels);
+    }
+    let metadata = metadata.to_string();
     let trajectory = Trajectory {
         trajectory_id: trajectory_id.clone(),
         task_id: task_id.clone(),
@@ -207,9 +265,25 @@ pub fn import_record(
         stop_reason,
         metadata,
     };
-    if !mentored {
-        return Ok((trajectory, None));
-    }
+    let record = repairs.map(|repairs| RepairRecord {
+        trajectory_id,
+        task_id,
+        repairs,
+        hard_sample: o
+            .get("is_hard_sample")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        metadata: "{}".into(),
+    });
+    Ok((trajectory, record))
+}
+
+/// The repairs of a mentored-solving record, with the labels taken off their steps put in
+/// `labels` (under `repair_steps.R.teacher_guided_step`, `repair_steps.R.student_mistake.J`).
+fn import_repairs(
+    o: &Map<String, Value>,
+    labels: &mut Map<String, Value>,
+) -> Result<Vec<Repair>, String> {
     let mut repairs = Vec::new();
     for (i, r) in o
         .get("repair_steps")
@@ -223,38 +297,40 @@ pub fn import_record(
             .and_then(Value::as_u64)
             .ok_or(format!("repair_steps[{i}]: no mistake_step_index"))? as u32
             + 1;
-        let student = r
+        let kind = |index: u32| {
+            if index == 1 {
+                StepKind::Plan
+            } else {
+                StepKind::Step
+            }
+        };
+        let mut student = Vec::new();
+        for (j, s) in r
             .get("student_mistake")
             .and_then(Value::as_array)
             .ok_or(format!("repair_steps[{i}]: no student_mistake list"))?
             .iter()
             .enumerate()
-            .map(|(j, s)| {
-                step(
-                    s,
-                    at + j as u32,
-                    if at + j as u32 == 1 {
-                        StepKind::Plan
-                    } else {
-                        StepKind::Step
-                    },
-                    Author::Student,
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| format!("repair_steps[{i}]: {e}"))?;
-        let teacher = step(
+        {
+            let index = at + j as u32;
+            let (row, taken) = step(s, index, kind(index), Author::Student)
+                .map_err(|e| format!("repair_steps[{i}]: {e}"))?;
+            if let Some(l) = labels_json(&taken) {
+                labels.insert(format!("repair_steps.{i}.student_mistake.{j}"), l);
+            }
+            student.push(row);
+        }
+        let (teacher, taken) = step(
             r.get("teacher_guided_step")
                 .ok_or(format!("repair_steps[{i}]: no teacher_guided_step"))?,
             at,
-            if at == 1 {
-                StepKind::Plan
-            } else {
-                StepKind::Step
-            },
+            kind(at),
             Author::Teacher,
         )
         .map_err(|e| format!("repair_steps[{i}]: {e}"))?;
+        if let Some(l) = labels_json(&taken) {
+            labels.insert(format!("repair_steps.{i}.teacher_guided_step"), l);
+        }
         repairs.push(Repair {
             step_index: at,
             student_steps: student,
@@ -267,17 +343,7 @@ pub fn import_record(
             valid: r.get("is_valid").and_then(Value::as_bool).unwrap_or(true),
         });
     }
-    let record = RepairRecord {
-        trajectory_id,
-        task_id,
-        repairs,
-        hard_sample: o
-            .get("is_hard_sample")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        metadata: "{}".into(),
-    };
-    Ok((trajectory, Some(record)))
+    Ok(repairs)
 }
 
 /// Import a reference JSONL file into memory.
@@ -342,23 +408,41 @@ pub fn export_record(t: &Trajectory, repairs: Option<&RepairRecord>) -> Result<V
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    let labels = meta.get("labels");
+    let at = |path: String| labels.and_then(|l| l.get(path));
     let has_first = o.contains_key("first_thought");
     let steps: Vec<Value> = t
         .steps
         .iter()
         .skip(usize::from(has_first))
         .enumerate()
-        .map(|(i, s)| step_json(s, flags.get(i).filter(|f| !f.is_null())))
+        .map(|(i, s)| {
+            step_json(
+                s,
+                flags.get(i).filter(|f| !f.is_null()),
+                at(format!("steps.{i}")),
+            )
+        })
         .collect();
     o.insert("steps".into(), Value::Array(steps));
     if let Some(r) = repairs {
         let list: Vec<Value> = r
             .repairs
             .iter()
-            .map(|rp| {
+            .enumerate()
+            .map(|(i, rp)| {
+                let teacher = at(format!("repair_steps.{i}.teacher_guided_step"));
+                let student: Vec<Value> = rp
+                    .student_steps
+                    .iter()
+                    .enumerate()
+                    .map(|(j, s)| {
+                        step_json(s, None, at(format!("repair_steps.{i}.student_mistake.{j}")))
+                    })
+                    .collect();
                 json!({
-                    "teacher_guided_step": step_json(&rp.teacher_step, None),
-                    "student_mistake": rp.student_steps.iter().map(|s| step_json(s, None)).collect::<Vec<_>>(),
+                    "teacher_guided_step": step_json(&rp.teacher_step, None, teacher),
+                    "student_mistake": student,
                     "mistake_step_index": rp.step_index - 1,
                     "correction_suggestion": rp.analysis,
                     "context_before_intervention": rp.context,

@@ -189,3 +189,155 @@ print(t.num_rows, first["index"], first["kind"], first["author"], len(first["tho
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 }
+
+/// A reference text without the one label it may begin with (written out here, apart from
+/// the importer's list): `Thought:`, a plan's `Plan:`, `First Thought:`, `First-thought:`,
+/// `First-thought prefix:`, a code's `Code:`, an observation's `Observation:`.
+fn unlabelled(text: &str, labels: &[&str]) -> String {
+    let t = text.trim_start();
+    for l in labels {
+        if t.len() >= l.len() && t.is_char_boundary(l.len()) && t[..l.len()].eq_ignore_ascii_case(l)
+        {
+            return t[l.len()..].trim_start_matches([' ', '\t']).to_owned();
+        }
+    }
+    text.to_owned()
+}
+
+/// Every step of both reference files (trajectories and repairs): imported without its label,
+/// rendered, and parsed back, it gives the reference's text (less the label) again, and its
+/// rendering begins with one label, not two.
+#[test]
+fn imported_steps_carry_no_labels_and_come_back_through_render_and_parse() {
+    use scorch_agent::format::{parse_step, render_observation, render_step};
+    use scorch_api::tables::{Step, StepKind};
+    let plan = [
+        "First-thought prefix:",
+        "First-thought:",
+        "First Thought:",
+        "Plan:",
+        "Thought:",
+    ];
+    let (mut checked, mut labelled, mut codeless) = (0, 0, 0);
+    for name in [
+        "math_bc_init_trajectories.jsonl",
+        "math_mps_trajectories.jsonl",
+    ] {
+        let path = shared().join("reference").join(name);
+        let imported = import_file(&path).unwrap();
+        let originals: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        // (imported step, the reference's step object) pairs, repairs' steps included.
+        let mut pairs: Vec<(&Step, &serde_json::Value)> = Vec::new();
+        for (t, o) in imported.trajectories.iter().zip(&originals) {
+            let skip = usize::from(o.get("first_thought").is_some());
+            pairs.extend(
+                t.steps
+                    .iter()
+                    .skip(skip)
+                    .zip(o["steps"].as_array().unwrap()),
+            );
+            let r = imported
+                .repairs
+                .iter()
+                .find(|r| r.trajectory_id == t.trajectory_id);
+            for (rp, raw) in r
+                .map(|r| r.repairs.iter())
+                .into_iter()
+                .flatten()
+                .zip(o["repair_steps"].as_array().into_iter().flatten())
+            {
+                pairs.push((&rp.teacher_step, &raw["teacher_guided_step"]));
+                pairs.extend(
+                    rp.student_steps
+                        .iter()
+                        .zip(raw["student_mistake"].as_array().unwrap()),
+                );
+            }
+        }
+        for (s, raw) in pairs {
+            if s.malformed {
+                continue;
+            }
+            let labels: &[&str] = if s.kind == StepKind::Plan {
+                &plan
+            } else {
+                &["Thought:"]
+            };
+            let thought = raw["thought"].as_str().unwrap();
+            labelled += usize::from(unlabelled(thought, labels) != thought);
+            let want = unlabelled(thought, labels);
+            assert_eq!(s.thought, want, "{name}");
+            assert_eq!(
+                s.code,
+                unlabelled(raw["code"].as_str().unwrap_or(""), &["Code:"])
+            );
+            if let Some(obs) = raw["observation"].as_str() {
+                let o = s.observation.as_deref().unwrap();
+                assert_eq!(o, unlabelled(obs, &["Observation:"]));
+                assert!(!render_observation(o).starts_with("Observation: Observation:"));
+            }
+            let text = render_step(s);
+            let back = parse_step(&text, s.index, s.author);
+            if s.kind == StepKind::Step && s.code.trim().is_empty() {
+                // A turn in which the reference's agent found no code: its whole output is
+                // the thought (cut off mid-tag). No parser gets a step out of it again.
+                assert!(back.malformed, "{name}: {text}");
+                codeless += 1;
+                continue;
+            }
+            assert!(!back.malformed, "{name}: {text}");
+            assert_eq!(back.thought, want.trim(), "{name}: {text}");
+            assert_eq!(back.code.trim(), s.code.trim(), "{name}: {text}");
+            for twice in [
+                "Thought: Thought:",
+                "Plan: First",
+                "Plan: Plan:",
+                "Plan: Thought:",
+            ] {
+                assert!(!text.starts_with(twice), "{name}: {text}");
+            }
+            checked += 1;
+        }
+    }
+    // Every step of both files, and the labels there were to take off.
+    assert_eq!(checked, 580);
+    assert_eq!(codeless, 3);
+    assert!(labelled >= 225 + 27 + 20 + 5, "{labelled}");
+}
+
+/// The step parser reads the reference code's own tagged layout (`<first_thought>`,
+/// `<thought>`, `<code>`): every assistant turn of its LLaMA-Factory exports parses, without a
+/// label left in the thought, so a student trained on them can be run here.
+#[test]
+fn every_turn_of_the_references_own_export_parses() {
+    use scorch_agent::format::parse_step;
+    use scorch_api::tables::{Author, StepKind};
+    let mut turns = 0;
+    for name in [
+        "math_bc_init_trajectories_llamafactory.json",
+        "math_mps_trajectories_llamafactory.json",
+    ] {
+        let text = std::fs::read_to_string(shared().join("reference").join(name)).unwrap();
+        let records: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        for r in &records {
+            let gpt = r["conversations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t["from"] == "gpt");
+            for (i, t) in gpt.enumerate() {
+                let s = parse_step(t["value"].as_str().unwrap(), i as u32 + 1, Author::Teacher);
+                assert!(!s.malformed, "{name}: {t}");
+                assert_eq!(s.kind == StepKind::Plan, i == 0);
+                assert!(!s.thought.starts_with("Thought:") && !s.thought.contains("<thought>"));
+                turns += 1;
+            }
+        }
+    }
+    assert!(turns > 300, "{turns}");
+}
