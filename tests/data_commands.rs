@@ -334,3 +334,80 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         text(&out.stderr)
     );
 }
+
+/// The reference's RL prompt file (`math_mps_rl.json`, for verl) imports into tasks and RL
+/// prompts whose steps carry no labels: its prefixes are chat turns in the tagged layout and
+/// every `chosen` step begins `<thought>Thought: `.
+#[test]
+fn the_reference_rl_prompt_file_imports_without_labels() {
+    use scorch_api::tables::RlPrompt;
+    let p = Project::new();
+    let file = shared().join("reference/math_mps_rl.json");
+    let out = p.scorch(&["import", &file.display().to_string(), "--out", "rl"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let prompts: Vec<RlPrompt> = read_rows(&p.path().join("rl/rl_prompts.parquet")).unwrap();
+    let tasks: Vec<Task> = read_rows(&p.path().join("rl/tasks.parquet")).unwrap();
+    let raw: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!((prompts.len(), tasks.len()), (raw.len(), raw.len()));
+    assert_eq!(prompts.iter().filter(|p| p.chosen.is_some()).count(), 13);
+    let inner = |text: &str, tag: &str| -> String {
+        let open = format!("<{tag}>");
+        let start = text.find(&open).unwrap() + open.len();
+        let end = text.find(&format!("</{tag}>")).unwrap();
+        text[start..end].to_owned()
+    };
+    for (prompt, r) in prompts.iter().zip(&raw) {
+        let turns = r["prompt"].as_array().unwrap();
+        assert_eq!(prompt.question, turns[0]["content"].as_str().unwrap());
+        assert_eq!(prompt.prefix.len(), turns.len() / 2);
+        assert!(!prompt.gold_answer.is_empty());
+        for (i, s) in prompt.prefix.iter().enumerate() {
+            assert!(!s.malformed, "{s:?}");
+            let said = turns[2 * i + 1]["content"].as_str().unwrap();
+            let answer = turns[2 * i + 2]["content"].as_str().unwrap();
+            assert_eq!(
+                s.observation.as_deref(),
+                Some(answer.trim_start_matches("Observation: ").trim())
+            );
+            if i > 0 {
+                assert_eq!(s.code.trim(), inner(said, "code").trim());
+            }
+        }
+        if let Some(chosen) = &prompt.chosen {
+            let written = inner(r["chosen"].as_str().unwrap(), "thought");
+            assert!(written.starts_with("Thought: "), "{written}");
+            assert_eq!(
+                chosen.thought,
+                written.trim_start_matches("Thought: ").trim()
+            );
+            assert!(prompt.rejected.as_ref().is_some_and(|s| !s.malformed));
+        }
+        for s in prompt
+            .prefix
+            .iter()
+            .chain(&prompt.chosen)
+            .chain(&prompt.rejected)
+        {
+            assert!(
+                !doubled_label(&format!("Thought: {}", s.thought)),
+                "{}",
+                s.thought
+            );
+            assert!(!s.thought.contains("<thought>") && !s.code.contains("</code>"));
+        }
+    }
+    // A broken RL prompt file is bad input, and leaves nothing behind.
+    p.write(
+        "bad.json",
+        r#"[{"prompt": [{"role": "assistant", "content": "x"}]}]"#,
+    );
+    let out = p.scorch(&["import", "bad.json", "--out", "bad"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("record 1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!p.path().join("bad").exists());
+}

@@ -5,7 +5,7 @@ use std::path::Path;
 use scorch_agent::suite::{Split, tasks as suite_tasks};
 use scorch_api::RowWriter;
 use scorch_api::parquet_io::{read_rows, write_rows};
-use scorch_api::tables::{RepairRecord, Trajectory};
+use scorch_api::tables::{RepairRecord, RlPrompt, Task, Trajectory};
 use scorch_engine::error::EngineError;
 
 use super::Failure;
@@ -33,6 +33,17 @@ pub(crate) fn import(files: &[std::path::PathBuf], out: &Path) -> Result<(), Fai
 }
 
 fn import_into(files: &[std::path::PathBuf], out: &Path) -> Result<(), Failure> {
+    let (rl, records): (Vec<_>, Vec<_>) = files
+        .iter()
+        .cloned()
+        .partition(|f| scorch_agent::reference_rl::is_rl_file(f));
+    if !rl.is_empty() {
+        import_rl(&rl, out)?;
+    }
+    if records.is_empty() {
+        return Ok(());
+    }
+    let files = records.as_slice();
     // Streamed: one record in memory at a time, rows written in bounded row groups. Both
     // files appear only once every record was read. The repairs table is written even when
     // the input has none (no rows), so a folder imported into before holds no repairs of an
@@ -61,6 +72,34 @@ fn import_into(files: &[std::path::PathBuf], out: &Path) -> Result<(), Failure> 
     outln!("wrote {}", trajectories_path.display());
     repairs.finish().map_err(failed)?;
     outln!("wrote {}", repairs_path.display());
+    Ok(())
+}
+
+/// RL prompt files (`math_mps_rl.json`) into `tasks.parquet` and `rl_prompts.parquet`.
+fn import_rl(files: &[std::path::PathBuf], out: &Path) -> Result<(), Failure> {
+    let tasks_path = out.join("tasks.parquet");
+    let prompts_path = out.join("rl_prompts.parquet");
+    let mut tasks = RowWriter::<Task>::create(&tasks_path).map_err(failed)?;
+    let mut prompts = RowWriter::<RlPrompt>::create(&prompts_path).map_err(failed)?;
+    for f in files {
+        let (t, p) = scorch_agent::reference_rl::import_rl_file(f).map_err(usage)?;
+        let repaired = p.iter().filter(|p| p.chosen.is_some()).count();
+        outln!(
+            "{}: {} RL prompts ({repaired} with a key step)",
+            f.display(),
+            p.len()
+        );
+        for row in t {
+            tasks.push(row).map_err(failed)?;
+        }
+        for row in p {
+            prompts.push(row).map_err(failed)?;
+        }
+    }
+    tasks.finish().map_err(failed)?;
+    outln!("wrote {}", tasks_path.display());
+    prompts.finish().map_err(failed)?;
+    outln!("wrote {}", prompts_path.display());
     Ok(())
 }
 

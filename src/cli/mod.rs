@@ -188,10 +188,12 @@ enum Command {
     },
     /// Import the method's reference JSONL files into trajectory and repair tables.
     Import {
-        /// Reference JSONL files (trajectories, or mentored-solving records with repairs).
+        /// Reference files: JSONL trajectories or mentored-solving records with repairs, or an
+        /// RL prompt file (`math_mps_rl.json`, a JSON array).
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        /// Folder for `trajectories.parquet` and `repairs.parquet`.
+        /// Folder for `trajectories.parquet` and `repairs.parquet` (and, from an RL prompt file,
+        /// `tasks.parquet` and `rl_prompts.parquet`).
         #[arg(long)]
         out: PathBuf,
     },

@@ -17,6 +17,7 @@ pub mod node;
 pub mod oracle;
 pub mod python;
 pub mod reference;
+pub mod reference_rl;
 pub mod suite;
 pub mod teacher;
 pub mod tool;

@@ -269,7 +269,8 @@ pub struct RlPrompt {
     pub chosen: Option<Step>,
     /// The student's wrong step at the repair point.
     pub rejected: Option<Step>,
-    /// `repaired`, `hard` or `easy`.
+    /// `repaired`, `hard` or `easy` (from `filter`), or `fresh` (imported without a key step,
+    /// its outcome unknown).
     pub source: String,
 }
 
