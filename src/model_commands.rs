@@ -47,6 +47,41 @@ pub enum BenchCommand {
     Train(TrainArgs),
     /// Greedy generation of random prompts with the KV cache: new tokens/s.
     Generate(GenerateArgs),
+    /// Episodes against a mock OpenAI-compatible server with a fixed number of slots and
+    /// long-tailed reply times, tools of a given cost: episodes/s of the independent path
+    /// and of the lock-step one, against the server's capacity.
+    Rollout(RolloutArgs),
+}
+
+/// `bench rollout`'s arguments.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Episodes.
+    #[arg(long, default_value_t = 64)]
+    pub episodes: usize,
+    /// The mock server's concurrent slots (its batch size).
+    #[arg(long, default_value_t = 4)]
+    pub slots: usize,
+    /// Code steps per episode (plus a plan and an answer).
+    #[arg(long, default_value_t = 3)]
+    pub tool_calls: usize,
+    /// Seconds per tool call.
+    #[arg(long, default_value_t = 0.3)]
+    pub tool_s: f64,
+    /// Reply time of most requests, seconds.
+    #[arg(long, default_value_t = 0.05)]
+    pub fast_s: f64,
+    /// Reply time of the slow ones, seconds.
+    #[arg(long, default_value_t = 1.5)]
+    pub slow_s: f64,
+    /// Share of slow replies.
+    #[arg(long, default_value_t = 0.1)]
+    pub slow_share: f64,
+    /// Tool calls at once on the independent path (default: one per episode, since the
+    /// bench's tool waits rather than computes; the lock-step path runs them one at a time,
+    /// as it did before).
+    #[arg(long)]
+    pub tool_workers: Option<usize>,
 }
 
 /// What both benchmarks take.

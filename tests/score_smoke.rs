@@ -245,8 +245,9 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
     let log = p.scorch(&["logs", id, "eval_warm[split=test]"]);
     let log = common::text(&log.stdout);
     assert!(
-        log.lines()
-            .any(|l| l.starts_with("progress: turn ") && l.contains("% right of ")),
+        log.lines().any(|l| l.starts_with("progress: ")
+            && l.contains(" ended, ")
+            && l.contains("% right")),
         "{log}"
     );
     let metrics = std::fs::read_to_string(

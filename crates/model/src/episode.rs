@@ -1,6 +1,11 @@
-//! Many episodes advanced together: each round, every unfinished episode's chat goes to the
-//! policy in one call, each reply is parsed into a step, and the step's code runs in that
-//! episode's own tool.
+//! Many episodes advanced together. An endpoint policy (requests of their own, bounded by the
+//! client's concurrency) advances every episode on its own: each sends its next request as
+//! soon as its tool call returns, so a slow reply holds up only its own episode and the
+//! server's batch stays full. A batching policy (the in-process student) gets every open
+//! episode's chat in one call per round. Either way each reply is parsed into a step, and the
+//! step's code runs in the episode's own tool on a blocking thread, at most `tool_workers` at
+//! once, never on the async threads. Results do not depend on the path or on timing: each
+//! episode keeps its place, and a deterministic policy gives the same trajectories both ways.
 
 use scorch_agent::answer::is_correct;
 use scorch_agent::format::{Message, parse_step, render_messages, turn_limit_for};
@@ -56,10 +61,43 @@ impl Episode {
 
     /// Append `step`, running its code; ends the episode on `final_answer(...)` or at the
     /// turn limit.
-    pub fn push(&mut self, mut step: Step) {
+    pub fn push(&mut self, step: Step) {
+        let out = runs_code(&step).then(|| self.tool.execute(&step.code));
+        self.record(step, out);
+    }
+
+    /// [`push`](Self::push) with the code run on a blocking thread once a permit of `tools`
+    /// is free, so that many episodes' tools run at once and the async threads never wait.
+    pub async fn push_off_thread(
+        &mut self,
+        step: Step,
+        tools: &tokio::sync::Semaphore,
+    ) -> Result<(), ModelError> {
+        if !runs_code(&step) {
+            self.record(step, None);
+            return Ok(());
+        }
+        let _permit = tools
+            .acquire()
+            .await
+            .map_err(|e| ModelError::Torch(format!("tool pool: {e}")))?;
+        let mut tool = std::mem::replace(&mut self.tool, Box::new(Lent));
+        let code = step.code.clone();
+        let (tool, out) = tokio::task::spawn_blocking(move || {
+            let out = tool.execute(&code);
+            (tool, out)
+        })
+        .await
+        .map_err(|e| ModelError::Torch(format!("tool thread: {e}")))?;
+        self.tool = tool;
+        self.record(step, Some(out));
+        Ok(())
+    }
+
+    /// Append `step` with what its code gave (`None`: it runs none).
+    fn record(&mut self, mut step: Step, out: Option<scorch_agent::tool::ToolOutput>) {
         step.index = self.steps.len() as u32 + 1;
-        if step.kind == StepKind::Step && !step.malformed {
-            let out = self.tool.execute(&step.code);
+        if let Some(out) = out {
             step.observation = Some(out.observation);
             if let Some(answer) = out.final_answer {
                 self.final_answer = Some(answer);
@@ -111,9 +149,43 @@ impl Episode {
     }
 }
 
-/// Advance every unfinished episode until each ends (final answer or its turn limit).
-/// Each episode that ends advances `progress` by one; each round says its turn and the
-/// share of ended episodes that answered right. Returns the policy's token counts (prompt,
+/// Whether `step` runs code in the tool.
+fn runs_code(step: &Step) -> bool {
+    step.kind == StepKind::Step && !step.malformed
+}
+
+/// The placeholder of an episode's tool while the tool runs on another thread.
+struct Lent;
+
+impl Tool for Lent {
+    fn execute(&mut self, _code: &str) -> scorch_agent::tool::ToolOutput {
+        scorch_agent::tool::ToolOutput {
+            observation: "Error: the tool is busy".into(),
+            final_answer: None,
+            failed: true,
+        }
+    }
+}
+
+/// Tool calls that run at once by default: the machine's cores.
+pub fn default_tool_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// How episodes advance: on their own (endpoint policies) or in rounds (batching policies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Whatever suits the policy ([`Policy::independent`]).
+    Auto,
+    /// Every open episode's chat in one call per round; the round waits for its slowest reply.
+    LockStep,
+    /// Each episode sends its next request as soon as its last tool call returned.
+    Independent,
+}
+
+/// Advance every unfinished episode until each ends (final answer or its turn limit), at
+/// the policy's pace, with at most [`default_tool_workers`] tool calls at once. Each episode
+/// that ends advances `progress` by one. Returns the policy's token counts (prompt,
 /// completion).
 pub async fn run(
     policy: &dyn Policy,
@@ -123,49 +195,178 @@ pub async fn run(
     author: Author,
     progress: &dyn ProgressSink,
 ) -> Result<(u64, u64), ModelError> {
+    run_with(
+        policy,
+        episodes,
+        system,
+        options,
+        author,
+        progress,
+        Pace::Auto,
+        default_tool_workers(),
+    )
+    .await
+}
+
+/// [`run`] at a given pace with at most `tool_workers` tool calls at once.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_with(
+    policy: &dyn Policy,
+    episodes: &mut [Episode],
+    system: &str,
+    options: &ChatOptions,
+    author: Author,
+    progress: &dyn ProgressSink,
+    pace: Pace,
+    tool_workers: usize,
+) -> Result<(u64, u64), ModelError> {
+    let tools = tokio::sync::Semaphore::new(tool_workers.max(1));
+    let independent = match pace {
+        Pace::Auto => policy.independent(),
+        Pace::LockStep => false,
+        Pace::Independent => true,
+    };
+    let tally = Tally::new(episodes, progress);
+    if independent {
+        let runs = episodes
+            .iter_mut()
+            .filter(|e| e.stop.is_none())
+            .map(|ep| advance_alone(policy, ep, system, options, author, &tools, &tally));
+        let mut tokens = (0, 0);
+        for r in futures::future::join_all(runs).await {
+            let (p, c) = r?;
+            tokens.0 += p;
+            tokens.1 += c;
+        }
+        return Ok(tokens);
+    }
     let (mut prompt, mut completion) = (0u64, 0u64);
-    let mut open = episodes.iter().filter(|e| e.stop.is_none()).count();
-    for turn in 1.. {
-        let active: Vec<usize> = (0..episodes.len())
-            .filter(|&i| episodes[i].stop.is_none())
-            .collect();
-        progress.advance((open - active.len()) as u64);
-        open = active.len();
+    loop {
+        let mut active: Vec<&mut Episode> =
+            episodes.iter_mut().filter(|e| e.stop.is_none()).collect();
         if active.is_empty() {
             break;
         }
-        let (ended, right) =
-            episodes
-                .iter()
-                .filter(|e| e.stop.is_some())
-                .fold((0usize, 0usize), |(n, r), e| {
-                    (
-                        n + 1,
-                        r + usize::from(is_correct(&e.task, e.final_answer.as_deref())),
-                    )
-                });
-        let accuracy = match ended {
-            0 => String::new(),
-            n => format!(
-                ", {:.0}% right of {n} ended",
-                100.0 * right as f64 / n as f64
-            ),
-        };
-        progress.message(&format!(
-            "turn {turn}, {} episodes open{accuracy}",
-            active.len()
-        ));
-        let chats: Vec<Vec<Message>> = active.iter().map(|&i| episodes[i].chat(system)).collect();
+        let chats: Vec<Vec<Message>> = active.iter().map(|e| e.chat(system)).collect();
         let replies = policy.complete_many(chats, options).await?;
-        for (&i, r) in active.iter().zip(replies) {
+        let pushes = active.iter_mut().zip(replies).map(|(ep, r)| {
             prompt += r.prompt_tokens;
             completion += r.completion_tokens;
-            let ep = &mut episodes[i];
-            let mut step = parse_step(&r.text, ep.steps.len() as u32 + 1, author);
-            step.prompt_tokens = u32::try_from(r.prompt_tokens).unwrap_or(u32::MAX);
-            step.completion_tokens = u32::try_from(r.completion_tokens).unwrap_or(u32::MAX);
-            ep.push(step);
+            let step = reply_step(&r, ep.steps.len() as u32 + 1, author);
+            let tally = &tally;
+            let tools = &tools;
+            async move {
+                ep.push_off_thread(step, tools).await?;
+                tally.turn(ep);
+                Ok::<(), ModelError>(())
+            }
+        });
+        for r in futures::future::join_all(pushes).await {
+            r?;
         }
     }
     Ok((prompt, completion))
+}
+
+/// The step a reply gives, with its token counts.
+fn reply_step(r: &crate::openai::ChatResult, index: u32, author: Author) -> Step {
+    let mut step = parse_step(&r.text, index, author);
+    step.prompt_tokens = u32::try_from(r.prompt_tokens).unwrap_or(u32::MAX);
+    step.completion_tokens = u32::try_from(r.completion_tokens).unwrap_or(u32::MAX);
+    step
+}
+
+/// One episode to its end, a request at a time; its token counts.
+async fn advance_alone(
+    policy: &dyn Policy,
+    ep: &mut Episode,
+    system: &str,
+    options: &ChatOptions,
+    author: Author,
+    tools: &tokio::sync::Semaphore,
+    tally: &Tally<'_>,
+) -> Result<(u64, u64), ModelError> {
+    let mut tokens = (0, 0);
+    while ep.stop.is_none() {
+        let reply = policy
+            .complete_many(vec![ep.chat(system)], options)
+            .await?
+            .pop()
+            .ok_or_else(|| ModelError::Config("the policy gave no reply".into()))?;
+        tokens.0 += reply.prompt_tokens;
+        tokens.1 += reply.completion_tokens;
+        let step = reply_step(&reply, ep.steps.len() as u32 + 1, author);
+        ep.push_off_thread(step, tools).await?;
+        tally.turn(ep);
+    }
+    Ok(tokens)
+}
+
+/// What the progress line says: episodes ended, right so far, and how many turns the open
+/// ones have taken.
+struct Tally<'a> {
+    progress: &'a dyn ProgressSink,
+    /// (ended, right, open per number of steps taken, turns taken).
+    state: std::sync::Mutex<(
+        usize,
+        usize,
+        std::collections::BTreeMap<usize, usize>,
+        usize,
+    )>,
+    total: usize,
+}
+
+impl<'a> Tally<'a> {
+    fn new(episodes: &[Episode], progress: &'a dyn ProgressSink) -> Self {
+        let mut open = std::collections::BTreeMap::new();
+        for e in episodes.iter().filter(|e| e.stop.is_none()) {
+            *open.entry(e.steps.len()).or_insert(0) += 1;
+        }
+        Self {
+            progress,
+            state: std::sync::Mutex::new((0, 0, open, 0)),
+            total: episodes.iter().filter(|e| e.stop.is_none()).count(),
+        }
+    }
+
+    /// `ep` took a turn (and may have ended).
+    fn turn(&self, ep: &Episode) {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let steps = ep.steps.len();
+        if let Some(n) = s.2.get_mut(&steps.saturating_sub(1)) {
+            *n = n.saturating_sub(1);
+        }
+        s.2.retain(|_, n| *n > 0);
+        s.3 += 1;
+        let ended = ep.stop.is_some();
+        if ended {
+            s.0 += 1;
+            s.1 += usize::from(is_correct(&ep.task, ep.final_answer.as_deref()));
+            self.progress.advance(1);
+        } else {
+            *s.2.entry(steps).or_insert(0) += 1;
+        }
+        // A line when an episode ends, and every 16 turns between.
+        if !ended && !s.3.is_multiple_of(16) {
+            return;
+        }
+        let open: Vec<String> = s.2.iter().map(|(t, n)| format!("{n}@{t}")).collect();
+        let right = match s.0 {
+            0 => String::new(),
+            n => format!(", {:.0}% right", 100.0 * s.1 as f64 / n as f64),
+        };
+        self.progress.message(&format!(
+            "{} of {} ended{right}; open by turns taken: {}",
+            s.0,
+            self.total,
+            if open.is_empty() {
+                "none".into()
+            } else {
+                open.join(" ")
+            }
+        ));
+    }
 }

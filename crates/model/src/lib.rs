@@ -4,9 +4,11 @@
 
 pub mod adapters;
 pub mod bench;
+pub mod bench_rollout;
 pub mod chat;
 pub mod checkpoint;
 pub mod encode;
+pub mod endpoint_error;
 pub mod episode;
 pub mod generate;
 pub mod local;
@@ -43,6 +45,9 @@ pub enum ModelError {
     /// A teacher (the oracle or an endpoint) failed.
     #[error(transparent)]
     Teacher(#[from] scorch_agent::teacher::TeacherError),
+    /// A policy's endpoint failed.
+    #[error("endpoint: {0}")]
+    Endpoint(#[from] endpoint_error::EndpointError),
 }
 
 /// A node that fails on a model error fails with it as its source.

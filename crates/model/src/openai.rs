@@ -14,6 +14,9 @@ use scorch_agent::format::Message;
 use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
 use scorch_agent::teacher::TeacherError;
 use scorch_kinds::policy::Endpoint;
+
+pub use crate::endpoint_error::EndpointError;
+use crate::endpoint_error::transport_cause;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
@@ -213,13 +216,16 @@ impl OpenAiClient {
         Some(dir.join(format!("{key}.json")))
     }
 
-    /// Complete a chat.
+    /// Complete a chat. Transport failures, malformed replies (a body cut off, an HTML page
+    /// with status 200), 408, 429 and 5xx are retried up to `retries` times with backoff (a
+    /// `Retry-After` is honoured), other statuses fail at once; the error says which class
+    /// it was and keeps its source.
     pub async fn complete(
         &self,
         messages: &[Message],
         o: &ChatOptions,
         logprobs: bool,
-    ) -> Result<ChatResult, TeacherError> {
+    ) -> Result<ChatResult, EndpointError> {
         let body = self.body(messages, o, logprobs);
         let cache = self.cache_path(&body);
         if let Some(hit) = cache
@@ -236,74 +242,35 @@ impl OpenAiClient {
             .slots
             .acquire()
             .await
-            .map_err(|_| err("the client is closed"))?;
+            .map_err(|_| EndpointError::Setup("the client is closed".into()))?;
         // Each failure counts against `retries`; a pool may also move on once per other
         // member without waiting.
         let allowed = self.endpoint.retries + self.endpoint.pool.len() as u32;
         let mut attempt = 0u32;
         let response: Value = loop {
             let member = self.pick();
-            let url = member.0.url.as_str();
-            let mut req = self.http.post(url).json(&body);
+            let url = member.0.url.clone();
+            let mut req = self.http.post(&url).json(&body);
             if let Some(key) = &self.api_key {
                 req = req.bearer_auth(key);
             }
-            let outcome = req.send().await;
-            let retry_after = match outcome {
-                Ok(r) if r.status().is_success() => {
-                    let parsed = r.json().await;
-                    match parsed {
-                        Ok(v) => {
-                            member.0.answered();
-                            break v;
-                        }
-                        // Cut off mid-answer (the server went away): another member may answer.
-                        Err(e) if attempt < allowed && self.members.len() > 1 => {
-                            tracing::warn!(url, error = %e, "an endpoint of the pool broke off; trying another");
-                            member.0.failed();
-                            None
-                        }
-                        Err(e) => return Err(err(format!("{url}: bad response: {e}"))),
-                    }
+            let (failure, retry_after) = match attempt_once(req, &url).await {
+                Ok(v) => {
+                    member.0.answered();
+                    break v;
                 }
-                Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-                    let wait = r
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<f64>().ok());
-                    if attempt >= allowed {
-                        return Err(err(format!(
-                            "{url}: HTTP {} after {} retries",
-                            r.status(),
-                            attempt
-                        )));
-                    }
-                    if r.status().is_server_error() {
-                        member.0.failed();
-                    }
-                    wait
-                }
-                Ok(r) => {
-                    let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    return Err(err(format!(
-                        "{url}: HTTP {status}: {}",
-                        text.chars().take(500).collect::<String>()
-                    )));
-                }
-                Err(e)
-                    if (e.is_timeout() || e.is_connect() || e.is_request())
-                        && attempt < allowed =>
-                {
-                    tracing::warn!(url, error = %e, "an endpoint failed; trying again");
-                    member.0.failed();
-                    None
-                }
-                Err(e) => return Err(err(format!("{url}: {e}"))),
+                Err(f) => f,
             };
-            drop(member);
             attempt += 1;
+            if !failure.retryable() || attempt > allowed {
+                return Err(failure.after(attempt));
+            }
+            tracing::warn!(url, error = %failure, "an endpoint request failed; trying again");
+            // A server that is down or broken is set aside; one that asks to wait is not.
+            if !matches!(failure, EndpointError::Status { status: 429, .. }) {
+                member.0.failed();
+            }
+            drop(member);
             if let Ok(mut u) = self.usage.lock() {
                 u.retries += 1;
             }
@@ -371,11 +338,65 @@ impl ChatClient for OpenAiClient {
         messages: &[Message],
         options: &ChatOptions,
     ) -> Result<ChatReply, TeacherError> {
-        let r = self.complete(messages, options, false).await?;
+        let r = self
+            .complete(messages, options, false)
+            .await
+            .map_err(|e| TeacherError(e.to_string()))?;
         Ok(ChatReply {
             text: r.text,
             prompt_tokens: r.prompt_tokens,
             completion_tokens: r.completion_tokens,
         })
+    }
+}
+
+/// One request: the reply's JSON when it is a chat completion, else the failure and the
+/// server's `Retry-After` (seconds), if it sent one.
+async fn attempt_once(
+    req: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<Value, (EndpointError, Option<f64>)> {
+    let transport = |e: reqwest::Error| EndpointError::Transport {
+        url: url.to_owned(),
+        cause: transport_cause(&e),
+        attempts: 1,
+        source: e,
+    };
+    let r = req.send().await.map_err(|e| (transport(e), None))?;
+    let status = r.status();
+    let wait = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    if !status.is_success() {
+        let text = r.text().await.unwrap_or_default();
+        return Err((
+            EndpointError::Status {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                body: text.chars().take(500).collect(),
+                attempts: 1,
+            },
+            wait,
+        ));
+    }
+    let bytes = r.bytes().await.map_err(|e| (transport(e), None))?;
+    let protocol = |what: String| EndpointError::Protocol {
+        url: url.to_owned(),
+        what,
+        attempts: 1,
+    };
+    let begins = || {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
+        format!("it begins {text:?}")
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if v["choices"][0]["message"].is_object() => Ok(v),
+        Ok(_) => Err((
+            protocol(format!("no `choices[0].message`; {}", begins())),
+            None,
+        )),
+        Err(e) => Err((protocol(format!("not JSON ({e}); {}", begins())), None)),
     }
 }

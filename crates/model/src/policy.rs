@@ -21,6 +21,12 @@ pub trait Policy: Send + Sync {
         chats: Vec<Vec<Message>>,
         options: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError>;
+    /// Whether episodes should advance on their own, each sending its next request when
+    /// ready (a server that batches concurrent requests itself), rather than in rounds of
+    /// one call (a policy that batches what one call gives it).
+    fn independent(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -46,6 +52,9 @@ impl Policy for OpenAiClient {
     fn name(&self) -> &str {
         scorch_agent::llm::ChatClient::model(self)
     }
+    fn independent(&self) -> bool {
+        true
+    }
     async fn complete_many(
         &self,
         chats: Vec<Vec<Message>>,
@@ -56,7 +65,7 @@ impl Policy for OpenAiClient {
         futures::future::join_all(calls)
             .await
             .into_iter()
-            .map(|r| r.map_err(|e| ModelError::Config(e.0)))
+            .map(|r| r.map_err(ModelError::from))
             .collect()
     }
 }

@@ -36,6 +36,8 @@ pub struct RolloutSpec<'a> {
     pub sandbox: Sandbox,
     /// Where finished episodes are counted (the oracle's count at once).
     pub progress: &'a dyn ProgressSink,
+    /// Tool calls at once (`None`: the machine's cores).
+    pub tool_workers: Option<usize>,
 }
 
 impl std::fmt::Debug for RolloutSpec<'_> {
@@ -105,13 +107,15 @@ pub async fn rollouts(
             for system in groups {
                 let idx: Vec<usize> = (0..slots.len()).filter(|&i| systems[i] == system).collect();
                 let mut batch: Vec<Episode> = idx.iter().filter_map(|&i| slots[i].take()).collect();
-                let t = episode::run(
+                let t = episode::run_with(
                     policy.as_ref(),
                     &mut batch,
                     system,
                     &r.sampling.chat_options(r.seed),
                     Author::Student,
                     r.progress,
+                    episode::Pace::Auto,
+                    r.tool_workers.unwrap_or_else(episode::default_tool_workers),
                 )
                 .await?;
                 tokens.0 += t.0;

@@ -23,6 +23,7 @@ fn oracle_success(split: Split, fixed: Option<u32>) -> (usize, usize) {
         seed: 0,
         sandbox: scorch_agent::python::Sandbox::Bwrap,
         progress: &scorch_api::NoProgress,
+        tool_workers: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -117,13 +117,15 @@ pub async fn mentor(
             })
             .collect();
         let options = p.sampling.chat_options(seed.wrapping_add(u64::from(round)));
-        let (_, completion) = episode::run(
+        let (_, completion) = episode::run_with(
             student.as_ref(),
             &mut batch,
             system,
             &options,
             Author::Student,
             &scorch_api::NoProgress,
+            episode::Pace::Auto,
+            p.tool_workers.unwrap_or_else(episode::default_tool_workers),
         )
         .await?;
         student_tokens += completion;

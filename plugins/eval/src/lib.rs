@@ -108,6 +108,7 @@ impl DeclaredPlugin for Eval {
             seed: ctx.seed(),
             sandbox: p.sandbox,
             progress: ctx.progress(),
+            tool_workers: p.tool_workers,
         };
         record_sandbox(ctx, p.sandbox);
         let (trajectories, _) = rollouts(&spec, &tasks).await?;

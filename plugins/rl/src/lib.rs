@@ -264,13 +264,15 @@ impl DeclaredPlugin for Rl {
                 .chat_options(ctx.seed().wrapping_add(step as u64 * 7919));
             match &p.rollout {
                 RolloutSpec::Local => {
-                    episode::run(
+                    episode::run_with(
                         &policy,
                         &mut eps,
                         system,
                         &options,
                         Author::Student,
                         &scorch_api::NoProgress,
+                        episode::Pace::Auto,
+                        p.tool_workers.unwrap_or_else(episode::default_tool_workers),
                     )
                     .await?;
                 }
@@ -285,13 +287,15 @@ impl DeclaredPlugin for Rl {
                     let published =
                         scorch_model::adapters::Published::publish(server, &policy, &root, &name)
                             .await?;
-                    episode::run(
+                    episode::run_with(
                         published.policy(),
                         &mut eps,
                         system,
                         &options,
                         Author::Student,
                         &scorch_api::NoProgress,
+                        episode::Pace::Auto,
+                        p.tool_workers.unwrap_or_else(episode::default_tool_workers),
                     )
                     .await?;
                     published.retire().await?;

@@ -35,6 +35,7 @@ impl DeclaredPlugin for Rollout {
             seed: ctx.seed(),
             sandbox: p.sandbox,
             progress: ctx.progress(),
+            tool_workers: p.tool_workers,
         };
         record_sandbox(ctx, p.sandbox);
         let (mut rows, tokens) = rollouts(&spec, &tasks).await?;

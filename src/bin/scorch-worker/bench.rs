@@ -39,8 +39,50 @@ fn labelled(
 }
 
 /// Run a benchmark and print one JSON line with what it measured.
-pub(crate) fn bench(command: BenchCommand) -> Result<(), Failure> {
+pub(crate) fn bench(
+    command: BenchCommand,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), Failure> {
     match command {
+        BenchCommand::Rollout(a) => {
+            positive("episodes", a.episodes)?;
+            positive("slots", a.slots)?;
+            for (name, x) in [
+                ("tool-s", a.tool_s),
+                ("fast-s", a.fast_s),
+                ("slow-s", a.slow_s),
+            ] {
+                if !(x.is_finite() && x >= 0.0) {
+                    return Err(usage(format!(
+                        "--{name} must be a number of seconds, 0 or more"
+                    )));
+                }
+            }
+            if !(0.0..=1.0).contains(&a.slow_share) {
+                return Err(usage("--slow-share must be between 0 and 1"));
+            }
+            let b = scorch_model::bench_rollout::RolloutBench {
+                episodes: a.episodes,
+                slots: a.slots,
+                tool_calls: a.tool_calls,
+                tool_s: a.tool_s,
+                fast_s: a.fast_s,
+                slow_s: a.slow_s,
+                slow_share: a.slow_share,
+                tool_workers: a.tool_workers.unwrap_or(a.episodes),
+            };
+            let r = runtime
+                .block_on(scorch_model::bench_rollout::rollout(&b))
+                .map_err(failed)?;
+            let mut json = serde_json::to_value(&r).map_err(failed)?;
+            json["bench"] = "rollout".into();
+            json["workload"] = serde_json::json!({
+                "episodes": b.episodes, "slots": b.slots, "tool_calls": b.tool_calls,
+                "tool_s": b.tool_s, "fast_s": b.fast_s, "slow_s": b.slow_s,
+                "slow_share": b.slow_share, "tool_workers": b.tool_workers,
+            });
+            println!("{json}");
+        }
         BenchCommand::Train(a) => {
             positive("batch", a.common.batch)?;
             positive("seq", a.seq)?;

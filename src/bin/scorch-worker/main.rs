@@ -138,7 +138,7 @@ fn main() -> ExitCode {
         }
         Command::MergeAdapter { adapter, base, out } => merge_adapter(&adapter, &base, &out),
         Command::Model(ModelCommand::Serve(a)) => runtime.block_on(serve(a)),
-        Command::Model(ModelCommand::Bench(b)) => bench::bench(b),
+        Command::Model(ModelCommand::Bench(b)) => bench::bench(b, &runtime),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
