@@ -797,3 +797,40 @@ nodes:
         );
     }
 }
+
+/// Identical work in one run runs once, and the node that took the other's result says whose
+/// it was (not "another run", when there is none).
+#[test]
+fn identical_nodes_of_one_run_compute_once_and_say_so() {
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        r#"
+name: twins
+nodes:
+  a:
+    kind: exec
+    params: {command: [python3, -c, "import time, sys; time.sleep(1); open(sys.argv[1] + '/x', 'w').write('1')", "{outputs.out}"], outputs: {out: {type: blobs}}}
+  b:
+    kind: exec
+    params: {command: [python3, -c, "import time, sys; time.sleep(1); open(sys.argv[1] + '/x', 'w').write('1')", "{outputs.out}"], outputs: {out: {type: blobs}}}
+"#,
+    );
+    let rec = p.run_json(&["wf.yaml", "-j", "2"], 0);
+    let outcomes = common::outcomes(&rec);
+    let mut ran: Vec<&str> = outcomes
+        .iter()
+        .filter(|(_, o)| o.as_str() == "ran")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(ran.len(), 1, "{rec}");
+    let first = ran.pop().unwrap_or_default();
+    let other = if first == "a" { "b" } else { "a" };
+    let node = common::node(&rec, other);
+    assert_eq!(node["outcome"], "cached", "{rec}");
+    assert_eq!(
+        node["reason"],
+        format!("same key as node `{first}` of this run, which computed it"),
+        "{rec}"
+    );
+}

@@ -47,6 +47,9 @@ pub struct Holder {
     pub pid: u32,
     /// Milliseconds since the Unix epoch after which the holder counts as gone.
     pub expires_ms: u64,
+    /// The node that holds a node's lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -76,6 +79,7 @@ impl Holder {
             host: host(),
             pid: std::process::id(),
             expires_ms: now_ms() + TTL.as_millis() as u64,
+            node: None,
         }
     }
 
@@ -248,12 +252,23 @@ pub enum NodeLock {
     Acquired,
     /// Another run computed it while this one waited: its manifest, and the run that
     /// published it (empty when it had already unlocked).
-    Published(Box<NodeManifest>, String),
+    Published(Box<NodeManifest>, Computer),
     /// The run was cancelled while it waited.
     Cancelled,
 }
 
-/// Take node `key` for run `run`, waiting while another live run computes it. With `reuse`
+/// Who computed a node that was published while a run waited for it: a run, and the node of
+/// that run, where known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Computer {
+    /// The run (empty: not known).
+    pub run: String,
+    /// The node.
+    pub node: Option<String>,
+}
+
+/// Take node `key` for node `node` of run `run`, waiting while another live run (or another
+/// node of this run with the same key) computes it. With `reuse`
 /// a manifest published meanwhile ends the wait ([`NodeLock::Published`]); without it (a
 /// forced node) the run waits for the lock only. `waiting` is called once with the holder
 /// if the run has to wait.
@@ -261,16 +276,21 @@ pub async fn lock_node(
     store: &Store,
     key: &str,
     run: &str,
+    node: &str,
     reuse: bool,
     cancel: &CancellationToken,
     waiting: impl FnOnce(&Holder),
 ) -> Result<NodeLock, EngineError> {
     let mut waiting = Some(waiting);
     // The last holder seen: it published, even if it unlocked before we looked again.
-    let mut seen: Option<String> = None;
+    let mut seen: Option<Computer> = None;
+    let me = Holder {
+        node: Some(node.to_owned()),
+        ..Holder::me(run)
+    };
     loop {
         let acquired = store
-            .put_json(&lock_path(key), &Holder::me(run), PutMode::Create)
+            .put_json(&lock_path(key), &me, PutMode::Create)
             .await?;
         let holder = if acquired {
             None
@@ -282,7 +302,13 @@ pub async fn lock_node(
             if acquired {
                 unlock_node(store, key).await?;
             }
-            let by = holder.map(|h| h.run).or(seen).unwrap_or_default();
+            let by = holder
+                .map(|h| Computer {
+                    run: h.run,
+                    node: h.node,
+                })
+                .or(seen)
+                .unwrap_or_default();
             return Ok(NodeLock::Published(Box::new(m), by));
         }
         if acquired {
@@ -294,7 +320,10 @@ pub async fn lock_node(
                 if let Some(f) = waiting.take() {
                     f(&h);
                 }
-                seen = Some(h.run);
+                seen = Some(Computer {
+                    run: h.run.clone(),
+                    node: h.node.clone(),
+                });
                 tokio::select! {
                     () = cancel.cancelled() => return Ok(NodeLock::Cancelled),
                     () = tokio::time::sleep(POLL) => {}

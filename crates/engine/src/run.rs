@@ -134,7 +134,7 @@ struct Finished {
     index: usize,
     result: Result<NodeManifest, String>,
     /// The run that computed the node while this one waited for it.
-    computed_by: Option<String>,
+    computed_by: Option<crate::lease::Computer>,
     cancelled: bool,
     attempts: u32,
     elapsed: Duration,
@@ -436,16 +436,23 @@ pub async fn run(
         match done.result {
             Ok(m) if done.computed_by.is_some() => {
                 rec.outcome = Outcome::Cached;
-                rec.reason = Some(match done.computed_by.as_deref() {
-                    Some(by) if !by.is_empty() => {
-                        format!("computed by run {by} while this run waited")
+                let by = done.computed_by.clone().unwrap_or_default();
+                let reason = if by.run == record.id {
+                    // Identical work in one run runs once.
+                    match &by.node {
+                        Some(n) => format!("same key as node `{n}` of this run, which computed it"),
+                        None => "same key as another node of this run, which computed it".into(),
                     }
-                    _ => "computed by another run while this run waited".into(),
-                });
+                } else if by.run.is_empty() {
+                    "computed by another run while this run waited".into()
+                } else {
+                    format!("computed by run {} while this run waited", by.run)
+                };
+                rec.reason = Some(reason.clone());
                 rec.metrics = m.metrics.clone();
                 rec.outputs = output_records(store, &m).await?;
                 store.set_last(&wf.name, &node.id, &m.components).await?;
-                reporter.line(&format!("  cached  {} (computed by another run)", node.id));
+                reporter.line(&format!("  cached  {} ({reason})", node.id));
                 reporter.emit(&Event::NodeCached {
                     node: node.id.clone(),
                     key: m.key.clone(),
@@ -605,6 +612,7 @@ impl Job {
             &self.store,
             &key,
             &self.run_id,
+            id,
             !self.overwrite,
             &self.cancel,
             |h| tracing::info!(node = %id, run = %h.run, "another run is computing this node; waiting for it"),
