@@ -304,9 +304,10 @@ pub async fn run(
                     futures::join!(store.manifest(&key), store.last(&wf.name, &node.id))
                 };
                 if let Some(m) = manifest? {
+                    let twin = ran_with_key(&record, &key, i);
                     let rec = &mut record.nodes[i];
                     rec.outcome = Outcome::Cached;
-                    rec.reason = None;
+                    rec.reason = twin.map(|n| same_key(&n));
                     rec.metrics = m.metrics.clone();
                     rec.outputs = output_records(store, &m).await?;
                     if last.ok().flatten().as_ref() != Some(&comps) {
@@ -429,6 +430,27 @@ pub async fn run(
                 *u = u.saturating_sub(*need);
             }
         }
+        // Taken from another run or another node: say which.
+        let cached_reason = match (&done.result, &done.computed_by) {
+            (Ok(m), Some(by)) => {
+                // Identical work in one run runs once: say which node did it.
+                let twin = match &by.node {
+                    Some(n) if by.run == record.id => Some(n.clone()),
+                    _ if by.run == record.id || by.run.is_empty() => {
+                        ran_with_key(&record, &m.key, done.index)
+                    }
+                    _ => None,
+                };
+                Some(match twin {
+                    Some(n) => same_key(&n),
+                    None if by.run.is_empty() => {
+                        "computed by another run while this run waited".into()
+                    }
+                    None => format!("computed by run {} while this run waited", by.run),
+                })
+            }
+            _ => None,
+        };
         let rec = &mut record.nodes[done.index];
         rec.attempts = done.attempts;
         rec.jobs = done.jobs;
@@ -436,18 +458,7 @@ pub async fn run(
         match done.result {
             Ok(m) if done.computed_by.is_some() => {
                 rec.outcome = Outcome::Cached;
-                let by = done.computed_by.clone().unwrap_or_default();
-                let reason = if by.run == record.id {
-                    // Identical work in one run runs once.
-                    match &by.node {
-                        Some(n) => format!("same key as node `{n}` of this run, which computed it"),
-                        None => "same key as another node of this run, which computed it".into(),
-                    }
-                } else if by.run.is_empty() {
-                    "computed by another run while this run waited".into()
-                } else {
-                    format!("computed by run {} while this run waited", by.run)
-                };
+                let reason = cached_reason.unwrap_or_default();
                 rec.reason = Some(reason.clone());
                 rec.metrics = m.metrics.clone();
                 rec.outputs = output_records(store, &m).await?;
@@ -825,4 +836,19 @@ impl From<EngineError> for PluginError {
         };
         PluginError::new(kind, e.message.clone()).with_source(e)
     }
+}
+
+/// A node of this run other than `index` that ran with `key` (identical work), if any.
+fn ran_with_key(record: &RunRecord, key: &str, index: usize) -> Option<String> {
+    record
+        .nodes
+        .iter()
+        .enumerate()
+        .find(|(j, n)| *j != index && n.key.as_deref() == Some(key) && n.outcome == Outcome::Ran)
+        .map(|(_, n)| n.id.clone())
+}
+
+/// The reason of a node that took the result of a node of the same run with the same key.
+fn same_key(node: &str) -> String {
+    format!("same key as node `{node}` of this run, which computed it")
 }

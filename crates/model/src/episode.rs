@@ -232,13 +232,11 @@ pub async fn run_with(
             .iter_mut()
             .filter(|e| e.stop.is_none())
             .map(|ep| advance_alone(policy, ep, system, options, author, &tools, &tally));
-        let mut tokens = (0, 0);
-        for r in futures::future::join_all(runs).await {
-            let (p, c) = r?;
-            tokens.0 += p;
-            tokens.1 += c;
-        }
-        return Ok(tokens);
+        // The first failure ends the others (their requests are dropped).
+        let all = futures::future::try_join_all(runs).await?;
+        return Ok(all
+            .into_iter()
+            .fold((0, 0), |(p, c), (dp, dc)| (p + dp, c + dc)));
     }
     let (mut prompt, mut completion) = (0u64, 0u64);
     loop {
@@ -261,9 +259,7 @@ pub async fn run_with(
                 Ok::<(), ModelError>(())
             }
         });
-        for r in futures::future::join_all(pushes).await {
-            r?;
-        }
+        futures::future::try_join_all(pushes).await?;
     }
     Ok((prompt, completion))
 }
