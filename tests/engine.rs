@@ -834,3 +834,66 @@ nodes:
         "{rec}"
     );
 }
+
+/// Model nodes share the cores instead of oversubscribing them: by default one takes every
+/// cpu slot of the run (two run one after the other, each with every core); one that asks for
+/// fewer gets that many threads, and two such run side by side.
+#[test]
+fn model_nodes_get_the_threads_of_their_cpu_slots() {
+    let p = Project::new();
+    let wf = |cpu: &str| {
+        format!(
+            r#"
+name: threads
+nodes:
+  tasks: {{kind: tasks, params: {{split: train, count: 8}}}}
+  demos:
+    kind: rollout
+    params: {{policy: {{kind: oracle}}}}
+    inputs: {{tasks: {{from: tasks.tasks}}}}
+  one:
+    kind: sft
+    {cpu}
+    params: {{steps: 2, batch_size: 2, init: {{hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 32, vocab_size: 300}}}}
+    inputs: {{trajectories: {{from: demos.trajectories}}}}
+  two:
+    kind: sft
+    {cpu}
+    params: {{steps: 3, batch_size: 2, init: {{hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1, intermediate_size: 32, vocab_size: 300}}}}
+    inputs: {{trajectories: {{from: demos.trajectories}}}}
+"#
+        )
+    };
+    for (cpu, threads, overlap) in [("", 2, false), ("resources: {cpu: 1}", 1, true)] {
+        p.write("wf.yaml", &wf(cpu));
+        let out = p.scorch(&["run", "wf.yaml", "--slots", "cpu=2", "--json"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let events: Vec<serde_json::Value> = text(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let at = |event: &str, node: &str| {
+            events
+                .iter()
+                .position(|e| e["event"] == event && e["node"] == node)
+                .unwrap_or_else(|| panic!("no {event} of {node}"))
+        };
+        let (s1, f1, s2, f2) = (
+            at("node_started", "one"),
+            at("node_finished", "one"),
+            at("node_started", "two"),
+            at("node_finished", "two"),
+        );
+        let overlapped = s1 < f2 && s2 < f1;
+        assert_eq!(overlapped, overlap, "cpu `{cpu}`");
+        let id = events.last().unwrap()["id"].as_str().unwrap().to_owned();
+        for node in ["one", "two"] {
+            let log = text(&p.scorch(&["logs", &id, node]).stdout);
+            assert!(
+                log.contains(&format!("scorch-worker uses {threads} thread(s)")),
+                "{node}: {log}"
+            );
+        }
+        std::fs::remove_dir_all(p.path().join(".scorch")).unwrap();
+    }
+}

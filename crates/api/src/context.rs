@@ -69,6 +69,9 @@ pub struct NodeContextParts {
     /// The store prefix of the node's resumable state ([`crate::resume`]), derived from its
     /// cache key; `None` where state cannot be kept.
     pub resume: Option<String>,
+    /// The cpu slots the engine granted the node: the threads its compute may use (0: not
+    /// set, the machine's cores).
+    pub threads: usize,
 }
 
 impl std::fmt::Debug for NodeContextParts {

@@ -180,6 +180,12 @@ pub trait DynPlugin: Send + Sync + 'static {
         params: &serde_json::Value,
         hardware: Hardware,
     ) -> Result<Checked, ParamError>;
+    /// Whether its nodes run in a worker process of their own (model kinds): the engine
+    /// then gives such a node every cpu slot of the run unless it asks for fewer, and the
+    /// worker's compute as many threads as it was granted.
+    fn in_worker(&self) -> bool {
+        false
+    }
     /// Run with params that passed [`check`](DynPlugin::check).
     async fn run_json(
         &self,

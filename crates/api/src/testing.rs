@@ -123,6 +123,7 @@ pub async fn run_plugin(
         cancel,
         progress: Arc::new(NoProgress),
         resume: None,
+        threads: 0,
     });
     plugin.run_json(&checked.params, &ctx).await?;
     let staged = collect_outputs(&staging, &checked.signature.outputs)?;

@@ -57,6 +57,8 @@ pub struct Attempt<'a> {
     pub cancel: &'a CancellationToken,
     /// Where the plugin reports.
     pub progress: Arc<dyn ProgressSink>,
+    /// The cpu slots the node holds (0: not counted).
+    pub threads: usize,
 }
 
 impl std::fmt::Debug for Attempt<'_> {
@@ -137,6 +139,7 @@ impl Attempt<'_> {
             cancel: self.cancel.clone(),
             progress: self.progress.clone(),
             resume: Some(resume_prefix(self.comps)),
+            threads: self.threads,
         }));
         // The plugin runs in its own task so that a panic becomes a node failure.
         let (plugin, params, task_ctx) = (self.plugin.clone(), self.params.clone(), ctx.clone());

@@ -182,6 +182,8 @@ async fn attempt(
         workflow_dir: &job.workflow_dir,
         cancel: &cancel,
         progress: Arc::new(StdoutProgress),
+        // A cluster job has its machine's cpus (what it asked `sbatch` for).
+        threads: 0,
     };
     let result = attempt.run(&staging, &log).await;
     let _ = tokio::fs::remove_dir_all(&staging).await;

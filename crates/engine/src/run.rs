@@ -820,6 +820,7 @@ impl Job {
             workflow_dir: &self.workflow_dir,
             cancel: &self.cancel,
             progress: self.progress.clone(),
+            threads: self.node.resources.get("cpu").map_or(0, |n| *n as usize),
         };
         attempt.run(staging, log).await
     }

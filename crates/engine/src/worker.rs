@@ -184,6 +184,9 @@ impl<D: Declaration> DynPlugin for Remote<D> {
     fn kind(&self) -> &'static str {
         self.declaration.kind()
     }
+    fn in_worker(&self) -> bool {
+        true
+    }
     fn version(&self) -> &'static str {
         self.declaration.version()
     }
@@ -214,6 +217,9 @@ impl<D: Declaration> DynPlugin for Remote<D> {
         run_in_worker(&self.program, self.kind(), params, ctx).await
     }
 }
+
+/// The environment variable that gives a worker process the threads of its node.
+pub const THREADS_ENV: &str = "SCORCH_THREADS";
 
 /// Run one node in a worker process and relay what it reports into `ctx`.
 async fn run_in_worker(
@@ -252,7 +258,14 @@ async fn run_in_worker(
     tokio::fs::write(&job_file, bytes)
         .await
         .map_err(|e| PluginError::io(format!("writing {}", job_file.display()), e))?;
-    let mut child = tokio::process::Command::new(program)
+    let mut command = tokio::process::Command::new(program);
+    if parts.threads > 0 {
+        // The worker's compute gets the cpu slots the engine granted the node, not every
+        // core: two model nodes side by side then share the cores instead of oversubscribing
+        // them (the worker sizes libtorch's pools from it before any tensor work).
+        command.env(THREADS_ENV, parts.threads.to_string());
+    }
+    let mut child = command
         .arg("node")
         .arg(&job_file)
         .stdin(std::process::Stdio::piped())
@@ -461,6 +474,7 @@ async fn serve(
         cancel: cancel.clone(),
         progress: Arc::new(StdoutProgress),
         resume: job.resume,
+        threads: 0,
     });
     plugin.run_json(&checked.params, &ctx).await?;
     if cancel.is_cancelled() {

@@ -63,6 +63,12 @@ impl From<tch::TchError> for ModelError {
     }
 }
 
+/// Give libtorch's intra-op and inter-op pools `n` threads each: call before any tensor work.
+pub fn set_threads(n: i32) {
+    tch::set_num_threads(n);
+    tch::set_num_interop_threads(n);
+}
+
 /// `auto` picks CUDA (with bfloat16) when present, else the CPU (float32).
 pub fn pick_device(name: &str) -> Result<(tch::Device, tch::Kind), ModelError> {
     match name {

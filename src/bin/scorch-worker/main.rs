@@ -129,6 +129,20 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Node { job } => {
+            // The threads the engine granted this node (its cpu slots), for both of
+            // libtorch's pools. Granted every core (the default), libtorch keeps the pools it
+            // sizes itself, so a default run computes exactly as before.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as i32);
+            if let Some(n) = std::env::var(scorch_engine::worker::THREADS_ENV)
+                .ok()
+                .and_then(|v| v.parse::<i32>().ok())
+                .filter(|n| *n > 0)
+            {
+                if n < cores {
+                    scorch_model::set_threads(n);
+                }
+                eprintln!("scorch-worker uses {} thread(s)", n.min(cores));
+            }
             let ok = runtime.block_on(scorch_engine::worker::serve_job(&registry(), &job));
             return if ok {
                 ExitCode::SUCCESS

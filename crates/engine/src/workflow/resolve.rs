@@ -509,7 +509,16 @@ fn build_nodes(
             }
         };
         let mut resources = ns.resources.clone();
-        resources.entry("cpu".into()).or_insert(1);
+        // A model node (its own worker process, libtorch's thread pools) takes every cpu slot
+        // of the run unless it asks for fewer: two of them then run one after the other,
+        // each with every core, rather than side by side oversubscribing the cores. A
+        // cluster job asks its machine for what it needs instead.
+        let cpu = if plugin.in_worker() && !executor.is_cluster() {
+            limits.get("cpu").copied().unwrap_or(1)
+        } else {
+            1
+        };
+        resources.entry("cpu".into()).or_insert(cpu);
         for (slot, need) in &resources {
             // A cluster job asks the cluster for its machine; this one's cores do not limit it.
             if executor.is_cluster() && crate::slurm::MACHINE_SLOTS.contains(&slot.as_str()) {
