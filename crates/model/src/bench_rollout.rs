@@ -153,7 +153,7 @@ async fn one_path(
     mock: &Mock,
     url: &str,
     pace: Pace,
-    tool_workers: usize,
+    tool_workers: Option<usize>,
     server_bound_s: f64,
 ) -> Result<PathReport, ModelError> {
     let client = OpenAiClient::new(Endpoint {
@@ -241,11 +241,11 @@ pub async fn rollout(b: &RolloutBench) -> Result<RolloutReport, ModelError> {
         &mock,
         &url,
         Pace::Independent,
-        b.tool_workers,
+        Some(b.tool_workers),
         server_bound_s,
     )
     .await?;
-    let lock_step = one_path(b, &mock, &url, Pace::LockStep, 1, server_bound_s).await?;
+    let lock_step = one_path(b, &mock, &url, Pace::LockStep, Some(1), server_bound_s).await?;
     server.abort();
     Ok(RolloutReport {
         capacity_episodes_per_s: b.episodes as f64 / server_bound_s,

@@ -203,12 +203,13 @@ pub async fn run(
         author,
         progress,
         Pace::Auto,
-        default_tool_workers(),
+        None,
     )
     .await
 }
 
-/// [`run`] at a given pace with at most `tool_workers` tool calls at once.
+/// [`run`] at a given pace with at most `tool_workers` tool calls at once (`None`:
+/// [`default_tool_workers`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn run_with(
     policy: &dyn Policy,
@@ -218,9 +219,10 @@ pub async fn run_with(
     author: Author,
     progress: &dyn ProgressSink,
     pace: Pace,
-    tool_workers: usize,
+    tool_workers: Option<usize>,
 ) -> Result<(u64, u64), ModelError> {
-    let tools = tokio::sync::Semaphore::new(tool_workers.max(1));
+    let workers = tool_workers.unwrap_or_else(default_tool_workers);
+    let tools = tokio::sync::Semaphore::new(workers.max(1));
     let independent = match pace {
         Pace::Auto => policy.independent(),
         Pace::LockStep => false,

@@ -115,7 +115,7 @@ pub async fn rollouts(
                     Author::Student,
                     r.progress,
                     episode::Pace::Auto,
-                    r.tool_workers.unwrap_or_else(episode::default_tool_workers),
+                    r.tool_workers,
                 )
                 .await?;
                 tokens.0 += t.0;

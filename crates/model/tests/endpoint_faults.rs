@@ -186,7 +186,7 @@ async fn forty(client: &OpenAiClient) -> (Vec<Episode>, Result<(u64, u64), Model
         Author::Student,
         &NoProgress,
         Pace::Independent,
-        8,
+        Some(8),
     )
     .await;
     (eps, r)

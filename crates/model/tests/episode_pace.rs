@@ -96,7 +96,7 @@ async fn independent_episodes_give_the_lock_step_trajectories() {
             Author::Student,
             &NoProgress,
             pace,
-            4,
+            Some(4),
         )
         .await
         .unwrap();
@@ -207,7 +207,7 @@ async fn the_tool_calls_of_many_episodes_run_at_once() {
             Author::Student,
             &NoProgress,
             pace,
-            16,
+            Some(16),
         )
         .await
         .unwrap();
@@ -245,7 +245,7 @@ fn a_slow_tool_never_blocks_the_async_runtime() {
             Author::Student,
             &NoProgress,
             Pace::Independent,
-            2,
+            Some(2),
         )
         .await
         .unwrap();

@@ -125,7 +125,7 @@ pub async fn mentor(
             Author::Student,
             &scorch_api::NoProgress,
             episode::Pace::Auto,
-            p.tool_workers.unwrap_or_else(episode::default_tool_workers),
+            p.tool_workers,
         )
         .await?;
         student_tokens += completion;

@@ -262,44 +262,39 @@ impl DeclaredPlugin for Rl {
             let options = p
                 .sampling
                 .chat_options(ctx.seed().wrapping_add(step as u64 * 7919));
-            match &p.rollout {
-                RolloutSpec::Local => {
-                    episode::run_with(
-                        &policy,
-                        &mut eps,
-                        system,
-                        &options,
-                        Author::Student,
-                        &scorch_api::NoProgress,
-                        episode::Pace::Auto,
-                        p.tool_workers.unwrap_or_else(episode::default_tool_workers),
-                    )
-                    .await?;
-                }
+            // Endpoint rollouts: the adapter as it is now, loaded into the server under a name
+            // of this step, so the rollouts sample from exactly the weights the update starts at.
+            let published = match &p.rollout {
+                RolloutSpec::Local => None,
                 RolloutSpec::Endpoint(server) => {
-                    // The adapter as it is now, loaded into the server under a name of this
-                    // step: the rollouts sample from exactly the weights the update starts at.
                     let root = server
                         .adapter_dir
                         .clone()
                         .unwrap_or_else(|| ctx.scratch_dir().join("served"));
                     let name = format!("{served_prefix}-step{step}");
-                    let published =
+                    Some(
                         scorch_model::adapters::Published::publish(server, &policy, &root, &name)
-                            .await?;
-                    episode::run_with(
-                        published.policy(),
-                        &mut eps,
-                        system,
-                        &options,
-                        Author::Student,
-                        &scorch_api::NoProgress,
-                        episode::Pace::Auto,
-                        p.tool_workers.unwrap_or_else(episode::default_tool_workers),
+                            .await?,
                     )
-                    .await?;
-                    published.retire().await?;
                 }
+            };
+            let sampler: &dyn scorch_model::policy::Policy = match &published {
+                Some(served) => served.policy(),
+                None => &policy,
+            };
+            episode::run_with(
+                sampler,
+                &mut eps,
+                system,
+                &options,
+                Author::Student,
+                &scorch_api::NoProgress,
+                episode::Pace::Auto,
+                p.tool_workers,
+            )
+            .await?;
+            if let Some(served) = published {
+                served.retire().await?;
             }
             let finished: Vec<(Task, Vec<Step>, Option<String>)> = eps
                 .iter()

@@ -3,6 +3,7 @@
 //! node refused when its plan exceeds its `gpu_mem_gb` resource or the memory of the device
 //! it will run on.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use scorch_api::memory::{device_memory, gib};
@@ -18,6 +19,8 @@ pub const GPU_MEM_SLOT: &str = "gpu_mem_gb";
 /// Plan every training node of `nodes` (topologically sorted) and check each plan.
 pub(super) fn plan_memory(nodes: &mut [Node], dir: &Path, ctx: &mut Ctx<'_>) {
     let mut shapes: Vec<Result<Value, String>> = Vec::with_capacity(nodes.len());
+    // Each device's memory, read once (for CUDA it runs `nvidia-smi`).
+    let mut memory: HashMap<String, Option<u64>> = HashMap::new();
     for node in nodes.iter_mut() {
         let shape = match &node.signature.model {
             None => Err(format!("`{}` has no model", node.id)),
@@ -34,7 +37,7 @@ pub(super) fn plan_memory(nodes: &mut [Node], dir: &Path, ctx: &mut Ctx<'_>) {
         if let Some(rule) = &node.signature.memory {
             let plan = shape.clone().and_then(|s| rule.plan(&s));
             if let Ok(plan) = &plan {
-                check(node, plan, ctx);
+                check(node, plan, &mut memory, ctx);
             }
             node.memory = Some(plan);
         }
@@ -50,7 +53,12 @@ fn read_config(folder: &Path) -> Result<Value, String> {
 }
 
 /// Refuse `node` if `plan` exceeds its `gpu_mem_gb` (on CUDA) or this machine's device.
-fn check(node: &Node, plan: &MemoryPlan, ctx: &mut Ctx<'_>) {
+fn check(
+    node: &Node,
+    plan: &MemoryPlan,
+    memory: &mut HashMap<String, Option<u64>>,
+    ctx: &mut Ctx<'_>,
+) {
     let fits = |limit: u64| plan.peak <= limit;
     let advice = |what: String| {
         let mut hint = what;
@@ -85,7 +93,10 @@ fn check(node: &Node, plan: &MemoryPlan, ctx: &mut Ctx<'_>) {
     if node.executor.is_cluster() {
         return;
     }
-    if let Some(limit) = device_memory(&plan.device)
+    let device = memory
+        .entry(plan.device.clone())
+        .or_insert_with(|| device_memory(&plan.device));
+    if let Some(limit) = *device
         && !fits(limit)
     {
         ctx.push(
