@@ -1,16 +1,23 @@
 //! Training that survives being killed: `sft` and `rl` save their state into the store every
 //! `save_every` steps; a run killed mid-way (SIGKILL to the whole process group, as a node
 //! failure or a preemption does) is resumed by the next run from the last saved step, and
-//! ends with the same checkpoint, byte for byte, as a run that was never stopped.
+//! ends with the same checkpoint, byte for byte, as a run that was never stopped. A rollout
+//! keeps each episode as it ends, and a rerun plays only the others.
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Project, text};
+use scorch_api::parquet_io::read_rows;
+use scorch_api::tables::Trajectory;
 
 const TRAIN: &str = r#"
 name: resume
@@ -157,4 +164,192 @@ fn an_sft_node_killed_mid_way_resumes_from_its_last_saved_step() {
 #[test]
 fn an_rl_node_killed_mid_way_resumes_from_its_last_saved_step() {
     killed_and_resumed(&rl_workflow(), "rl", 15, 10, 30);
+}
+
+/// A scripted OpenAI-compatible server: each episode is a plan, one calculation, then a
+/// final answer, each reply after `delay`; counts the requests it reads per question.
+struct Scripted {
+    url: String,
+    requests: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+fn scripted(delay: Duration) -> Scripted {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", server.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(HashMap::new()));
+    let counts = requests.clone();
+    std::thread::spawn(move || {
+        for s in server.incoming() {
+            let Ok(mut s) = s else { continue };
+            let counts = counts.clone();
+            std::thread::spawn(move || answer(&mut s, &counts, delay));
+        }
+    });
+    Scripted { url, requests }
+}
+
+fn answer(
+    stream: &mut TcpStream,
+    counts: &Mutex<HashMap<String, u32>>,
+    delay: Duration,
+) -> Option<()> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    let req: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let messages = req["messages"].as_array()?;
+    let question = messages
+        .iter()
+        .find(|m| m["role"] == "user")?
+        .get("content")?
+        .as_str()?
+        .to_owned();
+    *counts.lock().unwrap().entry(question).or_insert(0) += 1;
+    let content = match messages.iter().filter(|m| m["role"] == "assistant").count() {
+        0 => "Plan: add, then answer.",
+        1 => "Thought: add.\nCode: 1 + 1",
+        _ => "Thought: done.\nCode: final_answer(2)",
+    };
+    std::thread::sleep(delay);
+    let body = serde_json::json!({
+        "id": "x", "object": "chat.completion", "created": 0, "model": "scripted",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    })
+    .to_string();
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()
+}
+
+/// The task ids of the episodes in the journals under `dir`.
+fn journaled(dir: &std::path::Path) -> Vec<String> {
+    common::files_under(dir)
+        .into_iter()
+        .filter(|f| {
+            f.parent().is_some_and(|d| d.ends_with("journal"))
+                && f.extension().is_some_and(|e| e == "json")
+        })
+        .filter_map(|f| {
+            let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).ok()?).ok()?;
+            Some(v["task_id"].as_str()?.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_rollout_killed_half_way_sends_no_request_for_an_episode_it_had_finished() {
+    const EPISODES: usize = 40;
+    let server = scripted(Duration::from_millis(60));
+    let p = Project::new();
+    p.write(
+        "wf.yaml",
+        &format!(
+            "name: resume-rollout\nnodes:\n  tasks: {{kind: tasks, params: {{split: train, count: {EPISODES}}}}}\n  \
+             roll:\n    kind: rollout\n    params:\n      policy: {{kind: endpoint, base_url: \"{}\", model: scripted, concurrency: 2}}\n      \
+             sampling: {{temperature: 0}}\n    inputs: {{tasks: {{from: tasks.tasks}}}}\n",
+            server.url
+        ),
+    );
+    let whole = p.run_json(&["wf.yaml", "--store", "file://whole"], 0);
+    let asked_whole: u32 = server.requests.lock().unwrap().values().sum();
+    assert_eq!(asked_whole as usize, 3 * EPISODES);
+
+    // The question of each task, from the whole run's table.
+    let hash = common::node(&whole, "roll")["outputs"]["trajectories"]["artifact"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let artifact: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(p.path().join(format!("whole/artifacts/{hash}.json"))).unwrap(),
+    )
+    .unwrap();
+    let table = p
+        .path()
+        .join("whole/objects")
+        .join(artifact["files"][0]["object"].as_str().unwrap());
+    let rows: Vec<Trajectory> = read_rows(&table).unwrap();
+    assert_eq!(rows.len(), EPISODES);
+    let question: HashMap<String, String> = rows
+        .iter()
+        .map(|t| (t.task_id.clone(), t.question.clone()))
+        .collect();
+
+    // Killed, with all its processes, once a quarter of the episodes have ended.
+    let mut child = p
+        .cmd(&["run", "wf.yaml", "--store", "file://cut", "--quiet"])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while journaled(&p.path().join("cut/resume")).len() < EPISODES / 4 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed; make it longer"
+        );
+        assert!(Instant::now() < deadline, "no episode ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+    let ended = journaled(&p.path().join("cut/resume"));
+    assert!(
+        ended.len() >= EPISODES / 4 && ended.len() < EPISODES,
+        "{} ended",
+        ended.len()
+    );
+
+    // The rerun asks nothing for those, and three requests for each of the others.
+    server.requests.lock().unwrap().clear();
+    let resumed = p.run_json(&["wf.yaml", "--store", "file://cut"], 0);
+    assert_eq!(common::node(&resumed, "roll")["outcome"], "ran");
+    let asked = server.requests.lock().unwrap().clone();
+    for id in &ended {
+        assert_eq!(
+            asked.get(&question[id]),
+            None,
+            "{id} ended before the kill, and was asked again"
+        );
+    }
+    assert_eq!(
+        asked.values().sum::<u32>() as usize,
+        3 * (EPISODES - ended.len())
+    );
+    let run = resumed["id"].as_str().unwrap();
+    let log = text(
+        &p.scorch(&["logs", run, "roll", "--store", "file://cut"])
+            .stdout,
+    );
+    assert!(
+        log.contains(&format!(
+            "{} episodes ended in an earlier attempt, kept",
+            ended.len()
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        results(&resumed, "roll"),
+        results(&whole, "roll"),
+        "the same table, byte for byte, and metrics as the run never stopped"
+    );
+    assert!(journaled(&p.path().join("cut/resume")).is_empty());
 }

@@ -6,6 +6,10 @@
 //! `PREFIX/STEP/`, then `PREFIX/latest.json` naming them, then removes the saves before it. A
 //! save cut off half-way leaves `latest.json` pointing at the previous, whole one. The engine
 //! removes the prefix once the node's outputs are published.
+//!
+//! A node made of many independent pieces of work (the episodes of a rollout) keeps a
+//! [`Journal`] instead: each piece is written under `PREFIX/journal/` as it ends, so a rerun
+//! redoes only the pieces that had not ended.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -93,9 +97,10 @@ impl StateStore {
         // Older saves go; a failure to remove one is left to the engine's clean-up.
         let older = self.saved().await.unwrap_or_default();
         let keep = format!("{}/{step}/", self.prefix);
+        let journal = format!("{}/{JOURNAL}/", self.prefix);
         for p in older {
             let s = p.to_string();
-            if !s.starts_with(&keep) && !s.ends_with("/latest.json") {
+            if !s.starts_with(&keep) && !s.starts_with(&journal) && !s.ends_with("/latest.json") {
                 let _ = self.store.delete(&p).await;
             }
         }
@@ -143,6 +148,13 @@ impl StateStore {
         self.runtime.block_on(self.load(dir))
     }
 
+    /// The node's journal of finished pieces of work.
+    pub fn journal(&self) -> Journal {
+        Journal {
+            state: self.clone(),
+        }
+    }
+
     /// Every object under the node's prefix.
     async fn saved(&self) -> Result<Vec<ObjectPath>, object_store::Error> {
         self.store
@@ -162,6 +174,65 @@ impl StateStore {
             let _ = self.store.delete(&p).await;
         }
         Ok(())
+    }
+}
+
+/// The folder of a node's state that holds its journal.
+const JOURNAL: &str = "journal";
+
+/// Pieces of a node's work that ended, each an object of its own written as it ends; a
+/// rerun of the node reads them back and redoes only the rest. Entries are named by the
+/// node (an episode's place in its table); writing one again replaces it.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    state: StateStore,
+}
+
+impl Journal {
+    /// Record piece `name` with `bytes`.
+    pub async fn put(&self, name: &str, bytes: Vec<u8>) -> Result<(), PluginError> {
+        self.state
+            .store
+            .put(
+                &self.state.path(&format!("{JOURNAL}/{name}")),
+                PutPayload::from(bytes),
+            )
+            .await
+            .map_err(|e| io("writing to the node's journal", e))?;
+        Ok(())
+    }
+
+    /// Every recorded piece, by name, in name order.
+    pub async fn entries(&self) -> Result<Vec<(String, Vec<u8>)>, PluginError> {
+        let dir = format!("{}/{JOURNAL}/", self.state.prefix);
+        let mut names: Vec<ObjectPath> = self
+            .state
+            .store
+            .list(Some(&ObjectPath::from(format!(
+                "{}/{JOURNAL}",
+                self.state.prefix
+            ))))
+            .map_ok(|m| m.location)
+            .try_collect()
+            .await
+            .map_err(|e| io("listing the node's journal", e))?;
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for p in names {
+            let bytes = match self.state.store.get(&p).await {
+                Ok(r) => r
+                    .bytes()
+                    .await
+                    .map_err(|e| io("reading the node's journal", e))?,
+                // Removed since it was listed (the node finished in another run).
+                Err(object_store::Error::NotFound { .. }) => continue,
+                Err(e) => return Err(io("reading the node's journal", e)),
+            };
+            let s = p.to_string();
+            let name = s.strip_prefix(&dir).unwrap_or(&s).to_owned();
+            out.push((name, bytes.to_vec()));
+        }
+        Ok(out)
     }
 }
 
@@ -196,5 +267,29 @@ mod tests {
         assert!(!names.iter().any(|n| n.contains("/10/")), "{names:?}");
         s.clear().await.unwrap();
         assert_eq!(s.load(out.path()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn the_journal_outlives_saves_and_goes_with_clear() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let s = StateStore::new(store, "resume/k2".into(), tokio::runtime::Handle::current());
+        let j = s.journal();
+        assert!(j.entries().await.unwrap().is_empty());
+        j.put("00000002", b"two".to_vec()).await.unwrap();
+        j.put("00000001", b"one".to_vec()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("w"), b"w").unwrap();
+        s.save(5, dir.path()).await.unwrap();
+        s.save(6, dir.path()).await.unwrap();
+        j.put("00000002", b"TWO".to_vec()).await.unwrap();
+        assert_eq!(
+            j.entries().await.unwrap(),
+            vec![
+                ("00000001".to_owned(), b"one".to_vec()),
+                ("00000002".to_owned(), b"TWO".to_vec())
+            ]
+        );
+        s.clear().await.unwrap();
+        assert!(j.entries().await.unwrap().is_empty());
     }
 }

@@ -22,7 +22,7 @@ use scorch_kinds::policy::Endpoint;
 use serde_json::{Value, json};
 
 use crate::ModelError;
-use crate::episode::{Episode, Pace, run_with};
+use crate::episode::{Episode, Pace, Schedule, run_with};
 use crate::openai::OpenAiClient;
 
 /// The workload.
@@ -186,8 +186,11 @@ async fn one_path(
         &ChatOptions::default(),
         Author::Student,
         &NoProgress,
-        pace,
-        tool_workers,
+        Schedule {
+            pace,
+            tool_workers,
+            ended: None,
+        },
     )
     .await?;
     let seconds = start.elapsed().as_secs_f64();

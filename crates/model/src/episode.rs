@@ -18,6 +18,24 @@ use scorch_agent::llm::ChatOptions;
 use crate::ModelError;
 use crate::policy::Policy;
 
+/// What is kept of an episode that ended: enough to restore it without replaying it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ended {
+    /// Its steps.
+    pub steps: Vec<Step>,
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Its final answer, if given.
+    pub final_answer: Option<String>,
+}
+
+/// Where episodes go as they end (a journal that a rerun of the node resumes from).
+#[async_trait::async_trait]
+pub trait EndedSink: Send + Sync {
+    /// Episode `index` (its place in the slice given to [`run_with`]) ended as `ended`.
+    async fn ended(&self, index: usize, ended: Ended) -> Result<(), ModelError>;
+}
+
 /// One trajectory in progress.
 pub struct Episode {
     /// The task.
@@ -57,6 +75,22 @@ impl Episode {
             final_answer: None,
             turn_limit,
         }
+    }
+
+    /// What to keep of it, once it ended.
+    pub fn ended(&self) -> Option<Ended> {
+        Some(Ended {
+            steps: self.steps.clone(),
+            stop: self.stop?,
+            final_answer: self.final_answer.clone(),
+        })
+    }
+
+    /// Put it back as it ended (from a journal): it will not be advanced again.
+    pub fn restore(&mut self, e: Ended) {
+        self.steps = e.steps;
+        self.stop = Some(e.stop);
+        self.final_answer = e.final_answer;
     }
 
     /// Append `step`, running its code; ends the episode on `final_answer(...)` or at the
@@ -173,14 +207,36 @@ pub fn default_tool_workers() -> usize {
 }
 
 /// How episodes advance: on their own (endpoint policies) or in rounds (batching policies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Pace {
     /// Whatever suits the policy ([`Policy::independent`]).
+    #[default]
     Auto,
     /// Every open episode's chat in one call per round; the round waits for its slowest reply.
     LockStep,
     /// Each episode sends its next request as soon as its last tool call returned.
     Independent,
+}
+
+/// How [`run_with`] schedules: the pace, the tool pool, where ended episodes go.
+#[derive(Clone, Copy, Default)]
+pub struct Schedule<'a> {
+    /// Independent or in rounds.
+    pub pace: Pace,
+    /// Tool calls at once (`None`: [`default_tool_workers`]).
+    pub tool_workers: Option<usize>,
+    /// Told of each episode as it ends, before it counts as ended.
+    pub ended: Option<&'a dyn EndedSink>,
+}
+
+impl std::fmt::Debug for Schedule<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schedule")
+            .field("pace", &self.pace)
+            .field("tool_workers", &self.tool_workers)
+            .field("ended", &self.ended.is_some())
+            .finish()
+    }
 }
 
 /// Advance every unfinished episode until each ends (final answer or its turn limit), at
@@ -202,15 +258,12 @@ pub async fn run(
         options,
         author,
         progress,
-        Pace::Auto,
-        None,
+        Schedule::default(),
     )
     .await
 }
 
-/// [`run`] at a given pace with at most `tool_workers` tool calls at once (`None`:
-/// [`default_tool_workers`]).
-#[allow(clippy::too_many_arguments)]
+/// [`run`] as `schedule` says. Episodes that already ended are left as they are.
 pub async fn run_with(
     policy: &dyn Policy,
     episodes: &mut [Episode],
@@ -218,12 +271,12 @@ pub async fn run_with(
     options: &ChatOptions,
     author: Author,
     progress: &dyn ProgressSink,
-    pace: Pace,
-    tool_workers: Option<usize>,
+    schedule: Schedule<'_>,
 ) -> Result<(u64, u64), ModelError> {
-    let workers = tool_workers.unwrap_or_else(default_tool_workers);
+    let workers = schedule.tool_workers.unwrap_or_else(default_tool_workers);
     let tools = tokio::sync::Semaphore::new(workers.max(1));
-    let independent = match pace {
+    let sink = schedule.ended;
+    let independent = match schedule.pace {
         Pace::Auto => policy.independent(),
         Pace::LockStep => false,
         Pace::Independent => true,
@@ -232,8 +285,19 @@ pub async fn run_with(
     if independent {
         let runs = episodes
             .iter_mut()
-            .filter(|e| e.stop.is_none())
-            .map(|ep| advance_alone(policy, ep, system, options, author, &tools, &tally));
+            .enumerate()
+            .filter(|(_, e)| e.stop.is_none())
+            .map(|(i, ep)| {
+                advance_alone(
+                    policy,
+                    (i, ep),
+                    system,
+                    options,
+                    author,
+                    (&tools, sink),
+                    &tally,
+                )
+            });
         // The first failure ends the others (their requests are dropped).
         let all = futures::future::try_join_all(runs).await?;
         return Ok(all
@@ -242,21 +306,26 @@ pub async fn run_with(
     }
     let (mut prompt, mut completion) = (0u64, 0u64);
     loop {
-        let mut active: Vec<&mut Episode> =
-            episodes.iter_mut().filter(|e| e.stop.is_none()).collect();
+        let mut active: Vec<(usize, &mut Episode)> = episodes
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, e)| e.stop.is_none())
+            .collect();
         if active.is_empty() {
             break;
         }
-        let chats: Vec<Vec<Message>> = active.iter().map(|e| e.chat(system)).collect();
+        let chats: Vec<Vec<Message>> = active.iter().map(|(_, e)| e.chat(system)).collect();
         let replies = policy.complete_many(chats, options).await?;
-        let pushes = active.iter_mut().zip(replies).map(|(ep, r)| {
+        let pushes = active.iter_mut().zip(replies).map(|((i, ep), r)| {
             prompt += r.prompt_tokens;
             completion += r.completion_tokens;
             let step = reply_step(&r, ep.steps.len() as u32 + 1, author);
             let tally = &tally;
             let tools = &tools;
+            let i = *i;
             async move {
                 ep.push_off_thread(step, tools).await?;
+                tell(sink, i, sink.and_then(|_| ep.ended())).await?;
                 tally.turn(ep);
                 Ok::<(), ModelError>(())
             }
@@ -274,14 +343,27 @@ fn reply_step(r: &crate::openai::ChatResult, index: u32, author: Author) -> Step
     step
 }
 
+/// Tell `sink` of episode `index` if it has ended. (What to send is taken before the wait:
+/// an episode is not shared across threads.)
+async fn tell(
+    sink: Option<&dyn EndedSink>,
+    index: usize,
+    ended: Option<Ended>,
+) -> Result<(), ModelError> {
+    match (sink, ended) {
+        (Some(sink), Some(ended)) => sink.ended(index, ended).await,
+        _ => Ok(()),
+    }
+}
+
 /// One episode to its end, a request at a time; its token counts.
 async fn advance_alone(
     policy: &dyn Policy,
-    ep: &mut Episode,
+    (index, ep): (usize, &mut Episode),
     system: &str,
     options: &ChatOptions,
     author: Author,
-    tools: &tokio::sync::Semaphore,
+    (tools, sink): (&tokio::sync::Semaphore, Option<&dyn EndedSink>),
     tally: &Tally<'_>,
 ) -> Result<(u64, u64), ModelError> {
     let mut tokens = (0, 0);
@@ -295,6 +377,7 @@ async fn advance_alone(
         tokens.1 += reply.completion_tokens;
         let step = reply_step(&reply, ep.steps.len() as u32 + 1, author);
         ep.push_off_thread(step, tools).await?;
+        tell(sink, index, sink.and_then(|_| ep.ended())).await?;
         tally.turn(ep);
     }
     Ok(tokens)

@@ -48,6 +48,9 @@ pub enum ModelError {
     /// A policy's endpoint failed.
     #[error("endpoint: {0}")]
     Endpoint(#[from] endpoint_error::EndpointError),
+    /// The node's journal of ended episodes could not be written or read.
+    #[error("the journal of ended episodes: {0}")]
+    Journal(#[source] scorch_api::PluginError),
 }
 
 /// A node that fails on a model error fails with it as its source.

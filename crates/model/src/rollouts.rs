@@ -8,7 +8,8 @@ use scorch_api::ProgressSink;
 use scorch_api::tables::{Author, StopReason, Task, Trajectory};
 
 use crate::ModelError;
-use crate::episode::{self, Episode};
+use crate::episode::{self, Ended, EndedSink, Episode};
+use scorch_api::resume::Journal;
 use scorch_kinds::policy::{PolicySpec, SamplingParams};
 
 use crate::spec::{chat_policy, system_for, tool_for};
@@ -38,6 +39,9 @@ pub struct RolloutSpec<'a> {
     pub progress: &'a dyn ProgressSink,
     /// Tool calls at once (`None`: the machine's cores).
     pub tool_workers: Option<usize>,
+    /// Where ended episodes are kept as they end, and found again by a rerun (which then
+    /// plays only the others); `None`: nowhere.
+    pub journal: Option<scorch_api::resume::Journal>,
 }
 
 impl std::fmt::Debug for RolloutSpec<'_> {
@@ -96,10 +100,29 @@ pub async fn rollouts(
                     )));
                 }
             }
+            if let Some(journal) = &r.journal {
+                let restored = restore(journal, &mut slots).await?;
+                for ep in slots.iter().flatten().filter(|e| e.stop.is_some()) {
+                    for s in &ep.steps {
+                        tokens.0 += u64::from(s.prompt_tokens);
+                        tokens.1 += u64::from(s.completion_tokens);
+                    }
+                }
+                if restored > 0 {
+                    r.progress.advance(restored as u64);
+                    r.progress.message(&format!(
+                        "{restored} episodes ended in an earlier attempt, kept"
+                    ));
+                }
+            }
             // Episodes of one suite share a system prompt; each group is one batch.
             let systems: Vec<&str> = tasks
                 .iter()
                 .flat_map(|t| std::iter::repeat_n(system_for(&t.task_id), samples as usize))
+                .collect();
+            let task_ids: Vec<&str> = tasks
+                .iter()
+                .flat_map(|t| std::iter::repeat_n(t.task_id.as_str(), samples as usize))
                 .collect();
             let mut groups = systems.clone();
             groups.sort_unstable();
@@ -107,6 +130,11 @@ pub async fn rollouts(
             for system in groups {
                 let idx: Vec<usize> = (0..slots.len()).filter(|&i| systems[i] == system).collect();
                 let mut batch: Vec<Episode> = idx.iter().filter_map(|&i| slots[i].take()).collect();
+                let sink = r.journal.as_ref().map(|journal| Slots {
+                    journal,
+                    slots: &idx,
+                    task_ids: &task_ids,
+                });
                 let t = episode::run_with(
                     policy.as_ref(),
                     &mut batch,
@@ -114,8 +142,11 @@ pub async fn rollouts(
                     &r.sampling.chat_options(r.seed),
                     Author::Student,
                     r.progress,
-                    episode::Pace::Auto,
-                    r.tool_workers,
+                    episode::Schedule {
+                        tool_workers: r.tool_workers,
+                        ended: sink.as_ref().map(|s| s as &dyn EndedSink),
+                        ..Default::default()
+                    },
                 )
                 .await?;
                 tokens.0 += t.0;
@@ -132,4 +163,72 @@ pub async fn rollouts(
         }
     }
     Ok((out, tokens))
+}
+
+/// A journal entry: an episode that ended, and its task (checked when it is read back).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Entry {
+    task_id: String,
+    ended: Ended,
+}
+
+/// The name of slot `slot`'s entry.
+fn entry_name(slot: usize) -> String {
+    format!("{slot:08}.json")
+}
+
+/// Episodes of one batch written to the journal under their slot in the whole table.
+struct Slots<'a> {
+    journal: &'a Journal,
+    /// Batch index → slot.
+    slots: &'a [usize],
+    /// Slot → its task.
+    task_ids: &'a [&'a str],
+}
+
+#[async_trait::async_trait]
+impl EndedSink for Slots<'_> {
+    async fn ended(&self, index: usize, ended: Ended) -> Result<(), ModelError> {
+        let slot = self.slots[index];
+        let entry = Entry {
+            task_id: self.task_ids[slot].to_owned(),
+            ended,
+        };
+        let bytes = serde_json::to_vec(&entry).map_err(|e| {
+            ModelError::Journal(scorch_api::PluginError::failed(format!(
+                "an entry does not serialize: {e}"
+            )))
+        })?;
+        self.journal
+            .put(&entry_name(slot), bytes)
+            .await
+            .map_err(ModelError::Journal)
+    }
+}
+
+/// Put back the episodes the journal holds; how many. An entry that does not read back, or
+/// that names another task than its slot's, is left out (its episode is played again).
+async fn restore(journal: &Journal, slots: &mut [Option<Episode>]) -> Result<usize, ModelError> {
+    let entries = journal.entries().await.map_err(ModelError::Journal)?;
+    let mut restored = 0;
+    for (name, bytes) in entries {
+        let Some(slot) = name
+            .strip_suffix(".json")
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) else {
+            tracing::warn!(entry = %name, "a journal entry does not parse; its episode is played again");
+            continue;
+        };
+        if let Some(Some(ep)) = slots.get_mut(slot)
+            && ep.task.task_id == entry.task_id
+            && ep.stop.is_none()
+        {
+            ep.restore(entry.ended);
+            restored += 1;
+        }
+    }
+    Ok(restored)
 }

@@ -18,7 +18,7 @@ use scorch_api::tables::Author;
 use scorch_kinds::policy::Endpoint;
 use scorch_model::ModelError;
 use scorch_model::endpoint_error::EndpointError;
-use scorch_model::episode::{Episode, Pace, run_with};
+use scorch_model::episode::{Episode, Pace, Schedule, run_with};
 use scorch_model::openai::OpenAiClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -185,8 +185,11 @@ async fn forty(client: &OpenAiClient) -> (Vec<Episode>, Result<(u64, u64), Model
         &ChatOptions::default(),
         Author::Student,
         &NoProgress,
-        Pace::Independent,
-        Some(8),
+        Schedule {
+            pace: Pace::Independent,
+            tool_workers: Some(8),
+            ended: None,
+        },
     )
     .await;
     (eps, r)

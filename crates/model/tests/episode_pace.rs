@@ -17,7 +17,7 @@ use scorch_agent::tool::{CalcTool, Tool, ToolOutput};
 use scorch_api::NoProgress;
 use scorch_api::tables::{Author, Trajectory};
 use scorch_model::ModelError;
-use scorch_model::episode::{Episode, Pace, run_with};
+use scorch_model::episode::{Ended, EndedSink, Episode, Pace, Schedule, run_with};
 use scorch_model::openai::ChatResult;
 use scorch_model::policy::Policy;
 
@@ -78,11 +78,24 @@ fn episodes(n: u64) -> (Vec<Episode>, Vec<Trajectory>) {
     (eps, demos)
 }
 
+/// Keeps every episode it is told of.
+#[derive(Default)]
+struct Record(std::sync::Mutex<Vec<(usize, Ended)>>);
+
+#[async_trait]
+impl EndedSink for Record {
+    async fn ended(&self, index: usize, ended: Ended) -> Result<(), ModelError> {
+        self.0.lock().unwrap().push((index, ended));
+        Ok(())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_episodes_give_the_lock_step_trajectories() {
     let mut results = Vec::new();
     for (independent, pace) in [(false, Pace::LockStep), (true, Pace::Independent)] {
         let (mut eps, demos) = episodes(40);
+        let record = Record::default();
         let policy = Replay {
             demos,
             independent,
@@ -95,11 +108,23 @@ async fn independent_episodes_give_the_lock_step_trajectories() {
             &ChatOptions::default(),
             Author::Student,
             &NoProgress,
-            pace,
-            Some(4),
+            Schedule {
+                pace,
+                tool_workers: Some(4),
+                ended: Some(&record),
+            },
         )
         .await
         .unwrap();
+        // Each episode was told once, as it ended.
+        let mut told = record.0.into_inner().unwrap();
+        told.sort_by_key(|(i, _)| *i);
+        let want: Vec<(usize, Ended)> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, e.ended().unwrap()))
+            .collect();
+        assert_eq!(told, want, "{pace:?}");
         let rows: Vec<Trajectory> = eps
             .iter()
             .enumerate()
@@ -206,8 +231,11 @@ async fn the_tool_calls_of_many_episodes_run_at_once() {
             &ChatOptions::default(),
             Author::Student,
             &NoProgress,
-            pace,
-            Some(16),
+            Schedule {
+                pace,
+                tool_workers: Some(16),
+                ended: None,
+            },
         )
         .await
         .unwrap();
@@ -244,8 +272,11 @@ fn a_slow_tool_never_blocks_the_async_runtime() {
             &ChatOptions::default(),
             Author::Student,
             &NoProgress,
-            Pace::Independent,
-            Some(2),
+            Schedule {
+                pace: Pace::Independent,
+                tool_workers: Some(2),
+                ended: None,
+            },
         )
         .await
         .unwrap();

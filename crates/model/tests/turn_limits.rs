@@ -24,6 +24,7 @@ fn oracle_success(split: Split, fixed: Option<u32>) -> (usize, usize) {
         sandbox: scorch_agent::python::Sandbox::Bwrap,
         progress: &scorch_api::NoProgress,
         tool_workers: None,
+        journal: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -12,6 +12,7 @@ use scorch_agent::oracle::Oracle;
 use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
 use scorch_api::reexports::async_trait;
+use scorch_api::resume::Journal;
 use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, Task, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError, ProgressSink};
 use scorch_kinds::correct::{CorrectParams, TeacherSpec};
@@ -59,16 +60,30 @@ fn teacher_of(
     })
 }
 
+/// What the journal keeps of a task once it settled.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Settled {
+    task_id: String,
+    ended: episode::Ended,
+    repairs: Vec<Repair>,
+    hard_sample: bool,
+    teacher: Cost,
+    student_tokens: u64,
+}
+
 /// Mentored solving of `tasks` by the student at `model_dir` (an adapter: on its base, the
 /// second folder). Returns trajectories, repair
 /// records, and (teacher cost, student tokens).
-/// `progress` counts the tasks settled (solved, out of repairs, or a hard sample).
+/// `progress` counts the tasks settled (solved, out of repairs, or a hard sample). Each task
+/// is written to `journal` as it settles, and a task the journal already holds is not
+/// mentored again (a rerun of a node that was killed resumes).
 pub async fn mentor(
     p: &CorrectParams,
     tasks: &[Task],
     (model_dir, base_dir): (Option<&std::path::Path>, Option<&std::path::Path>),
     seed: u64,
     progress: &dyn ProgressSink,
+    journal: Option<&Journal>,
 ) -> Result<(Vec<Trajectory>, Vec<RepairRecord>, Cost, u64), PluginError> {
     let student = chat_policy(&p.student, model_dir, base_dir, &p.device)?.ok_or_else(|| {
         PluginError::failed(
@@ -90,10 +105,39 @@ pub async fn mentor(
     let mut repairs: Vec<Vec<Repair>> = vec![Vec::new(); eps.len()];
     let mut hard = vec![false; eps.len()];
     let mut settled = vec![false; eps.len()];
-    let mut cost = Cost::default();
-    let mut student_tokens = 0u64;
+    // Per task, so that a task settled in an earlier attempt brings its own.
+    let mut costs = vec![Cost::default(); eps.len()];
+    let mut student_tokens = vec![0u64; eps.len()];
     let system = system_for(tasks.first().map_or("", |t| t.task_id.as_str()));
     progress.set_total(tasks.len() as u64);
+    if let Some(journal) = journal {
+        for (name, bytes) in journal.entries().await? {
+            let Some(i) = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|&i| i < eps.len())
+            else {
+                continue;
+            };
+            let Ok(e) = serde_json::from_slice::<Settled>(&bytes) else {
+                tracing::warn!(entry = %name, "a journal entry does not parse; its task is mentored again");
+                continue;
+            };
+            if e.task_id != tasks[i].task_id {
+                continue;
+            }
+            eps[i].restore(e.ended);
+            repairs[i] = e.repairs;
+            hard[i] = e.hard_sample;
+            costs[i] = e.teacher;
+            student_tokens[i] = e.student_tokens;
+            settled[i] = true;
+        }
+        let kept = settled.iter().filter(|&&s| s).count();
+        if kept > 0 {
+            progress.message(&format!("{kept} tasks settled in an earlier attempt, kept"));
+        }
+    }
     let mut reported = 0;
     for round in 0..=p.max_repairs {
         let open: Vec<usize> = (0..eps.len()).filter(|&i| !settled[i]).collect();
@@ -117,24 +161,30 @@ pub async fn mentor(
             })
             .collect();
         let options = p.sampling.chat_options(seed.wrapping_add(u64::from(round)));
-        let (_, completion) = episode::run_with(
+        let before: Vec<usize> = batch.iter().map(|e| e.steps.len()).collect();
+        episode::run_with(
             student.as_ref(),
             &mut batch,
             system,
             &options,
             Author::Student,
             &scorch_api::NoProgress,
-            episode::Pace::Auto,
-            p.tool_workers,
+            episode::Schedule {
+                tool_workers: p.tool_workers,
+                ..Default::default()
+            },
         )
         .await?;
-        student_tokens += completion;
-        for (&i, ep) in open.iter().zip(batch) {
+        for ((&i, ep), from) in open.iter().zip(batch).zip(before) {
+            student_tokens[i] += ep.steps[from.min(ep.steps.len())..]
+                .iter()
+                .map(|s| u64::from(s.completion_tokens))
+                .sum::<u64>();
             eps[i] = ep;
         }
         for &i in &open {
             let (verdict, c) = teacher.judge(&tasks[i], &eps[i].steps).await?;
-            cost += c;
+            costs[i] += c;
             match verdict {
                 Verdict::Correct => settled[i] = true,
                 Verdict::CannotLocate { .. } => {
@@ -147,38 +197,63 @@ pub async fn mentor(
                         || step as usize > eps[i].steps.len()
                     {
                         settled[i] = true;
-                        continue;
-                    }
-                    let k = step as usize;
-                    let student_steps = eps[i].steps[k - 1..].to_vec();
-                    let prefix = eps[i].steps[..k - 1].to_vec();
-                    let (mut fix, c) = teacher
-                        .repair(&tasks[i], &prefix, &student_steps[0], &analysis)
-                        .await?;
-                    cost += c;
-                    fix.author = Author::Teacher;
-                    fix.kind = if k == 1 {
-                        StepKind::Plan
                     } else {
-                        StepKind::Step
-                    };
-                    let fresh = tool_for(&tasks[i], p.sandbox)?;
-                    eps[i].truncate(step, fresh);
-                    eps[i].push(fix);
-                    let teacher_step = eps[i].steps[k - 1].clone();
-                    repairs[i].push(Repair {
-                        step_index: step,
-                        student_steps,
-                        teacher_step,
-                        analysis,
-                        context: None,
-                        valid: true,
-                    });
+                        let k = step as usize;
+                        let student_steps = eps[i].steps[k - 1..].to_vec();
+                        let prefix = eps[i].steps[..k - 1].to_vec();
+                        let (mut fix, c) = teacher
+                            .repair(&tasks[i], &prefix, &student_steps[0], &analysis)
+                            .await?;
+                        costs[i] += c;
+                        fix.author = Author::Teacher;
+                        fix.kind = if k == 1 {
+                            StepKind::Plan
+                        } else {
+                            StepKind::Step
+                        };
+                        let fresh = tool_for(&tasks[i], p.sandbox)?;
+                        eps[i].truncate(step, fresh);
+                        eps[i].push(fix);
+                        let teacher_step = eps[i].steps[k - 1].clone();
+                        repairs[i].push(Repair {
+                            step_index: step,
+                            student_steps,
+                            teacher_step,
+                            analysis,
+                            context: None,
+                            valid: true,
+                        });
+                    }
                 }
+            }
+            if settled[i]
+                && let Some(journal) = journal
+            {
+                let entry = Settled {
+                    task_id: tasks[i].task_id.clone(),
+                    ended: eps[i].ended().unwrap_or_else(|| episode::Ended {
+                        steps: eps[i].steps.clone(),
+                        stop: scorch_api::tables::StopReason::TurnLimit,
+                        final_answer: None,
+                    }),
+                    repairs: repairs[i].clone(),
+                    hard_sample: hard[i],
+                    teacher: costs[i],
+                    student_tokens: student_tokens[i],
+                };
+                let bytes = serde_json::to_vec(&entry).map_err(|e| {
+                    PluginError::failed(format!("a journal entry does not serialize: {e}"))
+                })?;
+                journal.put(&format!("{i:08}.json"), bytes).await?;
             }
         }
     }
     progress.advance((eps.len() - reported) as u64);
+    let mut cost = Cost::default();
+    for c in &costs {
+        cost += *c;
+    }
+    let student_tokens = student_tokens.iter().sum();
     let mut trajectories = Vec::with_capacity(eps.len());
     let mut records = Vec::with_capacity(eps.len());
     for (i, ep) in eps.iter().enumerate() {
@@ -209,6 +284,7 @@ impl DeclaredPlugin for Correct {
             (model.as_deref(), base.as_deref()),
             ctx.seed(),
             ctx.progress(),
+            ctx.state_store().map(|s| s.journal()).as_ref(),
         )
         .await?;
         ctx.check_cancelled()?;

@@ -109,6 +109,7 @@ impl DeclaredPlugin for Eval {
             sandbox: p.sandbox,
             progress: ctx.progress(),
             tool_workers: p.tool_workers,
+            journal: ctx.state_store().map(|s| s.journal()),
         };
         record_sandbox(ctx, p.sandbox);
         let (trajectories, _) = rollouts(&spec, &tasks).await?;

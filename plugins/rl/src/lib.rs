@@ -289,8 +289,10 @@ impl DeclaredPlugin for Rl {
                 &options,
                 Author::Student,
                 &scorch_api::NoProgress,
-                episode::Pace::Auto,
-                p.tool_workers,
+                episode::Schedule {
+                    tool_workers: p.tool_workers,
+                    ..Default::default()
+                },
             )
             .await?;
             if let Some(served) = published {

@@ -36,6 +36,7 @@ impl DeclaredPlugin for Rollout {
             sandbox: p.sandbox,
             progress: ctx.progress(),
             tool_workers: p.tool_workers,
+            journal: ctx.state_store().map(|s| s.journal()),
         };
         record_sandbox(ctx, p.sandbox);
         let (mut rows, tokens) = rollouts(&spec, &tasks).await?;
