@@ -367,4 +367,49 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
     let out = p.scorch(&["export", "score_rl.nope", "--out", "out2"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(common::text(&out.stderr).contains("it has `checkpoint`, `metrics`"));
+
+    // SCoRe-RL off-policy: three passes over two mini-batches a step, with a KL term to the
+    // start: each step reports its diagnostics. (This student does not yet answer, so every
+    // group's rewards are equal: nothing to clip. The clipping and the KL term are held to
+    // what they must do in plugins/rl/tests/known_answer.rs, and to TRL in trl_loss.rs.)
+    let off = p.run_json(
+        &[
+            &wf,
+            "--set",
+            "profile=smoke",
+            "--set",
+            "vars.rl_lr=0.01",
+            "--set",
+            "nodes.score_rl.params.ppo_epochs=3",
+            "--set",
+            "nodes.score_rl.params.mini_batches=2",
+            "--set",
+            "nodes.score_rl.params.kl_coef=0.05",
+            "--only",
+            "score_rl",
+        ],
+        0,
+    );
+    let metrics = common::node(&off, "score_rl")["metrics"]
+        .as_array()
+        .unwrap();
+    let series = |name: &str| -> Vec<f64> {
+        metrics
+            .iter()
+            .filter(|m| m["name"] == name && m["step"].is_u64())
+            .map(|m| m["value"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(series("entropy").len(), 2, "{metrics:?}");
+    assert!(series("entropy").iter().all(|e| *e > 0.0), "{metrics:?}");
+    assert!(series("kl").iter().all(|k| *k >= 0.0), "{metrics:?}");
+    for (z, c) in series("zero_variance_groups")
+        .iter()
+        .zip(series("clip_fraction"))
+    {
+        assert!((0.0..=1.0).contains(z) && (0.0..=1.0).contains(&c));
+        if *z == 1.0 {
+            assert_eq!(c, 0.0, "no advantage, nothing clipped: {metrics:?}");
+        }
+    }
 }

@@ -43,9 +43,19 @@ episode_params! {
         /// PPO-style ratio clipping.
         #[serde(default = "d_clip")]
         pub clip_eps: f64,
-        /// KL to the starting checkpoint (0: off).
+        /// KL to the starting checkpoint (0: off): the k3 estimate per scored token,
+        /// `exp(ref - logp) - (ref - logp) - 1`, times this, added to the loss (TRL's `beta`).
         #[serde(default)]
         pub kl_coef: f64,
+        /// Passes over each step's episodes (TRL's `num_iterations`, PPO's epochs): from the
+        /// second on, the policy has moved since it sampled them, so the ratio to the sampling
+        /// policy's log-probabilities differs from 1 and clipping acts.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        pub ppo_epochs: usize,
+        /// Optimiser steps per pass: the step's episodes split into this many mini-batches
+        /// (whole groups, in order), each its own update.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        pub mini_batches: usize,
         /// Start from the verified prefix (false: the full horizon, an ablation).
         #[serde(default = "yes")]
         pub from_prefix: bool,
@@ -184,6 +194,13 @@ fn d_clip() -> f64 {
 fn yes() -> bool {
     true
 }
+fn one() -> usize {
+    1
+}
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
 fn key_step() -> Reward {
     Reward::KeyStep
 }
@@ -218,6 +235,18 @@ impl Declaration for Rl {
             return Err(ParamError::new(
                 "micro_batch_tokens",
                 "must be positive (tokens per forward and backward pass)",
+            ));
+        }
+        if p.ppo_epochs == 0 {
+            return Err(ParamError::new("ppo_epochs", "must be at least 1"));
+        }
+        if p.mini_batches == 0 || p.mini_batches > p.prompts_per_step {
+            return Err(ParamError::new(
+                "mini_batches",
+                format!(
+                    "must be between 1 and prompts_per_step ({}): each mini-batch holds whole groups",
+                    p.prompts_per_step
+                ),
             ));
         }
         crate::student::check_checkpointing(p.gradient_checkpointing, p.lora.as_ref())?;

@@ -128,7 +128,7 @@ fn scored_tokens(seqs: &[(Vec<i64>, Vec<f32>)]) -> f64 {
 /// Split `seqs` (in order) into micro-batches of at most `budget` padded tokens each (rows x
 /// the longest row), so a big batch is processed piece by piece with bounded memory; one row
 /// longer than the budget gets a micro-batch of its own.
-fn micro_batches(seqs: &[(Vec<i64>, Vec<f32>)], budget: usize) -> Vec<std::ops::Range<usize>> {
+pub fn micro_batches(seqs: &[(Vec<i64>, Vec<f32>)], budget: usize) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
     let (mut start, mut longest) = (0, 0);
     for (i, (ids, _)) in seqs.iter().enumerate() {

@@ -23,8 +23,11 @@ use scorch_model::precision::ComputeKind;
 use scorch_model::spec::{system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{
-    Position, TrainConfig, Trainer, clip_len, load_training, save_training, token_logprobs,
+    Position, TrainConfig, Trainer, clip_len, collate, load_training, micro_batches, save_training,
+    token_logprobs,
 };
+
+pub mod loss;
 use serde::{Deserialize, Serialize};
 
 /// What an RL run counts beyond [`Position`], saved with it.
@@ -33,7 +36,6 @@ struct Counts {
     /// Episodes per reward class so far.
     classes: std::collections::BTreeMap<String, u64>,
 }
-use tch::Kind;
 
 /// The `rl` plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -181,7 +183,7 @@ impl DeclaredPlugin for Rl {
         let config = TrainConfig {
             lr: p.lr,
             warmup_steps: 1,
-            total_steps: p.steps,
+            total_steps: p.steps * p.ppo_epochs * p.mini_batches,
             min_lr_ratio: 1.0,
             ..TrainConfig::default()
         };
@@ -303,6 +305,7 @@ impl DeclaredPlugin for Rl {
                 .map(|e| (e.task.clone(), e.steps.clone(), e.final_answer.clone()))
                 .collect();
             let mut rewards = Vec::with_capacity(finished.len());
+            let mut step_classes = Vec::with_capacity(finished.len());
             for ((task, steps, answer), &pi) in finished.iter().zip(&owners) {
                 let start = if p.from_prefix {
                     prompts[pi].prefix.len()
@@ -319,6 +322,7 @@ impl DeclaredPlugin for Rl {
                 )
                 .await;
                 *classes.entry(class.name()).or_insert(0u64) += 1;
+                step_classes.push(class);
                 rewards.push(class.value());
             }
             let mut adv = Vec::with_capacity(rewards.len());
@@ -352,54 +356,102 @@ impl DeclaredPlugin for Rl {
                 ));
             }
             let mean_reward = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
+            // Mini-batches of whole groups, in order.
+            let groups = seqs.len() / p.group_size.max(1);
+            let per = groups.div_ceil(p.mini_batches.max(1)).max(1);
+            let minis: Vec<std::ops::Range<usize>> = (0..groups)
+                .step_by(per)
+                .map(|g| g * p.group_size..((g + per) * p.group_size).min(seqs.len()))
+                .collect();
+            let mut tally = loss::Tally::default();
             // The update is CPU-heavy: keep it off the async worker threads. (In a block of
             // its own: it borrows what must not be held across the save's await below.)
             let (loss_value, lr, norm) = {
                 let mut update = || -> Result<(f64, f64, f64), PluginError> {
                     let mut guard = policy.lock();
+                    // Off-policy passes need the sampling policy's log-probabilities, taken
+                    // before any update (by mini-batch, then micro-batch start); one on-policy
+                    // pass uses the current ones, detached (the ratio is 1).
+                    let olds = if p.ppo_epochs > 1 || minis.len() > 1 {
+                        let model = &guard.model;
+                        let mut olds = Vec::with_capacity(minis.len());
+                        for mb in &minis {
+                            let sub = &seqs[mb.clone()];
+                            let mut by_start = std::collections::HashMap::new();
+                            for rows in micro_batches(sub, p.micro_batch_tokens) {
+                                let batch = collate(&sub[rows.clone()], pad, device)?;
+                                let logp = tch::no_grad(|| {
+                                    token_logprobs(model, &batch.ids, &batch.attention)
+                                });
+                                by_start.insert(rows.start, logp);
+                            }
+                            olds.push(by_start);
+                        }
+                        Some(olds)
+                    } else {
+                        None
+                    };
                     // LoRA's dropout acts in the update, never in the rollouts.
                     guard.model.set_train(true);
                     guard.model.set_checkpointing(p.gradient_checkpointing);
-                    let model = &guard.model;
-                    // The loss is a mean over every scored token of the step; each micro-batch
-                    // adds its share of it (and of its gradient).
-                    let value = trainer.accumulate(
-                        model,
-                        &seqs,
-                        p.micro_batch_tokens,
-                        pad,
-                        device,
-                        |batch, rows, scored| {
-                            let a = tch::Tensor::from_slice(
-                                &adv[rows].iter().map(|x| *x as f32).collect::<Vec<_>>(),
-                            )
-                            .to_device(device)
-                            .unsqueeze(1);
-                            let logp = token_logprobs(model, &batch.ids, &batch.attention);
-                            let old = logp.detach();
-                            let ratio = (&logp - &old).exp();
-                            let unclipped = &ratio * &a;
-                            let clipped = ratio.clamp(1.0 - p.clip_eps, 1.0 + p.clip_eps) * &a;
-                            let surrogate = unclipped.min_other(&clipped);
-                            let pg = -(surrogate * &batch.loss_mask).sum(Kind::Float) / scored;
-                            match &reference {
-                                Some(r) => {
-                                    let ref_logp = tch::no_grad(|| {
-                                        token_logprobs(&r.model, &batch.ids, &batch.attention)
+                    let (mut loss_sum, mut lr, mut norm_sum, mut updates) = (0.0, 0.0, 0.0, 0);
+                    for _ in 0..p.ppo_epochs {
+                        for (m, mb) in minis.iter().enumerate() {
+                            let model = &guard.model;
+                            // The loss is a mean over every scored token of the update; each
+                            // micro-batch adds its share of it (and of its gradient).
+                            let value = trainer.accumulate(
+                                model,
+                                &seqs[mb.clone()],
+                                p.micro_batch_tokens,
+                                pad,
+                                device,
+                                |batch, rows, scored| {
+                                    let a = tch::Tensor::from_slice(
+                                        &adv[mb.start + rows.start..mb.start + rows.end]
+                                            .iter()
+                                            .map(|x| *x as f32)
+                                            .collect::<Vec<_>>(),
+                                    )
+                                    .to_device(device)
+                                    .unsqueeze(1);
+                                    let logp = token_logprobs(model, &batch.ids, &batch.attention);
+                                    let old =
+                                        match olds.as_ref().and_then(|o| o[m].get(&rows.start)) {
+                                            Some(old) => old.shallow_clone(),
+                                            None => logp.detach(),
+                                        };
+                                    let ref_logp = reference.as_ref().map(|r| {
+                                        tch::no_grad(|| {
+                                            token_logprobs(&r.model, &batch.ids, &batch.attention)
+                                        })
                                     });
-                                    let kl =
-                                        ((&ref_logp - &logp).exp() - (&ref_logp - &logp) - 1.0)
-                                            * &batch.loss_mask;
-                                    pg + kl.sum(Kind::Float) / scored * p.kl_coef
-                                }
-                                None => pg,
-                            }
-                        },
-                    )?;
-                    let (lr, norm) = trainer.step()?;
+                                    loss::grpo_loss(
+                                        &loss::Batch {
+                                            logp: &logp,
+                                            old: &old,
+                                            reference: ref_logp.as_ref(),
+                                            advantages: &a,
+                                            mask: &batch.loss_mask,
+                                        },
+                                        p.clip_eps,
+                                        p.kl_coef,
+                                        scored,
+                                        &mut tally,
+                                    )
+                                },
+                            )?;
+                            let (step_lr, step_norm) = trainer.step()?;
+                            loss_sum += value;
+                            norm_sum += step_norm;
+                            lr = step_lr;
+                            updates += 1;
+                        }
+                    }
                     guard.model.set_train(false);
                     guard.model.set_checkpointing(false);
-                    Ok((value, lr, norm))
+                    let n = f64::from(updates.max(1));
+                    Ok((loss_sum / n, lr, norm_sum / n))
                 };
                 let multi = tokio::runtime::Handle::current().runtime_flavor()
                     == tokio::runtime::RuntimeFlavor::MultiThread;
@@ -409,6 +461,33 @@ impl DeclaredPlugin for Rl {
                     update()?
                 }
             };
+            // Diagnostics: what the step's rewards, ratios and log-probabilities looked like.
+            let mut shares: std::collections::BTreeMap<&str, f64> =
+                std::collections::BTreeMap::new();
+            for c in &step_classes {
+                *shares.entry(c.name()).or_insert(0.0) += 1.0 / step_classes.len().max(1) as f64;
+            }
+            let mut diagnostics = vec![
+                (
+                    "zero_variance_groups".to_owned(),
+                    loss::zero_variance_share(&rewards, p.group_size),
+                ),
+                ("clip_fraction".to_owned(), tally.clip_fraction()),
+                ("entropy".to_owned(), tally.entropy()),
+            ];
+            if reference.is_some() {
+                diagnostics.push(("kl".to_owned(), tally.kl_mean()));
+            }
+            for class in RewardClass::ALL {
+                diagnostics.push((
+                    format!("share_{}", class.name()),
+                    shares.get(class.name()).copied().unwrap_or(0.0),
+                ));
+            }
+            for (name, value) in &diagnostics {
+                ctx.metric_at(name, step as u64, *value);
+                ctx.progress().metric(name, Some(step as u64), *value);
+            }
             ctx.metric_at("reward", step as u64, mean_reward);
             for (name, value) in [
                 ("reward", mean_reward),
