@@ -83,6 +83,14 @@ fn the_experiment_smoke_profile_compares_every_arm() {
                 3,
                 "{arm}: a test per seed"
             );
+            // What the design can detect: a positive difference, within what a share can be
+            // (a few tasks per seed here, so it is large); none where no pair differs (the
+            // smoke students often solve nothing).
+            if let Some(mde) = a["mde"].as_f64() {
+                assert!(mde > 0.0 && mde <= 2.0, "{arm}: {mde}");
+            }
+        } else {
+            assert!(a["mde"].is_null(), "{arm}: no baseline to detect against");
         }
     }
     // SCoRe's cost includes its repairs; BC at equal cost matches it within a demonstration.
@@ -101,6 +109,8 @@ fn the_experiment_smoke_profile_compares_every_arm() {
     assert!((steps("score_sft") - steps("bc_equal_cost")).abs() < 8.0);
     let md = std::fs::read_to_string(p.path().join("cmp/compare.md")).unwrap();
     assert!(md.contains("| score_rl | test | 3 |"), "{md}");
+    assert!(md.contains("| detectable at 80% power |"), "{md}");
+
     for png in [
         "success_vs_cost_test.png",
         "success_vs_cost_hard.png",

@@ -1,7 +1,8 @@
 //! `scorch compare RUN`: the experiment's answer. Eval nodes are grouped into arms (their
 //! `label`) and seeds (their `seed` matrix value); per arm and split: the mean success across
 //! seeds with a 95% t interval, each run's Wilson interval, the paired difference against a
-//! baseline arm on the same tasks (paired bootstrap) with McNemar's exact test per seed, and
+//! baseline arm on the same tasks (paired bootstrap) with McNemar's exact test per seed and
+//! the smallest difference the design detects at 80% power (its minimum detectable effect), and
 //! the teacher's cost (teacher-written steps and tokens in the data the arm was trained on,
 //! plus every repair of the mentored solving behind it).
 
@@ -11,7 +12,9 @@ use std::path::Path;
 
 use scorch_api::tables::{Author, EvalResult, Task, Trajectory};
 
-use crate::stats::{Interval, mcnemar_exact, mean_t, paired_bootstrap, wilson};
+use crate::stats::{
+    Interval, mcnemar_exact, mean_t, minimum_detectable_effect, paired_bootstrap, sample_sd, wilson,
+};
 use crate::summary::collect_rows;
 use scorch_engine::error::EngineError;
 use scorch_engine::record::RunRecord;
@@ -51,6 +54,9 @@ pub struct ArmSummary {
     pub vs_baseline: Option<Interval>,
     /// McNemar exact p-value per seed against the baseline.
     pub mcnemar: Vec<(String, f64)>,
+    /// The smallest true difference from the baseline this design detects (two-sided, 5%
+    /// level, 80% power), from the spread of the observed paired differences.
+    pub mde: Option<f64>,
     /// Success by number of operations (built-in tasks): ops → (solved, n) over all seeds.
     pub by_ops: BTreeMap<u32, (u64, u64)>,
 }
@@ -215,6 +221,10 @@ pub async fn compare(
             }
         }
         let vs_baseline = (!xs.is_empty()).then(|| paired_bootstrap(&xs, &ys, 10_000, 0.95, 0));
+        let diffs: Vec<f64> = xs.iter().zip(&ys).map(|(a, b)| a - b).collect();
+        let mde = (diffs.len() >= 2)
+            .then(|| minimum_detectable_effect(sample_sd(&diffs), diffs.len(), 0.05, 0.8))
+            .filter(|m| m.is_finite());
         let mut by_ops: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
         for r in &runs {
             for (task, &ok) in &r.solved {
@@ -232,6 +242,7 @@ pub async fn compare(
             mean,
             vs_baseline,
             mcnemar,
+            mde,
             by_ops,
         });
     }
@@ -298,7 +309,7 @@ fn teacher_cost(
 /// The comparison as Markdown.
 pub fn markdown(arms: &[ArmSummary], baseline: Option<&str>) -> String {
     let mut s = format!(
-        "| arm | split | seeds | success (mean, 95% CI across seeds) | per-seed success [Wilson 95%] | vs {} (paired bootstrap 95%) | McNemar p per seed | teacher steps (mean) | teacher tokens (mean) |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| arm | split | seeds | success (mean, 95% CI across seeds) | per-seed success [Wilson 95%] | vs {} (paired bootstrap 95%) | detectable at 80% power | McNemar p per seed | teacher steps (mean) | teacher tokens (mean) |\n|---|---|---|---|---|---|---|---|---|---|\n",
         baseline.unwrap_or("baseline")
     );
     for a in arms {
@@ -338,7 +349,7 @@ pub fn markdown(arms: &[ArmSummary], baseline: Option<&str>) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1}% [{:.1}, {:.1}] | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.1}% [{:.1}, {:.1}] | {} | {} | {} | {} | {} | {} |",
             a.arm,
             a.split,
             a.runs.len(),
@@ -347,6 +358,8 @@ pub fn markdown(arms: &[ArmSummary], baseline: Option<&str>) -> String {
             100.0 * a.mean.hi,
             per_seed.join("; "),
             diff,
+            a.mde
+                .map_or("—".to_owned(), |m| format!("±{:.1} pts", 100.0 * m)),
             if p.is_empty() {
                 "—".to_owned()
             } else {
@@ -372,6 +385,7 @@ pub fn write(arms: &[ArmSummary], baseline: Option<&str>, dir: &Path) -> Result<
                 "arm": a.arm, "split": a.split,
                 "mean": a.mean.estimate, "ci": [a.mean.lo, a.mean.hi],
                 "vs_baseline": a.vs_baseline.map(|d| serde_json::json!({"diff": d.estimate, "ci": [d.lo, d.hi]})),
+                "mde": a.mde,
                 "mcnemar_p": a.mcnemar.iter().map(|(s, p)| serde_json::json!({"seed": s, "p": p})).collect::<Vec<_>>(),
                 "runs": a.runs.iter().map(|r| serde_json::json!({
                     "node": r.node, "seed": r.seed, "n": r.solved.len(), "success": r.success.estimate,

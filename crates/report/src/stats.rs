@@ -1,6 +1,6 @@
 //! The statistics of an experiment: a Wilson interval per run, a t interval of the mean
-//! across seeds, a paired bootstrap interval of a difference on the same tasks, and
-//! McNemar's exact test. Checked against scipy and statsmodels in `tests/stats_reference.rs`.
+//! across seeds, a paired bootstrap interval of a difference on the same tasks, McNemar's
+//! exact test, and the design's minimum detectable effect. Checked against scipy and statsmodels in `tests/stats_reference.rs`.
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -133,6 +133,50 @@ pub fn paired_bootstrap(a: &[f64], b: &[f64], resamples: usize, level: f64, seed
         lo: q((1.0 - level) / 2.0),
         hi: q(1.0 - (1.0 - level) / 2.0),
     }
+}
+
+/// The smallest true mean difference that a two-sided z-test at level `alpha` detects with
+/// probability `power`, from `n` paired differences whose standard deviation is `sd`
+/// (statsmodels' `NormalIndPower().solve_power(nobs1=n, ratio=0, ...)` times `sd`: the
+/// power counts both tails).
+pub fn minimum_detectable_effect(sd: f64, n: usize, alpha: f64, power: f64) -> f64 {
+    let Ok(normal) = Normal::new(0.0, 1.0) else {
+        return f64::NAN;
+    };
+    if n == 0 || sd.is_nan() || sd <= 0.0 {
+        return f64::NAN;
+    }
+    let crit = normal.inverse_cdf(1.0 - alpha / 2.0);
+    let root_n = (n as f64).sqrt();
+    let power_at =
+        |es: f64| (1.0 - normal.cdf(crit - es * root_n)) + normal.cdf(-crit - es * root_n);
+    // The power grows with the effect: bisect on it.
+    let (mut lo, mut hi) = (0.0, 1.0);
+    while power_at(hi) < power {
+        hi *= 2.0;
+        if hi > 1e6 {
+            return f64::NAN;
+        }
+    }
+    for _ in 0..200 {
+        let mid = (lo + hi) / 2.0;
+        if power_at(mid) < power {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    sd * (lo + hi) / 2.0
+}
+
+/// The sample standard deviation (n − 1 in the denominator).
+pub fn sample_sd(x: &[f64]) -> f64 {
+    let n = x.len();
+    if n < 2 {
+        return f64::NAN;
+    }
+    let mean = x.iter().sum::<f64>() / n as f64;
+    (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
 }
 
 #[cfg(test)]
