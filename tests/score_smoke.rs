@@ -208,6 +208,9 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         "sft_loss.png",
         "rl_reward.png",
         "reward_mix.png",
+        "rl_entropy.png",
+        "rl_zero_variance_groups.png",
+        "rl_clip_fraction.png",
         "dag.png",
     ] {
         let bytes = std::fs::read(p.path().join("rep").join(png)).unwrap();

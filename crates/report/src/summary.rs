@@ -414,6 +414,46 @@ pub async fn figures(
         )?;
         drawn.push(("rl_reward.png".into(), "Mean RL reward per step".into()));
     }
+    // The RL steps' diagnostics, a figure each, a line per rl node.
+    for (name, title, axis) in [
+        (
+            "entropy",
+            "RL: entropy of the sampled tokens",
+            "mean -log p (nats)",
+        ),
+        (
+            "zero_variance_groups",
+            "RL: groups whose rewards are all equal",
+            "share of groups",
+        ),
+        (
+            "clip_fraction",
+            "RL: tokens whose ratio was clipped",
+            "share of tokens",
+        ),
+        ("kl", "RL: KL to the starting policy", "mean per token"),
+    ] {
+        let series: Vec<(String, Vec<(f64, f64)>)> = record
+            .nodes
+            .iter()
+            .filter(|n| n.kind == "rl")
+            .map(|n| {
+                let pts: Vec<(f64, f64)> = n
+                    .metrics
+                    .iter()
+                    .filter(|m| m.name == name)
+                    .filter_map(|m| Some((m.step? as f64, m.value)))
+                    .collect();
+                (n.id.clone(), pts)
+            })
+            .filter(|(_, pts)| !pts.is_empty())
+            .collect();
+        if !series.is_empty() {
+            let file = format!("rl_{name}.png");
+            crate::plots::lines(&dir.join(&file), title, "step", axis, &series)?;
+            drawn.push((file, title.to_owned()));
+        }
+    }
     let mix: Vec<(String, Vec<(String, f64)>)> = record
         .nodes
         .iter()
