@@ -35,6 +35,9 @@ use serde::{Deserialize, Serialize};
 struct Counts {
     /// Episodes per reward class so far.
     classes: std::collections::BTreeMap<String, u64>,
+    /// Each step's diagnostics so far (reported again by a resumed run, in their order).
+    #[serde(default)]
+    diagnostics: Vec<Vec<(String, f64)>>,
 }
 
 /// The `rl` plugin.
@@ -196,6 +199,7 @@ impl DeclaredPlugin for Rl {
         let mut order: Vec<usize> = Vec::new();
         let mut log = Vec::with_capacity(p.steps);
         let mut classes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+        let mut history: Vec<Vec<(String, f64)>> = Vec::new();
         if prompts.is_empty() {
             return Err(PluginError::failed("no RL prompt to train on"));
         }
@@ -219,9 +223,14 @@ impl DeclaredPlugin for Rl {
                     classes.insert(class.name(), n);
                 }
             }
-            for s in &log {
+            // A resumed run reports what the steps before it did, as a whole run would have.
+            for (i, s) in log.iter().enumerate() {
+                for (name, value) in saved.extra.diagnostics.get(i).into_iter().flatten() {
+                    ctx.metric_at(name, u64::from(s.step), *value);
+                }
                 ctx.metric_at("reward", u64::from(s.step), s.reward);
             }
+            history = saved.extra.diagnostics;
             ctx.progress().advance(start as u64);
             ctx.progress()
                 .message(&format!("resumed at step {start} of {}", p.steps));
@@ -488,6 +497,7 @@ impl DeclaredPlugin for Rl {
                 ctx.metric_at(name, step as u64, *value);
                 ctx.progress().metric(name, Some(step as u64), *value);
             }
+            history.push(diagnostics);
             ctx.metric_at("reward", step as u64, mean_reward);
             for (name, value) in [
                 ("reward", mean_reward),
@@ -513,6 +523,7 @@ impl DeclaredPlugin for Rl {
             {
                 let counts = Counts {
                     classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                    diagnostics: history.clone(),
                 };
                 let position = Position::at(done, &rng, &order, &log, counts);
                 save_training(&state_dir, &trainer, &position)?;

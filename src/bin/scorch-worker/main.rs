@@ -166,3 +166,31 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// `scorch` declares the libtorch kinds and hands them to this binary; this binary runs
+    /// them. The two lists are kept in two places (so that `scorch` links no libtorch): they
+    /// must name the same kinds, at the same versions, with the same params.
+    #[test]
+    fn the_worker_runs_exactly_the_kinds_scorch_hands_it() {
+        let scorch = scorch::builtin::registry();
+        let worker = super::registry();
+        let handed: BTreeSet<&str> = scorch
+            .plugins()
+            .filter(|p| p.in_worker())
+            .map(|p| p.kind())
+            .collect();
+        let runs: BTreeSet<&str> = worker.kinds().collect();
+        assert_eq!(handed, runs);
+        for kind in runs {
+            let (declared, run) = (scorch.get(kind).unwrap(), worker.get(kind).unwrap());
+            assert_eq!(declared.version(), run.version(), "{kind}");
+            assert_eq!(declared.description(), run.description(), "{kind}");
+            assert_eq!(declared.params_schema(), run.params_schema(), "{kind}");
+        }
+    }
+}
