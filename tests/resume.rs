@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::sync::{Arc, Mutex};
@@ -82,6 +81,31 @@ fn live_step(p: &Project, store: &str, node: &str) -> Option<u64> {
         .max()
 }
 
+/// `scorch run wf.yaml` on store folder `store`, in a process group of its own.
+fn killable_run(p: &Project, store: &str) -> std::process::Child {
+    p.cmd(&[
+        "run",
+        "wf.yaml",
+        "--store",
+        &format!("file://{store}"),
+        "--quiet",
+    ])
+    .process_group(0)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap()
+}
+
+/// SIGKILL to `child`'s whole process group (as a node failure or a preemption does).
+fn kill_group(mut child: std::process::Child) {
+    std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    let _ = child.wait();
+}
+
 /// Run `wf` whole in one store; in another, kill the run once `node` is past step
 /// `kill_after`, run it again, and check that it resumed from a saved step (a multiple of
 /// `every`) and ended with the whole run's outputs and metrics.
@@ -91,13 +115,7 @@ fn killed_and_resumed(wf: &str, node: &str, kill_after: u64, every: u64, steps: 
     let whole = p.run_json(&["wf.yaml", "--store", "file://whole"], 0);
 
     // Killed, with all its processes, once the node is past `kill_after`.
-    let mut child = p
-        .cmd(&["run", "wf.yaml", "--store", "file://cut", "--quiet"])
-        .process_group(0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = killable_run(&p, "cut");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if live_step(&p, "cut", node).is_some_and(|s| s >= kill_after) {
@@ -113,12 +131,7 @@ fn killed_and_resumed(wf: &str, node: &str, kill_after: u64, every: u64, steps: 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let pgid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{pgid}")])
-        .status()
-        .unwrap();
-    let _ = child.wait();
+    kill_group(child);
     let killed_at = live_step(&p, "cut", node).unwrap();
     assert!(killed_at + 1 < steps, "killed before the end: {killed_at}");
     let saves: Vec<_> = common::files_under(&p.path().join("cut/resume"))
@@ -193,21 +206,7 @@ fn answer(
     counts: &Mutex<HashMap<String, u32>>,
     delay: Duration,
 ) -> Option<()> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    let req: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let req = common::read_chat_request(stream)?;
     let messages = req["messages"].as_array()?;
     let question = messages
         .iter()
@@ -222,18 +221,7 @@ fn answer(
         _ => "Thought: done.\nCode: final_answer(2)",
     };
     std::thread::sleep(delay);
-    let body = serde_json::json!({
-        "id": "x", "object": "chat.completion", "created": 0, "model": "scripted",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
-    })
-    .to_string();
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()
+    common::write_chat_reply(stream, content)
 }
 
 /// The task ids of the episodes in the journals under `dir`.
@@ -290,13 +278,7 @@ fn a_rollout_killed_half_way_sends_no_request_for_an_episode_it_had_finished() {
         .collect();
 
     // Killed, with all its processes, once a quarter of the episodes have ended.
-    let mut child = p
-        .cmd(&["run", "wf.yaml", "--store", "file://cut", "--quiet"])
-        .process_group(0)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = killable_run(&p, "cut");
     let deadline = Instant::now() + Duration::from_secs(120);
     while journaled(&p.path().join("cut/resume")).len() < EPISODES / 4 {
         assert!(
@@ -306,11 +288,7 @@ fn a_rollout_killed_half_way_sends_no_request_for_an_episode_it_had_finished() {
         assert!(Instant::now() < deadline, "no episode ended");
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::process::Command::new("kill")
-        .args(["-9", "--", &format!("-{}", child.id())])
-        .status()
-        .unwrap();
-    let _ = child.wait();
+    kill_group(child);
     let ended = journaled(&p.path().join("cut/resume"));
     assert!(
         ended.len() >= EPISODES / 4 && ended.len() < EPISODES,

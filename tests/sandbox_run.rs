@@ -10,7 +10,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -65,21 +64,7 @@ fn reply(
     corpus: &BTreeMap<String, Snippet>,
     parent: &AtomicU32,
 ) -> Option<()> {
-    let mut reader = BufReader::new(stream.try_clone().ok()?);
-    let mut len = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().ok()?;
-        }
-    }
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body).ok()?;
-    let req: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let req = common::read_chat_request(stream)?;
     let messages = req["messages"].as_array()?;
     let question = messages
         .iter()
@@ -98,18 +83,7 @@ fn reply(
         }
         _ => "Thought: done.\nCode: final_answer(1)".to_owned(),
     };
-    let body = serde_json::json!({
-        "id": "x", "object": "chat.completion", "created": 0, "model": "scripted",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
-    })
-    .to_string();
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()
+    common::write_chat_reply(stream, &content)
 }
 
 #[test]

@@ -215,3 +215,41 @@ pub fn serve(dir: &Path, args: &[&str]) -> (Server, String, std::process::ChildS
         .to_owned();
     (Server(child), url, stderr)
 }
+
+/// A scripted OpenAI-compatible server's side of one connection: the chat request it reads
+/// (its JSON body), or `None` when the request does not parse.
+pub fn read_chat_request(stream: &std::net::TcpStream) -> Option<serde_json::Value> {
+    use std::io::{BufRead, Read};
+    let mut reader = std::io::BufReader::new(stream.try_clone().ok()?);
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Answer a chat request on `stream` with `content` (5 prompt and 3 completion tokens).
+pub fn write_chat_reply(stream: &mut std::net::TcpStream, content: &str) -> Option<()> {
+    use std::io::Write;
+    let body = serde_json::json!({
+        "id": "x", "object": "chat.completion", "created": 0, "model": "scripted",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    })
+    .to_string();
+    write!(
+        stream,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()
+}
