@@ -258,18 +258,7 @@ fn a_rollout_killed_half_way_sends_no_request_for_an_episode_it_had_finished() {
     assert_eq!(asked_whole as usize, 3 * EPISODES);
 
     // The question of each task, from the whole run's table.
-    let hash = common::node(&whole, "roll")["outputs"]["trajectories"]["artifact"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let artifact: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(p.path().join(format!("whole/artifacts/{hash}.json"))).unwrap(),
-    )
-    .unwrap();
-    let table = p
-        .path()
-        .join("whole/objects")
-        .join(artifact["files"][0]["object"].as_str().unwrap());
+    let table = common::output_file(&p.path().join("whole"), &whole, "roll", "trajectories");
     let rows: Vec<Trajectory> = read_rows(&table).unwrap();
     assert_eq!(rows.len(), EPISODES);
     let question: HashMap<String, String> = rows

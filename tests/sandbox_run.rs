@@ -146,16 +146,7 @@ fn hostile_code_from_an_endpoint_student_stays_inside_the_sandbox_in_a_real_run(
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
     let rec = common::run_record(stdout.as_bytes());
 
-    let n = common::node(&rec, "attack");
-    let hash = n["outputs"]["trajectories"]["artifact"].as_str().unwrap();
-    let a: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(p.path().join(format!(".scorch/artifacts/{hash}.json"))).unwrap(),
-    )
-    .unwrap();
-    let table = p
-        .path()
-        .join(".scorch/objects")
-        .join(a["files"][0]["object"].as_str().unwrap());
+    let table = common::output_file(&p.path().join(".scorch"), &rec, "attack", "trajectories");
     let rows: Vec<Trajectory> = read_rows(&table).unwrap();
     assert_eq!(rows.len(), corpus.len());
     let mut escapes = Vec::new();

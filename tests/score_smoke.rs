@@ -13,17 +13,7 @@ use scorch_api::parquet_io::read_rows;
 use scorch_api::tables::{Author, EvalResult, RepairRecord, RlPrompt, Task, TrainStep, Trajectory};
 
 fn artifact_files(p: &Project, rec: &serde_json::Value, node: &str, output: &str) -> PathBuf {
-    let n = common::node(rec, node);
-    let hash = n["outputs"][output]["artifact"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{node}.{output}: {n}"));
-    let a: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(p.path().join(format!(".scorch/artifacts/{hash}.json"))).unwrap(),
-    )
-    .unwrap();
-    p.path()
-        .join(".scorch/objects")
-        .join(a["files"][0]["object"].as_str().unwrap())
+    common::output_file(&p.path().join(".scorch"), rec, node, output)
 }
 
 #[test]

@@ -253,3 +253,19 @@ pub fn write_chat_reply(stream: &mut std::net::TcpStream, content: &str) -> Opti
     )
     .ok()
 }
+
+/// The first file of output `output` of node `node` in run record `rec`, in the file store
+/// at folder `store` (e.g. `.scorch`).
+pub fn output_file(store: &Path, rec: &serde_json::Value, node: &str, output: &str) -> PathBuf {
+    let n = self::node(rec, node);
+    let hash = n["outputs"][output]["artifact"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{node}.{output}: {n}"));
+    let a: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.join(format!("artifacts/{hash}.json"))).expect("the artifact"),
+    )
+    .expect("an artifact parses");
+    store
+        .join("objects")
+        .join(a["files"][0]["object"].as_str().expect("a file"))
+}
