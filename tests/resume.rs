@@ -234,8 +234,14 @@ fn journaled(dir: &std::path::Path) -> Vec<String> {
         })
         .filter_map(|f| {
             let v: serde_json::Value = serde_json::from_slice(&std::fs::read(f).ok()?).ok()?;
-            Some(v["task_id"].as_str()?.to_owned())
+            Some(
+                v.as_array()?
+                    .iter()
+                    .filter_map(|e| Some(e["task_id"].as_str()?.to_owned()))
+                    .collect::<Vec<_>>(),
+            )
         })
+        .flatten()
         .collect()
 }
 

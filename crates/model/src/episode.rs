@@ -34,6 +34,13 @@ pub struct Ended {
 pub trait EndedSink: Send + Sync {
     /// Episode `index` (its place in the slice given to [`run_with`]) ended as `ended`.
     async fn ended(&self, index: usize, ended: Ended) -> Result<(), ModelError>;
+    /// Several episodes ended together (a round of a batching policy): by default, each.
+    async fn ended_many(&self, ended: Vec<(usize, Ended)>) -> Result<(), ModelError> {
+        for (index, e) in ended {
+            self.ended(index, e).await?;
+        }
+        Ok(())
+    }
 }
 
 /// One trajectory in progress.
@@ -316,21 +323,28 @@ pub async fn run_with(
         }
         let chats: Vec<Vec<Message>> = active.iter().map(|(_, e)| e.chat(system)).collect();
         let replies = policy.complete_many(chats, options).await?;
-        let pushes = active.iter_mut().zip(replies).map(|((i, ep), r)| {
+        let pushes = active.iter_mut().zip(replies).map(|((_, ep), r)| {
             prompt += r.prompt_tokens;
             completion += r.completion_tokens;
             let step = reply_step(&r, ep.steps.len() as u32 + 1, author);
-            let tally = &tally;
             let tools = &tools;
-            let i = *i;
-            async move {
-                ep.push_off_thread(step, tools).await?;
-                tell(sink, i, sink.and_then(|_| ep.ended())).await?;
-                tally.turn(ep);
-                Ok::<(), ModelError>(())
-            }
+            async move { ep.push_off_thread(step, tools).await }
         });
         futures::future::try_join_all(pushes).await?;
+        // The round's ended episodes go to the sink in one call (one write, not one per
+        // episode), before they count as ended.
+        if let Some(sink) = sink {
+            let ended: Vec<(usize, Ended)> = active
+                .iter()
+                .filter_map(|(i, ep)| ep.ended().map(|e| (*i, e)))
+                .collect();
+            if !ended.is_empty() {
+                sink.ended_many(ended).await?;
+            }
+        }
+        for (_, ep) in &active {
+            tally.turn(ep);
+        }
     }
     Ok((prompt, completion))
 }
@@ -384,18 +398,22 @@ async fn advance_alone(
 }
 
 /// What the progress line says: episodes ended, right so far, and how many turns the open
-/// ones have taken.
+/// ones have taken. Said at most every [`Tally::EVERY`], and when the last episode ends: a
+/// line per turn cost a node of 300 episodes hundreds of lines through the worker's pipe.
 struct Tally<'a> {
     progress: &'a dyn ProgressSink,
-    /// (ended, right, open per number of steps taken, turns taken).
-    state: std::sync::Mutex<(
-        usize,
-        usize,
-        std::collections::BTreeMap<usize, usize>,
-        usize,
-    )>,
+    /// (ended, right, open per number of steps taken, when the last line was said).
+    state: std::sync::Mutex<TallyState>,
     total: usize,
 }
+
+/// Episodes ended, right, open per number of steps taken, and when the last line was said.
+type TallyState = (
+    usize,
+    usize,
+    std::collections::BTreeMap<usize, usize>,
+    Option<std::time::Instant>,
+);
 
 impl<'a> Tally<'a> {
     fn new(episodes: &[Episode], progress: &'a dyn ProgressSink) -> Self {
@@ -405,10 +423,13 @@ impl<'a> Tally<'a> {
         }
         Self {
             progress,
-            state: std::sync::Mutex::new((0, 0, open, 0)),
+            state: std::sync::Mutex::new((0, 0, open, None)),
             total: episodes.iter().filter(|e| e.stop.is_none()).count(),
         }
     }
+
+    /// The least time between two progress lines.
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
     /// `ep` took a turn (and may have ended).
     fn turn(&self, ep: &Episode) {
@@ -421,7 +442,6 @@ impl<'a> Tally<'a> {
             *n = n.saturating_sub(1);
         }
         s.2.retain(|_, n| *n > 0);
-        s.3 += 1;
         let ended = ep.stop.is_some();
         if ended {
             s.0 += 1;
@@ -430,10 +450,12 @@ impl<'a> Tally<'a> {
         } else {
             *s.2.entry(steps).or_insert(0) += 1;
         }
-        // A line when an episode ends, and every 16 turns between.
-        if !ended && !s.3.is_multiple_of(16) {
+        let now = std::time::Instant::now();
+        let last = s.0 == self.total;
+        if !last && s.3.is_some_and(|t| now.duration_since(t) < Self::EVERY) {
             return;
         }
+        s.3 = Some(now);
         let open: Vec<String> = s.2.iter().map(|(t, n)| format!("{n}@{t}")).collect();
         let right = match s.0 {
             0 => String::new(),

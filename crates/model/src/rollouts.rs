@@ -165,16 +165,13 @@ pub async fn rollouts(
     Ok((out, tokens))
 }
 
-/// A journal entry: an episode that ended, and its task (checked when it is read back).
+/// A journal entry: an episode that ended, its slot, and its task (checked when it is read
+/// back). Each journal object holds the entries written together (a round's, or one).
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Entry {
+    slot: usize,
     task_id: String,
     ended: Ended,
-}
-
-/// The name of slot `slot`'s entry.
-fn entry_name(slot: usize) -> String {
-    format!("{slot:08}.json")
 }
 
 /// Episodes of one batch written to the journal under their slot in the whole table.
@@ -189,18 +186,31 @@ struct Slots<'a> {
 #[async_trait::async_trait]
 impl EndedSink for Slots<'_> {
     async fn ended(&self, index: usize, ended: Ended) -> Result<(), ModelError> {
-        let slot = self.slots[index];
-        let entry = Entry {
-            task_id: self.task_ids[slot].to_owned(),
-            ended,
+        self.ended_many(vec![(index, ended)]).await
+    }
+    async fn ended_many(&self, ended: Vec<(usize, Ended)>) -> Result<(), ModelError> {
+        let entries: Vec<Entry> = ended
+            .into_iter()
+            .map(|(index, ended)| {
+                let slot = self.slots[index];
+                Entry {
+                    slot,
+                    task_id: self.task_ids[slot].to_owned(),
+                    ended,
+                }
+            })
+            .collect();
+        // Named by its first slot: each slot ends once per attempt.
+        let Some(first) = entries.iter().map(|e| e.slot).min() else {
+            return Ok(());
         };
-        let bytes = serde_json::to_vec(&entry).map_err(|e| {
+        let bytes = serde_json::to_vec(&entries).map_err(|e| {
             ModelError::Journal(scorch_api::PluginError::failed(format!(
                 "an entry does not serialize: {e}"
             )))
         })?;
         self.journal
-            .put(&entry_name(slot), bytes)
+            .put(&format!("{first:08}.json"), bytes)
             .await
             .map_err(ModelError::Journal)
     }
@@ -212,22 +222,18 @@ async fn restore(journal: &Journal, slots: &mut [Option<Episode>]) -> Result<usi
     let entries = journal.entries().await.map_err(ModelError::Journal)?;
     let mut restored = 0;
     for (name, bytes) in entries {
-        let Some(slot) = name
-            .strip_suffix(".json")
-            .and_then(|n| n.parse::<usize>().ok())
-        else {
+        let Ok(entries) = serde_json::from_slice::<Vec<Entry>>(&bytes) else {
+            tracing::warn!(entry = %name, "a journal entry does not parse; its episodes are played again");
             continue;
         };
-        let Ok(entry) = serde_json::from_slice::<Entry>(&bytes) else {
-            tracing::warn!(entry = %name, "a journal entry does not parse; its episode is played again");
-            continue;
-        };
-        if let Some(Some(ep)) = slots.get_mut(slot)
-            && ep.task.task_id == entry.task_id
-            && ep.stop.is_none()
-        {
-            ep.restore(entry.ended);
-            restored += 1;
+        for entry in entries {
+            if let Some(Some(ep)) = slots.get_mut(entry.slot)
+                && ep.task.task_id == entry.task_id
+                && ep.stop.is_none()
+            {
+                ep.restore(entry.ended);
+                restored += 1;
+            }
         }
     }
     Ok(restored)
