@@ -357,19 +357,6 @@ fn reply_step(r: &crate::openai::ChatResult, index: u32, author: Author) -> Step
     step
 }
 
-/// Tell `sink` of episode `index` if it has ended. (What to send is taken before the wait:
-/// an episode is not shared across threads.)
-async fn tell(
-    sink: Option<&dyn EndedSink>,
-    index: usize,
-    ended: Option<Ended>,
-) -> Result<(), ModelError> {
-    match (sink, ended) {
-        (Some(sink), Some(ended)) => sink.ended(index, ended).await,
-        _ => Ok(()),
-    }
-}
-
 /// One episode to its end, a request at a time; its token counts.
 async fn advance_alone(
     policy: &dyn Policy,
@@ -391,7 +378,11 @@ async fn advance_alone(
         tokens.1 += reply.completion_tokens;
         let step = reply_step(&reply, ep.steps.len() as u32 + 1, author);
         ep.push_off_thread(step, tools).await?;
-        tell(sink, index, sink.and_then(|_| ep.ended())).await?;
+        // Told before it counts as ended. (What to send is taken before the wait: an
+        // episode is not shared across threads.)
+        if let Some((sink, ended)) = sink.and_then(|s| Some((s, ep.ended()?))) {
+            sink.ended(index, ended).await?;
+        }
         tally.turn(ep);
     }
     Ok(tokens)

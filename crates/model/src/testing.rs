@@ -29,3 +29,32 @@ pub fn tiny_student(demos: &[Trajectory], dir: &Path) -> Result<TestInput, Model
     from_scratch(&init, demos, Device::Cpu, 0)?.save(dir)?;
     Ok(TestInput::Blobs(dir.to_path_buf()))
 }
+
+/// The body of one HTTP request read from `sock` (by its `content-length`), for mock servers
+/// in tests; `None` when the connection closes first.
+pub async fn read_request_body(sock: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = sock.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + len {
+            return Some(buf[end + 4..end + 4 + len].to_vec());
+        }
+    }
+}

@@ -20,7 +20,7 @@ use scorch_model::ModelError;
 use scorch_model::endpoint_error::EndpointError;
 use scorch_model::episode::{Episode, Pace, Schedule, run_with};
 use scorch_model::openai::OpenAiClient;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Fault {
@@ -55,31 +55,10 @@ fn reply(content: &str) -> String {
 }
 
 async fn handle(mock: Arc<Mock>, mut sock: tokio::net::TcpStream) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let body = loop {
-        let Ok(n) = sock.read(&mut chunk).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some(end) = text.find("\r\n\r\n") {
-            let len: usize = text[..end]
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().parse().unwrap_or(0))
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                break String::from_utf8_lossy(&buf[end + 4..end + 4 + len]).into_owned();
-            }
-        }
+    let Some(body) = scorch_model::testing::read_request_body(&mut sock).await else {
+        return;
     };
+    let body = String::from_utf8_lossy(&body).into_owned();
     *mock.requests.lock().unwrap() += 1;
     let req: serde_json::Value = serde_json::from_str(&body).unwrap();
     let messages = req["messages"].as_array().unwrap();

@@ -73,8 +73,7 @@ pub fn mean_t(values: &[f64], level: f64) -> Interval {
             hi: mean,
         };
     }
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
-    let se = (var / n as f64).sqrt();
+    let se = sample_sd(values) / (n as f64).sqrt();
     let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
         .map_or(f64::NAN, |d| d.inverse_cdf(0.5 + level / 2.0));
     Interval {

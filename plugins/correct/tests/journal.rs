@@ -15,7 +15,7 @@ use scorch_api::NoProgress;
 use scorch_api::resume::StateStore;
 use scorch_correct::mentor;
 use scorch_kinds::correct::CorrectParams;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// A student server that plans, then answers 0 (wrong for every task here); counts the
 /// requests per question.
@@ -28,28 +28,8 @@ async fn student() -> (String, Arc<Mutex<HashMap<String, u32>>>) {
         while let Ok((mut sock, _)) = listener.accept().await {
             let c = c.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                let body = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).into_owned();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len: usize = text[..end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if buf.len() >= end + 4 + len {
-                            break buf[end + 4..end + 4 + len].to_vec();
-                        }
-                    }
+                let Some(body) = scorch_model::testing::read_request_body(&mut sock).await else {
+                    return;
                 };
                 let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
                 let messages = req["messages"].as_array().unwrap();

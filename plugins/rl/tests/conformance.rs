@@ -1,6 +1,6 @@
 //! `rl` against the shared conformance suite: GRPO from verified prefixes on a tiny student,
 //! twice with the same prompts and seed, writes the same checkpoint and metrics; and the
-//! per-step diagnostics, off-policy (several passes over mini-batches, a reference) and on.
+//! per-step diagnostics, with several passes over mini-batches and a reference, and without.
 
 #![allow(clippy::unwrap_used)]
 
@@ -62,7 +62,7 @@ async fn rl_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_step_reports_its_diagnostics_and_on_policy_nothing_is_clipped() {
+async fn each_step_reports_its_diagnostics_and_kl_only_with_a_reference() {
     let dir = tempfile::tempdir().unwrap();
     let (tasks, model, prompts) = world(dir.path());
     let inputs = |model: TestInput| {
@@ -113,19 +113,22 @@ async fn each_step_reports_its_diagnostics_and_on_policy_nothing_is_clipped() {
             "step {step}: shares add to {total}"
         );
     }
-    // On-policy (one pass, one mini-batch), the ratio is 1 and nothing is clipped.
-    let on_policy = serde_json::json!({
+    // Without a KL term no reference is loaded, and no `kl` is reported. (That on-policy
+    // nothing is clipped needs scored tokens, which this student has none of: it is checked
+    // in known_answer.rs.)
+    let no_reference = serde_json::json!({
         "steps": 2, "prompts_per_step": 2, "group_size": 4,
         "sampling": {"max_tokens": 24, "temperature": 1.0}
     });
-    let out = run_plugin(&Rl, &on_policy, inputs(model), RunOptions::default())
+    let out = run_plugin(&Rl, &no_reference, inputs(model), RunOptions::default())
         .await
         .unwrap();
-    assert!(
+    assert_eq!(
         out.metrics
             .iter()
             .filter(|m| m.name == "clip_fraction")
-            .all(|m| m.value == 0.0)
+            .count(),
+        2
     );
     assert!(!out.metrics.iter().any(|m| m.name == "kl"));
 }
