@@ -13,7 +13,8 @@ use scorch_agent::format::{Message, Role};
 use scorch_agent::llm::ChatOptions;
 use scorch_kinds::policy::Endpoint;
 use scorch_model::checkpoint::Checkpoint;
-use scorch_model::openai::OpenAiClient;
+use scorch_model::openai::{ChatResult, OpenAiClient};
+use scorch_model::policy::Request;
 use scorch_model::qwen2::Config;
 use scorch_model::tokenizer::train_bpe;
 
@@ -288,12 +289,16 @@ for stop in [None, ["\n\n"]]:
             chat.clone(),
             vec![Message::new(Role::User, "What is 10 + 4?")],
         ];
-        let remote = client.complete_many(chats.clone(), &greedy).await.unwrap();
+        let requests = Request::each(chats.clone(), 0);
+        let remote = client
+            .complete_many(requests.clone(), &greedy)
+            .await
+            .unwrap();
         let local = scorch_model::local::LocalModel::new(
             "tiny",
             Checkpoint::load(&ck, tch::Device::Cpu, tch::Kind::Float).unwrap(),
         );
-        let here = local.complete_many(chats.clone(), &greedy).await.unwrap();
+        let here = local.complete_many(requests, &greedy).await.unwrap();
         assert_eq!(
             remote.iter().map(|r| &r.text).collect::<Vec<_>>(),
             here.iter().map(|r| &r.text).collect::<Vec<_>>()
@@ -307,16 +312,15 @@ for stop in [None, ["\n\n"]]:
             seed: Some(7),
             ..Default::default()
         };
-        // One chat per call: a row's sampler depends on its place in the batch, and the
-        // server batches concurrent requests as they arrive.
-        for chat in chats {
-            let remote = client
-                .complete_many(vec![chat.clone()], &sampled)
-                .await
-                .unwrap();
-            let here = local.complete_many(vec![chat], &sampled).await.unwrap();
-            assert_eq!(remote[0].text, here[0].text);
-        }
+        // Each request has its own seed, so what it samples does not depend on the requests
+        // the server batches it with: all at once there, in one call here.
+        let requests = Request::each(chats, 7);
+        let remote = client
+            .complete_many(requests.clone(), &sampled)
+            .await
+            .unwrap();
+        let here = local.complete_many(requests, &sampled).await.unwrap();
+        assert_eq!(texts(&remote), texts(&here));
         // A bad request is a clear HTTP error, not a hang.
         let bad = reqwest::Client::new()
             .post(format!("{url}/chat/completions"))
@@ -326,4 +330,8 @@ for stop in [None, ["\n\n"]]:
             .unwrap();
         assert_eq!(bad.status().as_u16(), 400);
     });
+}
+
+fn texts(r: &[ChatResult]) -> Vec<&str> {
+    r.iter().map(|r| r.text.as_str()).collect()
 }

@@ -209,6 +209,17 @@ pub struct Trajectory {
     pub metadata: String,
 }
 
+impl Trajectory {
+    /// Steps the teacher wrote: what it cost the teacher, counted alike for demonstrations,
+    /// SCoRe's repairs and DAgger's labels.
+    pub fn teacher_steps(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| s.author == Author::Teacher)
+            .count()
+    }
+}
+
 impl TableRow for Trajectory {
     const KIND: &'static str = "trajectories";
     fn to_batch_with(fields: &[FieldRef], rows: &[Self]) -> Result<RecordBatch, PluginError> {

@@ -22,11 +22,35 @@ pub enum TeacherSpec {
     Endpoint(Endpoint),
 }
 
+/// What the teacher does with the student's episodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// SCoRe's mentored solving: judge, repair the earliest wrong step, let the student go on.
+    #[default]
+    Mentor,
+    /// DAgger: label every state the student visited with the step the teacher would take
+    /// there, one training trajectory per label (the student's steps, then the teacher's),
+    /// in task order until the teacher wrote as many steps as the `spent` input's (equal
+    /// teacher cost), or for every state without it.
+    Dagger,
+}
+
+impl Mode {
+    /// Whether it is the default.
+    pub fn is_mentor(&self) -> bool {
+        *self == Self::Mentor
+    }
+}
+
 episode_params! {
     /// Params of `correct`.
     #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
     #[serde(deny_unknown_fields)]
     pub struct CorrectParams {
+        /// `mentor` (SCoRe) or `dagger`.
+        #[serde(default, skip_serializing_if = "Mode::is_mentor")]
+        pub mode: Mode,
         /// The student (default: the checkpoint connected as `model`).
         #[serde(default = "student")]
         pub student: PolicySpec,
@@ -58,10 +82,13 @@ impl Declaration for Correct {
         "correct"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: each request samples with a seed of its own (the run's seed, the episode's place,
+        // the turn): a sampled policy's outputs no longer depend on its batch, and an endpoint
+        // is sent a different seed per sample.
+        "2"
     }
     fn description(&self) -> &'static str {
-        "Mentored solving: the teacher repairs the student's earliest wrong step, the student continues"
+        "Mentored solving: the teacher repairs the student's earliest wrong step, the student continues (or, as DAgger, labels every step it visited)"
     }
     fn signature(&self, p: &CorrectParams) -> Result<Signature, ParamError> {
         if p.student == PolicySpec::Oracle {
@@ -70,12 +97,15 @@ impl Declaration for Correct {
                 "the oracle is a teacher; the student is `student` or an endpoint",
             ));
         }
-        Ok(p.student.add_inputs(
-            Signature::new()
-                .input("tasks", Task::port())
-                .output("trajectories", Trajectory::port())
-                .output("repairs", RepairRecord::port()),
-        ))
+        let signature = Signature::new()
+            .input("tasks", Task::port())
+            .output("trajectories", Trajectory::port())
+            .output("repairs", RepairRecord::port());
+        let signature = match p.mode {
+            Mode::Mentor => signature,
+            Mode::Dagger => signature.optional_input("spent", Trajectory::port()),
+        };
+        Ok(p.student.add_inputs(signature))
     }
     fn settle(&self, p: &mut CorrectParams, hardware: Hardware) {
         if p.student.uses_device() {

@@ -212,8 +212,9 @@ impl Declaration for Rl {
     }
     fn version(&self) -> &'static str {
         // 2: AdamW computed here instead of by libtorch (its state can be saved), which
-        // changes the last bits of the weights.
-        "2"
+        // changes the last bits of the weights. 3: each request samples with a seed of its
+        // own (the run's seed, the episode's place, the turn), whatever its batch.
+        "3"
     }
     fn description(&self) -> &'static str {
         "GRPO from verified prefixes with the key-step reward"

@@ -45,7 +45,10 @@ impl Declaration for Rollout {
         "rollout"
     }
     fn version(&self) -> &'static str {
-        "1"
+        // 2: each request samples with a seed of its own (the run's seed, the episode's place,
+        // the turn): a sampled policy's outputs no longer depend on its batch, and an endpoint
+        // is sent a different seed per sample.
+        "2"
     }
     fn description(&self) -> &'static str {
         "A policy solves a tasks table with tools: trajectories"

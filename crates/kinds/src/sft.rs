@@ -7,6 +7,24 @@ use serde::{Deserialize, Serialize};
 
 use crate::student::{InitParams, LoraParams, Precision};
 
+/// Which steps of a trajectory carry loss.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LossOn {
+    /// Every well-formed step.
+    #[default]
+    All,
+    /// Only the steps the teacher wrote.
+    Teacher,
+}
+
+impl LossOn {
+    /// Whether it is the default.
+    pub fn is_all(&self) -> bool {
+        *self == Self::All
+    }
+}
+
 /// The `sft` kind.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sft;
@@ -39,6 +57,10 @@ pub struct SftParams {
     /// Train on correct trajectories only.
     #[serde(default = "yes")]
     pub only_correct: bool,
+    /// Which steps carry loss: `all` the well-formed ones, or only those the `teacher` wrote
+    /// (DAgger's labels after the student's own steps).
+    #[serde(default, skip_serializing_if = "LossOn::is_all")]
+    pub loss_on: LossOn,
     /// Start from scratch with this model (then no `model` input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<InitParams>,

@@ -16,7 +16,7 @@ use scorch_api::tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
 use scorch_agent::llm::ChatOptions;
 
 use crate::ModelError;
-use crate::policy::Policy;
+use crate::policy::{Policy, Request, request_seed};
 
 /// What is kept of an episode that ended: enough to restore it without replaying it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -57,6 +57,9 @@ pub struct Episode {
     pub final_answer: Option<String>,
     /// Most steps (the plan included): the episode ends at this many.
     pub turn_limit: u32,
+    /// Its random stream (see [`request_seed`]): its place in the node's table, which a
+    /// caller that splits a table into several runs sets; else its place in the run.
+    pub stream: Option<u64>,
 }
 
 impl std::fmt::Debug for Episode {
@@ -81,6 +84,17 @@ impl Episode {
             stop: None,
             final_answer: None,
             turn_limit,
+            stream: None,
+        }
+    }
+
+    /// The request for its next turn: its chat, seeded by `base`, its stream (`index`, its
+    /// place in the run, unless it has its own) and the turn.
+    fn request(&self, system: &str, base: Option<u64>, index: usize) -> Request {
+        let stream = self.stream.unwrap_or(index as u64);
+        Request {
+            messages: self.chat(system),
+            seed: request_seed(base.unwrap_or(0), stream, self.steps.len() as u64),
         }
     }
 
@@ -321,8 +335,11 @@ pub async fn run_with(
         if active.is_empty() {
             break;
         }
-        let chats: Vec<Vec<Message>> = active.iter().map(|(_, e)| e.chat(system)).collect();
-        let replies = policy.complete_many(chats, options).await?;
+        let requests: Vec<Request> = active
+            .iter()
+            .map(|(i, e)| e.request(system, options.seed, *i))
+            .collect();
+        let replies = policy.complete_many(requests, options).await?;
         let pushes = active.iter_mut().zip(replies).map(|((_, ep), r)| {
             prompt += r.prompt_tokens;
             completion += r.completion_tokens;
@@ -370,7 +387,7 @@ async fn advance_alone(
     let mut tokens = (0, 0);
     while ep.stop.is_none() {
         let reply = policy
-            .complete_many(vec![ep.chat(system)], options)
+            .complete_many(vec![ep.request(system, options.seed, index)], options)
             .await?
             .pop()
             .ok_or_else(|| ModelError::Config("the policy gave no reply".into()))?;

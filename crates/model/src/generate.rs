@@ -23,7 +23,7 @@ pub struct Sampling {
     pub max_new_tokens: usize,
     /// Tokens that end a sequence (kept in the output).
     pub stop_tokens: Vec<i64>,
-    /// Seed of the sampler.
+    /// Seed of the sampler: [`generate`] derives each sequence's own from it.
     pub seed: u64,
 }
 
@@ -115,6 +115,11 @@ fn sample(logits: &[f32], s: &Sampling, rng: &mut ChaCha8Rng) -> usize {
 /// Fewest sequences worth a worker thread of their own.
 const MIN_SHARD: usize = 8;
 
+/// The sampler seed of sequence `index` of a call to [`generate`] seeded with `seed`.
+fn row_seed(seed: u64, index: usize) -> u64 {
+    seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// Continue each prompt. `stop_check(i, new_ids)` may end sequence `i` early (stop strings).
 ///
 /// On the CPU, a batch is split into one shard per torch thread, and each shard runs on a
@@ -130,32 +135,36 @@ pub fn generate(
     stop_check: impl Fn(usize, &[i64]) -> bool + Sync,
 ) -> Result<Vec<Generation>, ModelError> {
     let reuse = prompts.iter().map(|_| None).collect();
-    Ok(generate_reusing(model, prompts, reuse, s, pad, false, stop_check)?.0)
+    let seeds: Vec<u64> = (0..prompts.len()).map(|i| row_seed(s.seed, i)).collect();
+    Ok(generate_reusing(model, prompts, reuse, &seeds, s, pad, false, stop_check)?.0)
 }
 
 /// [`generate`], with `reuse[i]` (from [`crate::prefix::PrefixCache::lookup`]) the cached
-/// keys and values of the start of prompt `i`, which is then prefilled only from there.
-/// With `keep`, also returns each sequence's keys and values (its prompt and what it
-/// generated) for the next call to reuse.
+/// keys and values of the start of prompt `i`, which is then prefilled only from there, and
+/// `seeds[i]` the seed of sequence `i`'s own sampler (so that what it samples does not depend
+/// on the other sequences of the call). With `keep`, also returns each sequence's keys and
+/// values (its prompt and what it generated) for the next call to reuse.
+#[allow(clippy::too_many_arguments)]
 pub fn generate_reusing(
     model: &Qwen2,
     prompts: &[Vec<i64>],
     reuse: Vec<Option<Prefix>>,
+    seeds: &[u64],
     s: &Sampling,
     pad: i64,
     keep: bool,
     stop_check: impl Fn(usize, &[i64]) -> bool + Sync,
 ) -> Result<(Vec<Generation>, Vec<Prefix>), ModelError> {
     let n = prompts.len();
-    if reuse.len() != n {
+    if reuse.len() != n || seeds.len() != n {
         return Err(ModelError::Torch(
-            "one reuse entry per prompt is needed".into(),
+            "one reuse entry and one seed per prompt are needed".into(),
         ));
     }
     let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
     let shards = threads.min(n / MIN_SHARD);
     if shards < 2 || model.device() != Device::Cpu {
-        return generate_shard(model, prompts, reuse, 0, s, pad, keep, &stop_check);
+        return generate_shard(model, prompts, reuse, (0, seeds), s, pad, keep, &stop_check);
     }
     let size = n.div_ceil(shards);
     let mut reuse = reuse.into_iter();
@@ -169,8 +178,9 @@ pub fn generate_reusing(
         let workers: Vec<_> = prompts
             .chunks(size)
             .zip(parts)
+            .zip(seeds.chunks(size))
             .enumerate()
-            .map(|(k, (chunk, part))| {
+            .map(|(k, ((chunk, part), seeds))| {
                 let replica = model.replica();
                 let (ready, stop_check) = (&ready, &stop_check);
                 scope.spawn(move || {
@@ -178,7 +188,8 @@ pub fn generate_reusing(
                     let _ = tch::get_num_threads();
                     tch::set_num_threads(1);
                     ready.wait();
-                    generate_shard(&replica, chunk, part, k * size, s, pad, keep, stop_check)
+                    let at = (k * size, seeds);
+                    generate_shard(&replica, chunk, part, at, s, pad, keep, stop_check)
                 })
             })
             .collect();
@@ -205,13 +216,13 @@ pub fn generate_reusing(
 }
 
 /// [`generate_reusing`] on one thread; `offset` is the index of `prompts[0]` in the whole
-/// batch.
+/// batch, `seeds` the shard's own.
 #[allow(clippy::too_many_arguments)]
 fn generate_shard(
     model: &Qwen2,
     prompts: &[Vec<i64>],
     reuse: Vec<Option<Prefix>>,
-    offset: usize,
+    (offset, seeds): (usize, &[u64]),
     s: &Sampling,
     pad: i64,
     keep: bool,
@@ -221,29 +232,6 @@ fn generate_shard(
     if n == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    if prompts.iter().any(Vec::is_empty) {
-        return Err(ModelError::Torch(
-            "an empty prompt cannot be continued".into(),
-        ));
-    }
-    // A reused start must be the prompt's own and leave at least its last token to run.
-    let reused: Vec<usize> = reuse
-        .iter()
-        .zip(prompts)
-        .map(|(r, p)| {
-            r.as_ref()
-                .filter(|r| r.len() < p.len() && p.starts_with(&r.tokens))
-                .map_or(0, Prefix::len)
-        })
-        .collect();
-    let device: Device = model.device();
-    let past = reused.iter().copied().max().unwrap_or(0);
-    let width = prompts
-        .iter()
-        .zip(&reused)
-        .map(|(p, r)| p.len() - r)
-        .max()
-        .unwrap_or(0);
     let positions = model.config.max_position_embeddings as usize;
     // Each sequence's own cap: the positions left after its own prompt, so what it
     // generates never depends on the other prompts of its batch.
@@ -251,28 +239,13 @@ fn generate_shard(
         .iter()
         .map(|p| s.max_new_tokens.min(positions.saturating_sub(p.len())))
         .collect();
-    if let Some(p) = prompts.iter().find(|p| p.len() >= positions) {
-        return Err(ModelError::Torch(format!(
-            "a prompt of {} tokens fills the model's {positions} positions",
-            p.len()
-        )));
-    }
     let max_new = caps.iter().copied().max().unwrap_or(0);
-    // Each row: its reused start, left-padded to `past`, then the rest of its prompt,
-    // left-padded to `width`. Positions count real tokens only, so padding in the middle of
-    // a row is as harmless as on its left.
-    let mut ids = Vec::with_capacity(n * width);
-    let mut mask = Vec::with_capacity(n * (past + width));
-    for (p, &r) in prompts.iter().zip(&reused) {
-        let rest = &p[r..];
-        ids.extend(std::iter::repeat_n(pad, width - rest.len()).chain(rest.iter().copied()));
-        mask.extend(
-            std::iter::repeat_n(0i64, past - r)
-                .chain(std::iter::repeat_n(1i64, r))
-                .chain(std::iter::repeat_n(0i64, width - rest.len()))
-                .chain(std::iter::repeat_n(1i64, rest.len())),
-        );
-    }
+    let device: Device = model.device();
+    let Start {
+        mut input,
+        mut attention,
+        mut cache,
+    } = start(model, prompts, reuse, pad, max_new)?;
     let mut out: Vec<Generation> = (0..n)
         .map(|_| Generation {
             ids: Vec::new(),
@@ -281,58 +254,22 @@ fn generate_shard(
         })
         .collect();
     let mut live: Vec<usize> = (0..n).collect();
-    let mut rngs: Vec<ChaCha8Rng> = (0..n)
-        .map(|i| {
-            let i = (offset + i) as u64;
-            ChaCha8Rng::seed_from_u64(s.seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-        })
+    let mut rngs: Vec<ChaCha8Rng> = seeds
+        .iter()
+        .map(|&seed| ChaCha8Rng::seed_from_u64(seed))
         .collect();
-    let mut attention = Tensor::from_slice(&mask)
-        .view([n as i64, (past + width) as i64])
-        .to_device(device);
-    let mut input = Tensor::from_slice(&ids)
-        .view([n as i64, width as i64])
-        .to_device(device);
-    let mut cache = if past == 0 {
-        model.cache_with_reserve(max_new)
-    } else {
-        KvCache::filled(stack_reused(&reuse, &reused, past)?, width + max_new)
-    };
-    drop(reuse);
     let mut kept = Vec::new();
     tch::no_grad(|| -> Result<(), ModelError> {
         for _ in 0..max_new {
-            let last = model
-                .forward_last(&input, &attention, Some(&mut cache))
-                .to_kind(Kind::Float);
-            let logp = last.log_softmax(-1, Kind::Float);
-            let picked = if s.temperature <= 0.0 && device != Device::Cpu {
-                // Greedy on an accelerator: pick on the device and copy back two numbers
-                // per row instead of two rows of the vocabulary (torch's argmax, like
-                // `sample`, takes the first of equal maxima).
-                let tok = last.argmax(-1, true);
-                let lp = logp.gather(1, &tok, false);
-                let toks = Vec::<i64>::try_from(tok.flatten(0, -1).to_device(Device::Cpu))?;
-                let lps = Vec::<f32>::try_from(lp.flatten(0, -1).to_device(Device::Cpu))?;
-                toks.into_iter()
-                    .map(|t| t as usize)
-                    .zip(lps)
-                    .collect::<Vec<_>>()
-            } else {
-                let logp = logp.to_device(Device::Cpu);
-                let last = last.to_device(Device::Cpu);
-                let vocab = last.size()[1] as usize;
-                let rows: Vec<f32> = Vec::<f32>::try_from(last.flatten(0, -1))?;
-                let lps: Vec<f32> = Vec::<f32>::try_from(logp.flatten(0, -1))?;
-                live.iter()
-                    .enumerate()
-                    .map(|(row, &seq)| {
-                        let r = &rows[row * vocab..(row + 1) * vocab];
-                        let tok = sample(r, s, &mut rngs[seq]);
-                        (tok, lps[row * vocab + tok])
-                    })
-                    .collect()
-            };
+            let last = model.forward_last(&input, &attention, Some(&mut cache));
+            // `live` is in ascending order: the samplers of its sequences, in its order.
+            let mut samplers: Vec<(&Sampling, &mut ChaCha8Rng)> = rngs
+                .iter_mut()
+                .enumerate()
+                .filter(|(i, _)| live.binary_search(i).is_ok())
+                .map(|(_, rng)| (s, rng))
+                .collect();
+            let picked = pick(&last, &mut samplers)?;
             let mut next = Vec::with_capacity(live.len());
             let mut still = Vec::with_capacity(live.len());
             for (row, &seq) in live.iter().enumerate() {
@@ -361,16 +298,13 @@ fn generate_shard(
                         s += 1;
                         continue;
                     }
-                    let real = attention.get(row as i64).nonzero().squeeze_dim(1);
                     let g = &out[seq];
                     let tokens: Vec<i64> = prompts[seq]
                         .iter()
                         .chain(&g.ids[..g.ids.len() - 1])
                         .copied()
                         .collect();
-                    if real.size()[0] == tokens.len() as i64 {
-                        kept.push(Prefix::new(tokens, cache.row(row as i64, &real)));
-                    }
+                    kept.extend(keep_row(&cache, &attention, row as i64, tokens));
                 }
             }
             live = still.iter().map(|&r| live[r as usize]).collect();
@@ -391,6 +325,132 @@ fn generate_shard(
         Ok(())
     })?;
     Ok((out, kept))
+}
+
+/// What the first forward pass of a batch takes: the prompts' ids, the attention over what is
+/// cached and what is fed, and the cache (reused starts already in it).
+pub(crate) struct Start {
+    pub(crate) input: Tensor,
+    pub(crate) attention: Tensor,
+    pub(crate) cache: KvCache,
+}
+
+/// The first forward pass of `prompts`, each row's reused start (`reuse`, when it is the
+/// prompt's own and leaves at least its last token to run) cached, the rest fed; room for
+/// `reserve` more positions.
+pub(crate) fn start(
+    model: &Qwen2,
+    prompts: &[Vec<i64>],
+    reuse: Vec<Option<Prefix>>,
+    pad: i64,
+    reserve: usize,
+) -> Result<Start, ModelError> {
+    let n = prompts.len();
+    if prompts.iter().any(Vec::is_empty) {
+        return Err(ModelError::Torch(
+            "an empty prompt cannot be continued".into(),
+        ));
+    }
+    let positions = model.config.max_position_embeddings as usize;
+    if let Some(p) = prompts.iter().find(|p| p.len() >= positions) {
+        return Err(ModelError::Torch(format!(
+            "a prompt of {} tokens fills the model's {positions} positions",
+            p.len()
+        )));
+    }
+    let reused: Vec<usize> = reuse
+        .iter()
+        .zip(prompts)
+        .map(|(r, p)| {
+            r.as_ref()
+                .filter(|r| r.len() < p.len() && p.starts_with(&r.tokens))
+                .map_or(0, Prefix::len)
+        })
+        .collect();
+    let device = model.device();
+    let past = reused.iter().copied().max().unwrap_or(0);
+    let width = prompts
+        .iter()
+        .zip(&reused)
+        .map(|(p, r)| p.len() - r)
+        .max()
+        .unwrap_or(0);
+    // Each row: its reused start, left-padded to `past`, then the rest of its prompt,
+    // left-padded to `width`. Positions count real tokens only, so padding in the middle of
+    // a row is as harmless as on its left.
+    let mut ids = Vec::with_capacity(n * width);
+    let mut mask = Vec::with_capacity(n * (past + width));
+    for (p, &r) in prompts.iter().zip(&reused) {
+        let rest = &p[r..];
+        ids.extend(std::iter::repeat_n(pad, width - rest.len()).chain(rest.iter().copied()));
+        mask.extend(
+            std::iter::repeat_n(0i64, past - r)
+                .chain(std::iter::repeat_n(1i64, r))
+                .chain(std::iter::repeat_n(0i64, width - rest.len()))
+                .chain(std::iter::repeat_n(1i64, rest.len())),
+        );
+    }
+    let attention = Tensor::from_slice(&mask)
+        .view([n as i64, (past + width) as i64])
+        .to_device(device);
+    let input = Tensor::from_slice(&ids)
+        .view([n as i64, width as i64])
+        .to_device(device);
+    let cache = if past == 0 {
+        model.cache_with_reserve(reserve)
+    } else {
+        KvCache::filled(stack_reused(&reuse, &reused, past)?, width + reserve)
+    };
+    Ok(Start {
+        input,
+        attention,
+        cache,
+    })
+}
+
+/// A token and its log-probability for each row of `last` (rows, vocab), row `r` drawn by
+/// `samplers[r]`.
+pub(crate) fn pick(
+    last: &Tensor,
+    samplers: &mut [(&Sampling, &mut ChaCha8Rng)],
+) -> Result<Vec<(usize, f32)>, ModelError> {
+    let last = last.to_kind(Kind::Float);
+    let logp = last.log_softmax(-1, Kind::Float);
+    let device = last.device();
+    if device != Device::Cpu && samplers.iter().all(|(s, _)| s.temperature <= 0.0) {
+        // Greedy on an accelerator: pick on the device and copy back two numbers per row
+        // instead of two rows of the vocabulary (torch's argmax, like `sample`, takes the
+        // first of equal maxima).
+        let tok = last.argmax(-1, true);
+        let lp = logp.gather(1, &tok, false);
+        let toks = Vec::<i64>::try_from(tok.flatten(0, -1).to_device(Device::Cpu))?;
+        let lps = Vec::<f32>::try_from(lp.flatten(0, -1).to_device(Device::Cpu))?;
+        return Ok(toks.into_iter().map(|t| t as usize).zip(lps).collect());
+    }
+    let vocab = last.size()[1] as usize;
+    let rows: Vec<f32> = Vec::<f32>::try_from(last.to_device(Device::Cpu).flatten(0, -1))?;
+    let lps: Vec<f32> = Vec::<f32>::try_from(logp.to_device(Device::Cpu).flatten(0, -1))?;
+    Ok(samplers
+        .iter_mut()
+        .enumerate()
+        .map(|(row, (s, rng))| {
+            let r = &rows[row * vocab..(row + 1) * vocab];
+            let tok = sample(r, s, rng);
+            (tok, lps[row * vocab + tok])
+        })
+        .collect())
+}
+
+/// Row `row`'s keys and values as a [`Prefix`] of `tokens` (every token it was fed), if its
+/// real positions are exactly those.
+pub(crate) fn keep_row(
+    cache: &KvCache,
+    attention: &Tensor,
+    row: i64,
+    tokens: Vec<i64>,
+) -> Option<Prefix> {
+    let real = attention.get(row).nonzero().squeeze_dim(1);
+    (real.size()[0] == tokens.len() as i64).then(|| Prefix::new(tokens, cache.row(row, &real)))
 }
 
 /// The batch's starting cache: per layer, every row's reused keys and values left-padded

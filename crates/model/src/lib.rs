@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bench_rollout;
 pub mod chat;
 pub mod checkpoint;
+pub mod continuous;
 pub mod encode;
 pub mod endpoint_error;
 pub mod episode;

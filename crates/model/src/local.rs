@@ -11,8 +11,10 @@ use scorch_agent::teacher::TeacherError;
 use crate::ModelError;
 use crate::chat::{ChatFormatExt, Turn};
 use crate::checkpoint::Checkpoint;
-use crate::generate::{Finish, Sampling, generate_reusing};
+use crate::continuous::Engine;
+use crate::generate::{Finish, Generation, Sampling, generate_reusing};
 use crate::openai::ChatResult;
+use crate::policy::Request;
 use crate::prefix::PrefixCache;
 use crate::tokenizer::{END_OF_TEXT, IM_END, token_id};
 
@@ -31,6 +33,39 @@ pub struct LocalModel {
     name: String,
     inner: Arc<Mutex<Checkpoint>>,
     prefixes: Arc<Mutex<PrefixCache>>,
+    batching: Batching,
+    engine: Arc<Engine>,
+}
+
+/// How the student batches the requests of episodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Batching {
+    /// Episodes advance on their own and each request joins the running batch as it comes
+    /// ([`crate::continuous`]).
+    #[default]
+    Continuous,
+    /// Episodes advance in rounds: every open episode's request in one call, whose batch
+    /// ends with its longest reply.
+    Rounds,
+}
+
+impl Batching {
+    /// The environment variable that picks one for the students a node loads (`continuous`
+    /// or `rounds`): both give the same outputs, so it is not part of any cache key.
+    pub const ENV: &'static str = "SCORCH_BATCHING";
+
+    /// What [`Self::ENV`] says (the default where it is unset).
+    pub fn from_env() -> Result<Self, ModelError> {
+        match std::env::var(Self::ENV) {
+            Err(_) => Ok(Self::default()),
+            Ok(v) if v == "continuous" => Ok(Self::Continuous),
+            Ok(v) if v == "rounds" => Ok(Self::Rounds),
+            Ok(v) => Err(ModelError::Config(format!(
+                "{}={v:?}: expected `continuous` or `rounds`",
+                Self::ENV
+            ))),
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalModel {
@@ -51,7 +86,35 @@ impl LocalModel {
             name: name.to_owned(),
             inner: Arc::new(Mutex::new(checkpoint)),
             prefixes: Arc::new(Mutex::new(PrefixCache::new(PREFIX_BUDGET))),
+            batching: Batching::default(),
+            engine: Arc::default(),
         }
+    }
+
+    /// The same model batching as `batching` says.
+    pub fn with_batching(mut self, batching: Batching) -> Self {
+        self.batching = batching;
+        self
+    }
+
+    /// How it batches episodes' requests.
+    pub fn batching(&self) -> Batching {
+        self.batching
+    }
+
+    /// Complete one request in the continuous batch (started if none runs).
+    pub async fn complete_continuous(
+        &self,
+        request: Request,
+        o: &ChatOptions,
+    ) -> Result<ChatResult, ModelError> {
+        let (inner, prefixes, engine) = (
+            self.inner.clone(),
+            self.prefixes.clone(),
+            self.engine.clone(),
+        );
+        let run = move || crate::continuous::serve(&inner, &prefixes, &engine);
+        crate::continuous::complete(&self.engine, run, request, o).await
     }
 
     /// The checkpoint, for training it in place (a poisoned lock is taken over: the weights
@@ -79,12 +142,13 @@ impl LocalModel {
     }
 
     /// Complete many chats in batched generations (blocking: call from a worker thread).
+    /// Each request samples with its own seed; `o.seed` is not used.
     pub fn complete_batch(
         &self,
-        chats: &[Vec<Message>],
+        requests: &[Request],
         o: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError> {
-        self.complete_batch_watched(chats, o, None)
+        self.complete_batch_watched(requests, o, None)
     }
 
     /// [`complete_batch`](Self::complete_batch), calling `on_text(chat, text)` with each
@@ -92,7 +156,7 @@ impl LocalModel {
     /// server sends from).
     pub fn complete_batch_watched(
         &self,
-        chats: &[Vec<Message>],
+        requests: &[Request],
         o: &ChatOptions,
         on_text: Option<&OnText<'_>>,
     ) -> Result<Vec<ChatResult>, ModelError> {
@@ -100,57 +164,39 @@ impl LocalModel {
             .inner
             .lock()
             .map_err(|_| ModelError::Torch("the model lock is poisoned".into()))?;
-        let tk = &ck.tokenizer;
-        let mut all = Vec::with_capacity(chats.len());
-        for chat in chats {
-            let turns: Vec<Turn<'_>> = chat
-                .iter()
-                .map(|m| Turn {
-                    role: m.role.as_str(),
-                    content: &m.content,
-                })
-                .collect();
-            all.push(ck.chat.encode(tk, &turns, true)?.0);
-        }
+        let text = Text::of(&ck);
+        let all = requests
+            .iter()
+            .map(|r| text.encode(&r.messages))
+            .collect::<Result<Vec<_>, _>>()?;
         // A chat that leaves no room to write gets an empty completion ("length").
-        let limit = ck.model.config.max_position_embeddings as usize;
-        let prompts: Vec<Vec<i64>> = all.iter().filter(|p| p.len() < limit).cloned().collect();
+        let prompts: Vec<Vec<i64>> = all.iter().filter(|p| text.fits(p)).cloned().collect();
         // prompt index → chat index (a chat with no room is not generated).
-        let chat_of: Vec<usize> = (0..all.len()).filter(|&i| all[i].len() < limit).collect();
-        let stop_tokens = vec![token_id(tk, IM_END)?, token_id(tk, END_OF_TEXT)?];
-        let pad = token_id(tk, END_OF_TEXT)?;
-        let sampling = Sampling {
-            temperature: o.temperature,
-            top_p: o.top_p,
-            top_k: o.top_k,
-            max_new_tokens: o.max_tokens,
-            stop_tokens,
-            seed: o.seed.unwrap_or(0),
-        };
+        let chat_of: Vec<usize> = (0..all.len()).filter(|&i| text.fits(&all[i])).collect();
+        let sampling = text.sampling(o)?;
+        let pad = text.pad()?;
         let stops = &o.stop;
-        let chat = ck.chat;
+        let (tk, chat) = (&ck.tokenizer, ck.chat);
         // Generate in chunks of similar length: little padding, and memory bounded however
         // many chats come (attention over a padded batch grows with batch x length^2).
         let mut order: Vec<usize> = (0..prompts.len()).collect();
         order.sort_by_key(|&i| (prompts[i].len(), i));
-        let mut slots: Vec<Option<crate::generate::Generation>> = vec![None; prompts.len()];
+        let mut slots: Vec<Option<Generation>> = vec![None; prompts.len()];
         let mut cached = vec![0u64; prompts.len()];
         let mut prefixes = self.prefixes();
         let mut kept = Vec::new();
-        for (c, chunk) in order.chunks(CHUNK).enumerate() {
+        for chunk in order.chunks(CHUNK) {
             let batch: Vec<Vec<i64>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
             let reuse: Vec<_> = batch.iter().map(|p| prefixes.lookup(p)).collect();
             for (&i, r) in chunk.iter().zip(&reuse) {
                 cached[i] = r.as_ref().map_or(0, |r| r.len() as u64);
             }
-            let sampling = Sampling {
-                seed: sampling.seed.wrapping_add(c as u64),
-                ..sampling.clone()
-            };
+            let seeds: Vec<u64> = chunk.iter().map(|&i| requests[chat_of[i]].seed).collect();
             let (out, k) = generate_reusing(
                 &ck.model,
                 &batch,
                 reuse,
+                &seeds,
                 &sampling,
                 pad,
                 true,
@@ -160,11 +206,7 @@ impl LocalModel {
                     {
                         on_text(chat_of[chunk[row]], &text);
                     }
-                    !stops.is_empty() && {
-                        let tail = &ids[ids.len().saturating_sub(16)..];
-                        chat.decode(tk, tail)
-                            .is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
-                    }
+                    text.stopped(stops, ids)
                 },
             )?;
             kept.extend(k);
@@ -174,54 +216,132 @@ impl LocalModel {
         }
         prefixes.replace(kept);
         drop(prefixes);
-        let gens: Vec<(crate::generate::Generation, u64)> = slots
-            .into_iter()
-            .zip(cached)
-            .filter_map(|(g, c)| g.map(|g| (g, c)))
-            .collect();
-        let mut gens = gens.into_iter();
-        let mut out = Vec::with_capacity(all.len());
-        for p in &all {
-            let (g, cached_tokens) = match (p.len() < limit).then(|| gens.next()).flatten() {
-                Some(g) => g,
-                None => {
-                    out.push(ChatResult {
-                        text: String::new(),
-                        prompt_tokens: p.len() as u64,
-                        completion_tokens: 0,
-                        cached_tokens: 0,
-                        finish_reason: "length".into(),
-                        logprobs: Some(Vec::new()),
-                        tokens: Some(Vec::new()),
-                    });
-                    continue;
+        let mut gens = slots.into_iter().zip(cached);
+        all.iter()
+            .map(|p| {
+                let g = text.fits(p).then(|| gens.next()).flatten();
+                match g {
+                    Some((Some(g), cached)) => text.reply(p.len(), &g, cached, stops),
+                    _ => Ok(no_room(p.len())),
                 }
-            };
-            let mut text = ck.chat.decode(tk, &g.ids)?;
-            if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
-                text.truncate(cut);
-            }
-            let finish = if g.finish == Finish::Length {
-                "length"
-            } else {
-                "stop"
-            };
-            let tokens = g
-                .ids
-                .iter()
-                .map(|&id| ck.chat.decode(tk, &[id]))
-                .collect::<Result<Vec<_>, _>>()?;
-            out.push(ChatResult {
-                text,
-                prompt_tokens: p.len() as u64,
-                completion_tokens: g.ids.len() as u64,
-                cached_tokens,
-                finish_reason: finish.into(),
-                logprobs: Some(g.logprobs),
-                tokens: Some(tokens),
-            });
+            })
+            .collect()
+    }
+}
+
+/// What turning chats into tokens and back takes: the checkpoint's tokenizer, its chat format
+/// and its positions (shared by the threads that generate, which the weights are not).
+#[derive(Clone, Copy)]
+pub(crate) struct Text<'a> {
+    tk: &'a tokenizers::Tokenizer,
+    chat: scorch_kinds::student::ChatFormat,
+    positions: usize,
+}
+
+impl<'a> Text<'a> {
+    /// The checkpoint's.
+    pub(crate) fn of(ck: &'a Checkpoint) -> Self {
+        Self {
+            tk: &ck.tokenizer,
+            chat: ck.chat,
+            positions: ck.model.config.max_position_embeddings as usize,
         }
-        Ok(out)
+    }
+
+    /// A chat's prompt in the checkpoint's format, ready for the assistant's turn.
+    pub(crate) fn encode(self, messages: &[Message]) -> Result<Vec<i64>, ModelError> {
+        let turns: Vec<Turn<'_>> = messages
+            .iter()
+            .map(|m| Turn {
+                role: m.role.as_str(),
+                content: &m.content,
+            })
+            .collect();
+        Ok(self.chat.encode(self.tk, &turns, true)?.0)
+    }
+
+    /// Whether a prompt leaves the model a position to write in.
+    pub(crate) fn fits(self, prompt: &[i64]) -> bool {
+        prompt.len() < self.positions
+    }
+
+    /// The positions a prompt leaves.
+    pub(crate) fn room(self, prompt: &[i64]) -> usize {
+        self.positions.saturating_sub(prompt.len())
+    }
+
+    /// The padding token.
+    pub(crate) fn pad(self) -> Result<i64, ModelError> {
+        token_id(self.tk, END_OF_TEXT)
+    }
+
+    /// The sampler settings of `o` (its seed aside: each request has its own).
+    pub(crate) fn sampling(self, o: &ChatOptions) -> Result<Sampling, ModelError> {
+        Ok(Sampling {
+            temperature: o.temperature,
+            top_p: o.top_p,
+            top_k: o.top_k,
+            max_new_tokens: o.max_tokens,
+            stop_tokens: vec![token_id(self.tk, IM_END)?, token_id(self.tk, END_OF_TEXT)?],
+            seed: 0,
+        })
+    }
+
+    /// Whether the end of `ids` spells one of `stops`.
+    pub(crate) fn stopped(self, stops: &[String], ids: &[i64]) -> bool {
+        !stops.is_empty() && {
+            let tail = &ids[ids.len().saturating_sub(16)..];
+            self.chat
+                .decode(self.tk, tail)
+                .is_ok_and(|t| stops.iter().any(|s| t.contains(s.as_str())))
+        }
+    }
+
+    /// The reply a prompt of `prompt_tokens` tokens gets from generation `g`, of which the
+    /// first `cached_tokens` came from kept keys and values.
+    pub(crate) fn reply(
+        self,
+        prompt_tokens: usize,
+        g: &Generation,
+        cached_tokens: u64,
+        stops: &[String],
+    ) -> Result<ChatResult, ModelError> {
+        let mut text = self.chat.decode(self.tk, &g.ids)?;
+        if let Some(cut) = stops.iter().filter_map(|s| text.find(s.as_str())).min() {
+            text.truncate(cut);
+        }
+        let finish = if g.finish == Finish::Length {
+            "length"
+        } else {
+            "stop"
+        };
+        let tokens = g
+            .ids
+            .iter()
+            .map(|&id| self.chat.decode(self.tk, &[id]))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ChatResult {
+            text,
+            prompt_tokens: prompt_tokens as u64,
+            completion_tokens: g.ids.len() as u64,
+            cached_tokens,
+            finish_reason: finish.into(),
+            logprobs: Some(g.logprobs.clone()),
+            tokens: Some(tokens),
+        })
+    }
+}
+
+/// The reply to a chat that leaves no room to write: empty, "length".
+pub(crate) fn no_room(prompt_tokens: usize) -> ChatResult {
+    ChatResult {
+        text: String::new(),
+        prompt_tokens: prompt_tokens as u64,
+        completion_tokens: 0,
+        cached_tokens: 0,
+        finish_reason: "length".into(),
+        logprobs: Some(Vec::new()),
+        tokens: Some(Vec::new()),
     }
 }
 
@@ -237,8 +357,12 @@ impl ChatClient for LocalModel {
     ) -> Result<ChatReply, TeacherError> {
         let o = options.clone();
         let me = self.clone();
-        let chat = messages.to_vec();
-        let mut r = tokio::task::spawn_blocking(move || me.complete_batch(&[chat], &o))
+        let messages = messages.to_vec();
+        let request = Request {
+            messages,
+            seed: o.seed.unwrap_or(0),
+        };
+        let mut r = tokio::task::spawn_blocking(move || me.complete_batch(&[request], &o))
             .await
             .map_err(|e| TeacherError(e.to_string()))?
             .map_err(|e| TeacherError(e.to_string()))?;

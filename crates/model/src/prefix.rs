@@ -60,11 +60,16 @@ impl Prefix {
     }
 }
 
-/// The sequences of the last call, sorted by their tokens, within a memory budget.
+/// Sequences kept for their next turn, sorted by their tokens, within a memory budget: the
+/// last call's (a batching caller replaces them each call), or each as it ends (a
+/// continuous batch inserts them, and the oldest go first when the budget is spent).
 #[derive(Debug)]
 pub struct PrefixCache {
-    entries: Vec<Prefix>,
+    /// Each sequence with when it came.
+    entries: Vec<(Prefix, u64)>,
     budget: usize,
+    spent: usize,
+    clock: u64,
 }
 
 impl PrefixCache {
@@ -73,12 +78,15 @@ impl PrefixCache {
         Self {
             entries: Vec::new(),
             budget,
+            spent: 0,
+            clock: 0,
         }
     }
 
     /// Forget everything (the weights changed).
     pub fn clear(&mut self) {
         self.entries.clear();
+        self.spent = 0;
     }
 
     /// Sequences held.
@@ -93,17 +101,18 @@ impl PrefixCache {
 
     /// Memory held.
     pub fn bytes(&self) -> usize {
-        self.entries.iter().map(Prefix::bytes).sum()
+        self.spent
     }
 
-    /// The longest start of `prompt` that a held sequence covers, as views of its keys and
-    /// values: at most all of `prompt` but its last token, whose logits the next token needs.
-    pub fn lookup(&self, prompt: &[i64]) -> Option<Prefix> {
+    /// The held sequence sharing the longest start with `prompt`: its place and how many
+    /// tokens it covers (at most all of `prompt` but its last token, whose logits the next
+    /// token needs).
+    fn best(&self, prompt: &[i64]) -> Option<(usize, usize)> {
         // In sorted order, the sequence sharing the longest start with `prompt` is next to
         // where `prompt` would go.
         let at = self
             .entries
-            .partition_point(|e| e.tokens.as_slice() < prompt);
+            .partition_point(|(e, _)| e.tokens.as_slice() < prompt);
         let common = |e: &Prefix| {
             e.tokens
                 .iter()
@@ -111,30 +120,70 @@ impl PrefixCache {
                 .take_while(|(a, b)| a == b)
                 .count()
         };
-        let best = [at.checked_sub(1), Some(at)]
+        let (len, i) = [at.checked_sub(1), Some(at)]
             .into_iter()
             .flatten()
-            .filter_map(|i| self.entries.get(i))
-            .map(|e| (common(e), e))
+            .filter_map(|i| self.entries.get(i).map(|(e, _)| (common(e), i)))
             .max_by_key(|(n, _)| *n)?;
-        let len = best.0.min(prompt.len().saturating_sub(1));
-        (len > 0).then(|| best.1.first(len))
+        let len = len.min(prompt.len().saturating_sub(1));
+        (len > 0).then_some((i, len))
+    }
+
+    /// The longest start of `prompt` that a held sequence covers, as views of its keys and
+    /// values: at most all of `prompt` but its last token.
+    pub fn lookup(&self, prompt: &[i64]) -> Option<Prefix> {
+        let (i, len) = self.best(prompt)?;
+        Some(self.entries[i].0.first(len))
+    }
+
+    /// [`lookup`](Self::lookup), and the sequence it came from is let go if `prompt`
+    /// continues all of it (its episode's next turn: nothing else will want it).
+    pub fn take(&mut self, prompt: &[i64]) -> Option<Prefix> {
+        let (i, len) = self.best(prompt)?;
+        let out = self.entries[i].0.first(len);
+        if prompt.starts_with(&self.entries[i].0.tokens) {
+            let (gone, _) = self.entries.remove(i);
+            self.spent -= gone.bytes();
+        }
+        Some(out)
     }
 
     /// Hold `entries` (this call's sequences) in place of the old ones, in their order until
     /// the budget is spent.
     pub fn replace(&mut self, entries: Vec<Prefix>) {
-        self.entries.clear();
-        let mut spent = 0;
+        self.clear();
         for e in entries {
             let b = e.bytes();
-            if spent + b > self.budget {
+            if self.spent + b > self.budget {
                 continue;
             }
-            spent += b;
-            self.entries.push(e);
+            self.spent += b;
+            self.clock += 1;
+            self.entries.push((e, self.clock));
         }
-        self.entries.sort_by(|a, b| a.tokens.cmp(&b.tokens));
+        self.entries.sort_by(|a, b| a.0.tokens.cmp(&b.0.tokens));
+    }
+
+    /// Hold `entry` too, letting the oldest go until it fits (one larger than the whole
+    /// budget is not kept).
+    pub fn insert(&mut self, entry: Prefix) {
+        let b = entry.bytes();
+        if b > self.budget {
+            return;
+        }
+        while self.spent + b > self.budget {
+            let Some(oldest) = (0..self.entries.len()).min_by_key(|&i| self.entries[i].1) else {
+                break;
+            };
+            let (gone, _) = self.entries.remove(oldest);
+            self.spent -= gone.bytes();
+        }
+        self.clock += 1;
+        self.spent += b;
+        let at = self
+            .entries
+            .partition_point(|(e, _)| e.tokens < entry.tokens);
+        self.entries.insert(at, (entry, self.clock));
     }
 }
 
@@ -180,5 +229,27 @@ mod tests {
         assert!(c.bytes() <= one * 2);
         assert!(c.lookup(&[5, 6, 7]).is_none());
         assert!(c.lookup(&[1, 2, 7]).is_some());
+    }
+
+    #[test]
+    fn insert_lets_the_oldest_go_and_take_lets_a_continued_sequence_go() {
+        let one = entry(&[1, 2]).bytes();
+        let mut c = PrefixCache::new(one * 2);
+        c.insert(entry(&[5, 6]));
+        c.insert(entry(&[1, 2]));
+        c.insert(entry(&[3, 4]));
+        assert_eq!(c.len(), 2, "the budget holds two");
+        assert_eq!(c.bytes(), one * 2);
+        assert!(c.lookup(&[5, 6, 7]).is_none(), "the oldest went first");
+        assert!(c.lookup(&[3, 4, 7]).is_some());
+        // A prompt that shares only a start gets it, and leaves the sequence for others.
+        assert_eq!(c.take(&[1, 9]).unwrap().tokens, vec![1]);
+        assert_eq!(c.take(&[3, 7]).unwrap().tokens, vec![3]);
+        assert_eq!(c.len(), 2);
+        // A prompt that continues it takes it.
+        assert_eq!(c.take(&[1, 2, 8]).unwrap().tokens, vec![1, 2]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.bytes(), one);
+        assert!(c.lookup(&[1, 2, 8]).is_none());
     }
 }

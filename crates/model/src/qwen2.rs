@@ -341,6 +341,109 @@ impl KvCache {
             l.v = l.v.index_select(0, index);
         }
     }
+
+    /// A cache of only the batch rows in `index` (copies).
+    pub fn rows(&self, index: &Tensor) -> KvCache {
+        KvCache {
+            layers: self
+                .layers
+                .iter()
+                .map(|l| {
+                    l.as_ref().map(|l| LayerCache {
+                        k: l.k.index_select(0, index),
+                        v: l.v.index_select(0, index),
+                        len: l.len,
+                    })
+                })
+                .collect(),
+            reserve: self.reserve,
+        }
+    }
+
+    /// Add `other`'s rows after these, the shorter side left-padded with zeros to the longer
+    /// one's positions (the caller's attention mask hides them, as for a left-padded prompt).
+    pub fn append_rows(&mut self, other: KvCache) {
+        let len = self.len().max(other.len());
+        let reserve = self.reserve.max(other.reserve);
+        if self.layers.len() != other.layers.len() {
+            return;
+        }
+        for (mine, theirs) in self.layers.iter_mut().zip(other.layers) {
+            let Some(theirs) = theirs else { continue };
+            let Some(m) = mine.take() else {
+                *mine = Some(theirs);
+                continue;
+            };
+            let padded = |x: &Tensor, have: i64| {
+                let x = x.narrow(2, 0, have);
+                if have == len {
+                    return x;
+                }
+                let mut size = x.size();
+                size[2] = len - have;
+                Tensor::cat(
+                    &[&Tensor::zeros(size.as_slice(), (x.kind(), x.device())), &x],
+                    2,
+                )
+            };
+            let k = Tensor::cat(&[padded(&m.k, m.len), padded(&theirs.k, theirs.len)], 0);
+            let v = Tensor::cat(&[padded(&m.v, m.len), padded(&theirs.v, theirs.len)], 0);
+            *mine = Some(LayerCache {
+                k: grow(&k, len, len + reserve),
+                v: grow(&v, len, len + reserve),
+                len,
+            });
+        }
+        self.reserve = reserve;
+    }
+
+    /// Write `other`'s rows into rows `slots` (a 1-D index) of this cache, ending at its last
+    /// position, which must be at least `other`'s length. The positions before are left as
+    /// they were, for the caller's mask to hide.
+    pub fn place(&mut self, slots: &Tensor, other: &KvCache) {
+        for (mine, theirs) in self.layers.iter_mut().zip(&other.layers) {
+            let (Some(m), Some(t)) = (mine.as_mut(), theirs.as_ref()) else {
+                continue;
+            };
+            let n = t.len.min(m.len);
+            let mut k = m.k.narrow(2, m.len - n, n);
+            let _ = k.index_copy_(0, slots, &t.k.narrow(2, t.len - n, n));
+            let mut v = m.v.narrow(2, m.len - n, n);
+            let _ = v.index_copy_(0, slots, &t.v.narrow(2, t.len - n, n));
+        }
+    }
+
+    /// Left-pad every row with zeros to `len` positions (no change if it holds as many).
+    pub fn widen(&mut self, len: i64) {
+        let reserve = self.reserve;
+        for l in self.layers.iter_mut().flatten() {
+            if l.len >= len {
+                continue;
+            }
+            let widened = |x: &Tensor| {
+                let mut size = x.size();
+                size[2] = len + reserve;
+                let buf = Tensor::zeros(size.as_slice(), (x.kind(), x.device()));
+                buf.narrow(2, len - l.len, l.len)
+                    .copy_(&x.narrow(2, 0, l.len));
+                buf
+            };
+            l.k = widened(&l.k);
+            l.v = widened(&l.v);
+            l.len = len;
+        }
+    }
+
+    /// Drop the first `n` positions of every row (positions that no row attends to any more).
+    pub fn trim_front(&mut self, n: i64) {
+        for l in self.layers.iter_mut().flatten() {
+            let n = n.min(l.len);
+            let cap = l.k.size()[2];
+            l.k = l.k.narrow(2, n, cap - n);
+            l.v = l.v.narrow(2, n, cap - n);
+            l.len -= n;
+        }
+    }
 }
 
 /// A projection: HF's `nn.Linear`, plus a LoRA update where an adapter targets it.

@@ -93,11 +93,10 @@ pub async fn rollouts(
                 Vec::with_capacity(tasks.len() * samples as usize);
             for t in tasks {
                 for _ in 0..samples {
-                    slots.push(Some(Episode::new(
-                        t.clone(),
-                        tool_for(t, r.sandbox)?,
-                        r.turn_limit,
-                    )));
+                    let mut ep = Episode::new(t.clone(), tool_for(t, r.sandbox)?, r.turn_limit);
+                    // Its place in the table: the same whichever batch it is played in.
+                    ep.stream = Some(slots.len() as u64);
+                    slots.push(Some(ep));
                 }
             }
             if let Some(journal) = &r.journal {

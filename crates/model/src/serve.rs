@@ -27,6 +27,7 @@ use crate::ModelError;
 use crate::adapters::Adapters;
 use crate::local::LocalModel;
 use crate::openai::ChatResult;
+use crate::policy::{self, request_seed};
 
 /// Most choices one request may ask for (`n`).
 const MAX_N: u64 = 16;
@@ -525,22 +526,35 @@ fn worker(jobs: std_mpsc::Receiver<Job>) {
             }
         }
         while !batch.is_empty() {
-            let options = batch[0].options.clone();
+            // Requests that differ only by their seed share a batch: each row has its own
+            // sampler.
+            let unseeded = |o: &ChatOptions| ChatOptions {
+                seed: None,
+                ..o.clone()
+            };
+            let options = unseeded(&batch[0].options);
             let (name, model) = batch[0].model.clone();
             let (same, rest): (Vec<Job>, Vec<Job>) = batch
                 .into_iter()
-                .partition(|j| j.options == options && j.model.0 == name);
+                .partition(|j| unseeded(&j.options) == options && j.model.0 == name);
             batch = rest;
-            // Requests without a seed are batched together and sample anew each batch, as
-            // other OpenAI-compatible servers do; a seed makes a request's sampling repeatable.
-            let mut options = options;
-            options.seed.get_or_insert_with(rand::random);
-            // Row r of the batch is choice `choice[r]` of job `owner[r]`.
+            // Row r of the batch is choice `choice[r]` of job `owner[r]`. A request with a
+            // seed samples its first choice with that seed and choice c with one derived from
+            // it, whatever else is in the batch (vLLM's per-request seed); one without samples
+            // anew each time, as other OpenAI-compatible servers do.
             let mut chats = Vec::new();
             let mut rows = Vec::new();
             for (j, job) in same.iter().enumerate() {
+                let seed = job.options.seed.unwrap_or_else(rand::random);
                 for c in 0..job.n {
-                    chats.push(job.chat.clone());
+                    chats.push(policy::Request {
+                        messages: job.chat.clone(),
+                        seed: if c == 0 {
+                            seed
+                        } else {
+                            request_seed(seed, c as u64, 0)
+                        },
+                    });
                     rows.push((j, c));
                 }
             }

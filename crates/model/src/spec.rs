@@ -12,7 +12,7 @@ use scorch_kinds::policy::PolicySpec;
 
 use crate::ModelError;
 use crate::checkpoint::Checkpoint;
-use crate::local::LocalModel;
+use crate::local::{Batching, LocalModel};
 use crate::openai::OpenAiClient;
 use crate::policy::Policy;
 
@@ -51,7 +51,7 @@ pub fn load_student(
     let (device, kind) = crate::pick_device(device)?;
     let mut ck = Checkpoint::load_model(dir, base, device, kind)?;
     ck.merge_adapter();
-    Ok(LocalModel::new("student", ck))
+    Ok(LocalModel::new("student", ck).with_batching(Batching::from_env()?))
 }
 
 /// The chat policy of a spec (`None` for the oracle, which is not a chat model); a student

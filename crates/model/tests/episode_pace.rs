@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use scorch_agent::format::{Message, render_step};
+use scorch_agent::format::render_step;
 use scorch_agent::llm::ChatOptions;
 use scorch_agent::oracle::demonstration_rows;
 use scorch_agent::suite::{Split, tasks};
@@ -19,7 +19,7 @@ use scorch_api::tables::{Author, Trajectory};
 use scorch_model::ModelError;
 use scorch_model::episode::{Ended, EndedSink, Episode, Pace, Schedule, run_with};
 use scorch_model::openai::ChatResult;
-use scorch_model::policy::Policy;
+use scorch_model::policy::{Policy, Request};
 
 /// A deterministic policy that replays the oracle's demonstration of each question, one step
 /// per request, after a delay that differs by request (0–15 ms).
@@ -39,11 +39,11 @@ impl Policy for Replay {
     }
     async fn complete_many(
         &self,
-        chats: Vec<Vec<Message>>,
+        requests: Vec<Request>,
         _options: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError> {
         let mut out = Vec::new();
-        for chat in chats {
+        for Request { messages: chat, .. } in requests {
             self.requests.fetch_add(1, Ordering::Relaxed);
             let question = &chat[1].content;
             let demo = self.demos.iter().find(|d| &d.question == question).unwrap();
@@ -174,12 +174,12 @@ impl Policy for Script {
     }
     async fn complete_many(
         &self,
-        chats: Vec<Vec<Message>>,
+        requests: Vec<Request>,
         _options: &ChatOptions,
     ) -> Result<Vec<ChatResult>, ModelError> {
-        Ok(chats
+        Ok(requests
             .iter()
-            .map(|chat| {
+            .map(|Request { messages: chat, .. }| {
                 let done = chat
                     .iter()
                     .filter(|m| m.role == scorch_agent::format::Role::Assistant)

@@ -15,10 +15,12 @@ use scorch_api::reexports::async_trait;
 use scorch_api::resume::Journal;
 use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, Task, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError, ProgressSink};
-use scorch_kinds::correct::{CorrectParams, TeacherSpec};
+use scorch_kinds::correct::{CorrectParams, Mode, TeacherSpec};
 use scorch_model::episode::{self, Episode};
 use scorch_model::openai::OpenAiClient;
 use scorch_model::spec::{chat_policy, system_for, tool_for};
+
+pub mod dagger;
 
 /// The `correct` plugin.
 #[derive(Debug, Clone, Copy, Default)]
@@ -94,12 +96,12 @@ pub async fn mentor(
     let teacher = teacher_of(&p.teacher, p.turn_limit, calc, p.sandbox)?;
     let mut eps: Vec<Episode> = tasks
         .iter()
-        .map(|t| {
-            Ok(Episode::new(
-                t.clone(),
-                tool_for(t, p.sandbox)?,
-                p.turn_limit,
-            ))
+        .enumerate()
+        .map(|(i, t)| {
+            let mut ep = Episode::new(t.clone(), tool_for(t, p.sandbox)?, p.turn_limit);
+            // Its task's place: a round plays only the open tasks.
+            ep.stream = Some(i as u64);
+            Ok(ep)
         })
         .collect::<Result<_, PluginError>>()?;
     let mut repairs: Vec<Vec<Repair>> = vec![Vec::new(); eps.len()];
@@ -278,6 +280,38 @@ impl DeclaredPlugin for Correct {
         let tasks: Vec<Task> = ctx.read_rows("tasks").await?;
         let model = ctx.optional_blobs("model")?;
         let base = ctx.optional_blobs("base")?;
+        if p.mode == Mode::Dagger {
+            let budget = if ctx.has_input("spent") {
+                let spent: Vec<Trajectory> = ctx.read_rows("spent").await?;
+                Some(spent.iter().map(Trajectory::teacher_steps).sum())
+            } else {
+                None
+            };
+            let calc = tasks.iter().all(|t| t.suite == "builtin");
+            let teacher = teacher_of(&p.teacher, p.turn_limit, calc, p.sandbox)?;
+            let out = dagger::dagger(
+                &p,
+                teacher.as_ref(),
+                &tasks,
+                (model.as_deref(), base.as_deref()),
+                ctx.seed(),
+                ctx.progress(),
+                budget,
+            )
+            .await?;
+            ctx.check_cancelled()?;
+            if budget.is_some_and(|b| out.trajectories.len() < b) {
+                tracing::warn!(
+                    labels = out.trajectories.len(),
+                    budget,
+                    "the student's states ran out before the teacher's budget"
+                );
+            }
+            ctx.metric("labels", out.trajectories.len() as f64);
+            record_cost(ctx, out.trajectories.len(), out.cost, out.student_tokens);
+            ctx.write_rows("trajectories", &out.trajectories)?;
+            return ctx.write_rows("repairs", &out.records);
+        }
         let (trajectories, records, cost, student_tokens) = mentor(
             &p,
             &tasks,
@@ -299,12 +333,17 @@ impl DeclaredPlugin for Correct {
             "hard_samples",
             records.iter().filter(|r| r.hard_sample).count() as f64,
         );
-        ctx.metric("teacher_steps", teacher_steps as f64);
-        ctx.metric("teacher_calls", cost.calls as f64);
-        ctx.metric("teacher_prompt_tokens", cost.prompt_tokens as f64);
-        ctx.metric("teacher_completion_tokens", cost.completion_tokens as f64);
-        ctx.metric("student_tokens", student_tokens as f64);
+        record_cost(ctx, teacher_steps, cost, student_tokens);
         ctx.write_rows("trajectories", &trajectories)?;
         ctx.write_rows("repairs", &records)
     }
+}
+
+/// The node's cost metrics: the teacher's steps, calls and tokens, the student's tokens.
+fn record_cost(ctx: &NodeContext, teacher_steps: usize, cost: Cost, student_tokens: u64) {
+    ctx.metric("teacher_steps", teacher_steps as f64);
+    ctx.metric("teacher_calls", cost.calls as f64);
+    ctx.metric("teacher_prompt_tokens", cost.prompt_tokens as f64);
+    ctx.metric("teacher_completion_tokens", cost.completion_tokens as f64);
+    ctx.metric("student_tokens", student_tokens as f64);
 }

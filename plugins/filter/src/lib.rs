@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
-use scorch_api::tables::{Author, RepairRecord, RlPrompt, TableRow, Task, Trajectory};
+use scorch_api::tables::{RepairRecord, RlPrompt, TableRow, Task, Trajectory};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
 use serde::{Deserialize, Serialize};
 
@@ -162,11 +162,7 @@ pub fn score_split(
 
 /// Steps the teacher wrote in `trajectories` (demonstrations and repairs).
 pub fn teacher_steps(trajectories: &[Trajectory]) -> usize {
-    trajectories
-        .iter()
-        .flat_map(|t| &t.steps)
-        .filter(|s| s.author == Author::Teacher)
-        .count()
+    trajectories.iter().map(Trajectory::teacher_steps).sum()
 }
 
 /// The first correct demonstrations whose teacher-written steps add up to at most `budget`.
@@ -174,7 +170,7 @@ pub fn within_budget(demos: Vec<Trajectory>, budget: usize) -> Vec<Trajectory> {
     let mut used = 0;
     let mut keep = Vec::new();
     for t in demos.into_iter().filter(|t| t.correct) {
-        let cost = teacher_steps(std::slice::from_ref(&t));
+        let cost = t.teacher_steps();
         if used + cost > budget {
             break;
         }

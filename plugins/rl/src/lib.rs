@@ -18,7 +18,7 @@ use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::rl::{Reward, RlParams, RolloutSpec};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::episode::{self, Episode};
-use scorch_model::local::LocalModel;
+use scorch_model::local::{Batching, LocalModel};
 use scorch_model::precision::ComputeKind;
 use scorch_model::spec::{system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
@@ -194,7 +194,7 @@ impl DeclaredPlugin for Rl {
         let tokenizer = ck.tokenizer.clone();
         let chat = ck.chat;
         let max_len = ck.model.config.max_position_embeddings as usize;
-        let policy = LocalModel::new("student", ck);
+        let policy = LocalModel::new("student", ck).with_batching(Batching::from_env()?);
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
         let mut order: Vec<usize> = Vec::new();
         let mut log = Vec::with_capacity(p.steps);

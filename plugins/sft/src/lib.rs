@@ -8,10 +8,10 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use scorch_api::reexports::async_trait;
-use scorch_api::tables::{TrainStep, Trajectory};
+use scorch_api::tables::{Author, TrainStep, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
-use scorch_kinds::sft::SftParams;
-use scorch_model::encode::encode_trajectory;
+use scorch_kinds::sft::{LossOn, SftParams};
+use scorch_model::encode::encode_trajectory_where;
 use scorch_model::lora::load_trainable;
 use scorch_model::precision::ComputeKind;
 use scorch_model::scratch::from_scratch;
@@ -78,8 +78,10 @@ impl DeclaredPlugin for Sft {
                 let seqs: Vec<(Vec<i64>, Vec<f32>)> = trajectories
                     .iter()
                     .map(|t| {
-                        encode_trajectory(&ck.tokenizer, ck.chat, t)
-                            .map(|x| clip_len(x, ck.model.config.max_position_embeddings as usize))
+                        encode_trajectory_where(&ck.tokenizer, ck.chat, t, |_, s| {
+                            p.loss_on == LossOn::All || s.author == Author::Teacher
+                        })
+                        .map(|x| clip_len(x, ck.model.config.max_position_embeddings as usize))
                     })
                     .collect::<Result<_, _>>()?;
                 let pad = token_id(&ck.tokenizer, END_OF_TEXT)?;
