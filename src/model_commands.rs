@@ -51,6 +51,20 @@ pub enum BenchCommand {
     /// long-tailed reply times, tools of a given cost: episodes/s of the independent path
     /// and of the lock-step one, against the server's capacity.
     Rollout(RolloutArgs),
+    /// Tool calls: an episode's first python step (its interpreter started inside the
+    /// boundary), a later step on the interpreter it keeps, and a calculator step.
+    Tool(ToolArgs),
+}
+
+/// `bench tool`'s arguments.
+#[derive(Debug, Args)]
+pub struct ToolArgs {
+    /// Calls of each kind (medians are reported).
+    #[arg(long, default_value_t = 20)]
+    pub calls: usize,
+    /// The python tool's boundary: `bwrap` or `none`.
+    #[arg(long, default_value = "bwrap")]
+    pub sandbox: String,
 }
 
 /// `bench rollout`'s arguments.

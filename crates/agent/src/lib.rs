@@ -21,3 +21,4 @@ pub mod reference_rl;
 pub mod suite;
 pub mod teacher;
 pub mod tool;
+pub mod tool_bench;

@@ -1,11 +1,14 @@
 //! Many episodes advanced together. An endpoint policy (requests of their own, bounded by the
-//! client's concurrency) advances every episode on its own: each sends its next request as
+//! client's concurrency) and the in-process student (which batches requests continuously,
+//! [`crate::continuous`]) advance every episode on its own: each sends its next request as
 //! soon as its tool call returns, so a slow reply holds up only its own episode and the
-//! server's batch stays full. A batching policy (the in-process student) gets every open
-//! episode's chat in one call per round. Either way each reply is parsed into a step, and the
-//! step's code runs in the episode's own tool on a blocking thread, at most `tool_workers` at
-//! once, never on the async threads. Results do not depend on the path or on timing: each
-//! episode keeps its place, and a deterministic policy gives the same trajectories both ways.
+//! batch stays full. A policy that batches only what one call gives it (the student with
+//! `SCORCH_BATCHING=rounds`) gets every open episode's chat in one call per round. Either
+//! way each reply is parsed into a step, and the step's code runs in the episode's own tool
+//! on a blocking thread, at most `tool_workers` at once, never on the async threads. Results
+//! do not depend on the path or on timing: each episode keeps its place, each request has
+//! its own seed (the episode's stream and the turn), and a deterministic policy gives the
+//! same trajectories both ways.
 
 use scorch_agent::answer::is_correct;
 use scorch_agent::format::{Message, parse_step, render_messages, turn_limit_for};

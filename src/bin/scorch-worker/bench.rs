@@ -83,6 +83,16 @@ pub(crate) fn bench(
             });
             println!("{json}");
         }
+        BenchCommand::Tool(a) => {
+            positive("calls", a.calls)?;
+            let sandbox: scorch_agent::python::Sandbox =
+                serde_json::from_value(serde_json::Value::String(a.sandbox.clone()))
+                    .map_err(|_| usage(format!("--sandbox {}: `bwrap` or `none`", a.sandbox)))?;
+            let r = scorch_agent::tool_bench::tools(sandbox, a.calls).map_err(failed)?;
+            let mut json = serde_json::to_value(&r).map_err(failed)?;
+            json["bench"] = "tool".into();
+            println!("{json}");
+        }
         BenchCommand::Train(a) => {
             positive("batch", a.common.batch)?;
             positive("seq", a.seq)?;

@@ -1,0 +1,74 @@
+//! What a tool call costs: an episode's first python step (its interpreter started inside
+//! the boundary: what every step would cost without a kept interpreter), a later step on the
+//! interpreter the episode keeps, and the built-in calculator.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::python::{PythonOptions, PythonTool, Sandbox};
+use crate::tool::{CalcTool, Tool};
+
+/// What [`tools`] measured, in seconds (medians over the calls).
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolReport {
+    /// The boundary the python tool ran in.
+    pub sandbox: String,
+    /// Calls measured of each kind.
+    pub calls: usize,
+    /// An episode's first python step: the interpreter started inside the boundary, then
+    /// the step (what each step would cost on a fresh interpreter).
+    pub python_first_step_s: f64,
+    /// A later step of the same episode, on the interpreter it keeps.
+    pub python_kept_step_s: f64,
+    /// A calculator step (in process).
+    pub calc_step_s: f64,
+}
+
+/// The step every measurement runs: a little arithmetic and a print, as an agent's step.
+const STEP: &str = "x = sum(range(100))\nprint(x)";
+
+fn median(mut xs: Vec<Duration>) -> f64 {
+    xs.sort();
+    xs.get(xs.len() / 2).map_or(0.0, Duration::as_secs_f64)
+}
+
+/// Time `calls` steps of each kind with the python tool in `sandbox`.
+pub fn tools(sandbox: Sandbox, calls: usize) -> Result<ToolReport, String> {
+    let options = PythonOptions {
+        sandbox,
+        ..PythonOptions::default()
+    };
+    let step = |tool: &mut dyn Tool| -> Result<Duration, String> {
+        let t = Instant::now();
+        let out = tool.execute(STEP);
+        let took = t.elapsed();
+        if out.failed || out.observation.trim() != "4950" {
+            return Err(format!("the step failed: {}", out.observation));
+        }
+        Ok(took)
+    };
+    let first = (0..calls)
+        .map(|_| step(&mut PythonTool::new(options.clone()).map_err(|e| e.0)?))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut tool = PythonTool::new(options.clone()).map_err(|e| e.0)?;
+    step(&mut tool)?;
+    let kept = (0..calls)
+        .map(|_| step(&mut tool))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut calc = CalcTool;
+    let calc_times = (0..calls)
+        .map(|_| {
+            let t = Instant::now();
+            let _ = calc.execute("4950 + 0");
+            t.elapsed()
+        })
+        .collect();
+    Ok(ToolReport {
+        sandbox: format!("{sandbox:?}").to_lowercase(),
+        calls,
+        python_first_step_s: median(first),
+        python_kept_step_s: median(kept),
+        calc_step_s: median(calc_times),
+    })
+}
