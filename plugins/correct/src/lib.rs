@@ -82,6 +82,21 @@ struct Settled {
 pub async fn mentor(
     p: &CorrectParams,
     tasks: &[Task],
+    dirs: (Option<&std::path::Path>, Option<&std::path::Path>),
+    seed: u64,
+    progress: &dyn ProgressSink,
+    journal: Option<&Journal>,
+) -> Result<(Vec<Trajectory>, Vec<RepairRecord>, Cost, u64), PluginError> {
+    let calc = tasks.iter().all(|t| t.suite == "builtin");
+    let teacher = teacher_of(&p.teacher, p.turn_limit, calc, p.sandbox)?;
+    mentor_with(p, teacher, tasks, dirs, seed, progress, journal).await
+}
+
+/// [`mentor`] with `teacher` in place of the params' own.
+pub async fn mentor_with(
+    p: &CorrectParams,
+    teacher: Arc<dyn Teacher>,
+    tasks: &[Task],
     (model_dir, base_dir): (Option<&std::path::Path>, Option<&std::path::Path>),
     seed: u64,
     progress: &dyn ProgressSink,
@@ -92,8 +107,6 @@ pub async fn mentor(
             "the student must be a chat policy (student or endpoint), not the oracle",
         )
     })?;
-    let calc = tasks.iter().all(|t| t.suite == "builtin");
-    let teacher = teacher_of(&p.teacher, p.turn_limit, calc, p.sandbox)?;
     let mut eps: Vec<Episode> = tasks
         .iter()
         .enumerate()
@@ -184,8 +197,32 @@ pub async fn mentor(
                 .sum::<u64>();
             eps[i] = ep;
         }
-        for &i in &open {
-            let (verdict, c) = teacher.judge(&tasks[i], &eps[i].steps).await?;
+        // Every open task is judged (and repaired) at once: an endpoint teacher's requests
+        // overlap up to its concurrency. The answers are applied in task order.
+        let asked = futures::future::try_join_all(open.iter().map(|&i| {
+            let steps = eps[i].steps.clone();
+            let (task, teacher, done) = (&tasks[i], &teacher, repairs[i].len() as u32);
+            async move {
+                let (verdict, c) = teacher.judge(task, &steps).await?;
+                let fix = match &verdict {
+                    Verdict::Wrong { step, analysis }
+                        if done < p.max_repairs && *step != 0 && *step as usize <= steps.len() =>
+                    {
+                        let k = *step as usize;
+                        let prefix = &steps[..k - 1];
+                        Some(
+                            teacher
+                                .repair(task, prefix, &steps[k - 1], analysis)
+                                .await?,
+                        )
+                    }
+                    _ => None,
+                };
+                Ok::<_, TeacherError>((verdict, c, fix))
+            }
+        }))
+        .await?;
+        for (&i, (verdict, c, fix)) in open.iter().zip(asked) {
             costs[i] += c;
             match verdict {
                 Verdict::Correct => settled[i] = true,
@@ -194,18 +231,10 @@ pub async fn mentor(
                     settled[i] = true;
                 }
                 Verdict::Wrong { step, analysis } => {
-                    if repairs[i].len() as u32 >= p.max_repairs
-                        || step == 0
-                        || step as usize > eps[i].steps.len()
-                    {
-                        settled[i] = true;
-                    } else {
+                    // A repair was asked for exactly when one is allowed.
+                    if let Some((mut fix, c)) = fix {
                         let k = step as usize;
                         let student_steps = eps[i].steps[k - 1..].to_vec();
-                        let prefix = eps[i].steps[..k - 1].to_vec();
-                        let (mut fix, c) = teacher
-                            .repair(&tasks[i], &prefix, &student_steps[0], &analysis)
-                            .await?;
                         costs[i] += c;
                         fix.author = Author::Teacher;
                         fix.kind = if k == 1 {
@@ -225,6 +254,8 @@ pub async fn mentor(
                             context: None,
                             valid: true,
                         });
+                    } else {
+                        settled[i] = true;
                     }
                 }
             }
