@@ -9,8 +9,8 @@ use scorch_api::tables::{
 };
 use scorch_api::{PluginError, ProgressSink};
 use scorch_kinds::correct::CorrectParams;
-use scorch_model::episode::{self, Episode};
-use scorch_model::spec::{chat_policy, system_for, tool_for};
+use scorch_model::episode;
+use scorch_model::spec::system_for;
 
 /// What DAgger gives: one training trajectory per label (the student's steps up to the
 /// state, then the teacher's step), one repair record per label, the teacher's cost and the
@@ -39,20 +39,7 @@ pub async fn dagger(
     progress: &dyn ProgressSink,
     budget: Option<usize>,
 ) -> Result<Labelled, PluginError> {
-    let student = chat_policy(&p.student, dirs.0, dirs.1, &p.device)?.ok_or_else(|| {
-        PluginError::failed(
-            "the student must be a chat policy (student or endpoint), not the oracle",
-        )
-    })?;
-    let mut eps: Vec<Episode> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let mut ep = Episode::new(t.clone(), tool_for(t, p.sandbox)?, p.turn_limit);
-            ep.stream = Some(i as u64);
-            Ok(ep)
-        })
-        .collect::<Result<_, PluginError>>()?;
+    let (student, mut eps) = crate::student_and_episodes(p, tasks, dirs)?;
     progress.set_total(tasks.len() as u64);
     progress.message("the student solves every task");
     let system = system_for(tasks.first().map_or("", |t| t.task_id.as_str()));

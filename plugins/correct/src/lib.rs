@@ -18,6 +18,7 @@ use scorch_api::{DeclaredPlugin, NodeContext, PluginError, ProgressSink};
 use scorch_kinds::correct::{CorrectParams, Mode, TeacherSpec};
 use scorch_model::episode::{self, Episode};
 use scorch_model::openai::OpenAiClient;
+use scorch_model::policy::Policy;
 use scorch_model::spec::{chat_policy, system_for, tool_for};
 
 pub mod dagger;
@@ -73,6 +74,30 @@ struct Settled {
     student_tokens: u64,
 }
 
+/// The student of `p` (the checkpoint in `dirs`, or an endpoint) and a fresh episode per
+/// task, each with its task's place as its stream (a round plays only some of them).
+pub(crate) fn student_and_episodes(
+    p: &CorrectParams,
+    tasks: &[Task],
+    (model_dir, base_dir): (Option<&std::path::Path>, Option<&std::path::Path>),
+) -> Result<(Arc<dyn Policy>, Vec<Episode>), PluginError> {
+    let student = chat_policy(&p.student, model_dir, base_dir, &p.device)?.ok_or_else(|| {
+        PluginError::failed(
+            "the student must be a chat policy (student or endpoint), not the oracle",
+        )
+    })?;
+    let eps = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let mut ep = Episode::new(t.clone(), tool_for(t, p.sandbox)?, p.turn_limit);
+            ep.stream = Some(i as u64);
+            Ok(ep)
+        })
+        .collect::<Result<_, PluginError>>()?;
+    Ok((student, eps))
+}
+
 /// Mentored solving of `tasks` by the student at `model_dir` (an adapter: on its base, the
 /// second folder). Returns trajectories, repair
 /// records, and (teacher cost, student tokens).
@@ -102,21 +127,7 @@ pub async fn mentor_with(
     progress: &dyn ProgressSink,
     journal: Option<&Journal>,
 ) -> Result<(Vec<Trajectory>, Vec<RepairRecord>, Cost, u64), PluginError> {
-    let student = chat_policy(&p.student, model_dir, base_dir, &p.device)?.ok_or_else(|| {
-        PluginError::failed(
-            "the student must be a chat policy (student or endpoint), not the oracle",
-        )
-    })?;
-    let mut eps: Vec<Episode> = tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            let mut ep = Episode::new(t.clone(), tool_for(t, p.sandbox)?, p.turn_limit);
-            // Its task's place: a round plays only the open tasks.
-            ep.stream = Some(i as u64);
-            Ok(ep)
-        })
-        .collect::<Result<_, PluginError>>()?;
+    let (student, mut eps) = student_and_episodes(p, tasks, (model_dir, base_dir))?;
     let mut repairs: Vec<Vec<Repair>> = vec![Vec::new(); eps.len()];
     let mut hard = vec![false; eps.len()];
     let mut settled = vec![false; eps.len()];
