@@ -153,10 +153,23 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         printed.contains("| teacher | builtin | test | 8 | 100.0% [67.6, 100.0] |"),
         "{printed}"
     );
-    // Later arms are paired with the first arm on the same tasks (the warm start).
+    // Later arms are paired with the first arm on the same tasks (the warm start), and with
+    // the arm just above (SCoRe-RL with SCoRe-SFT, the model it started from).
+    let rl_rows: Vec<&str> = printed
+        .lines()
+        .filter(|l| l.starts_with("| score_rl | builtin |"))
+        .collect();
+    assert_eq!(rl_rows.len(), 2, "{printed}");
+    for row in &rl_rows {
+        assert!(
+            row.contains(" vs warm_start |") && row.contains(" vs score_sft |"),
+            "{row}"
+        );
+    }
+    // Whether SCoRe-RL's training reward rose: its first steps against its last.
     assert!(
-        printed.contains("| score_rl | builtin | hard | 8 |")
-            && printed.contains(" vs warm_start |"),
+        printed.contains("| rl node | steps | mean reward, first steps |")
+            && printed.contains("| score_rl | 4 | "),
         "{printed}"
     );
     let id = rec["id"].as_str().unwrap();
@@ -179,10 +192,13 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
     }
     let table: Vec<EvalResult> = read_rows(&p.path().join("rep/results.parquet")).unwrap();
     assert_eq!(table.len(), 8);
+    let training = std::fs::read_to_string(p.path().join("rep/training.md")).unwrap();
+    assert!(training.contains("| score_rl | 4 | "), "{training}");
     let nodes = std::fs::read_to_string(p.path().join("rep/nodes.md")).unwrap();
     assert!(nodes.contains("| mentored | correct | ran |"), "{nodes}");
     let html = std::fs::read_to_string(p.path().join("rep/index.html")).unwrap();
     assert!(html.contains("<h2>Results</h2>") && html.contains("eval_score_rl[split=hard]"));
+    assert!(html.contains("<h2>RL training reward</h2>"), "{html}");
     assert!(
         html.contains("profile: smoke;"),
         "the report names the profile"
@@ -222,7 +238,7 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         .filter(|m| m["name"].as_str().unwrap().starts_with("reward_class_"))
         .map(|m| m["value"].as_f64().unwrap())
         .sum();
-    assert_eq!(episodes, 2.0 * 2.0 * 2.0, "rl_steps x prompts x group");
+    assert_eq!(episodes, 4.0 * 2.0 * 2.0, "rl_steps x prompts x group");
 
     // A worker node's log names the worker and holds its progress lines; its live metrics
     // (a loss per step) are kept beside it.
@@ -274,7 +290,7 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
             "-c",
             "import duckdb, pyarrow.parquet as pq; from transformers import AutoModelForCausalLM\n\
              assert pq.read_table('out/results.parquet').num_rows == 1\n\
-             assert pq.read_table('out/metrics.parquet').num_rows == 2\n\
+             assert pq.read_table('out/metrics.parquet').num_rows == 4\n\
              t = pq.read_table('out/trajectories.parquet')\n\
              n, tasks = duckdb.sql(\"select count(*), count(distinct task_id) from 'out/trajectories.parquet'\").fetchall()[0]\n\
              assert n == t.num_rows == 16 and tasks == 16, (n, t.num_rows, tasks)\n\
@@ -393,7 +409,7 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
             .map(|m| m["value"].as_f64().unwrap())
             .collect()
     };
-    assert_eq!(series("entropy").len(), 2, "{metrics:?}");
+    assert_eq!(series("entropy").len(), 4, "{metrics:?}");
     assert!(series("entropy").iter().all(|e| *e > 0.0), "{metrics:?}");
     assert!(series("kl").iter().all(|k| *k >= 0.0), "{metrics:?}");
     for (z, c) in series("zero_variance_groups")

@@ -12,8 +12,19 @@ pub(super) async fn compare(
     id: String,
     store: StoreArgs,
     baseline: Option<String>,
+    gap: Option<String>,
     out: Option<PathBuf>,
 ) -> Result<(), Failure> {
+    let gap = gap
+        .map(|g| match g.split_once(',') {
+            Some((from, to)) if !from.trim().is_empty() && !to.trim().is_empty() => {
+                Ok((from.trim().to_owned(), to.trim().to_owned()))
+            }
+            _ => Err(EngineError::usage(format!(
+                "--gap {g:?}: expected two arms as FROM,TO, e.g. `--gap warm_start,teacher`"
+            ))),
+        })
+        .transpose()?;
     let store = open_store(&store, None)?;
     let record = find_run(&store, &id).await?;
     let file = PathBuf::from(&record.file);
@@ -25,8 +36,11 @@ pub(super) async fn compare(
             ))
         })?;
     let graph = wf.graph();
-    let arms =
+    let mut arms =
         scorch_report::compare::compare(&store, &record, &graph, baseline.as_deref()).await?;
+    if let Some((from, to)) = &gap {
+        scorch_report::compare::gap_closed(&mut arms, from, to).map_err(EngineError::usage)?;
+    }
     let dir = out.unwrap_or_else(|| PathBuf::from(format!("compare-{}", record.id)));
     scorch_report::compare::write(&arms, baseline.as_deref(), &dir)?;
     out!(

@@ -127,6 +127,10 @@ enum Command {
         /// The arm (eval `label`) that differences are taken against.
         #[arg(long)]
         baseline: Option<String>,
+        /// `FROM,TO`: give each arm's share of the gap between two arms it closes (e.g.
+        /// `warm_start,teacher`), from the means across seeds.
+        #[arg(long, value_name = "FROM,TO")]
+        gap: Option<String>,
         /// Folder to write (default: `compare-<run id>`).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -498,8 +502,9 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
             run: id,
             store,
             baseline,
+            gap,
             out,
-        } => compare::compare(id, store, baseline, out).await,
+        } => compare::compare(id, store, baseline, gap, out).await,
         Command::Report {
             run: id,
             store,

@@ -20,8 +20,11 @@ pub(super) async fn report(
         .flatten()
         .map(|wf| wf.graph());
     let dir = out.unwrap_or_else(|| PathBuf::from(format!("report-{}", record.id)));
-    let results = scorch_report::summary::write(&store, &record, dag, &dir).await?;
+    let (results, trends) = scorch_report::summary::write(&store, &record, dag, &dir).await?;
     out!("{}", scorch_report::summary::results_markdown(&results));
+    if !trends.is_empty() {
+        outln!("\n{}", scorch_report::trend::trends_markdown(&trends));
+    }
     outln!("report written to {}", dir.join("index.html").display());
     Ok(())
 }

@@ -74,6 +74,10 @@ pub(super) async fn run_cmd(args: RunArgs) -> Result<(), Failure> {
         if !results.is_empty() {
             outln!("\n{}", scorch_report::summary::results_markdown(&results));
         }
+        let trends = scorch_report::trend::collect_reward_trends(&store, &record).await?;
+        if !trends.is_empty() {
+            outln!("{}", scorch_report::trend::trends_markdown(&trends));
+        }
     }
     match record.status {
         RunStatus::Succeeded => Ok(()),

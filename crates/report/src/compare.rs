@@ -59,6 +59,40 @@ pub struct ArmSummary {
     pub mde: Option<f64>,
     /// Success by number of operations (built-in tasks): ops → (solved, n) over all seeds.
     pub by_ops: BTreeMap<u32, (u64, u64)>,
+    /// The share of the gap between two arms this arm closes (`gap_closed`), from the means.
+    pub gap_closed: Option<f64>,
+}
+
+/// Set each arm's share of the gap from arm `from` to arm `to` on its split that it closes:
+/// `(arm - from) / (to - from)` of the means across seeds (0 at `from`, 1 at `to`). A split
+/// where the two arms have the same mean gets none; an arm missing from every split is an error.
+pub fn gap_closed(arms: &mut [ArmSummary], from: &str, to: &str) -> Result<(), String> {
+    for name in [from, to] {
+        if !arms.iter().any(|a| a.arm == name) {
+            let known: BTreeSet<&str> = arms.iter().map(|a| a.arm.as_str()).collect();
+            return Err(format!(
+                "--gap: no arm `{name}` in this run (arms: {})",
+                known.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    let mean_of = |arms: &[ArmSummary], arm: &str, split: &str| {
+        arms.iter()
+            .find(|a| a.arm == arm && a.split == split)
+            .map(|a| a.mean.estimate)
+    };
+    let shares: Vec<Option<f64>> = arms
+        .iter()
+        .map(|a| {
+            let lo = mean_of(arms, from, &a.split)?;
+            let hi = mean_of(arms, to, &a.split)?;
+            ((hi - lo).abs() > f64::EPSILON).then(|| (a.mean.estimate - lo) / (hi - lo))
+        })
+        .collect();
+    for (a, share) in arms.iter_mut().zip(shares) {
+        a.gap_closed = share;
+    }
+    Ok(())
 }
 
 /// Matrix values in a node id `name[k=v,k=v]`.
@@ -244,6 +278,7 @@ pub async fn compare(
             mcnemar,
             mde,
             by_ops,
+            gap_closed: None,
         });
     }
     Ok(out)
@@ -308,9 +343,16 @@ fn teacher_cost(
 
 /// The comparison as Markdown.
 pub fn markdown(arms: &[ArmSummary], baseline: Option<&str>) -> String {
+    let gap = arms.iter().any(|a| a.gap_closed.is_some());
     let mut s = format!(
-        "| arm | split | seeds | success (mean, 95% CI across seeds) | per-seed success [Wilson 95%] | vs {} (paired bootstrap 95%) | detectable at 80% power | McNemar p per seed | teacher steps (mean) | teacher tokens (mean) |\n|---|---|---|---|---|---|---|---|---|---|\n",
-        baseline.unwrap_or("baseline")
+        "| arm | split | seeds | success (mean, 95% CI across seeds) | per-seed success [Wilson 95%] | vs {} (paired bootstrap 95%) | detectable at 80% power | McNemar p per seed | teacher steps (mean) | teacher tokens (mean) |{}\n|---|---|---|---|---|---|---|---|---|---|{}\n",
+        baseline.unwrap_or("baseline"),
+        if gap {
+            " share of the gap closed |"
+        } else {
+            ""
+        },
+        if gap { "---|" } else { "" },
     );
     for a in arms {
         let per_seed: Vec<String> = a
@@ -347,9 +389,15 @@ pub fn markdown(arms: &[ArmSummary], baseline: Option<&str>) -> String {
                 format!("{:.0}", v.iter().sum::<u64>() as f64 / v.len() as f64)
             }
         };
+        let gap_cell = if gap {
+            a.gap_closed
+                .map_or(" — |".to_owned(), |g| format!(" {:.0}% |", 100.0 * g))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1}% [{:.1}, {:.1}] | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.1}% [{:.1}, {:.1}] | {} | {} | {} | {} | {} | {} |{gap_cell}",
             a.arm,
             a.split,
             a.runs.len(),
@@ -386,6 +434,7 @@ pub fn write(arms: &[ArmSummary], baseline: Option<&str>, dir: &Path) -> Result<
                 "mean": a.mean.estimate, "ci": [a.mean.lo, a.mean.hi],
                 "vs_baseline": a.vs_baseline.map(|d| serde_json::json!({"diff": d.estimate, "ci": [d.lo, d.hi]})),
                 "mde": a.mde,
+                "gap_closed": a.gap_closed,
                 "mcnemar_p": a.mcnemar.iter().map(|(s, p)| serde_json::json!({"seed": s, "p": p})).collect::<Vec<_>>(),
                 "runs": a.runs.iter().map(|r| serde_json::json!({
                     "node": r.node, "seed": r.seed, "n": r.solved.len(), "success": r.success.estimate,

@@ -8,3 +8,4 @@ pub mod preview;
 pub mod stats;
 pub mod summary;
 pub mod text;
+pub mod trend;

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use scorch_api::tables::{EvalResult, TableRow, TrainStep, Trajectory};
 
 use crate::stats::{Interval, paired_bootstrap, wilson};
+use crate::trend::{RewardTrend, collect_reward_trends, trends_markdown};
 use scorch_engine::dag::Graph;
 use scorch_engine::error::{EngineError, EngineErrorKind};
 use scorch_engine::record::RunRecord;
@@ -32,10 +33,13 @@ pub struct ResultLine {
     /// `(baseline label, paired difference with its 95% bootstrap interval)`; `None` for the
     /// baseline itself and for arms with no earlier arm on the same tasks.
     pub vs: Option<(String, Interval)>,
+    /// The same against the arm just above it on the same tasks (SCoRe-RL against SCoRe-SFT in
+    /// the main job); `None` where that is the baseline or there is none.
+    pub vs_previous: Option<(String, Interval)>,
 }
 
-/// The first arm evaluated on some tasks: what later arms on the same tasks are paired with.
-struct Baseline {
+/// An arm evaluated on some tasks: what later arms on the same tasks are paired with.
+struct Arm {
     suite: String,
     split: String,
     context: Vec<String>,
@@ -61,8 +65,9 @@ fn matrix_context(node: &str) -> Vec<&str> {
 /// Every `results` row a run's nodes produced (the `eval` nodes), in node order, each with
 /// its Wilson interval and, where an earlier arm was evaluated on the same tasks (same suite,
 /// split, task ids and matrix values other than the split), the paired difference against
-/// the first such arm: per task, success (the mean over samples) of this arm minus the
-/// baseline's, with a paired-bootstrap 95% interval (10,000 resamples).
+/// the first such arm and against the last (the arm just above): per task, success (the mean
+/// over samples) of this arm minus the other's, with a paired-bootstrap 95% interval (10,000
+/// resamples).
 pub async fn collect_results(
     store: &Store,
     record: &RunRecord,
@@ -96,7 +101,7 @@ pub async fn collect_results(
         }
         sums.into_iter().map(|(k, (c, n))| (k, c / n)).collect()
     };
-    let mut baselines: Vec<Baseline> = Vec::new();
+    let mut arms: Vec<Arm> = Vec::new();
     let mut lines = Vec::with_capacity(results.len());
     for ((node, r), rows) in results.into_iter().zip(rows_of_node) {
         let wilson = wilson(u64::from(r.correct), u64::from(r.n), 0.95);
@@ -105,37 +110,38 @@ pub async fn collect_results(
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let base = baselines.iter().find(|b| {
-            b.suite == r.suite
-                && b.split == r.split
-                && b.context == context
-                && !mine.is_empty()
-                && b.outcomes.keys().eq(mine.keys())
-        });
-        let vs = match base {
-            Some(b) => {
-                let x: Vec<f64> = mine.values().copied().collect();
-                let y: Vec<f64> = b.outcomes.values().copied().collect();
-                Some((b.label.clone(), paired_bootstrap(&x, &y, 10_000, 0.95, 0)))
-            }
-            None => {
-                if !mine.is_empty() {
-                    baselines.push(Baseline {
-                        suite: r.suite.clone(),
-                        split: r.split.clone(),
-                        context,
-                        outcomes: mine,
-                        label: r.label.clone(),
-                    });
-                }
-                None
-            }
+        let same: Vec<&Arm> = arms
+            .iter()
+            .filter(|b| {
+                b.suite == r.suite
+                    && b.split == r.split
+                    && b.context == context
+                    && !mine.is_empty()
+                    && b.outcomes.keys().eq(mine.keys())
+            })
+            .collect();
+        let against = |b: &Arm| {
+            let x: Vec<f64> = mine.values().copied().collect();
+            let y: Vec<f64> = b.outcomes.values().copied().collect();
+            (b.label.clone(), paired_bootstrap(&x, &y, 10_000, 0.95, 0))
         };
+        let vs = same.first().map(|b| against(b));
+        let vs_previous = (same.len() > 1).then(|| against(same[same.len() - 1]));
+        if !mine.is_empty() {
+            arms.push(Arm {
+                suite: r.suite.clone(),
+                split: r.split.clone(),
+                context,
+                outcomes: mine,
+                label: r.label.clone(),
+            });
+        }
         lines.push(ResultLine {
             node,
             result: r,
             wilson,
             vs,
+            vs_previous,
         });
     }
     Ok(lines)
@@ -198,25 +204,27 @@ fn pct(i: &Interval) -> String {
 
 /// The results as a Markdown table: accuracy with its Wilson 95% interval, the paired
 /// difference against the first arm on the same tasks (percentage points, 95% interval),
-/// the share of distinct final answers (a collapsed student answers the same few values).
+/// the same against the arm just above it, the share of distinct final answers (a collapsed
+/// student answers the same few values).
 pub fn results_markdown(lines: &[ResultLine]) -> String {
     let mut s = String::from(
-        "| arm | suite | split | n | accuracy [95% CI] | vs first arm, same tasks [95% CI] | pass@k | distinct answers | mean turns | mean tokens | node |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| arm | suite | split | n | accuracy [95% CI] | vs first arm, same tasks [95% CI] | vs arm above [95% CI] | pass@k | distinct answers | mean turns | mean tokens | node |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
+    let points = |(base, d): &(String, Interval)| {
+        format!(
+            "{:+.1} pp [{:+.1}, {:+.1}] vs {base}",
+            100.0 * d.estimate,
+            100.0 * d.lo,
+            100.0 * d.hi
+        )
+    };
     for l in lines {
         let r = &l.result;
-        let vs = match &l.vs {
-            Some((base, d)) => format!(
-                "{:+.1} pp [{:+.1}, {:+.1}] vs {base}",
-                100.0 * d.estimate,
-                100.0 * d.lo,
-                100.0 * d.hi
-            ),
-            None => "(baseline)".into(),
-        };
+        let vs = l.vs.as_ref().map_or_else(|| "(baseline)".into(), points);
+        let above = l.vs_previous.as_ref().map_or_else(String::new, points);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {vs} | {:.1}% | {:.1}% | {:.2} | {:.1} | {} |",
+            "| {} | {} | {} | {} | {} | {vs} | {above} | {:.1}% | {:.1}% | {:.2} | {:.1} | {} |",
             r.label,
             r.suite,
             r.split,
@@ -530,7 +538,7 @@ pub async fn write(
     record: &RunRecord,
     dag: Option<Graph>,
     dir: &Path,
-) -> Result<Vec<ResultLine>, EngineError> {
+) -> Result<(Vec<ResultLine>, Vec<RewardTrend>), EngineError> {
     let io =
         |e: std::io::Error| EngineError::io(format!("writing the report in {}", dir.display()), e);
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -538,12 +546,17 @@ pub async fn write(
     let results_md = results_markdown(&with_nodes);
     let results: Vec<EvalResult> = with_nodes.iter().map(|l| l.result.clone()).collect();
     let nodes_md = nodes_markdown(record);
+    let trends = collect_reward_trends(store, record).await?;
+    let trends_md = trends_markdown(&trends);
     std::fs::write(dir.join("results.md"), &results_md).map_err(io)?;
+    if !trends.is_empty() {
+        std::fs::write(dir.join("training.md"), &trends_md).map_err(io)?;
+    }
     std::fs::write(dir.join("nodes.md"), &nodes_md).map_err(io)?;
     scorch_api::parquet_io::write_rows(&dir.join("results.parquet"), &results)
         .map_err(|e| EngineError::new(EngineErrorKind::Io, e.to_string()))?;
     let mut html = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>scorch run {id}</title>\n<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}pre{{background:#f4f4f4;padding:1em}}</style></head><body>\n<h1>Run {id}</h1>\n<p>workflow <b>{wf}</b> ({file}), {status:?}, {secs:.1} s, store {store}</p>\n<p>profile: {profile}; vars: {vars}</p>\n<h2>Results</h2>\n{results}<h2>Nodes</h2>\n{nodes}",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>scorch run {id}</title>\n<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;padding:4px 8px;text-align:right}}pre{{background:#f4f4f4;padding:1em}}</style></head><body>\n<h1>Run {id}</h1>\n<p>workflow <b>{wf}</b> ({file}), {status:?}, {secs:.1} s, store {store}</p>\n<p>profile: {profile}; vars: {vars}</p>\n<h2>Results</h2>\n{results}{training}<h2>Nodes</h2>\n{nodes}",
         id = html_escape(&record.id),
         wf = html_escape(&record.workflow),
         file = html_escape(&record.file),
@@ -560,6 +573,14 @@ pub async fn write(
                 .join(" ")
         ),
         results = md_table_to_html(&results_md),
+        training = if trends.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<h2>RL training reward</h2>\n{}",
+                md_table_to_html(&trends_md)
+            )
+        },
         nodes = md_table_to_html(&nodes_md),
     );
     let drawn = figures(store, record, &results, dag.as_ref(), dir).await?;
@@ -585,5 +606,5 @@ pub async fn write(
     }
     html.push_str("</body></html>\n");
     std::fs::write(dir.join("index.html"), html).map_err(io)?;
-    Ok(with_nodes)
+    Ok((with_nodes, trends))
 }
