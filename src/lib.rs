@@ -4,5 +4,6 @@
 #![deny(missing_docs)]
 
 pub mod builtin;
+pub mod exit;
 pub mod model_commands;
 pub mod start;

@@ -95,7 +95,7 @@ pub(crate) async fn resolve(
 /// The newest run in which `node` has outputs.
 async fn newest_with(store: &Store, node: &str) -> Result<RunRecord, Failure> {
     let mut ids: Vec<String> = store
-        .list("runs")
+        .list(scorch_engine::layout::RUNS)
         .await?
         .into_iter()
         .map(|(id, _)| id)
@@ -209,8 +209,10 @@ pub(crate) async fn export_merged(
             );
             Ok(())
         }
-        Some(2) => Err(Failure::Worker(2)),
-        _ => Err(Failure::Worker(1)),
+        Some(code) => Err(Failure::Worker(
+            scorch::exit::Exit::from_code(code).unwrap_or(scorch::exit::Exit::Failed),
+        )),
+        None => Err(Failure::Worker(scorch::exit::Exit::Failed)),
     }
 }
 

@@ -49,6 +49,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use scorch::exit::Exit;
 use scorch_engine::error::{EngineError, EngineErrorKind, WorkflowError};
 use scorch_engine::record::{Outcome, RunRecord, RunStatus};
 use scorch_engine::run::RunOptions;
@@ -362,8 +363,8 @@ pub(crate) enum Failure {
     Engine(EngineError),
     RunFailed,
     Cancelled,
-    /// `scorch-worker` failed and said why: exit with its code (2 bad input, 1 a failure).
-    Worker(u8),
+    /// `scorch-worker` failed and said why: exit as it did.
+    Worker(Exit),
 }
 
 impl From<EngineError> for Failure {
@@ -376,7 +377,7 @@ impl From<EngineError> for Failure {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(runtime) = scorch::start::start() else {
-        return ExitCode::from(1);
+        return Exit::Failed.into();
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -387,19 +388,19 @@ pub fn main() -> ExitCode {
                 eprint!("{}", crate::diagnostics::render(&e));
                 eprintln!("error: {} problem(s) in {}", e.diagnostics.len(), e.file);
             }
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
         Err(Failure::Engine(e)) => {
             eprintln!("error: {e}");
-            ExitCode::from(if e.kind == EngineErrorKind::Usage {
-                2
+            if e.kind == EngineErrorKind::Usage {
+                Exit::Usage.into()
             } else {
-                1
-            })
+                Exit::Failed.into()
+            }
         }
-        Err(Failure::RunFailed) => ExitCode::from(1),
-        Err(Failure::Cancelled) => ExitCode::from(130),
-        Err(Failure::Worker(code)) => ExitCode::from(code),
+        Err(Failure::RunFailed) => Exit::Failed.into(),
+        Err(Failure::Cancelled) => Exit::Cancelled.into(),
+        Err(Failure::Worker(exit)) => exit.into(),
     }
 }
 
@@ -581,7 +582,7 @@ async fn dispatch(command: Command) -> Result<(), Failure> {
 }
 
 async fn find_run(store: &Store, id: &str) -> Result<RunRecord, Failure> {
-    let ids = store.list("runs").await?;
+    let ids = store.list(scorch_engine::layout::RUNS).await?;
     let hits: Vec<&String> = ids
         .iter()
         .map(|(i, _)| i)

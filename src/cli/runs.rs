@@ -9,7 +9,7 @@ use super::{Failure, StoreArgs, effective_status, find_run, open_store};
 
 /// Every run record of `store`, newest first.
 pub(super) async fn all_runs(store: &Store) -> Result<Vec<RunRecord>, EngineError> {
-    let mut ids = store.list("runs").await?;
+    let mut ids = store.list(scorch_engine::layout::RUNS).await?;
     ids.reverse();
     let mut records = Vec::new();
     for (id, _) in ids {

@@ -22,15 +22,7 @@ use crate::store::{Artifact, ArtifactFile, ArtifactKind, NodeManifest, Store};
 /// The store prefix of a node's resumable state: by its cache key, so that state is resumed
 /// exactly by an attempt that computes the same thing.
 pub fn resume_prefix(comps: &KeyComponents) -> String {
-    state_prefix(&comps.key())
-}
-
-/// The store prefix under which every node's saved state lives.
-pub const STATES: &str = "resume";
-
-/// The store prefix of the saved state of the node with cache key `key`.
-pub fn state_prefix(key: &str) -> String {
-    format!("{STATES}/{key}")
+    crate::layout::states(&comps.key())
 }
 
 /// What one attempt at a node needs.

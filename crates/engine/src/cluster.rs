@@ -165,11 +165,7 @@ async fn attempt(
         ),
     )
     .await;
-    let staging = store.work_dir().join("staging").join(format!(
-        "{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    ));
+    let staging = crate::layout::new_staging(store.work_dir());
     let attempt = Attempt {
         store: &store,
         node_id,

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use scorch_api::resume::StateStore;
 use serde::Serialize;
 
-use crate::attempt::{STATES, state_prefix};
 use crate::error::EngineError;
-use crate::store::{Store, meta_path};
+use crate::layout::{self, ARTIFACTS, NODES, OBJECTS, STATES};
+use crate::store::Store;
 
 /// What `gc` removes besides what it always removes.
 #[derive(Debug, Default, Clone, Copy)]
@@ -64,7 +64,7 @@ pub async fn gc(store: &Store, options: GcOptions) -> Result<GcReport, EngineErr
 async fn sweep(store: &Store, options: GcOptions) -> Result<GcReport, EngineError> {
     let dry_run = options.dry_run;
     let mut report = GcReport::default();
-    let staging = store.work_dir().join("staging");
+    let staging = layout::staging_root(store.work_dir());
     if let Ok(entries) = std::fs::read_dir(&staging) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -90,14 +90,14 @@ async fn sweep(store: &Store, options: GcOptions) -> Result<GcReport, EngineErro
     }
     let mut live_artifacts = BTreeSet::new();
     let mut published = BTreeSet::new();
-    for (key, _) in store.list("nodes").await? {
+    for (key, _) in store.list(NODES).await? {
         if let Some(m) = store.manifest(&key).await? {
             live_artifacts.extend(m.outputs.into_values());
             published.insert(key);
         }
     }
     let mut live_objects = BTreeSet::new();
-    for (hash, _) in store.list("artifacts").await? {
+    for (hash, _) in store.list(ARTIFACTS).await? {
         if live_artifacts.contains(&hash) {
             live_objects.extend(
                 store
@@ -109,14 +109,12 @@ async fn sweep(store: &Store, options: GcOptions) -> Result<GcReport, EngineErro
             );
         } else {
             if !dry_run {
-                store
-                    .delete(&meta_path("artifacts", &format!("{hash}.json")))
-                    .await?;
+                store.delete(&layout::artifact(&hash)).await?;
             }
             report.artifacts.push(hash);
         }
     }
-    for (hash, size) in store.list("objects").await? {
+    for (hash, size) in store.list(OBJECTS).await? {
         if !live_objects.contains(&hash) {
             if !dry_run {
                 store.delete(&Store::object_path(&hash)).await?;
@@ -152,12 +150,12 @@ async fn sweep_states(
         if !options.dry_run {
             let state = StateStore::new(
                 store.objects(),
-                state_prefix(&key),
+                layout::states(&key),
                 tokio::runtime::Handle::current(),
             );
             state.clear().await.map_err(|e| {
                 EngineError::store(
-                    format!("removing the saved state {}", state_prefix(&key)),
+                    format!("removing the saved state {}", layout::states(&key)),
                     e,
                 )
             })?;

@@ -22,7 +22,6 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::PutMode;
-use object_store::path::Path as ObjectPath;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -89,16 +88,6 @@ impl Holder {
     }
 }
 
-fn lease_path(run: &str) -> ObjectPath {
-    ObjectPath::from(format!("leases/{run}.json"))
-}
-fn gc_path() -> ObjectPath {
-    ObjectPath::from("gc.lock")
-}
-fn lock_path(key: &str) -> ObjectPath {
-    ObjectPath::from(format!("locks/{key}.json"))
-}
-
 /// A run's lease, renewed in the background until [`Lease::release`] (or drop).
 #[derive(Debug)]
 pub struct Lease {
@@ -117,7 +106,11 @@ impl Lease {
         waiting: impl FnOnce(&Holder),
     ) -> Result<Self, EngineError> {
         store
-            .put_json(&lease_path(run), &Holder::me(run), PutMode::Overwrite)
+            .put_json(
+                &crate::layout::lease(run),
+                &Holder::me(run),
+                PutMode::Overwrite,
+            )
             .await?;
         let stop = CancellationToken::new();
         let lease = Self {
@@ -134,7 +127,11 @@ impl Lease {
                         () = tokio::time::sleep(RENEW) => {}
                     }
                     if let Err(e) = store
-                        .put_json(&lease_path(&run), &Holder::me(&run), PutMode::Overwrite)
+                        .put_json(
+                            &crate::layout::lease(&run),
+                            &Holder::me(&run),
+                            PutMode::Overwrite,
+                        )
                         .await
                     {
                         tracing::warn!(error = %e, "cannot renew the run's lease");
@@ -144,7 +141,7 @@ impl Lease {
         }
         let mut waiting = Some(waiting);
         loop {
-            match store.get_json::<Holder>(&gc_path()).await? {
+            match store.get_json::<Holder>(&crate::layout::gc_lock()).await? {
                 Some(h) if h.live() => {
                     if let Some(f) = waiting.take() {
                         f(&h);
@@ -167,7 +164,7 @@ impl Lease {
     /// End the lease.
     pub async fn release(self) -> Result<(), EngineError> {
         self.stop.cancel();
-        self.store.delete(&lease_path(&self.run)).await
+        self.store.delete(&crate::layout::lease(&self.run)).await
     }
 
     /// The run id.
@@ -185,9 +182,9 @@ impl Drop for Lease {
 /// The runs whose leases are live.
 pub async fn live_runs(store: &Store) -> Result<Vec<Holder>, EngineError> {
     let mut out = Vec::new();
-    for (name, _) in store.list("leases").await? {
+    for (name, _) in store.list(crate::layout::LEASES).await? {
         if let Some(h) = store
-            .get_json::<Holder>(&ObjectPath::from(format!("leases/{name}.json")))
+            .get_json::<Holder>(&crate::layout::lease(&name))
             .await?
             && h.live()
         {
@@ -200,7 +197,7 @@ pub async fn live_runs(store: &Store) -> Result<Vec<Holder>, EngineError> {
 /// Whether run `run` holds a live lease (see the module's contract).
 pub async fn run_live(store: &Store, run: &str) -> Result<bool, EngineError> {
     Ok(store
-        .get_json::<Holder>(&lease_path(run))
+        .get_json::<Holder>(&crate::layout::lease(run))
         .await?
         .is_some_and(|h| h.live()))
 }
@@ -216,14 +213,18 @@ impl GcLock {
     pub async fn acquire(store: &Store) -> Result<Self, EngineError> {
         for _ in 0..2 {
             if store
-                .put_json(&gc_path(), &Holder::me("gc"), PutMode::Create)
+                .put_json(
+                    &crate::layout::gc_lock(),
+                    &Holder::me("gc"),
+                    PutMode::Create,
+                )
                 .await?
             {
                 return Ok(Self {
                     store: store.clone(),
                 });
             }
-            match store.get_json::<Holder>(&gc_path()).await? {
+            match store.get_json::<Holder>(&crate::layout::gc_lock()).await? {
                 Some(h) if h.live() => {
                     return Err(EngineError::usage(format!(
                         "another gc is running on this store (pid {} on {}); try again when it ends",
@@ -231,7 +232,7 @@ impl GcLock {
                     )));
                 }
                 // A stale lock of a gc that died: replace it.
-                _ => store.delete(&gc_path()).await?,
+                _ => store.delete(&crate::layout::gc_lock()).await?,
             }
         }
         Err(EngineError::usage(
@@ -241,7 +242,7 @@ impl GcLock {
 
     /// Give the store back.
     pub async fn release(self) -> Result<(), EngineError> {
-        self.store.delete(&gc_path()).await
+        self.store.delete(&crate::layout::gc_lock()).await
     }
 }
 
@@ -290,12 +291,12 @@ pub async fn lock_node(
     };
     loop {
         let acquired = store
-            .put_json(&lock_path(key), &me, PutMode::Create)
+            .put_json(&crate::layout::lock(key), &me, PutMode::Create)
             .await?;
         let holder = if acquired {
             None
         } else {
-            store.get_json::<Holder>(&lock_path(key)).await?
+            store.get_json::<Holder>(&crate::layout::lock(key)).await?
         };
         // Published meanwhile, perhaps by a holder that unlocked just before we locked.
         if reuse && let Some(m) = store.manifest(key).await? {
@@ -329,7 +330,7 @@ pub async fn lock_node(
                     () = tokio::time::sleep(POLL) => {}
                 }
             }
-            Some(_) => store.delete(&lock_path(key)).await?,
+            Some(_) => store.delete(&crate::layout::lock(key)).await?,
             None => {}
         }
     }
@@ -337,12 +338,12 @@ pub async fn lock_node(
 
 async fn holder_live(store: &Store, h: &Holder) -> Result<bool, EngineError> {
     Ok(store
-        .get_json::<Holder>(&lease_path(&h.run))
+        .get_json::<Holder>(&crate::layout::lease(&h.run))
         .await?
         .is_some_and(|l| l.live()))
 }
 
 /// Release node `key` after computing it (published or failed).
 pub async fn unlock_node(store: &Store, key: &str) -> Result<(), EngineError> {
-    store.delete(&lock_path(key)).await
+    store.delete(&crate::layout::lock(key)).await
 }

@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod interp;
+pub mod layout;
 pub mod lease;
 pub mod plan;
 pub mod progress;

@@ -578,8 +578,9 @@ async fn output_records(
                     ArtifactKind::Blobs => "blobs".into(),
                 },
                 uri: format!(
-                    "{}/artifacts/{hash}.json",
-                    store.url().trim_end_matches('/')
+                    "{}/{}",
+                    store.url().trim_end_matches('/'),
+                    crate::layout::artifact(hash)
                 ),
                 rows: a.rows,
                 bytes: a.size(),
@@ -711,11 +712,7 @@ impl Job {
             self.keep(NodeFile::Metrics).await;
             return result;
         }
-        let staging = self.store.work_dir().join("staging").join(format!(
-            "{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
+        let staging = crate::layout::new_staging(self.store.work_dir());
         let log = self
             .store
             .live_node_file(&self.run_id, &self.node.id, NodeFile::Log);

@@ -1,19 +1,11 @@
 //! The artifact store: content-addressed objects, artifacts and node manifests in an
 //! `object_store` (a local folder, S3, or memory), plus run records.
 //!
-//! Layout under the store's root:
-//! - `objects/<blake3>`: file contents, immutable;
-//! - `artifacts/<hash>.json`: an artifact (a table or a blob set) as a list of objects;
-//!   `<hash>` is the artifact's content hash, which downstream cache keys use;
-//! - `nodes/<cache key>.json`: a node manifest mapping output names to artifacts, published
-//!   with put-if-absent once every object and artifact is written: the commit point;
-//! - `last/<workflow>/<node>.json`: the key components a node last ran or hit with (`explain`);
-//! - `runs/<run id>.json`: run records;
-//! - `resume/<cache key>/`: the saved state of a long node while it runs (`scorch_api::resume`);
-//! - `logs/<run id>/<node id>.log`: each node's log, secrets redacted (`scorch logs`), and
-//!   `logs/<run id>/<node id>.metrics.jsonl`: the metrics it reported while it ran, one JSON
-//!   object per line; while a node runs, both grow in the work folder
-//!   (`work/logs/<run id>/<node id>.log`).
+//! Where each of them lives is [`crate::layout`]'s: objects by content hash, artifacts by
+//! theirs (which downstream cache keys use), node manifests by cache key (published with
+//! put-if-absent once every object and artifact is written: the commit point), run records,
+//! the key components a node last ran with, finished nodes' logs and metrics (secrets
+//! redacted), saved training states.
 //!
 //! Nodes write their outputs into a local staging folder first (the store's `work/`
 //! folder for a local store); a crash leaves staging folders and perhaps unreferenced
@@ -140,10 +132,6 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
     work_dir: PathBuf,
-}
-
-pub(crate) fn meta_path(prefix: &str, name: &str) -> ObjectPath {
-    ObjectPath::from(format!("{prefix}/{name}"))
 }
 
 /// Check a store URL without opening anything: `file://DIR`, `s3://BUCKET[/PREFIX]` or
@@ -281,7 +269,7 @@ impl Store {
     }
     /// The object path of content `hash`.
     pub fn object_path(hash: &str) -> ObjectPath {
-        meta_path("objects", hash)
+        crate::layout::object(hash)
     }
     /// Where `path` is, for a person: a local file's absolute path, else the store's URL
     /// with the path appended.
@@ -348,7 +336,7 @@ impl Store {
 
     /// Where a node's log or metrics are kept once the node has finished.
     pub fn node_file_path(run_id: &str, node_id: &str, file: NodeFile) -> ObjectPath {
-        ObjectPath::from(format!("logs/{run_id}/{node_id}.{}", file.extension()))
+        crate::layout::node_file(run_id, node_id, file.extension())
     }
     /// Where a running node's log or metrics grow, on the machine that runs it.
     pub fn live_node_file(&self, run_id: &str, node_id: &str, file: NodeFile) -> PathBuf {
@@ -357,7 +345,7 @@ impl Store {
     }
     /// The folder of a running run's live node files, on the machine that runs it.
     pub fn live_dir(&self, run_id: &str) -> PathBuf {
-        self.work_dir.join("logs").join(run_id)
+        crate::layout::live_dir(&self.work_dir, run_id)
     }
     /// Keep a node's log or metrics.
     pub async fn put_node_file(
@@ -434,7 +422,7 @@ impl Store {
     pub async fn put_artifact(&self, artifact: &Artifact) -> Result<String, EngineError> {
         let hash = artifact.hash();
         self.put_json(
-            &meta_path("artifacts", &format!("{hash}.json")),
+            &crate::layout::artifact(&hash),
             artifact,
             PutMode::Overwrite,
         )
@@ -444,7 +432,7 @@ impl Store {
 
     /// Read artifact `hash`.
     pub async fn artifact(&self, hash: &str) -> Result<Artifact, EngineError> {
-        self.get_json(&meta_path("artifacts", &format!("{hash}.json")))
+        self.get_json(&crate::layout::artifact(hash))
             .await?
             .ok_or_else(|| {
                 EngineError::new(
@@ -459,8 +447,7 @@ impl Store {
 
     /// The manifest published under `key`, if any.
     pub async fn manifest(&self, key: &str) -> Result<Option<NodeManifest>, EngineError> {
-        self.get_json(&meta_path("nodes", &format!("{key}.json")))
-            .await
+        self.get_json(&crate::layout::manifest(key)).await
     }
 
     /// Publish a manifest: the commit point of a node. With `overwrite` false an existing
@@ -475,28 +462,9 @@ impl Store {
         } else {
             PutMode::Create
         };
-        self.put_json(
-            &meta_path("nodes", &format!("{}.json", manifest.key)),
-            manifest,
-            mode,
-        )
-        .await?;
+        self.put_json(&crate::layout::manifest(&manifest.key), manifest, mode)
+            .await?;
         Ok(())
-    }
-
-    fn last_path(workflow: &str, node: &str) -> ObjectPath {
-        let enc = |s: &str| -> String {
-            s.chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '=') {
-                        c
-                    } else {
-                        '~'
-                    }
-                })
-                .collect()
-        };
-        ObjectPath::from(format!("last/{}/{}.json", enc(workflow), enc(node)))
     }
 
     /// The key components node `node` of `workflow` last ran or hit the cache with.
@@ -505,7 +473,7 @@ impl Store {
         workflow: &str,
         node: &str,
     ) -> Result<Option<KeyComponents>, EngineError> {
-        self.get_json(&Self::last_path(workflow, node)).await
+        self.get_json(&crate::layout::last(workflow, node)).await
     }
 
     /// Remember the key components of the node's latest run.
@@ -515,20 +483,16 @@ impl Store {
         node: &str,
         c: &KeyComponents,
     ) -> Result<(), EngineError> {
-        self.put_json(&Self::last_path(workflow, node), c, PutMode::Overwrite)
+        self.put_json(&crate::layout::last(workflow, node), c, PutMode::Overwrite)
             .await
             .map(|_| ())
     }
 
     /// Write a run record.
     pub async fn put_run<T: Serialize>(&self, id: &str, record: &T) -> Result<(), EngineError> {
-        self.put_json(
-            &meta_path("runs", &format!("{id}.json")),
-            record,
-            PutMode::Overwrite,
-        )
-        .await
-        .map(|_| ())
+        self.put_json(&crate::layout::run(id), record, PutMode::Overwrite)
+            .await
+            .map(|_| ())
     }
 
     /// Read a run record.
@@ -536,8 +500,7 @@ impl Store {
         &self,
         id: &str,
     ) -> Result<Option<T>, EngineError> {
-        self.get_json(&meta_path("runs", &format!("{id}.json")))
-            .await
+        self.get_json(&crate::layout::run(id)).await
     }
 
     /// Names under `prefix/` (without the prefix and the `.json` suffix).
@@ -621,7 +584,7 @@ pub struct VerifyReport {
 pub async fn verify(store: &Store) -> Result<VerifyReport, EngineError> {
     let mut report = VerifyReport::default();
     let mut artifacts = BTreeSet::new();
-    for (key, _) in store.list("nodes").await? {
+    for (key, _) in store.list(crate::layout::NODES).await? {
         if let Some(m) = store.manifest(&key).await? {
             report.manifests += 1;
             for a in m.outputs.into_values() {
@@ -633,7 +596,7 @@ pub async fn verify(store: &Store) -> Result<VerifyReport, EngineError> {
     for (key, hash) in artifacts {
         report.artifacts += 1;
         match store
-            .get_json::<Artifact>(&meta_path("artifacts", &format!("{hash}.json")))
+            .get_json::<Artifact>(&crate::layout::artifact(&hash))
             .await?
         {
             Some(a) => objects.extend(a.files.into_iter().map(|f| (hash.clone(), f.object))),

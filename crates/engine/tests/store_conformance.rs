@@ -9,7 +9,6 @@ mod s3;
 use std::collections::BTreeMap;
 
 use scorch_api::resume::StateStore;
-use scorch_engine::attempt::state_prefix;
 use scorch_engine::cache::{CACHE_FORMAT, KeyComponents};
 use scorch_engine::gc::{GcOptions, gc};
 use scorch_engine::store::{Artifact, ArtifactFile, ArtifactKind, NodeManifest, Store};
@@ -142,10 +141,14 @@ async fn conformance(store: &Store) {
     std::fs::write(saved.join("state.bin"), b"0123456789").unwrap();
     let runtime = tokio::runtime::Handle::current();
     for key in [first.key.as_str(), "interrupted"] {
-        StateStore::new(store.objects(), state_prefix(key), runtime.clone())
-            .save(3, &saved)
-            .await
-            .unwrap();
+        StateStore::new(
+            store.objects(),
+            scorch_engine::layout::states(key),
+            runtime.clone(),
+        )
+        .save(3, &saved)
+        .await
+        .unwrap();
     }
     let report = gc(store, GcOptions::default()).await.unwrap();
     assert_eq!(report.states, vec![first.key.clone()]);

@@ -1,5 +1,5 @@
 //! The memory plan of the training nodes (`sft`, `rl`): the peak a step of this Qwen2
-//! implementation holds, counted from the tensors it allocates. The README states the formula
+//! implementation holds, counted from the tensors it allocates. docs/models.md states the formula
 //! and BENCHMARKS.md how far it is from measured peaks.
 //!
 //! With P parameters, N tokens in a micro-batch (`micro_batch_tokens`), s bytes per value of

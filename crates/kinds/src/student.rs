@@ -13,7 +13,7 @@ pub struct InitParams {
     pub vocab_size: usize,
     /// Split numbers into digits (as Qwen's tokenizer does). Off, every number is a token of
     /// its own that the student sees a few times at most: it cannot learn to copy numbers it
-    /// has not seen (measured: 4.5% against 43-66% with digits; see the README).
+    /// has not seen (measured: 4.5% against 43-66% with digits; see docs/score.md).
     #[serde(default = "yes")]
     pub split_digits: bool,
     /// How the student sees a chat: `compact` (one token per turn start, no system turn: about
@@ -85,7 +85,7 @@ impl ChatFormat {
 /// The `precision` param of the training nodes.
 ///
 /// `auto` is settled before the cache key is computed ([`Precision::settle`]): bfloat16 on
-/// CUDA, float32 on every CPU (see the README for why).
+/// CUDA, float32 on every CPU (see docs/models.md for why).
 ///
 /// Mixed precision keeps the weights, their gradients and the optimiser state in float32
 /// (checkpoints stay float32 and HF-compatible) and runs the matrix products in bfloat16:

@@ -43,7 +43,7 @@ pub fn train_bpe(texts: &[String], vocab_size: usize) -> Result<Tokenizer, Model
 
 /// [`train_bpe`], choosing whether digits are split one by one. Split them: a number kept
 /// whole is a token of its own, which a from-scratch student sees a few times at most and
-/// cannot learn to copy (measured in the README: 4.5% with whole numbers, 43-66% with digits).
+/// cannot learn to copy (measured in docs/score.md: 4.5% with whole numbers, 43-66% with digits).
 pub fn train_bpe_with(
     texts: &[String],
     vocab_size: usize,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use scorch::exit::Exit;
 use scorch::model_commands::{ModelCommand, ServeArgs};
 use scorch_api::Registry;
 
@@ -125,7 +126,7 @@ static ALLOCATOR: scorch_alloc::Allocator = scorch_alloc::Allocator;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let Some(runtime) = scorch::start::start() else {
-        return ExitCode::from(1);
+        return Exit::Failed.into();
     };
     let result = match cli.command {
         Command::Node { job } => {
@@ -147,7 +148,7 @@ fn main() -> ExitCode {
             return if ok {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::from(1)
+                Exit::Failed.into()
             };
         }
         Command::MergeAdapter { adapter, base, out } => merge_adapter(&adapter, &base, &out),
@@ -158,11 +159,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(m)) => {
             eprintln!("error: {m}");
-            ExitCode::from(2)
+            Exit::Usage.into()
         }
         Err(Failure::Failed(m)) => {
             eprintln!("error: {m}");
-            ExitCode::from(1)
+            Exit::Failed.into()
         }
     }
 }
