@@ -85,7 +85,7 @@ async fn print_locations(store: &Store, r: &RunRecord) {
             match store.artifact(&o.artifact).await {
                 Ok(artifact) => {
                     for f in artifact.files.iter().take(FILES_SHOWN) {
-                        let place = store.location(&Store::object_path(&f.object));
+                        let place = store.location(&scorch_engine::layout::object(&f.object));
                         outln!("    {}  {place}", f.path);
                     }
                     if artifact.files.len() > FILES_SHOWN {

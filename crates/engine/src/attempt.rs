@@ -100,7 +100,7 @@ impl Attempt<'_> {
                         files: artifact
                             .files
                             .iter()
-                            .map(|f| (Store::object_path(&f.object), f.size))
+                            .map(|f| (crate::layout::object(&f.object), f.size))
                             .collect(),
                         schema: Arc::new(schema),
                         rows: artifact.rows.unwrap_or(0),

@@ -117,7 +117,7 @@ async fn sweep(store: &Store, options: GcOptions) -> Result<GcReport, EngineErro
     for (hash, size) in store.list(OBJECTS).await? {
         if !live_objects.contains(&hash) {
             if !dry_run {
-                store.delete(&Store::object_path(&hash)).await?;
+                store.delete(&layout::object(&hash)).await?;
             }
             report.bytes += size;
             report.objects.push(hash);

@@ -267,10 +267,6 @@ impl Store {
     pub fn work_dir(&self) -> &Path {
         &self.work_dir
     }
-    /// The object path of content `hash`.
-    pub fn object_path(hash: &str) -> ObjectPath {
-        crate::layout::object(hash)
-    }
     /// Where `path` is, for a person: a local file's absolute path, else the store's URL
     /// with the path appended.
     pub fn location(&self, path: &ObjectPath) -> String {
@@ -334,10 +330,6 @@ impl Store {
         }
     }
 
-    /// Where a node's log or metrics are kept once the node has finished.
-    pub fn node_file_path(run_id: &str, node_id: &str, file: NodeFile) -> ObjectPath {
-        crate::layout::node_file(run_id, node_id, file.extension())
-    }
     /// Where a running node's log or metrics grow, on the machine that runs it.
     pub fn live_node_file(&self, run_id: &str, node_id: &str, file: NodeFile) -> PathBuf {
         self.live_dir(run_id)
@@ -355,7 +347,7 @@ impl Store {
         file: NodeFile,
         bytes: Vec<u8>,
     ) -> Result<(), EngineError> {
-        let path = Self::node_file_path(run_id, node_id, file);
+        let path = crate::layout::node_file(run_id, node_id, file.extension());
         self.inner
             .put(&path, PutPayload::from(bytes))
             .await
@@ -369,7 +361,7 @@ impl Store {
         node_id: &str,
         file: NodeFile,
     ) -> Result<Option<String>, EngineError> {
-        let path = Self::node_file_path(run_id, node_id, file);
+        let path = crate::layout::node_file(run_id, node_id, file.extension());
         match self.inner.get(&path).await {
             Ok(r) => r
                 .bytes()
@@ -398,7 +390,7 @@ impl Store {
             .await
             .map_err(|e| EngineError::new(EngineErrorKind::Internal, e.to_string()))?
             .map_err(|e| EngineError::io(format!("hashing {}", file.display()), e))?;
-        let target = Self::object_path(&hash);
+        let target = crate::layout::object(&hash);
         match self.inner.head(&target).await {
             Ok(meta) if meta.size == size => return Ok((hash, size)),
             Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
@@ -543,7 +535,7 @@ impl Store {
             }
             let bytes = self
                 .inner
-                .get(&Self::object_path(&f.object))
+                .get(&crate::layout::object(&f.object))
                 .await
                 .map_err(|e| EngineError::store(format!("fetching {}", f.path), e))?
                 .bytes()
@@ -605,7 +597,7 @@ pub async fn verify(store: &Store) -> Result<VerifyReport, EngineError> {
     }
     for (artifact, object) in objects {
         report.objects += 1;
-        match store.inner.head(&Store::object_path(&object)).await {
+        match store.inner.head(&crate::layout::object(&object)).await {
             Ok(_) => {}
             Err(object_store::Error::NotFound { .. }) => report
                 .missing

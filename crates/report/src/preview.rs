@@ -36,7 +36,7 @@ pub struct Preview {
 async fn object(store: &Store, hash: &str) -> Result<Bytes, EngineError> {
     store
         .objects()
-        .get(&Store::object_path(hash))
+        .get(&scorch_engine::layout::object(hash))
         .await
         .map_err(|e| EngineError::store(format!("reading object {hash}"), e))?
         .bytes()

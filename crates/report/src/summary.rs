@@ -120,8 +120,8 @@ pub async fn collect_results(
                     && b.outcomes.keys().eq(mine.keys())
             })
             .collect();
+        let x: Vec<f64> = mine.values().copied().collect();
         let against = |b: &Arm| {
-            let x: Vec<f64> = mine.values().copied().collect();
             let y: Vec<f64> = b.outcomes.values().copied().collect();
             (b.label.clone(), paired_bootstrap(&x, &y, 10_000, 0.95, 0))
         };
@@ -173,7 +173,7 @@ pub async fn collect_rows<T: TableRow>(
         for f in &artifact.files {
             let bytes: Bytes = store
                 .objects()
-                .get(&Store::object_path(&f.object))
+                .get(&scorch_engine::layout::object(&f.object))
                 .await
                 .map_err(|e| EngineError::store("reading a table", e))?
                 .bytes()
