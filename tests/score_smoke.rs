@@ -194,6 +194,23 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
     assert_eq!(table.len(), 8);
     let training = std::fs::read_to_string(p.path().join("rep/training.md")).unwrap();
     assert!(training.contains("| score_rl | 4 | "), "{training}");
+    // Every GRPO group's rewards: 4 steps of 2 prompts, 2 episodes each, means that agree
+    // with the step's mean reward in `metrics`.
+    let groups: Vec<scorch_api::tables::RlGroup> =
+        read_rows(&artifact_files(&p, &rec, "score_rl", "groups")).unwrap();
+    let steps: Vec<TrainStep> =
+        read_rows(&artifact_files(&p, &rec, "score_rl", "metrics")).unwrap();
+    assert_eq!(groups.len(), 8, "{groups:?}");
+    for s in &steps {
+        let mine: Vec<_> = groups.iter().filter(|g| g.step == s.step).collect();
+        assert_eq!(mine.len(), 2);
+        let mean = mine.iter().flat_map(|g| &g.rewards).sum::<f64>() / 4.0;
+        assert!((mean - s.reward).abs() < 1e-9, "step {}: {mine:?}", s.step);
+        for g in mine {
+            assert_eq!(g.rewards.len(), 2);
+            assert!((g.reward - (g.rewards[0] + g.rewards[1]) / 2.0).abs() < 1e-12);
+        }
+    }
     let nodes = std::fs::read_to_string(p.path().join("rep/nodes.md")).unwrap();
     assert!(nodes.contains("| mentored | correct | ran |"), "{nodes}");
     let html = std::fs::read_to_string(p.path().join("rep/index.html")).unwrap();
@@ -375,7 +392,7 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
     assert!(rl.iter().all(|m| m.loss.is_finite()));
     let out = p.scorch(&["export", "score_rl.nope", "--out", "out2"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(common::text(&out.stderr).contains("it has `checkpoint`, `metrics`"));
+    assert!(common::text(&out.stderr).contains("it has `checkpoint`, `groups`, `metrics`"));
 
     // SCoRe-RL off-policy: three passes over two mini-batches a step, with a KL term to the
     // start: each step reports its diagnostics. (This student does not yet answer, so every

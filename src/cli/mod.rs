@@ -272,7 +272,7 @@ enum Command {
     },
     /// Print the JSON Schema of workflow files, or of a table kind's rows.
     Schema {
-        /// A table kind (`tasks`, `trajectories`, `repairs`, `rl_prompts`).
+        /// A table kind (`tasks`, `trajectories`, `repairs`, `rl_prompts`, `results`, `train_steps`, `rl_groups`).
         #[arg(long)]
         table: Option<String>,
     },

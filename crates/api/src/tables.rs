@@ -340,6 +340,25 @@ impl TableRow for TrainStep {
     const KIND: &'static str = "train_steps";
 }
 
+/// One GRPO group of an RL step: the rewards of the episodes sampled from one prompt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RlGroup {
+    /// Step (0-based).
+    pub step: u32,
+    /// The prompt's task.
+    pub task_id: String,
+    /// Verified steps the episodes started from.
+    pub prefix_len: u32,
+    /// Each episode's reward, in sampling order.
+    pub rewards: Vec<f64>,
+    /// Their mean.
+    pub reward: f64,
+}
+
+impl TableRow for RlGroup {
+    const KIND: &'static str = "rl_groups";
+}
+
 /// `(kind, JSON Schema of a row)` of every table kind.
 pub fn table_schemas() -> Vec<(&'static str, serde_json::Value)> {
     vec![
@@ -349,6 +368,7 @@ pub fn table_schemas() -> Vec<(&'static str, serde_json::Value)> {
         (RlPrompt::KIND, RlPrompt::row_schema()),
         (EvalResult::KIND, EvalResult::row_schema()),
         (TrainStep::KIND, TrainStep::row_schema()),
+        (RlGroup::KIND, RlGroup::row_schema()),
     ]
 }
 

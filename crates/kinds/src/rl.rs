@@ -1,7 +1,7 @@
 //! The `rl` node kind: its params and ports (the work is in `plugins/rl`).
 
 use schemars::JsonSchema;
-use scorch_api::tables::{RlPrompt, TableRow, Task, TrainStep};
+use scorch_api::tables::{RlGroup, RlPrompt, TableRow, Task, TrainStep};
 use scorch_api::{Declaration, Hardware, ParamError, PortType, Signature};
 use serde::{Deserialize, Serialize};
 
@@ -213,8 +213,9 @@ impl Declaration for Rl {
     fn version(&self) -> &'static str {
         // 2: AdamW computed here instead of by libtorch (its state can be saved), which
         // changes the last bits of the weights. 3: each request samples with a seed of its
-        // own (the run's seed, the episode's place, the turn), whatever its batch.
-        "3"
+        // own (the run's seed, the episode's place, the turn), whatever its batch. 4: writes
+        // each group's rewards (`groups`).
+        "4"
     }
     fn description(&self) -> &'static str {
         "GRPO from verified prefixes with the key-step reward"
@@ -288,6 +289,7 @@ impl Declaration for Rl {
             .input("tasks", Task::port())
             .output("checkpoint", PortType::Blobs)
             .output("metrics", TrainStep::port())
+            .output("groups", RlGroup::port())
             .model(crate::memory::source(None))
             .memory(crate::memory::rule(training)))
     }

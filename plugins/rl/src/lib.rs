@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use scorch_agent::oracle::Oracle;
 use scorch_agent::teacher::Teacher;
 use scorch_api::reexports::async_trait;
-use scorch_api::tables::{Author, RlPrompt, Step, Task, TrainStep, Trajectory};
+use scorch_api::tables::{Author, RlGroup, RlPrompt, Step, Task, TrainStep, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::rl::{Reward, RlParams, RolloutSpec};
 use scorch_model::checkpoint::Checkpoint;
@@ -38,6 +38,9 @@ struct Counts {
     /// Each step's diagnostics so far (reported again by a resumed run, in their order).
     #[serde(default)]
     diagnostics: Vec<Vec<(String, f64)>>,
+    /// Every group's rewards so far.
+    #[serde(default)]
+    groups: Vec<RlGroup>,
 }
 
 /// The `rl` plugin.
@@ -200,6 +203,7 @@ impl DeclaredPlugin for Rl {
         let mut log = Vec::with_capacity(p.steps);
         let mut classes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
         let mut history: Vec<Vec<(String, f64)>> = Vec::new();
+        let mut group_log: Vec<RlGroup> = Vec::new();
         if prompts.is_empty() {
             return Err(PluginError::failed("no RL prompt to train on"));
         }
@@ -231,6 +235,7 @@ impl DeclaredPlugin for Rl {
                 ctx.metric_at("reward", u64::from(s.step), s.reward);
             }
             history = saved.extra.diagnostics;
+            group_log = saved.extra.groups;
             ctx.progress().advance(start as u64);
             ctx.progress()
                 .message(&format!("resumed at step {start} of {}", p.steps));
@@ -335,8 +340,23 @@ impl DeclaredPlugin for Rl {
                 rewards.push(class.value());
             }
             let mut adv = Vec::with_capacity(rewards.len());
-            for chunk in rewards.chunks(p.group_size) {
+            for (chunk, owners) in rewards
+                .chunks(p.group_size)
+                .zip(owners.chunks(p.group_size))
+            {
                 adv.extend(advantages(chunk));
+                let prompt = &prompts[owners[0]];
+                group_log.push(RlGroup {
+                    step: step as u32,
+                    task_id: prompt.task_id.clone(),
+                    prefix_len: if p.from_prefix {
+                        prompt.prefix.len() as u32
+                    } else {
+                        0
+                    },
+                    rewards: chunk.to_vec(),
+                    reward: chunk.iter().sum::<f64>() / chunk.len() as f64,
+                });
             }
             // Sequences: the new assistant turns carry the loss.
             let mut seqs = Vec::with_capacity(eps.len());
@@ -524,6 +544,7 @@ impl DeclaredPlugin for Rl {
                 let counts = Counts {
                     classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
                     diagnostics: history.clone(),
+                    groups: group_log.clone(),
                 };
                 let position = Position::at(done, &rng, &order, &log, counts);
                 save_training(&state_dir, &trainer, &position)?;
@@ -536,6 +557,7 @@ impl DeclaredPlugin for Rl {
         }
         let dir = ctx.blob_dir("checkpoint")?;
         policy.lock().save(&dir)?;
-        ctx.write_rows("metrics", &log)
+        ctx.write_rows("metrics", &log)?;
+        ctx.write_rows("groups", &group_log)
     }
 }
