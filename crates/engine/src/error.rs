@@ -282,3 +282,16 @@ impl EngineError {
         }
     }
 }
+
+/// The one conversion at the engine/plugin border: a store failure is an I/O error of the
+/// node, anything else a failure; the engine error stays as the source.
+impl From<EngineError> for scorch_api::PluginError {
+    fn from(e: EngineError) -> Self {
+        let kind = if e.kind == EngineErrorKind::Store {
+            scorch_api::PluginErrorKind::Io
+        } else {
+            scorch_api::PluginErrorKind::Failed
+        };
+        scorch_api::PluginError::new(kind, e.message.clone()).with_source(e)
+    }
+}

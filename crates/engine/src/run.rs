@@ -1,27 +1,26 @@
 //! The scheduler: one dispatcher task owns the run state, starts ready nodes within the
-//! job and resource-slot limits, and turns node results into the run record.
+//! job and resource-slot limits, and turns node results into the run record. Where a node
+//! runs is its executor's business ([`crate::executor`]); how one node goes from start to
+//! end, retries included, is [`crate::job`]'s.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use scorch_api::{PluginError, PluginErrorKind};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::attempt::Attempt;
 use crate::cache::{CACHE_FORMAT, KeyComponents};
-use crate::cluster::ClusterJob;
 use crate::dag;
-use crate::error::{EngineError, EngineErrorKind};
+use crate::error::EngineError;
 use crate::events::{Event, MetricsFiles};
+use crate::executor::Executor;
+use crate::job::{Finished, NodeJob};
 use crate::progress::Reporter;
 use crate::record::{
     NodeRecord, Outcome, OutputRecord, RunRecord, RunStatus, new_run_id, now_rfc3339,
 };
-use crate::spec::ExecutorSpec;
-use crate::store::{ArtifactKind, NodeFile, NodeManifest, Store};
+use crate::store::{ArtifactKind, NodeManifest, Store};
 use crate::workflow::{Node, Workflow};
 
 /// What to run and how.
@@ -130,18 +129,6 @@ enum State {
     Stopped,
 }
 
-struct Finished {
-    index: usize,
-    result: Result<NodeManifest, String>,
-    /// The run that computed the node while this one waited for it.
-    computed_by: Option<crate::lease::Computer>,
-    cancelled: bool,
-    attempts: u32,
-    elapsed: Duration,
-    /// Cluster job ids of its attempts.
-    jobs: Vec<String>,
-}
-
 /// How often a live run rewrites its record with the nodes finished so far.
 const SAVE_EVERY: Duration = Duration::from_secs(2);
 
@@ -154,18 +141,15 @@ pub async fn run(
     reporter: &Reporter,
 ) -> Result<RunRecord, EngineError> {
     let (target, forced) = targets(wf, opts)?;
-    let n = wf.nodes.len();
     let deps = wf.deps();
     // What the selected nodes need; the rest is skipped, not failed.
-    let selected: Vec<usize> = (0..n).filter(|&i| target[i]).collect();
+    let selected: Vec<usize> = (0..wf.nodes.len()).filter(|&i| target[i]).collect();
     let needed = dag::ancestors(&deps, &selected);
-    // A cluster job must reach the store: refuse one it cannot before anything runs.
-    for (i, node) in wf.nodes.iter().enumerate() {
-        if let ExecutorSpec::Slurm(spec) = &node.executor
-            && needed[i]
-        {
-            crate::slurm::check_store(spec, store)?;
-        }
+    let executors: Vec<Arc<dyn Executor>> =
+        wf.nodes.iter().map(|n| n.executor.executor()).collect();
+    // An executor that cannot serve this store refuses before anything runs.
+    for (executor, _) in executors.iter().zip(&needed).filter(|(_, n)| **n) {
+        executor.preflight(store)?;
     }
     let started = Instant::now();
     let id = new_run_id();
@@ -177,8 +161,52 @@ pub async fn run(
         ));
     })
     .await?;
-    let mut record = RunRecord {
-        id: id.clone(),
+    let record = new_record(wf, store, &id, &deps);
+    store.put_run(&record.id, &record).await?;
+    let reporter = &reporter
+        .clone()
+        .with_observer(Arc::new(MetricsFiles::new(store.live_dir(&id))));
+    reporter.emit(&Event::RunStarted {
+        run: id.clone(),
+        workflow: wf.name.clone(),
+        store: store.url().to_owned(),
+        nodes: wf.nodes.iter().map(|n| n.id.clone()).collect(),
+        vars: wf.vars.clone(),
+    });
+    let mut scheduler = Scheduler::new(
+        Plan {
+            wf,
+            store,
+            opts,
+            cancel: &cancel,
+            reporter,
+            target,
+            forced,
+            needed,
+            executors,
+        },
+        record,
+    );
+    loop {
+        scheduler.settle().await?;
+        scheduler.start();
+        let Some(done) = scheduler.wait().await? else {
+            break;
+        };
+        scheduler.record(done).await?;
+    }
+    let record = scheduler.finish(started);
+    store.put_run(&record.id, &record).await?;
+    lease.release().await?;
+    reporter.emit(&Event::RunFinished(record.clone()));
+    reporter.finish().await;
+    Ok(record)
+}
+
+/// A new run's record: every node not reached yet.
+fn new_record(wf: &Workflow, store: &Store, id: &str, deps: &[Vec<usize>]) -> RunRecord {
+    RunRecord {
+        id: id.to_owned(),
         workflow: wf.name.clone(),
         file: wf.file.display().to_string(),
         store: store.url().to_owned(),
@@ -208,279 +236,382 @@ pub async fn run(
                 jobs: Vec::new(),
             })
             .collect(),
-    };
-    store.put_run(&record.id, &record).await?;
-    let reporter = &reporter
-        .clone()
-        .with_observer(Arc::new(MetricsFiles::new(store.live_dir(&id))));
-    reporter.emit(&Event::RunStarted {
-        run: id.clone(),
-        workflow: wf.name.clone(),
-        store: store.url().to_owned(),
-        nodes: wf.nodes.iter().map(|n| n.id.clone()).collect(),
-        vars: wf.vars.clone(),
-    });
+    }
+}
 
-    let mut state: Vec<State> = (0..n).map(|_| State::Waiting).collect();
-    let mut outputs: Vec<Option<BTreeMap<String, String>>> = vec![None; n];
-    let mut used: BTreeMap<String, u32> = BTreeMap::new();
-    let mut running = 0usize;
-    // Nodes running here, which `jobs` limits (a cluster job runs on the cluster's machines).
-    let mut running_here = 0usize;
-    let (tx, mut rx) = mpsc::unbounded_channel::<Finished>();
-    let jobs = opts.jobs.max(1);
-    let mut failed = false;
-    // The first finished node is recorded at once, later ones within SAVE_EVERY of the last
-    // save of a finished node; a node that starts is recorded within SAVE_EVERY of the last
-    // save (so a start never delays the record of a finish).
-    let mut last_saved: Option<Instant> = None;
-    let mut finish_saved: Option<Instant> = None;
-    let mut dirty = false;
-    let mut finished = false;
+/// What a run is asked to do, fixed before it starts.
+struct Plan<'a> {
+    wf: &'a Workflow,
+    store: &'a Store,
+    opts: &'a RunOptions,
+    cancel: &'a CancellationToken,
+    reporter: &'a Reporter,
+    /// Nodes that may run (the others must come from the cache).
+    target: Vec<bool>,
+    /// Nodes recomputed even when cached.
+    forced: Vec<bool>,
+    /// Nodes the targets need.
+    needed: Vec<bool>,
+    /// Each node's executor.
+    executors: Vec<Arc<dyn Executor>>,
+}
 
-    loop {
-        // Settle every waiting node whose inputs are settled.
+/// The run's state, owned by one dispatcher: a state machine whose steps are
+/// [`settle`](Self::settle) (decide every node whose inputs are settled: skipped, cached or
+/// queued), [`start`](Self::start) (launch queued nodes within the limits),
+/// [`wait`](Self::wait) (for a node to finish, saving the record meanwhile) and
+/// [`record`](Self::record) (what the node did).
+struct Scheduler<'a> {
+    plan: Plan<'a>,
+    record: RunRecord,
+    state: Vec<State>,
+    /// Each done node's outputs (name → artifact hash).
+    outputs: Vec<Option<BTreeMap<String, String>>>,
+    /// Resource slots held by running nodes.
+    used: BTreeMap<String, u32>,
+    running: usize,
+    /// Nodes running on this machine, which `--jobs` limits.
+    running_here: usize,
+    failed: bool,
+    tx: mpsc::UnboundedSender<Finished>,
+    rx: mpsc::UnboundedReceiver<Finished>,
+    saves: Saves,
+}
+
+/// When the record was last saved. The first finished node is recorded at once, later ones
+/// within `SAVE_EVERY` of the last save of a finished node; a node that starts is recorded
+/// within `SAVE_EVERY` of the last save (so a start never delays the record of a finish).
+#[derive(Default)]
+struct Saves {
+    last: Option<Instant>,
+    last_finish: Option<Instant>,
+    /// The record changed since it was saved.
+    dirty: bool,
+    /// A node finished since it was saved.
+    finished: bool,
+}
+
+impl<'a> Scheduler<'a> {
+    fn new(plan: Plan<'a>, record: RunRecord) -> Self {
+        let n = plan.wf.nodes.len();
+        let (tx, rx) = mpsc::unbounded_channel::<Finished>();
+        Self {
+            plan,
+            record,
+            state: (0..n).map(|_| State::Waiting).collect(),
+            outputs: vec![None; n],
+            used: BTreeMap::new(),
+            running: 0,
+            running_here: 0,
+            failed: false,
+            tx,
+            rx,
+            saves: Saves::default(),
+        }
+    }
+
+    /// Settle every waiting node whose inputs are settled, until none changes.
+    async fn settle(&mut self) -> Result<(), EngineError> {
         let mut progressed = true;
         while progressed {
             progressed = false;
-            for i in 0..n {
-                if !matches!(state[i], State::Waiting) {
-                    continue;
+            for i in 0..self.state.len() {
+                if matches!(self.state[i], State::Waiting) {
+                    progressed |= self.settle_node(i).await?;
                 }
-                let node = &wf.nodes[i];
-                if !needed[i] {
-                    let rec = &mut record.nodes[i];
-                    rec.outcome = Outcome::Skipped;
-                    rec.reason = Some("not selected".into());
-                    state[i] = State::Stopped;
-                    progressed = true;
-                    continue;
-                }
-                if let Some(e) = node
-                    .inputs
-                    .iter()
-                    .find(|e| matches!(state[e.node], State::Stopped))
-                {
-                    let up = &wf.nodes[e.node].id;
-                    let rec = &mut record.nodes[i];
-                    rec.outcome = if cancel.is_cancelled() {
-                        Outcome::Cancelled
-                    } else {
-                        Outcome::Skipped
-                    };
-                    rec.reason = Some(format!("upstream `{up}` did not complete"));
-                    state[i] = State::Stopped;
-                    progressed = true;
-                    continue;
-                }
-                if node
-                    .inputs
-                    .iter()
-                    .any(|e| !matches!(state[e.node], State::Done))
-                {
-                    continue;
-                }
-                progressed = true;
-                let Some(comps) = components(node, &outputs) else {
-                    state[i] = State::Stopped;
-                    record.nodes[i].outcome = Outcome::Failed;
-                    record.nodes[i].reason = Some("an upstream output is missing".into());
-                    failed = true;
-                    continue;
-                };
-                let key = comps.key();
-                record.nodes[i].key = Some(key.clone());
-                if cancel.is_cancelled() {
-                    record.nodes[i].outcome = Outcome::Cancelled;
-                    record.nodes[i].reason = Some("cancelled before it started".into());
-                    state[i] = State::Stopped;
-                    continue;
-                }
-                // The manifest and what `last/` holds, in one round trip; `last/` is rewritten
-                // only when it changed (a cached node on S3 then costs reads alone).
-                let (manifest, last) = if forced[i] {
-                    (Ok(None), Ok(None))
-                } else {
-                    futures::join!(store.manifest(&key), store.last(&wf.name, &node.id))
-                };
-                if let Some(m) = manifest? {
-                    let twin = ran_with_key(&record, &key, i);
-                    let rec = &mut record.nodes[i];
-                    rec.outcome = Outcome::Cached;
-                    rec.reason = twin.map(|n| same_key(&n));
-                    rec.metrics = m.metrics.clone();
-                    rec.outputs = output_records(store, &m).await?;
-                    if last.ok().flatten().as_ref() != Some(&comps) {
-                        store.set_last(&wf.name, &node.id, &comps).await?;
-                    }
-                    reporter.line(&format!("  cached  {}", node.id));
-                    reporter.emit(&Event::NodeCached {
-                        node: node.id.clone(),
-                        key: key.clone(),
-                    });
-                    outputs[i] = Some(m.outputs.clone());
-                    state[i] = State::Done;
-                    continue;
-                }
-                if !target[i] {
-                    let rec = &mut record.nodes[i];
-                    rec.outcome = Outcome::Failed;
-                    rec.reason = Some(
-                        "not selected and has no cached result; run it first or drop --only/--from"
-                            .into(),
-                    );
-                    state[i] = State::Stopped;
-                    failed = true;
-                    continue;
-                }
-                state[i] = State::Queued(comps);
             }
         }
+        Ok(())
+    }
 
-        // Start queued nodes, in topological order, within the limits.
-        for i in 0..n {
-            if cancel.is_cancelled() {
+    /// Decide waiting node `i`: skipped (not needed, or an input will not come), cached,
+    /// failed, or queued. `false`: its inputs are not all settled yet.
+    async fn settle_node(&mut self, i: usize) -> Result<bool, EngineError> {
+        let wf = self.plan.wf;
+        let node = &wf.nodes[i];
+        if !self.plan.needed[i] {
+            self.stop(i, Outcome::Skipped, "not selected".into());
+            return Ok(true);
+        }
+        if let Some(e) = node
+            .inputs
+            .iter()
+            .find(|e| matches!(self.state[e.node], State::Stopped))
+        {
+            let outcome = if self.plan.cancel.is_cancelled() {
+                Outcome::Cancelled
+            } else {
+                Outcome::Skipped
+            };
+            let up = &wf.nodes[e.node].id;
+            self.stop(i, outcome, format!("upstream `{up}` did not complete"));
+            return Ok(true);
+        }
+        if node
+            .inputs
+            .iter()
+            .any(|e| !matches!(self.state[e.node], State::Done))
+        {
+            return Ok(false);
+        }
+        let Some(comps) = components(node, &self.outputs) else {
+            self.stop(i, Outcome::Failed, "an upstream output is missing".into());
+            self.failed = true;
+            return Ok(true);
+        };
+        self.record.nodes[i].key = Some(comps.key());
+        if self.plan.cancel.is_cancelled() {
+            self.stop(i, Outcome::Cancelled, "cancelled before it started".into());
+        } else if !self.take_cached(i, &comps).await? {
+            if self.plan.target[i] {
+                self.state[i] = State::Queued(comps);
+            } else {
+                self.stop(
+                    i,
+                    Outcome::Failed,
+                    "not selected and has no cached result; run it first or drop --only/--from"
+                        .into(),
+                );
+                self.failed = true;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Node `i` with `comps` taken from the cache, if its result is published (and it is
+    /// not forced).
+    async fn take_cached(&mut self, i: usize, comps: &KeyComponents) -> Result<bool, EngineError> {
+        if self.plan.forced[i] {
+            return Ok(false);
+        }
+        let (store, wf) = (self.plan.store, self.plan.wf);
+        let node = &wf.nodes[i];
+        let key = comps.key();
+        // The manifest and what `last/` holds, in one round trip; `last/` is rewritten only
+        // when it changed (a cached node on S3 then costs reads alone).
+        let (manifest, last) = futures::join!(store.manifest(&key), store.last(&wf.name, &node.id));
+        let Some(m) = manifest? else {
+            return Ok(false);
+        };
+        let twin = ran_with_key(&self.record, &key, i);
+        let rec = &mut self.record.nodes[i];
+        rec.outcome = Outcome::Cached;
+        rec.reason = twin.map(|n| same_key(&n));
+        rec.metrics = m.metrics.clone();
+        rec.outputs = output_records(store, &m).await?;
+        if last.ok().flatten().as_ref() != Some(comps) {
+            store.set_last(&wf.name, &node.id, comps).await?;
+        }
+        self.plan.reporter.line(&format!("  cached  {}", node.id));
+        self.plan.reporter.emit(&Event::NodeCached {
+            node: node.id.clone(),
+            key,
+        });
+        self.outputs[i] = Some(m.outputs.clone());
+        self.state[i] = State::Done;
+        Ok(true)
+    }
+
+    /// Node `i` will not run: record why.
+    fn stop(&mut self, i: usize, outcome: Outcome, reason: String) {
+        let rec = &mut self.record.nodes[i];
+        rec.outcome = outcome;
+        rec.reason = Some(reason);
+        self.state[i] = State::Stopped;
+    }
+
+    /// Start queued nodes, in topological order, within the job and slot limits.
+    fn start(&mut self) {
+        let wf = self.plan.wf;
+        for i in 0..self.state.len() {
+            if self.plan.cancel.is_cancelled() {
                 break;
             }
-            if !matches!(state[i], State::Queued(_)) {
+            if !matches!(self.state[i], State::Queued(_)) {
                 continue;
             }
-            let node = &wf.nodes[i];
-            let here = !node.executor.is_cluster();
-            if here && running_here >= jobs {
+            let executor = &self.plan.executors[i];
+            if executor.runs_here() && self.running_here >= self.plan.opts.jobs.max(1) {
                 continue;
             }
-            let fits = held(node).all(|(slot, need)| {
-                used.get(slot).copied().unwrap_or(0) + need
+            let fits = held(&wf.nodes[i], executor.as_ref()).all(|(slot, need)| {
+                self.used.get(slot).copied().unwrap_or(0) + need
                     <= wf.limits.get(slot).copied().unwrap_or(0)
             });
             if !fits {
                 continue;
             }
-            let State::Queued(comps) = std::mem::replace(&mut state[i], State::Running) else {
+            let State::Queued(comps) = std::mem::replace(&mut self.state[i], State::Running) else {
                 continue;
             };
-            for (slot, need) in held(node) {
-                *used.entry(slot.clone()).or_default() += need;
-            }
-            running += 1;
-            running_here += usize::from(here);
-            reporter.line(&format!(
-                "  run     {}{}",
-                node.id,
-                if forced[i] { " (forced)" } else { "" }
-            ));
-            reporter.emit(&Event::NodeStarted {
-                node: node.id.clone(),
-                kind: node.plugin.kind().to_owned(),
-                key: comps.key(),
-                params: comps.params.clone(),
-            });
-            record.nodes[i].outcome = Outcome::Running;
-            record.nodes[i].reason = None;
-            dirty = true;
-            let job = Job {
-                index: i,
-                node: node.clone(),
-                comps,
-                store: store.clone(),
-                cancel: cancel.child_token(),
-                progress: reporter.node(&node.id),
-                overwrite: forced[i],
-                backoff: opts.retry_backoff,
-                workflow_dir: wf.dir.clone(),
-                run_id: id.clone(),
-                secrets: wf.secrets.clone(),
-            };
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let finished = job.execute().await;
-                let _ = tx.send(finished);
-            });
+            self.launch(i, comps);
         }
+    }
 
-        if running == 0 {
-            break;
+    /// Take node `i`'s slots and spawn its job.
+    fn launch(&mut self, i: usize, comps: KeyComponents) {
+        let (wf, reporter) = (self.plan.wf, self.plan.reporter);
+        let node = &wf.nodes[i];
+        let executor = self.plan.executors[i].clone();
+        for (slot, need) in held(node, executor.as_ref()) {
+            *self.used.entry(slot.clone()).or_default() += need;
         }
-        // A run killed while it waits still leaves a record of what it published: the
-        // record is rewritten within SAVE_EVERY of a node finishing.
+        self.running += 1;
+        self.running_here += usize::from(executor.runs_here());
+        let forced = self.plan.forced[i];
+        reporter.line(&format!(
+            "  run     {}{}",
+            node.id,
+            if forced { " (forced)" } else { "" }
+        ));
+        reporter.emit(&Event::NodeStarted {
+            node: node.id.clone(),
+            kind: node.plugin.kind().to_owned(),
+            key: comps.key(),
+            params: comps.params.clone(),
+        });
+        self.record.nodes[i].outcome = Outcome::Running;
+        self.record.nodes[i].reason = None;
+        self.saves.dirty = true;
+        let job = NodeJob {
+            index: i,
+            node: node.clone(),
+            executor,
+            comps,
+            store: self.plan.store.clone(),
+            cancel: self.plan.cancel.child_token(),
+            progress: reporter.node(&node.id),
+            overwrite: forced,
+            backoff: self.plan.opts.retry_backoff,
+            workflow_dir: wf.dir.clone(),
+            run_id: self.record.id.clone(),
+            secrets: wf.secrets.clone(),
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(job.execute().await);
+        });
+    }
+
+    /// The next node to finish (`None`: nothing runs). A run killed while it waits still
+    /// leaves a record of what it published: the record is rewritten within `SAVE_EVERY` of a
+    /// node finishing.
+    async fn wait(&mut self) -> Result<Option<Finished>, EngineError> {
+        if self.running == 0 {
+            return Ok(None);
+        }
         let done = loop {
-            let clock = if finished { finish_saved } else { last_saved };
+            let saves = &mut self.saves;
+            let clock = if saves.finished {
+                saves.last_finish
+            } else {
+                saves.last
+            };
             let since = clock.map_or(SAVE_EVERY, |t| t.elapsed());
-            if dirty && since >= SAVE_EVERY {
-                store.put_run(&record.id, &record).await?;
-                last_saved = Some(Instant::now());
-                if finished {
-                    finish_saved = last_saved;
+            if saves.dirty && since >= SAVE_EVERY {
+                self.plan
+                    .store
+                    .put_run(&self.record.id, &self.record)
+                    .await?;
+                saves.last = Some(Instant::now());
+                if saves.finished {
+                    saves.last_finish = saves.last;
                 }
-                (dirty, finished) = (false, false);
+                (saves.dirty, saves.finished) = (false, false);
             }
+            let dirty = saves.dirty;
             tokio::select! {
-                d = rx.recv() => break d,
+                d = self.rx.recv() => break d,
                 () = tokio::time::sleep(SAVE_EVERY.saturating_sub(since)), if dirty => {}
             }
         };
-        let Some(done) = done else { break };
-        (dirty, finished) = (true, true);
-        running -= 1;
-        let node = &wf.nodes[done.index];
-        running_here -= usize::from(!node.executor.is_cluster());
-        for (slot, need) in held(node) {
-            if let Some(u) = used.get_mut(slot) {
+        if done.is_some() {
+            (self.saves.dirty, self.saves.finished) = (true, true);
+        }
+        Ok(done)
+    }
+
+    /// Record what a finished node did, and free its slots.
+    async fn record(&mut self, done: Finished) -> Result<(), EngineError> {
+        let node = &self.plan.wf.nodes[done.index];
+        let executor = &self.plan.executors[done.index];
+        self.running -= 1;
+        self.running_here -= usize::from(executor.runs_here());
+        for (slot, need) in held(node, executor.as_ref()) {
+            if let Some(u) = self.used.get_mut(slot) {
                 *u = u.saturating_sub(*need);
             }
         }
-        // Taken from another run or another node: say which.
-        let cached_reason = match (&done.result, &done.computed_by) {
-            (Ok(m), Some(by)) => {
-                // Identical work in one run runs once: say which node did it.
-                let twin = match &by.node {
-                    Some(n) if by.run == record.id => Some(n.clone()),
-                    _ if by.run == record.id || by.run.is_empty() => {
-                        ran_with_key(&record, &m.key, done.index)
-                    }
-                    _ => None,
-                };
-                Some(match twin {
-                    Some(n) => same_key(&n),
-                    None if by.run.is_empty() => {
-                        "computed by another run while this run waited".into()
-                    }
-                    None => format!("computed by run {} while this run waited", by.run),
-                })
+        let rec = &mut self.record.nodes[done.index];
+        rec.attempts = done.attempts;
+        rec.jobs = done.jobs.clone();
+        rec.duration_ms = done.elapsed.as_millis() as u64;
+        match done.result {
+            Ok(ref m) => {
+                let reason = done
+                    .computed_by
+                    .as_ref()
+                    .map(|by| self.taken_from(by, &m.key, done.index));
+                self.record_published(done.index, m, reason, done.elapsed)
+                    .await
+            }
+            Err(ref err) => {
+                self.record_failure(done.index, err, done.cancelled);
+                Ok(())
+            }
+        }
+    }
+
+    /// Why a node's result came from elsewhere: the node of this run with the same key, or
+    /// the other run that computed it while this one waited.
+    fn taken_from(&self, by: &crate::lease::Computer, key: &str, index: usize) -> String {
+        // Identical work in one run runs once: say which node did it.
+        let twin = match &by.node {
+            Some(n) if by.run == self.record.id => Some(n.clone()),
+            _ if by.run == self.record.id || by.run.is_empty() => {
+                ran_with_key(&self.record, key, index)
             }
             _ => None,
         };
-        let rec = &mut record.nodes[done.index];
-        rec.attempts = done.attempts;
-        rec.jobs = done.jobs;
-        rec.duration_ms = done.elapsed.as_millis() as u64;
-        match done.result {
-            Ok(m) if done.computed_by.is_some() => {
+        match twin {
+            Some(n) => same_key(&n),
+            None if by.run.is_empty() => "computed by another run while this run waited".into(),
+            None => format!("computed by run {} while this run waited", by.run),
+        }
+    }
+
+    /// Node `i` published `m`: computed here (`taken` is `None`), or taken from another run
+    /// or node (the reason).
+    async fn record_published(
+        &mut self,
+        i: usize,
+        m: &NodeManifest,
+        taken: Option<String>,
+        elapsed: Duration,
+    ) -> Result<(), EngineError> {
+        let (store, wf, reporter) = (self.plan.store, self.plan.wf, self.plan.reporter);
+        let node = &wf.nodes[i];
+        let rec = &mut self.record.nodes[i];
+        rec.metrics = m.metrics.clone();
+        rec.outputs = output_records(store, m).await?;
+        store.set_last(&wf.name, &node.id, &m.components).await?;
+        match taken {
+            Some(reason) => {
                 rec.outcome = Outcome::Cached;
-                let reason = cached_reason.unwrap_or_default();
                 rec.reason = Some(reason.clone());
-                rec.metrics = m.metrics.clone();
-                rec.outputs = output_records(store, &m).await?;
-                store.set_last(&wf.name, &node.id, &m.components).await?;
                 reporter.line(&format!("  cached  {} ({reason})", node.id));
                 reporter.emit(&Event::NodeCached {
                     node: node.id.clone(),
                     key: m.key.clone(),
                 });
-                outputs[done.index] = Some(m.outputs.clone());
-                state[done.index] = State::Done;
             }
-            Ok(m) => {
+            None => {
                 rec.outcome = Outcome::Ran;
                 rec.reason = None;
-                rec.metrics = m.metrics.clone();
-                rec.outputs = output_records(store, &m).await?;
-                store.set_last(&wf.name, &node.id, &m.components).await?;
                 reporter.line(&format!(
                     "  done    {} in {:.2}s",
                     node.id,
-                    done.elapsed.as_secs_f64()
+                    elapsed.as_secs_f64()
                 ));
                 reporter.emit(&Event::NodeFinished {
                     node: node.id.clone(),
@@ -489,61 +620,70 @@ pub async fn run(
                     metrics: m.metrics.clone(),
                     error: None,
                 });
-                outputs[done.index] = Some(m.outputs.clone());
-                state[done.index] = State::Done;
-            }
-            Err(err) => {
-                let err = wf.secrets.redact_str(&err);
-                rec.outcome = if done.cancelled {
-                    Outcome::Cancelled
-                } else {
-                    Outcome::Failed
-                };
-                rec.error = Some(err.clone());
-                failed |= !done.cancelled;
-                reporter.line(&format!(
-                    "  {}  {}: {}",
-                    rec.outcome,
-                    node.id,
-                    err.lines().next().unwrap_or("")
-                ));
-                reporter.emit(&Event::NodeFinished {
-                    node: node.id.clone(),
-                    outcome: rec.outcome,
-                    duration_ms: rec.duration_ms,
-                    metrics: Vec::new(),
-                    error: Some(err.clone()),
-                });
-                state[done.index] = State::Stopped;
             }
         }
+        self.outputs[i] = Some(m.outputs.clone());
+        self.state[i] = State::Done;
+        Ok(())
     }
 
-    record.status = if cancel.is_cancelled() {
-        RunStatus::Cancelled
-    } else if failed || record.nodes.iter().any(|r| r.outcome == Outcome::Failed) {
-        RunStatus::Failed
-    } else {
-        RunStatus::Succeeded
-    };
-    for (i, r) in record.nodes.iter_mut().enumerate() {
-        if matches!(state[i], State::Waiting | State::Queued(_)) && !target[i] {
-            r.reason = Some("not selected".into());
-        }
+    /// Node `i` failed (or was cancelled) with `err`.
+    fn record_failure(&mut self, i: usize, err: &str, cancelled: bool) {
+        let (wf, reporter) = (self.plan.wf, self.plan.reporter);
+        let node = &wf.nodes[i];
+        let err = wf.secrets.redact_str(err);
+        let rec = &mut self.record.nodes[i];
+        rec.outcome = if cancelled {
+            Outcome::Cancelled
+        } else {
+            Outcome::Failed
+        };
+        rec.error = Some(err.clone());
+        self.failed |= !cancelled;
+        reporter.line(&format!(
+            "  {}  {}: {}",
+            rec.outcome,
+            node.id,
+            err.lines().next().unwrap_or("")
+        ));
+        reporter.emit(&Event::NodeFinished {
+            node: node.id.clone(),
+            outcome: rec.outcome,
+            duration_ms: rec.duration_ms,
+            metrics: Vec::new(),
+            error: Some(err),
+        });
+        self.state[i] = State::Stopped;
     }
-    record.finished = Some(now_rfc3339());
-    record.duration_ms = started.elapsed().as_millis() as u64;
-    store.put_run(&record.id, &record).await?;
-    lease.release().await?;
-    reporter.emit(&Event::RunFinished(record.clone()));
-    reporter.finish().await;
-    Ok(record)
+
+    /// The finished record: the run's status and duration.
+    fn finish(mut self, started: Instant) -> RunRecord {
+        let record = &mut self.record;
+        record.status = if self.plan.cancel.is_cancelled() {
+            RunStatus::Cancelled
+        } else if self.failed || record.nodes.iter().any(|r| r.outcome == Outcome::Failed) {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        for (i, r) in record.nodes.iter_mut().enumerate() {
+            if matches!(self.state[i], State::Waiting | State::Queued(_)) && !self.plan.target[i] {
+                r.reason = Some("not selected".into());
+            }
+        }
+        record.finished = Some(now_rfc3339());
+        record.duration_ms = started.elapsed().as_millis() as u64;
+        self.record
+    }
 }
 
 /// The resource slots a running node holds in this run: all of them, but a cluster job's
 /// machine (its cores, GPUs and memory are the cluster's).
-fn held(node: &Node) -> impl Iterator<Item = (&String, &u32)> {
-    let cluster = node.executor.is_cluster();
+fn held<'n>(
+    node: &'n Node,
+    executor: &dyn Executor,
+) -> impl Iterator<Item = (&'n String, &'n u32)> {
+    let cluster = !executor.runs_here();
     node.resources
         .iter()
         .filter(move |(slot, _)| !(cluster && crate::slurm::MACHINE_SLOTS.contains(&slot.as_str())))
@@ -588,252 +728,6 @@ async fn output_records(
         );
     }
     Ok(out)
-}
-
-struct Job {
-    index: usize,
-    node: Node,
-    comps: KeyComponents,
-    store: Store,
-    cancel: CancellationToken,
-    progress: Arc<crate::progress::NodeProgress>,
-    overwrite: bool,
-    backoff: Duration,
-    workflow_dir: PathBuf,
-    run_id: String,
-    secrets: crate::interp::Secrets,
-}
-
-impl Job {
-    /// Lock the node against other runs, compute it (or take what another run computed
-    /// meanwhile), unlock.
-    async fn execute(self) -> Finished {
-        let start = Instant::now();
-        let key = self.comps.key();
-        let finished = |result, cancelled, computed_by| Finished {
-            index: self.index,
-            result,
-            computed_by,
-            cancelled,
-            attempts: 0,
-            elapsed: start.elapsed(),
-            jobs: Vec::new(),
-        };
-        let id = &self.node.id;
-        let lock = crate::lease::lock_node(
-            &self.store,
-            &key,
-            &self.run_id,
-            id,
-            !self.overwrite,
-            &self.cancel,
-            |h| tracing::info!(node = %id, run = %h.run, "another run is computing this node; waiting for it"),
-        )
-        .await;
-        match lock {
-            Ok(crate::lease::NodeLock::Acquired) => {}
-            Ok(crate::lease::NodeLock::Published(m, by)) => {
-                return finished(Ok(*m), false, Some(by));
-            }
-            Ok(crate::lease::NodeLock::Cancelled) => {
-                return finished(
-                    Err("cancelled while another run computed it".into()),
-                    true,
-                    None,
-                );
-            }
-            Err(e) => return finished(Err(e.to_string()), false, None),
-        }
-        let done = self.compute(start).await;
-        if let Err(e) = crate::lease::unlock_node(&self.store, &key).await {
-            tracing::warn!(node = %id, error = %e, "cannot release the node's lock; it expires with the run's lease");
-        }
-        done
-    }
-
-    async fn compute(&self, start: Instant) -> Finished {
-        let mut attempts = 0;
-        let mut jobs = Vec::new();
-        loop {
-            attempts += 1;
-            let result = self.attempt(attempts, &mut jobs).await;
-            match result {
-                Ok(m) => {
-                    return Finished {
-                        index: self.index,
-                        result: Ok(m),
-                        computed_by: None,
-                        cancelled: false,
-                        attempts,
-                        elapsed: start.elapsed(),
-                        jobs,
-                    };
-                }
-                Err(e) => {
-                    let cancelled = !e.is_retryable() || self.cancel.is_cancelled();
-                    if cancelled || attempts > self.node.retries {
-                        let msg = if attempts > 1 {
-                            format!("{e} (after {attempts} attempts)")
-                        } else {
-                            e.to_string()
-                        };
-                        return Finished {
-                            index: self.index,
-                            result: Err(msg),
-                            computed_by: None,
-                            cancelled,
-                            attempts,
-                            elapsed: start.elapsed(),
-                            jobs,
-                        };
-                    }
-                    let e = self.secrets.redact_str(&e.to_string());
-                    tracing::warn!(node = %self.node.id, attempt = attempts, error = %e, "node failed; retrying");
-                    let delay = self.backoff.saturating_mul(1 << (attempts - 1).min(10));
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = self.cancel.cancelled() => {}
-                    }
-                }
-            }
-        }
-    }
-
-    /// One attempt: stage, run the plugin, commit; here, or as a cluster job (whose id is
-    /// added to `jobs`).
-    async fn attempt(
-        &self,
-        number: u32,
-        jobs: &mut Vec<String>,
-    ) -> Result<NodeManifest, PluginError> {
-        if let ExecutorSpec::Slurm(spec) = &self.node.executor {
-            let result = self.attempt_on_slurm(spec, number, jobs).await;
-            self.keep(NodeFile::Log).await;
-            self.keep(NodeFile::Metrics).await;
-            return result;
-        }
-        let staging = crate::layout::new_staging(self.store.work_dir());
-        let log = self
-            .store
-            .live_node_file(&self.run_id, &self.node.id, NodeFile::Log);
-        let result = self.attempt_in(&staging, &log).await;
-        self.keep(NodeFile::Log).await;
-        self.keep(NodeFile::Metrics).await;
-        if let Err(e) = tokio::fs::remove_dir_all(&staging).await
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %staging.display(), error = %e, "cannot remove a staging folder; `scorch gc` will");
-        }
-        result
-    }
-
-    /// One attempt as a Slurm job: the job commits the outputs, the manifest comes from the
-    /// store.
-    async fn attempt_on_slurm(
-        &self,
-        spec: &crate::spec::SlurmSpec,
-        number: u32,
-        jobs: &mut Vec<String>,
-    ) -> Result<NodeManifest, PluginError> {
-        let params = self.comps.params.to_string();
-        let env = self
-            .secrets
-            .values
-            .iter()
-            .map(|(name, _)| name.clone())
-            .filter(|name| params.contains(&format!("${{env.{name}}}")))
-            .collect();
-        let workflow_dir = std::path::absolute(&self.workflow_dir)
-            .map_err(|e| PluginError::io("the workflow's folder", e))?;
-        let job = ClusterJob {
-            run_id: self.run_id.clone(),
-            node_id: self.node.id.clone(),
-            attempt: number,
-            components: self.comps.clone(),
-            env,
-            overwrite: self.overwrite,
-            workflow_dir,
-        };
-        let submission = crate::slurm::Submission {
-            spec,
-            store: &self.store,
-            job: &job,
-            resources: &self.node.resources,
-            progress: self.progress.as_ref(),
-            cancel: &self.cancel,
-        };
-        let (id, result) = submission.run().await;
-        let id = id.inspect(|id| jobs.push(id.clone()));
-        result?;
-        self.store
-            .manifest(&self.comps.key())
-            .await?
-            .ok_or_else(|| {
-                PluginError::failed(format!(
-                    "Slurm job {} completed but published no result for the node",
-                    id.unwrap_or_default()
-                ))
-            })
-    }
-
-    /// Keep the node's log (or metrics) with the run, secrets redacted; a file that cannot
-    /// be kept is worth a warning, not the node. The live log goes once kept; the metrics
-    /// file stays until the node ends, so that a retry's metrics add to it.
-    async fn keep(&self, file: NodeFile) {
-        let live = self.store.live_node_file(&self.run_id, &self.node.id, file);
-        let Ok(bytes) = tokio::fs::read(&live).await else {
-            return;
-        };
-        let text = self.secrets.redact_str(&String::from_utf8_lossy(&bytes));
-        match self
-            .store
-            .put_node_file(&self.run_id, &self.node.id, file, text.into_bytes())
-            .await
-        {
-            Ok(()) if file == NodeFile::Log => {
-                let _ = tokio::fs::remove_file(&live).await;
-            }
-            Ok(()) => {}
-            Err(e) => {
-                tracing::warn!(node = %self.node.id, error = %e, "cannot keep the node's {file:?} file")
-            }
-        }
-    }
-
-    async fn attempt_in(
-        &self,
-        staging: &std::path::Path,
-        log: &std::path::Path,
-    ) -> Result<NodeManifest, PluginError> {
-        let attempt = Attempt {
-            store: &self.store,
-            node_id: &self.node.id,
-            plugin: self.node.plugin.clone(),
-            params: &self.node.params,
-            signature: &self.node.signature,
-            seed: self.node.seed,
-            comps: &self.comps,
-            overwrite: self.overwrite,
-            workflow_dir: &self.workflow_dir,
-            cancel: &self.cancel,
-            progress: self.progress.clone(),
-            threads: self.node.resources.get("cpu").map_or(0, |n| *n as usize),
-        };
-        attempt.run(staging, log).await
-    }
-}
-
-/// The one conversion at the engine/plugin border: a store failure is an I/O error of the
-/// node, anything else a failure; the engine error stays as the source.
-impl From<EngineError> for PluginError {
-    fn from(e: EngineError) -> Self {
-        let kind = if e.kind == EngineErrorKind::Store {
-            PluginErrorKind::Io
-        } else {
-            PluginErrorKind::Failed
-        };
-        PluginError::new(kind, e.message.clone()).with_source(e)
-    }
 }
 
 /// A node of this run other than `index` that ran with `key` (identical work), if any.

@@ -100,13 +100,6 @@ pub enum ExecutorSpec {
     Slurm(SlurmSpec),
 }
 
-impl ExecutorSpec {
-    /// Whether nodes run as cluster jobs.
-    pub fn is_cluster(&self) -> bool {
-        !matches!(self, Self::Local)
-    }
-}
-
 /// Options of the Slurm executor. A node's `resources` become the job's requests: `cpu` →
 /// `--cpus-per-task`, `gpu` → `--gres=gpu:N`, `mem_gb` → `--mem=NG`; other slots (`teacher`)
 /// stay limits of the run.

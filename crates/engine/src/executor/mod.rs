@@ -1,0 +1,64 @@
+//! Where a node's attempt runs. The scheduler ([`crate::run`]) decides *when* a node runs; an
+//! [`Executor`] decides *where*: in this process ([`local::Local`]; a kind that needs libtorch
+//! runs its plugin in a `scorch-worker` process from there, see [`crate::worker`]) or as a
+//! Slurm job ([`slurm::Slurm`]). Every executor stages, runs and commits through the same
+//! [`crate::attempt::Attempt`], so a node's key and outputs do not depend on where it ran.
+//!
+//! Adding an executor: a module here with a type that implements [`Executor`], a variant of
+//! [`ExecutorSpec`] for its options in the workflow file, and that variant's arm in
+//! [`ExecutorSpec::executor`].
+
+pub mod local;
+pub mod slurm;
+
+use std::sync::Arc;
+
+use scorch_api::PluginError;
+use scorch_api::reexports::async_trait;
+
+use crate::error::EngineError;
+use crate::job::NodeJob;
+use crate::spec::ExecutorSpec;
+use crate::store::{NodeManifest, Store};
+
+/// Runs attempts at nodes somewhere.
+#[async_trait]
+pub trait Executor: Send + Sync + std::fmt::Debug {
+    /// Its name in the workflow file (`executor: {kind: NAME}`).
+    fn name(&self) -> &'static str;
+
+    /// Whether the node runs on this machine: it counts against `--jobs` and holds its
+    /// machine slots (`cpu`, `gpu`, `mem_gb`, `gpu_mem_gb`) in the run. A cluster's jobs run on
+    /// the cluster's machines, which the cluster schedules.
+    fn runs_here(&self) -> bool;
+
+    /// Checks made before the run starts anything (for a node the run needs).
+    fn preflight(&self, _store: &Store) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    /// One attempt at `job` (its `number`, from 1): stage the inputs, run the plugin, commit
+    /// the outputs, and return the published manifest. Ids of the cluster jobs it submitted
+    /// are added to `jobs`.
+    async fn attempt(
+        &self,
+        job: &NodeJob,
+        number: u32,
+        jobs: &mut Vec<String>,
+    ) -> Result<NodeManifest, PluginError>;
+}
+
+impl ExecutorSpec {
+    /// The executor these options describe: the one registration of every executor.
+    pub fn executor(&self) -> Arc<dyn Executor> {
+        match self {
+            Self::Local => Arc::new(local::Local),
+            Self::Slurm(spec) => Arc::new(slurm::Slurm(spec.clone())),
+        }
+    }
+
+    /// Whether nodes run as cluster jobs (not on this machine).
+    pub fn is_cluster(&self) -> bool {
+        !self.executor().runs_here()
+    }
+}
