@@ -437,7 +437,8 @@ mod tests {
                 "repairs",
                 "rl_prompts",
                 "results",
-                "train_steps"
+                "train_steps",
+                "rl_groups"
             ]
         );
         assert!(
