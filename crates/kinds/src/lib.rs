@@ -11,12 +11,12 @@
 pub mod correct;
 mod episodes;
 pub mod eval;
-pub mod memory;
-pub mod policy;
 pub mod rl;
 pub mod rollout;
 pub mod sft;
-pub mod student;
+
+// The param types the kinds share live a layer below, where the model reads them too.
+pub use scorch_spec::{memory, policy, student};
 
 pub use correct::Correct;
 pub use eval::Eval;

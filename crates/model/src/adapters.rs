@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-use scorch_kinds::policy::Endpoint;
+use scorch_spec::policy::Endpoint;
 use serde_json::{Value, json};
 
 use crate::ModelError;
@@ -220,7 +220,7 @@ pub struct Published {
 impl Published {
     /// Save `model`'s adapter into `root/name` and load it into `server` as `name`.
     pub async fn publish(
-        server: &scorch_kinds::rl::ServerRollout,
+        server: &scorch_spec::policy::ServerRollout,
         model: &LocalModel,
         root: &Path,
         name: &str,

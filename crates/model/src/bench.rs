@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor, nn};
 use crate::ModelError;
 use crate::checkpoint::hf_init;
 use crate::generate::{Sampling, generate};
-use scorch_kinds::student::{LoraParams, Precision};
+use scorch_spec::student::{LoraParams, Precision};
 
 use crate::precision::ComputeKind;
 use crate::qwen2::{Config, Qwen2};
@@ -118,7 +118,7 @@ pub struct TrainReport {
     /// Peak resident memory of the process above what it held before the model was built,
     /// bytes (CPU only: the kernel's high-water mark, `VmHWM`).
     pub peak_bytes: Option<u64>,
-    /// The memory plan's peak for this step ([`scorch_kinds::memory`]), bytes.
+    /// The memory plan's peak for this step ([`scorch_spec::memory`]), bytes.
     pub plan_bytes: u64,
     /// The plan, part by part.
     pub plan: String,
@@ -137,12 +137,12 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-/// The plan of [`scorch_kinds::memory`] for a benchmark's step.
+/// The plan of [`scorch_spec::memory`] for a benchmark's step.
 fn memory_plan(b: &TrainBench) -> Result<scorch_api::MemoryPlan, ModelError> {
     let config = serde_json::to_value(&b.config).map_err(|e| ModelError::Config(e.to_string()))?;
-    let shape = scorch_kinds::memory::Shape::from_config(&config).map_err(ModelError::Config)?;
+    let shape = scorch_spec::memory::Shape::from_config(&config).map_err(ModelError::Config)?;
     let tokens = (b.batch * b.seq) as u64;
-    let training = scorch_kinds::memory::Training {
+    let training = scorch_spec::memory::Training {
         device: if b.device.is_cuda() { "cuda" } else { "cpu" }.into(),
         bf16: b.precision.compute_kind(b.device) == Kind::BFloat16,
         lora: b.lora.clone(),
@@ -151,7 +151,7 @@ fn memory_plan(b: &TrainBench) -> Result<scorch_api::MemoryPlan, ModelError> {
         reference: false,
         rollout_tokens: if b.rl_new_tokens.is_some() { tokens } else { 0 },
     };
-    Ok(scorch_kinds::memory::plan(&shape, &training))
+    Ok(scorch_spec::memory::plan(&shape, &training))
 }
 
 fn sync(device: Device) {
@@ -458,7 +458,7 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(rl.sample_s.is_some() && rl.loss.is_finite(), "{rl:?}");
-        let shape = scorch_kinds::memory::Shape::from_config(
+        let shape = scorch_spec::memory::Shape::from_config(
             &serde_json::to_value(&config).unwrap_or_default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));

@@ -18,7 +18,7 @@ use scorch_agent::llm::ChatOptions;
 use scorch_agent::tool::{Tool, ToolOutput};
 use scorch_api::NoProgress;
 use scorch_api::tables::{Author, Task};
-use scorch_kinds::policy::Endpoint;
+use scorch_spec::policy::Endpoint;
 use serde_json::{Value, json};
 
 use crate::ModelError;

@@ -11,7 +11,7 @@
 //! For the built-in suite the median demonstration is 131 tokens against 228 in ChatML
 //! (see `tests/compact_chat.rs` in `sft`).
 
-use scorch_kinds::student::ChatFormat;
+use scorch_spec::student::ChatFormat;
 use tokenizers::Tokenizer;
 
 use crate::ModelError;

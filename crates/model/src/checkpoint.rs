@@ -9,7 +9,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::ModelError;
-use scorch_kinds::student::ChatFormat;
+use scorch_spec::student::ChatFormat;
 
 use crate::chat::ChatFormatExt;
 use crate::lora::{

@@ -7,7 +7,7 @@ use scorch_agent::format::{Role, render_observation, render_step};
 use scorch_api::tables::{Step, Trajectory};
 
 use crate::ModelError;
-use scorch_kinds::student::ChatFormat;
+use scorch_spec::student::ChatFormat;
 
 use crate::chat::{ChatFormatExt, Turn};
 use crate::spec::system_for;

@@ -234,7 +234,7 @@ impl LocalModel {
 #[derive(Clone, Copy)]
 pub(crate) struct Text<'a> {
     tk: &'a tokenizers::Tokenizer,
-    chat: scorch_kinds::student::ChatFormat,
+    chat: scorch_spec::student::ChatFormat,
     positions: usize,
 }
 

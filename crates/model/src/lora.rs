@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tch::Tensor;
 
 use crate::ModelError;
-use scorch_kinds::student::{LORA_MODULES, LoraParams};
+use scorch_spec::student::{LORA_MODULES, LoraParams};
 
 /// PEFT's adapter config file.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use scorch_agent::format::Message;
 use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply};
 use scorch_agent::teacher::TeacherError;
-use scorch_kinds::policy::Endpoint;
+use scorch_spec::policy::Endpoint;
 
 pub use crate::endpoint_error::EndpointError;
 use crate::endpoint_error::transport_cause;

@@ -1,7 +1,7 @@
 //! What a [`Precision`] means on a device: the kind the matrix products run in, and whether
 //! the hardware has bfloat16 instructions (what the benchmarks report).
 
-use scorch_kinds::student::Precision;
+use scorch_spec::student::Precision;
 use tch::{Device, Kind};
 
 /// The compute kind of a precision on a device.

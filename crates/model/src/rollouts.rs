@@ -10,7 +10,7 @@ use scorch_api::tables::{Author, StopReason, Task, Trajectory};
 use crate::ModelError;
 use crate::episode::{self, Ended, EndedSink, Episode};
 use scorch_api::resume::Journal;
-use scorch_kinds::policy::{PolicySpec, SamplingParams};
+use scorch_spec::policy::{PolicySpec, SamplingParams};
 
 use crate::spec::{chat_policy, system_for, tool_for};
 

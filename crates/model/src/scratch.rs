@@ -2,7 +2,7 @@
 //! trajectories' chats) and its chat format, and the checkpoint they make.
 
 use scorch_api::tables::Trajectory;
-use scorch_kinds::student::InitParams;
+use scorch_spec::student::InitParams;
 use tch::Device;
 
 use crate::ModelError;

@@ -1,4 +1,4 @@
-//! From what node params say (`scorch_kinds::policy`) to what runs: the policy, its tools, the
+//! From what node params say (`scorch_spec::policy`) to what runs: the policy, its tools, the
 //! system prompt.
 
 use std::path::Path;
@@ -8,7 +8,7 @@ use scorch_agent::format::{CALC_SYSTEM, PYTHON_SYSTEM};
 use scorch_agent::python::{PythonOptions, PythonTool, Sandbox};
 use scorch_agent::tool::{CalcTool, Tool};
 use scorch_api::tables::Task;
-use scorch_kinds::policy::PolicySpec;
+use scorch_spec::policy::PolicySpec;
 
 use crate::ModelError;
 use crate::checkpoint::Checkpoint;

@@ -9,7 +9,7 @@ use scorch_api::testing::TestInput;
 use tch::Device;
 
 use crate::ModelError;
-use scorch_kinds::student::InitParams;
+use scorch_spec::student::InitParams;
 
 use crate::scratch::from_scratch;
 

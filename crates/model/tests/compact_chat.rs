@@ -8,8 +8,8 @@
 use scorch_agent::oracle::demonstration_rows;
 use scorch_agent::suite::{Split, tasks};
 use scorch_api::tables::Trajectory;
-use scorch_kinds::student::ChatFormat;
-use scorch_kinds::student::InitParams;
+use scorch_spec::student::ChatFormat;
+use scorch_spec::student::InitParams;
 use scorch_model::encode::encode_trajectory;
 use scorch_model::scratch::student_tokenizer;
 use scorch_model::tokenizer::encode;

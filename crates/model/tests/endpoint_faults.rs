@@ -15,7 +15,7 @@ use scorch_agent::suite::{Split, tasks};
 use scorch_agent::tool::{Tool, ToolOutput};
 use scorch_api::NoProgress;
 use scorch_api::tables::Author;
-use scorch_kinds::policy::Endpoint;
+use scorch_spec::policy::Endpoint;
 use scorch_model::ModelError;
 use scorch_model::endpoint_error::EndpointError;
 use scorch_model::episode::{Episode, Pace, Schedule, run_with};

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use scorch_kinds::student::ChatFormat;
+use scorch_spec::student::ChatFormat;
 use scorch_model::chat::{ChatFormatExt, Turn};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
@@ -391,7 +391,7 @@ fn a_bf16_step_has_the_f32_steps_gradients_within_tolerance() {
 fn trainable(seed: u64, lora: bool, dir: &std::path::Path) -> (Checkpoint, Seqs) {
     let (ck, seqs) = setup(seed);
     ck.save(dir).unwrap();
-    let params = scorch_kinds::student::LoraParams {
+    let params = scorch_spec::student::LoraParams {
         rank: 4,
         ..Default::default()
     };

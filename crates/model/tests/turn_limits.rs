@@ -6,7 +6,7 @@
 
 use scorch_agent::format::turn_limit_for;
 use scorch_agent::suite::{Split, tasks};
-use scorch_kinds::policy::{PolicySpec, SamplingParams};
+use scorch_spec::policy::{PolicySpec, SamplingParams};
 use scorch_model::rollouts::{RolloutSpec, rollouts};
 
 fn oracle_success(split: Split, fixed: Option<u32>) -> (usize, usize) {

@@ -139,3 +139,51 @@ pub fn settle_device(device: &mut String, hardware: scorch_api::Hardware) {
         *device = hardware.device().into();
     }
 }
+
+/// An inference server (or a pool of them) that samples `rl`'s rollouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerRollout {
+    /// Base URL, e.g. `http://127.0.0.1:8000/v1`.
+    pub base_url: String,
+    /// More servers of the same base: each loads every adapter, and requests go to the one
+    /// with the fewest in flight.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pool: Vec<String>,
+    /// The environment variable holding the API key (never written to records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Requests in flight at once.
+    #[serde(default = "d_concurrency")]
+    pub concurrency: usize,
+    /// Per-request timeout in seconds.
+    #[serde(default = "d_timeout")]
+    pub timeout_s: f64,
+    /// A folder the servers can read where each step's adapter is written (default: the
+    /// node's scratch folder, which a server on this machine can read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter_dir: Option<std::path::PathBuf>,
+}
+
+fn d_concurrency() -> usize {
+    64
+}
+fn d_timeout() -> f64 {
+    600.0
+}
+
+impl ServerRollout {
+    /// The endpoint that serves adapter `model`.
+    pub fn endpoint(&self, model: &str) -> Endpoint {
+        Endpoint {
+            base_url: self.base_url.clone(),
+            model: model.to_owned(),
+            api_key_env: self.api_key_env.clone(),
+            concurrency: self.concurrency.max(1),
+            timeout_s: self.timeout_s,
+            retries: 2,
+            cache_dir: None,
+            pool: self.pool.clone(),
+        }
+    }
+}
