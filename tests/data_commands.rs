@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use common::{Project, text};
 use scorch_api::parquet_io::read_rows;
-use scorch_api::tables::{RepairRecord, Task, Trajectory};
+use scorch_tables::{RepairRecord, Task, Trajectory};
 
 fn shared() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared");
@@ -340,7 +340,7 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
 /// every `chosen` step begins `<thought>Thought: `.
 #[test]
 fn the_reference_rl_prompt_file_imports_without_labels() {
-    use scorch_api::tables::RlPrompt;
+    use scorch_tables::RlPrompt;
     let p = Project::new();
     let file = shared().join("reference/math_mps_rl.json");
     let out = p.scorch(&["import", &file.display().to_string(), "--out", "rl"]);

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::{Project, text};
 use scorch_api::parquet_io::read_rows;
-use scorch_api::tables::Trajectory;
+use scorch_tables::Trajectory;
 
 const TRAIN: &str = r#"
 name: resume

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use common::{Project, files_under, text};
 use scorch_api::parquet_io::read_rows;
-use scorch_api::tables::Trajectory;
+use scorch_tables::Trajectory;
 
 const SECRET: &str = "sk-canary-5d1e0c7a";
 

@@ -34,7 +34,7 @@ fn the_committed_workflow_schema_is_up_to_date() {
 #[test]
 fn the_committed_table_schemas_are_up_to_date() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/tables");
-    for (kind, schema) in scorch_api::tables::table_schemas() {
+    for (kind, schema) in scorch_tables::table_schemas() {
         let path = dir.join(format!("{kind}.schema.json"));
         let committed: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(&path)
@@ -50,7 +50,7 @@ fn the_committed_table_schemas_are_up_to_date() {
     }
     assert_eq!(
         std::fs::read_dir(&dir).expect("schemas/tables").count(),
-        scorch_api::tables::table_schemas().len(),
+        scorch_tables::table_schemas().len(),
         "one file per table kind"
     );
 }

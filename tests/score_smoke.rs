@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use common::{Project, with_outcome};
 use scorch_api::parquet_io::read_rows;
-use scorch_api::tables::{Author, EvalResult, RepairRecord, RlPrompt, Task, TrainStep, Trajectory};
+use scorch_tables::{Author, EvalResult, RepairRecord, RlPrompt, Task, TrainStep, Trajectory};
 
 fn artifact_files(p: &Project, rec: &serde_json::Value, node: &str, output: &str) -> PathBuf {
     common::output_file(&p.path().join(".scorch"), rec, node, output)
@@ -196,7 +196,7 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
     assert!(training.contains("| score_rl | 4 | "), "{training}");
     // Every GRPO group's rewards: 4 steps of 2 prompts, 2 episodes each, means that agree
     // with the step's mean reward in `metrics`.
-    let groups: Vec<scorch_api::tables::RlGroup> =
+    let groups: Vec<scorch_tables::RlGroup> =
         read_rows(&artifact_files(&p, &rec, "score_rl", "groups")).unwrap();
     let steps: Vec<TrainStep> =
         read_rows(&artifact_files(&p, &rec, "score_rl", "metrics")).unwrap();

@@ -5,8 +5,8 @@ use std::path::Path;
 use scorch_agent::suite::{Split, tasks as suite_tasks};
 use scorch_api::RowWriter;
 use scorch_api::parquet_io::{read_rows, write_rows};
-use scorch_api::tables::{RepairRecord, RlPrompt, Task, Trajectory};
 use scorch_engine::error::EngineError;
+use scorch_tables::{RepairRecord, RlPrompt, Task, Trajectory};
 
 use super::Failure;
 

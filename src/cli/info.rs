@@ -137,7 +137,7 @@ fn describe(plugin: &dyn DynPlugin) -> Value {
 pub(super) fn schema(table: Option<String>) -> Result<(), Failure> {
     let schema = match table {
         None => scorch_engine::schema::workflow_schema(&scorch::builtin::registry()),
-        Some(kind) => scorch_api::tables::table_schemas()
+        Some(kind) => scorch_tables::table_schemas()
             .into_iter()
             .find(|(k, _)| *k == kind)
             .map(|(_, s)| s)

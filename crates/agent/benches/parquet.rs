@@ -21,7 +21,7 @@ use scorch_agent::oracle;
 use scorch_agent::suite::{self, Split};
 use scorch_api::RowWriter;
 use scorch_api::parquet_io::read_rows;
-use scorch_api::tables::{Task, Trajectory};
+use scorch_tables::{Task, Trajectory};
 
 const TASKS: usize = 200_000;
 const TRAJECTORIES: usize = 100_000;
@@ -56,7 +56,7 @@ fn cpu_ms() -> f64 {
 }
 
 /// The median wall time of a write and the mean CPU time per write, in ms.
-fn time_scorch<T: scorch_api::tables::TableRow>(rows: &[T], path: &std::path::Path) -> (f64, f64) {
+fn time_scorch<T: scorch_tables::TableRow>(rows: &[T], path: &std::path::Path) -> (f64, f64) {
     let mut times = Vec::new();
     let cpu = cpu_ms();
     for _ in 0..REPS {
@@ -94,11 +94,7 @@ fn time_pyarrow(source: &std::path::Path, out: &std::path::Path) -> (f64, f64) {
     )
 }
 
-fn compare<T: scorch_api::tables::TableRow>(
-    name: &str,
-    rows: &[T],
-    dir: &std::path::Path,
-) -> String {
+fn compare<T: scorch_tables::TableRow>(name: &str, rows: &[T], dir: &std::path::Path) -> String {
     let source = dir.join(format!("{name}.parquet"));
     scorch_api::parquet_io::write_rows(&source, rows).expect("source");
     let back: Vec<T> = read_rows(&source).expect("read back");

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use scorch_api::tables::Task;
+use scorch_tables::Task;
 
 use crate::benchmarks::{answers, kind_of};
 

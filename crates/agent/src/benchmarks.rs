@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use scorch_api::tables::Task;
+use scorch_tables::Task;
 use serde_json::{Map, Value};
 
 /// How a benchmark is scored.

@@ -12,10 +12,10 @@
 //! agent answers a plan with), so there the plan is a turn of its own; scorch's own episodes
 //! give a plan none, so there it shares its turn with the first step, as the student saw it.
 
-use scorch_api::tables::Trajectory;
+use scorch_tables::Trajectory;
 use serde_json::{Value, json};
 
-use scorch_api::tables::StepKind;
+use scorch_tables::StepKind;
 
 use crate::format::{Message, Role, render_messages};
 

@@ -5,7 +5,7 @@
 //! This module renders trajectories into chat messages and parses model text back into
 //! steps. Text that does not parse becomes a step marked malformed with its raw text kept.
 
-use scorch_api::tables::{Author, Step, StepKind, Task};
+use scorch_tables::{Author, Step, StepKind, Task};
 use serde::{Deserialize, Serialize};
 
 /// The turn limit of a task that sets none of its own (suites other than the built-in one).

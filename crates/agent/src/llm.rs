@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use minijinja::{Environment, context};
-use scorch_api::tables::{Author, Step, StepKind, Task};
+use scorch_tables::{Author, Step, StepKind, Task};
 use serde::Serialize;
 
 use crate::format::{Message, Role, parse_step, render_messages, render_step};

@@ -2,8 +2,8 @@
 
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
-use scorch_api::tables::{TableRow, Task};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_tables::{TableRow, Task};
 use serde::{Deserialize, Serialize};
 
 use crate::suite::{Split, tasks};

@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use async_trait::async_trait;
-use scorch_api::tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
+use scorch_tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
 
 use crate::calc::{self, CalcResult};
 use crate::format::render_step;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use scorch_api::tables::{Author, Repair, RepairRecord, Step, StepKind, StopReason, Trajectory};
+use scorch_tables::{Author, Repair, RepairRecord, Step, StepKind, StopReason, Trajectory};
 use serde_json::{Map, Value, json};
 
 use crate::answer::extract_boxed;

@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use scorch_api::tables::{Author, RlPrompt, Step, Task};
+use scorch_tables::{Author, RlPrompt, Step, Task};
 use serde_json::Value;
 
 use crate::answer::extract_boxed;

@@ -9,7 +9,7 @@
 
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use scorch_api::tables::Task;
+use scorch_tables::Task;
 use serde::{Deserialize, Serialize};
 
 /// A change to the running total.

@@ -2,7 +2,7 @@
 //! replacement step. Every call reports what it cost.
 
 use async_trait::async_trait;
-use scorch_api::tables::{Step, Task};
+use scorch_tables::{Step, Task};
 use serde::{Deserialize, Serialize};
 
 /// What a teacher call cost.

@@ -12,7 +12,7 @@ use scorch_agent::llm::{ChatClient, ChatOptions, ChatReply, LlmTeacher, Prompts,
 use scorch_agent::reference::import_file;
 use scorch_agent::teacher::{Teacher, TeacherError, Verdict};
 use scorch_agent::tool::{CalcTool, Tool};
-use scorch_api::tables::{StepKind, Task};
+use scorch_tables::{StepKind, Task};
 
 /// Replies recorded in advance, served in order; every prompt is kept.
 struct Recorded {
@@ -140,17 +140,17 @@ async fn repair_writes_one_step_and_equivalence_reads_yes_or_no() {
     ]);
     let t = teacher(client.clone());
     let q = task("Tom has 12. He buys 3 bags of 5.", "27");
-    let plan = scorch_api::tables::Step::new(
+    let plan = scorch_tables::Step::new(
         1,
         StepKind::Plan,
-        scorch_api::tables::Author::Student,
+        scorch_tables::Author::Student,
         "use 12 3 5",
         "",
     );
-    let wrong = scorch_api::tables::Step::new(
+    let wrong = scorch_tables::Step::new(
         2,
         StepKind::Step,
-        scorch_api::tables::Author::Student,
+        scorch_tables::Author::Student,
         "add",
         "12 + 3",
     );
@@ -208,10 +208,10 @@ fn templates_in_a_folder_replace_the_built_in_ones_and_bad_ones_are_named() {
     )
     .unwrap();
     let p = Prompts::from_dir(dir.path()).unwrap();
-    let steps = vec![scorch_api::tables::Step::new(
+    let steps = vec![scorch_tables::Step::new(
         1,
         StepKind::Plan,
-        scorch_api::tables::Author::Student,
+        scorch_tables::Author::Student,
         "p",
         "",
     )];

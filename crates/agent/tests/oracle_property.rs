@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use scorch_agent::oracle::{demonstrate_world, execute, judge_world, valid_values};
 use scorch_agent::suite::{Split, task, world_of};
 use scorch_agent::teacher::Verdict;
-use scorch_api::tables::{Author, Step, StepKind};
+use scorch_tables::{Author, Step, StepKind};
 
 /// Ways to break a step.
 #[derive(Debug, Clone, Copy)]

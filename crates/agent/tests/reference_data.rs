@@ -11,7 +11,7 @@ use scorch_agent::teacher::Verdict;
 use scorch_api::parquet_io::writer_properties;
 use scorch_api::reexports::parquet::arrow::ArrowWriter;
 use scorch_api::reexports::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use scorch_api::tables::{RepairRecord, TableRow, Trajectory};
+use scorch_tables::{RepairRecord, TableRow, Trajectory};
 
 fn shared() -> PathBuf {
     let dir = std::env::var_os("SCORCH_SHARED")
@@ -82,7 +82,7 @@ fn every_reference_record_imports_and_round_trips() {
                 .find(|r| r.trajectory_id == t.trajectory_id);
             let back = export_record(t, r).unwrap();
             assert_eq!(&back, original, "{name} record {i} does not round-trip");
-            assert_eq!(t.steps[0].kind, scorch_api::tables::StepKind::Plan);
+            assert_eq!(t.steps[0].kind, scorch_tables::StepKind::Plan);
         }
         // Error records of the reference pipeline are kept as malformed steps with their text.
         let malformed: usize = imported
@@ -210,7 +210,7 @@ fn unlabelled(text: &str, labels: &[&str]) -> String {
 #[test]
 fn imported_steps_carry_no_labels_and_come_back_through_render_and_parse() {
     use scorch_agent::format::{parse_step, render_observation, render_step};
-    use scorch_api::tables::{Step, StepKind};
+    use scorch_tables::{Step, StepKind};
     let plan = [
         "First-thought prefix:",
         "First-thought:",
@@ -316,7 +316,7 @@ fn imported_steps_carry_no_labels_and_come_back_through_render_and_parse() {
 #[test]
 fn every_turn_of_the_references_own_export_parses() {
     use scorch_agent::format::parse_step;
-    use scorch_api::tables::{Author, StepKind};
+    use scorch_tables::{Author, StepKind};
     let mut turns = 0;
     for name in [
         "math_bc_init_trajectories_llamafactory.json",

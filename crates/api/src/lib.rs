@@ -11,7 +11,6 @@
 #![deny(missing_docs)]
 
 mod column_encoders;
-mod columns;
 pub mod conformance;
 mod context;
 mod error;

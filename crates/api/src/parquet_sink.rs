@@ -290,19 +290,41 @@ fn mostly_distinct(values: &StringArray) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::{Author, Step, StepKind, StopReason, TableRow, Trajectory};
+    use crate::tables::TableRow;
 
-    fn write(rows: &[Trajectory], threads: usize) -> Vec<u8> {
+    /// A row with what makes encoding uneven across columns: strings, an optional, and a
+    /// list of structs of varying length.
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct Row {
+        id: String,
+        group: String,
+        sample: u32,
+        items: Vec<Item>,
+        answer: Option<String>,
+        flag: bool,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+    struct Item {
+        index: u32,
+        text: String,
+        code: String,
+    }
+
+    impl TableRow for Row {
+        const KIND: &'static str = "test_rows";
+    }
+
+    fn write(rows: &[Row], threads: usize) -> Vec<u8> {
         let mut out = Vec::new();
         let limits = RowGroupLimits {
             rows: 3000,
             bytes: usize::MAX,
         };
-        let mut sink =
-            ParquetSink::new(&mut out, Trajectory::schema(), limits, "test".into()).unwrap();
+        let mut sink = ParquetSink::new(&mut out, Row::schema(), limits, "test".into()).unwrap();
         sink.encoder.threads = threads;
         for chunk in rows.chunks(1000) {
-            sink.write(&Trajectory::to_batch(chunk).unwrap()).unwrap();
+            sink.write(&Row::to_batch(chunk).unwrap()).unwrap();
         }
         sink.close().unwrap();
         out
@@ -310,29 +332,20 @@ mod tests {
 
     #[test]
     fn the_bytes_do_not_depend_on_the_number_of_encoder_threads() {
-        let rows: Vec<Trajectory> = (0..7000u32)
-            .map(|i| Trajectory {
-                trajectory_id: format!("r{i}"),
-                task_id: format!("t{}", i / 3),
-                policy: "student".into(),
+        let rows: Vec<Row> = (0..7000u32)
+            .map(|i| Row {
+                id: format!("r{i}"),
+                group: format!("How many apples after {i} days?"),
                 sample: i % 3,
-                question: format!("How many apples after {i} days?"),
-                steps: (1..=i % 5)
-                    .map(|k| {
-                        Step::new(
-                            k,
-                            StepKind::Step,
-                            Author::Student,
-                            &format!("t{i}"),
-                            "1 + 1",
-                        )
+                items: (1..=i % 5)
+                    .map(|k| Item {
+                        index: k,
+                        text: format!("t{i}"),
+                        code: "1 + 1".into(),
                     })
                     .collect(),
-                final_answer: Some(i.to_string()),
-                correct: i % 2 == 1,
-                stop_reason: StopReason::FinalAnswer,
-                turns: i % 5,
-                metadata: "{}".into(),
+                answer: (i % 4 != 0).then(|| i.to_string()),
+                flag: i % 2 == 1,
             })
             .collect();
         let alone = write(&rows, 0);

@@ -1,8 +1,8 @@
 //! The `correct` node kind: its params and ports (the work is in `plugins/correct`).
 
 use schemars::JsonSchema;
-use scorch_api::tables::{RepairRecord, TableRow, Task, Trajectory};
 use scorch_api::{Declaration, Hardware, ParamError, Signature};
+use scorch_tables::{RepairRecord, TableRow, Task, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::episodes::episode_params;

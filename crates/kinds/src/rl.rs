@@ -1,8 +1,8 @@
 //! The `rl` node kind: its params and ports (the work is in `plugins/rl`).
 
 use schemars::JsonSchema;
-use scorch_api::tables::{RlGroup, RlPrompt, TableRow, Task, TrainStep};
 use scorch_api::{Declaration, Hardware, ParamError, PortType, Signature};
+use scorch_tables::{RlGroup, RlPrompt, TableRow, Task, TrainStep};
 use serde::{Deserialize, Serialize};
 
 use crate::episodes::episode_params;
@@ -126,7 +126,6 @@ impl RolloutSpec {
         *self == Self::Local
     }
 }
-
 
 fn d_micro_batch_tokens() -> usize {
     8_192

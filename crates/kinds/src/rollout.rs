@@ -1,8 +1,8 @@
 //! The `rollout` node kind: its params and ports (the work is in `plugins/rollout`).
 
 use schemars::JsonSchema;
-use scorch_api::tables::{TableRow, Task, Trajectory};
 use scorch_api::{Declaration, Hardware, ParamError, Signature};
+use scorch_tables::{TableRow, Task, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::episodes::episode_params;

@@ -1,8 +1,8 @@
 //! The `sft` node kind: its params and ports (the work is in `plugins/sft`).
 
 use schemars::JsonSchema;
-use scorch_api::tables::{TableRow, TrainStep, Trajectory};
 use scorch_api::{Declaration, Hardware, ParamError, PortType, Signature};
+use scorch_tables::{TableRow, TrainStep, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::student::{InitParams, LoraParams, Precision};

@@ -17,8 +17,8 @@ use axum::{Json, Router};
 use scorch_agent::llm::ChatOptions;
 use scorch_agent::tool::{Tool, ToolOutput};
 use scorch_api::NoProgress;
-use scorch_api::tables::{Author, Task};
 use scorch_spec::policy::Endpoint;
+use scorch_tables::{Author, Task};
 use serde_json::{Value, json};
 
 use crate::ModelError;

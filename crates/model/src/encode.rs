@@ -4,7 +4,7 @@
 //! tokenizer learns from.
 
 use scorch_agent::format::{Role, render_observation, render_step};
-use scorch_api::tables::{Step, Trajectory};
+use scorch_tables::{Step, Trajectory};
 
 use crate::ModelError;
 use scorch_spec::student::ChatFormat;

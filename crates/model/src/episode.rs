@@ -14,7 +14,7 @@ use scorch_agent::answer::is_correct;
 use scorch_agent::format::{Message, parse_step, render_messages, turn_limit_for};
 use scorch_agent::tool::Tool;
 use scorch_api::ProgressSink;
-use scorch_api::tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
+use scorch_tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
 
 use scorch_agent::llm::ChatOptions;
 

@@ -5,7 +5,7 @@ use scorch_agent::oracle::Oracle;
 use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::Teacher;
 use scorch_api::ProgressSink;
-use scorch_api::tables::{Author, StopReason, Task, Trajectory};
+use scorch_tables::{Author, StopReason, Task, Trajectory};
 
 use crate::ModelError;
 use crate::episode::{self, Ended, EndedSink, Episode};

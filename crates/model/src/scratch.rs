@@ -1,8 +1,8 @@
 //! A student trained from scratch: its size, its tokenizer (a byte-level BPE trained on the
 //! trajectories' chats) and its chat format, and the checkpoint they make.
 
-use scorch_api::tables::Trajectory;
 use scorch_spec::student::InitParams;
+use scorch_tables::Trajectory;
 use tch::Device;
 
 use crate::ModelError;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use scorch_agent::format::{CALC_SYSTEM, PYTHON_SYSTEM};
 use scorch_agent::python::{PythonOptions, PythonTool, Sandbox};
 use scorch_agent::tool::{CalcTool, Tool};
-use scorch_api::tables::Task;
 use scorch_spec::policy::PolicySpec;
+use scorch_tables::Task;
 
 use crate::ModelError;
 use crate::checkpoint::Checkpoint;

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use scorch_api::tables::{TableRow, Trajectory};
 use scorch_api::testing::TestInput;
+use scorch_tables::{TableRow, Trajectory};
 use tch::Device;
 
 use crate::ModelError;

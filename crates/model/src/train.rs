@@ -189,7 +189,7 @@ pub struct Position<E> {
     /// Rows of the current shuffle not yet taken.
     pub order: Vec<usize>,
     /// The steps' log so far.
-    pub log: Vec<scorch_api::tables::TrainStep>,
+    pub log: Vec<scorch_tables::TrainStep>,
     /// The node's own counters.
     #[serde(flatten)]
     pub extra: E,
@@ -201,7 +201,7 @@ impl<E> Position<E> {
         step: usize,
         rng: &rand_chacha::ChaCha8Rng,
         order: &[usize],
-        log: &[scorch_api::tables::TrainStep],
+        log: &[scorch_tables::TrainStep],
         extra: E,
     ) -> Self {
         Self {

@@ -7,12 +7,12 @@
 
 use scorch_agent::oracle::demonstration_rows;
 use scorch_agent::suite::{Split, tasks};
-use scorch_api::tables::Trajectory;
-use scorch_spec::student::ChatFormat;
-use scorch_spec::student::InitParams;
 use scorch_model::encode::encode_trajectory;
 use scorch_model::scratch::student_tokenizer;
 use scorch_model::tokenizer::encode;
+use scorch_spec::student::ChatFormat;
+use scorch_spec::student::InitParams;
+use scorch_tables::Trajectory;
 
 /// Most tokens of the median compact trajectory.
 const BOUND: usize = 140;

@@ -14,12 +14,12 @@ use scorch_agent::llm::ChatOptions;
 use scorch_agent::suite::{Split, tasks};
 use scorch_agent::tool::{Tool, ToolOutput};
 use scorch_api::NoProgress;
-use scorch_api::tables::Author;
-use scorch_spec::policy::Endpoint;
 use scorch_model::ModelError;
 use scorch_model::endpoint_error::EndpointError;
 use scorch_model::episode::{Episode, Pace, Schedule, run_with};
 use scorch_model::openai::OpenAiClient;
+use scorch_spec::policy::Endpoint;
+use scorch_tables::Author;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -15,11 +15,11 @@ use scorch_agent::oracle::demonstration_rows;
 use scorch_agent::suite::{Split, tasks};
 use scorch_agent::tool::{CalcTool, Tool, ToolOutput};
 use scorch_api::NoProgress;
-use scorch_api::tables::{Author, Trajectory};
 use scorch_model::ModelError;
 use scorch_model::episode::{Ended, EndedSink, Episode, Pace, Schedule, run_with};
 use scorch_model::openai::ChatResult;
 use scorch_model::policy::{Policy, Request};
+use scorch_tables::{Author, Trajectory};
 
 /// A deterministic policy that replays the oracle's demonstration of each question, one step
 /// per request, after a delay that differs by request (0–15 ms).

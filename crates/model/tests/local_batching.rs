@@ -13,10 +13,10 @@ use scorch_agent::llm::ChatOptions;
 use scorch_agent::suite::{Split, tasks};
 use scorch_agent::tool::CalcTool;
 use scorch_api::NoProgress;
-use scorch_api::tables::{Author, Trajectory};
 use scorch_model::episode::{Episode, Schedule, run_with};
 use scorch_model::local::{Batching, LocalModel};
 use scorch_model::policy::{Policy, Request};
+use scorch_tables::{Author, Trajectory};
 
 /// `n` episodes of the built-in suite, each with its place in the table as its stream.
 fn episodes(n: u64) -> Vec<Episode> {

@@ -4,12 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use scorch_spec::student::ChatFormat;
 use scorch_model::chat::{ChatFormatExt, Turn};
 use scorch_model::checkpoint::Checkpoint;
 use scorch_model::qwen2::Config;
 use scorch_model::tokenizer::train_bpe;
 use scorch_model::train::{TrainConfig, Trainer, collate, masked_nll, token_logprobs};
+use scorch_spec::student::ChatFormat;
 use tch::{Device, Kind};
 
 type Seqs = Vec<(Vec<i64>, Vec<f32>)>;

@@ -6,8 +6,8 @@
 
 use scorch_agent::format::turn_limit_for;
 use scorch_agent::suite::{Split, tasks};
-use scorch_spec::policy::{PolicySpec, SamplingParams};
 use scorch_model::rollouts::{RolloutSpec, rollouts};
+use scorch_spec::policy::{PolicySpec, SamplingParams};
 
 fn oracle_success(split: Split, fixed: Option<u32>) -> (usize, usize) {
     let tasks = tasks(0, split, 0, 500);

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use scorch_api::tables::{Author, EvalResult, Task, Trajectory};
+use scorch_tables::{Author, EvalResult, Task, Trajectory};
 
 use crate::stats::{
     Interval, mcnemar_exact, mean_t, minimum_detectable_effect, paired_bootstrap, sample_sd, wilson,

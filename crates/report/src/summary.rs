@@ -11,7 +11,7 @@ use object_store::ObjectStoreExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use std::collections::BTreeMap;
 
-use scorch_api::tables::{EvalResult, TableRow, TrainStep, Trajectory};
+use scorch_tables::{EvalResult, TableRow, TrainStep, Trajectory};
 
 use crate::stats::{Interval, paired_bootstrap, wilson};
 use crate::trend::{RewardTrend, collect_reward_trends, trends_markdown};

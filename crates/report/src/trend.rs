@@ -13,10 +13,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use scorch_api::tables::{RlGroup, TrainStep};
 use scorch_engine::error::EngineError;
 use scorch_engine::record::RunRecord;
 use scorch_engine::store::Store;
+use scorch_tables::{RlGroup, TrainStep};
 
 use crate::stats::{Interval, mean_t};
 use crate::summary::collect_rows;

@@ -4,13 +4,11 @@
 //! teacher cost: SCoRe asks the teacher for one step at the earliest error only.
 
 use scorch_agent::teacher::{Cost, Teacher};
-use scorch_api::tables::{
-    Author, Repair, RepairRecord, Step, StepKind, StopReason, Task, Trajectory,
-};
 use scorch_api::{PluginError, ProgressSink};
 use scorch_kinds::correct::CorrectParams;
 use scorch_model::episode;
 use scorch_model::spec::system_for;
+use scorch_tables::{Author, Repair, RepairRecord, Step, StepKind, StopReason, Task, Trajectory};
 
 /// What DAgger gives: one training trajectory per label (the student's steps up to the
 /// state, then the teacher's step), one repair record per label, the teacher's cost and the

@@ -13,13 +13,13 @@ use scorch_agent::python::Sandbox;
 use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
 use scorch_api::reexports::async_trait;
 use scorch_api::resume::Journal;
-use scorch_api::tables::{Author, Repair, RepairRecord, StepKind, Task, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError, ProgressSink};
 use scorch_kinds::correct::{CorrectParams, Mode, TeacherSpec};
 use scorch_model::episode::{self, Episode};
 use scorch_model::openai::OpenAiClient;
 use scorch_model::policy::Policy;
 use scorch_model::spec::{chat_policy, system_for, tool_for};
+use scorch_tables::{Author, Repair, RepairRecord, StepKind, Task, Trajectory};
 
 pub mod dagger;
 
@@ -277,7 +277,7 @@ pub async fn mentor_with(
                     task_id: tasks[i].task_id.clone(),
                     ended: eps[i].ended().unwrap_or_else(|| episode::Ended {
                         steps: eps[i].steps.clone(),
-                        stop: scorch_api::tables::StopReason::TurnLimit,
+                        stop: scorch_tables::StopReason::TurnLimit,
                         final_answer: None,
                     }),
                     repairs: repairs[i].clone(),

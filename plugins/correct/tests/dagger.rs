@@ -11,10 +11,10 @@ use scorch_agent::oracle::{Oracle, next_step};
 use scorch_agent::suite::world_of;
 use scorch_agent::suite::{Split, tasks};
 use scorch_api::NoProgress;
-use scorch_api::tables::{Author, StepKind};
 use scorch_kinds::correct::CorrectParams;
 use scorch_kinds::student::ChatFormat;
 use scorch_model::encode::{encode_trajectory, encode_trajectory_where};
+use scorch_tables::{Author, StepKind};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_visited_state_gets_the_oracles_step_until_the_budget() {

@@ -15,9 +15,9 @@ use scorch_agent::oracle::Oracle;
 use scorch_agent::suite::{Split, tasks};
 use scorch_agent::teacher::{Cost, Teacher, TeacherError, Verdict};
 use scorch_api::NoProgress;
-use scorch_api::tables::{Step, Task};
 use scorch_correct::{mentor, mentor_with};
 use scorch_kinds::correct::CorrectParams;
+use scorch_tables::{Step, Task};
 
 /// The oracle, slowed down as a remote teacher is, counting the judgements in flight.
 struct Remote {

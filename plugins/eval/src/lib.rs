@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use scorch_agent::answer::best_f1;
 use scorch_agent::benchmarks::{answers, kind_of};
 use scorch_api::reexports::async_trait;
-use scorch_api::tables::{EvalResult, Task, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::eval::EvalParams;
 use scorch_model::rollouts::{RolloutSpec, rollouts};
 use scorch_model::spec::record_sandbox;
+use scorch_tables::{EvalResult, Task, Trajectory};
 
 /// The `eval` plugin.
 #[derive(Debug, Clone, Copy, Default)]

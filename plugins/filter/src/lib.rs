@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 use scorch_api::reexports::async_trait;
 use scorch_api::reexports::schemars::{self, JsonSchema};
-use scorch_api::tables::{RepairRecord, RlPrompt, TableRow, Task, Trajectory};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_tables::{RepairRecord, RlPrompt, TableRow, Task, Trajectory};
 use serde::{Deserialize, Serialize};
 
 /// The `filter` plugin.

@@ -6,9 +6,9 @@
 use scorch_agent::oracle::demonstration_rows;
 use scorch_agent::suite::{Split, tasks};
 use scorch_api::conformance::{Case, check_plugin};
-use scorch_api::tables::{TableRow, Trajectory};
 use scorch_api::testing::TestInput;
 use scorch_filter::Filter;
+use scorch_tables::{TableRow, Trajectory};
 
 #[tokio::test]
 async fn filter_conforms() {

@@ -13,7 +13,6 @@ use rand_chacha::ChaCha8Rng;
 use scorch_agent::oracle::Oracle;
 use scorch_agent::teacher::Teacher;
 use scorch_api::reexports::async_trait;
-use scorch_api::tables::{Author, RlGroup, RlPrompt, Step, Task, TrainStep, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::rl::{Reward, RlParams, RolloutSpec};
 use scorch_model::checkpoint::Checkpoint;
@@ -26,6 +25,7 @@ use scorch_model::train::{
     Position, TrainConfig, Trainer, clip_len, collate, load_training, micro_batches, save_training,
     token_logprobs,
 };
+use scorch_tables::{Author, RlGroup, RlPrompt, Step, Task, TrainStep, Trajectory};
 
 pub mod loss;
 use serde::{Deserialize, Serialize};
@@ -118,7 +118,7 @@ pub async fn reward_class(
         return RewardClass::Other;
     };
     let prefix = &steps[..prefix_len];
-    let same = |other: &Option<scorch_api::tables::Step>| {
+    let same = |other: &Option<scorch_tables::Step>| {
         let other = other.clone();
         async move {
             match other {
@@ -375,7 +375,7 @@ impl DeclaredPlugin for Rl {
                     steps: ep.steps.clone(),
                     final_answer: None,
                     correct: false,
-                    stop_reason: scorch_api::tables::StopReason::TurnLimit,
+                    stop_reason: scorch_tables::StopReason::TurnLimit,
                     turns: 0,
                     metadata: String::new(),
                 };

@@ -7,10 +7,10 @@
 use scorch_agent::oracle::demonstration_rows;
 use scorch_agent::suite::{Split, tasks};
 use scorch_api::conformance::{Case, check_plugin};
-use scorch_api::tables::{RlPrompt, Task};
 use scorch_api::testing::{RunOptions, TestInput, run_plugin};
 use scorch_model::testing::{table, tiny_student};
 use scorch_rl::Rl;
+use scorch_tables::{RlPrompt, Task};
 
 /// Four tasks, a tiny student trained on their demonstrations, and a repaired prompt each.
 fn world(dir: &std::path::Path) -> (Vec<Task>, TestInput, Vec<RlPrompt>) {

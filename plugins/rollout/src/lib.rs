@@ -4,9 +4,9 @@
 #![deny(missing_docs)]
 
 use scorch_api::reexports::async_trait;
-use scorch_api::tables::Task;
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::rollout::RolloutParams;
+use scorch_tables::Task;
 
 use scorch_model::rollouts::{RolloutSpec, rollouts};
 use scorch_model::spec::record_sandbox;

@@ -8,7 +8,6 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use scorch_api::reexports::async_trait;
-use scorch_api::tables::{Author, TrainStep, Trajectory};
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::sft::{LossOn, SftParams};
 use scorch_model::encode::encode_trajectory_where;
@@ -19,6 +18,7 @@ use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{
     Position, TrainConfig, Trainer, clip_len, load_training, masked_nll, save_training,
 };
+use scorch_tables::{Author, TrainStep, Trajectory};
 
 /// The `sft` plugin.
 #[derive(Debug, Clone, Copy, Default)]

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 use common::{task, trajectory};
 use schemars::JsonSchema;
 use scorch_api::reexports::async_trait;
-use scorch_api::tables::{TableRow, Task};
 use scorch_api::testing::{RunOptions, run_plugin};
 use scorch_api::{NodeContext, ParamError, Plugin, PluginError, Signature};
+use scorch_tables::{TableRow, Task};
 use serde::{Deserialize, Serialize};
 
 /// Declares a `tasks` output and writes what its params say into it.

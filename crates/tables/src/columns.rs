@@ -15,8 +15,8 @@ use arrow_buffer::OffsetBuffer;
 use arrow_schema::{DataType, FieldRef, Fields, Schema};
 use serde::Serialize;
 
-use crate::tables::{Step, TableRow, Task, Trajectory};
-use crate::{PluginError, PluginErrorKind};
+use crate::{Step, TableRow, Task, Trajectory};
+use scorch_api::{PluginError, PluginErrorKind};
 
 fn unknown(kind: &str, column: &str) -> PluginError {
     PluginError::new(
@@ -192,7 +192,7 @@ fn step_struct(kind: &str, fields: &Fields, steps: &[&Step]) -> Result<ArrayRef,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::{Author, StepKind, StopReason};
+    use crate::{Author, StepKind, StopReason};
 
     fn serde_batch<T: TableRow>(rows: &[T]) -> RecordBatch {
         serde_arrow::to_record_batch(&T::fields(), &rows).unwrap()

@@ -1,6 +1,6 @@
 //! Rows the api crate's integration tests write: tasks and trajectories of every shape.
 
-use scorch_api::tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
+use scorch_tables::{Author, Step, StepKind, StopReason, Task, Trajectory};
 
 /// Task `i`: ids sort as they are numbered; two splits.
 pub fn task(i: usize) -> Task {

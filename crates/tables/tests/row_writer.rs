@@ -9,8 +9,8 @@ mod common;
 use common::{task, trajectory};
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use scorch_api::parquet_io::{created_by, read_rows, write_rows};
-use scorch_api::tables::{Task, Trajectory};
 use scorch_api::{CHUNK_ROWS, RowGroupLimits, RowWriter};
+use scorch_tables::{Task, Trajectory};
 
 fn row_groups(path: &std::path::Path) -> Vec<i64> {
     let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
