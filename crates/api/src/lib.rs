@@ -16,6 +16,7 @@ mod context;
 mod error;
 pub mod hardware;
 pub mod memory;
+mod parquet_format;
 pub mod parquet_io;
 
 mod parquet_sink;

@@ -24,7 +24,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::SchemaDescriptor;
 
 use crate::column_encoders::ColumnEncoders;
-use crate::parquet_io::writer_properties;
+use crate::parquet_format::writer_properties;
 use crate::{PluginError, PluginErrorKind};
 
 /// Rows encoded at a time; a larger batch is cut into slices of this many rows.

@@ -14,8 +14,8 @@ use crate::cache::{CACHE_FORMAT, KeyComponents};
 use crate::dag;
 use crate::error::EngineError;
 use crate::events::{Event, MetricsFiles};
-use crate::executor::Executor;
-use crate::job::{Finished, NodeJob};
+use crate::executor::{Executor, NodeJob};
+use crate::job::Finished;
 use crate::progress::Reporter;
 use crate::record::{
     NodeRecord, Outcome, OutputRecord, RunRecord, RunStatus, new_run_id, now_rfc3339,

@@ -16,23 +16,10 @@ use tokenizers::Tokenizer;
 
 use crate::ModelError;
 use crate::qwen2::Config;
-use crate::tokenizer::{IM_END, IM_START, decode, encode, token_id};
+use crate::tokenizer::{ASSISTANT, IM_END, IM_START, LABELS, USER, decode, encode, token_id};
 
 /// The `config.json` key that records a checkpoint's chat format.
 pub const CHAT_FORMAT_KEY: &str = "scorch_chat_format";
-/// The compact form's user-turn token.
-pub const USER: &str = "<|user|>";
-/// The compact form's assistant-turn token.
-pub const ASSISTANT: &str = "<|assistant|>";
-/// The compact form's labels: the text each token stands for (longest first where one
-/// contains another).
-pub const LABELS: [(&str, &str); 4] = [
-    ("<|plan|>", "Plan: "),
-    ("<|thought|>", "Thought: "),
-    ("<|code|>", "\nCode: "),
-    ("<|observation|>", "Observation: "),
-];
-
 /// `text` encoded with each label of [`LABELS`] as its one token.
 fn encode_labelled(tk: &Tokenizer, text: &str) -> Result<Vec<i64>, ModelError> {
     let mut ids = Vec::new();

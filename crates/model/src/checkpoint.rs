@@ -9,7 +9,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::ModelError;
-use scorch_spec::student::ChatFormat;
+use scorch_spec::student::{ChatFormat, LoraParams};
 
 use crate::chat::ChatFormatExt;
 use crate::lora::{
@@ -492,4 +492,70 @@ pub fn hf_init(vs: &nn::VarStore) {
             }
         }
     });
+}
+
+/// Load `dir` (an adapter: on `base`) as a training node with param `lora` trains it, computing
+/// in `compute`. Full fine-tuning keeps float32 master weights; with LoRA the frozen base is
+/// held in `compute` itself and only the adapter (and its optimiser state) is float32. See
+/// [`prepare`] for what the node then trains.
+pub fn load_trainable(
+    dir: &Path,
+    base: Option<&Path>,
+    device: tch::Device,
+    compute: tch::Kind,
+    lora: Option<&LoraParams>,
+    seed: u64,
+) -> Result<Checkpoint, ModelError> {
+    let kind = if lora.is_some() {
+        compute
+    } else {
+        tch::Kind::Float
+    };
+    let mut ck = Checkpoint::load_model(dir, base, device, kind)?;
+    prepare(&mut ck, lora, seed)?;
+    ck.model.set_compute(Some(compute));
+    Ok(ck)
+}
+
+/// Make `ck` what a training node with param `lora` trains: a new adapter on a whole model,
+/// the same adapter on an adapter of that shape (an error naming `lora` for another shape),
+/// or, without the param, the adapter merged into the weights (full fine-tuning).
+fn prepare(ck: &mut Checkpoint, lora: Option<&LoraParams>, seed: u64) -> Result<(), ModelError> {
+    match (lora.map(LoraConfig::from_params), &ck.adapter) {
+        (Some(want), None) => ck.add_adapter(want, seed),
+        (Some(want), Some(have)) if want.same_shape(&have.config) => Ok(()),
+        (Some(want), Some(have)) => Err(ModelError::Config(format!(
+            "param `lora`: the `model` input is an adapter of rank {} on {} (scale {}); \
+             going on with it needs the same rank, targets and scale, not rank {} on {} (scale {})",
+            have.config.rank,
+            have.config.targets.join(", "),
+            have.config.scale(),
+            want.rank,
+            want.targets.join(", "),
+            want.scale()
+        ))),
+        (None, Some(_)) => {
+            ck.merge_adapter();
+            Ok(())
+        }
+        (None, None) => Ok(()),
+    }
+}
+
+/// The adapter folder `adapter` merged into `base` on the CPU: computed in float32, held in
+/// the base's own dtype (`torch_dtype` of its config), ready to save as a whole HF folder.
+pub fn merged(adapter: &Path, base: &Path) -> Result<Checkpoint, ModelError> {
+    if !is_adapter(adapter) {
+        return Err(ModelError::Config(format!(
+            "{} is not a LoRA adapter (no {ADAPTER_CONFIG})",
+            adapter.display()
+        )));
+    }
+    let dtype = read_config(base)?.torch_dtype;
+    let mut ck = Checkpoint::load_model(adapter, Some(base), tch::Device::Cpu, tch::Kind::Float)?;
+    ck.merge_adapter();
+    if dtype == "bfloat16" {
+        ck.vs.bfloat16();
+    }
+    Ok(ck)
 }

@@ -23,11 +23,11 @@ use tokio::sync::oneshot;
 use crate::ModelError;
 use crate::checkpoint::Checkpoint;
 use crate::generate::{Finish, Generation, Sampling, Start, keep_row, pick, start};
-use crate::local::{Text, no_room};
 use crate::openai::ChatResult;
 use crate::policy::Request;
 use crate::prefix::PrefixCache;
 use crate::qwen2::{KvCache, Qwen2};
+use crate::text::{Text, no_room};
 
 /// Most sequences in one shard's batch.
 const SHARD_ROWS: usize = 64;

@@ -25,6 +25,7 @@ pub mod scratch;
 pub mod serve;
 pub mod spec;
 pub mod testing;
+mod text;
 pub mod tokenizer;
 pub mod train;
 

@@ -7,7 +7,6 @@ use scorch_agent::format::Message;
 use scorch_agent::llm::ChatOptions;
 
 use crate::ModelError;
-use crate::local::{Batching, LocalModel};
 use crate::openai::{ChatResult, OpenAiClient};
 
 /// One chat to complete, with the seed of its own sampler: what a request samples depends on
@@ -68,33 +67,6 @@ pub trait Policy: Send + Sync {
     /// one call (a policy that batches what one call gives it).
     fn independent(&self) -> bool {
         false
-    }
-}
-
-#[async_trait]
-impl Policy for LocalModel {
-    fn name(&self) -> &str {
-        LocalModel::name(self)
-    }
-    fn independent(&self) -> bool {
-        self.batching() == Batching::Continuous
-    }
-    async fn complete_many(
-        &self,
-        requests: Vec<Request>,
-        options: &ChatOptions,
-    ) -> Result<Vec<ChatResult>, ModelError> {
-        if self.batching() == Batching::Continuous {
-            let calls = requests
-                .into_iter()
-                .map(|r| self.complete_continuous(r, options));
-            return futures::future::try_join_all(calls).await;
-        }
-        let me = self.clone();
-        let o = options.clone();
-        tokio::task::spawn_blocking(move || me.complete_batch(&requests, &o))
-            .await
-            .map_err(|e| ModelError::Torch(format!("generation thread: {e}")))?
     }
 }
 

@@ -18,17 +18,30 @@ pub const IM_END: &str = "<|im_end|>";
 /// Padding / end of text.
 pub const END_OF_TEXT: &str = "<|endoftext|>";
 
+/// The compact form's user-turn token.
+pub const USER: &str = "<|user|>";
+/// The compact form's assistant-turn token.
+pub const ASSISTANT: &str = "<|assistant|>";
+/// The compact form's labels: the text each token stands for (longest first where one
+/// contains another).
+pub const LABELS: [(&str, &str); 4] = [
+    ("<|plan|>", "Plan: "),
+    ("<|thought|>", "Thought: "),
+    ("<|code|>", "\nCode: "),
+    ("<|observation|>", "Observation: "),
+];
+
 /// The special tokens of a trained tokenizer: padding, ChatML's and the compact form's.
 const SPECIALS: [&str; 9] = [
     END_OF_TEXT,
     IM_START,
     IM_END,
-    crate::chat::USER,
-    crate::chat::ASSISTANT,
-    crate::chat::LABELS[0].0,
-    crate::chat::LABELS[1].0,
-    crate::chat::LABELS[2].0,
-    crate::chat::LABELS[3].0,
+    USER,
+    ASSISTANT,
+    LABELS[0].0,
+    LABELS[1].0,
+    LABELS[2].0,
+    LABELS[3].0,
 ];
 
 fn err(e: impl std::fmt::Display) -> ModelError {

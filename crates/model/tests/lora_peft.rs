@@ -175,7 +175,7 @@ fn an_adapter_trained_here_loads_in_peft_with_the_same_logits_and_merges_for_tra
 
     // Merged: a whole model that transformers loads, with the same logits.
     let merged_dir = dir.path().join("merged");
-    lora::merged(&adapter, &base)
+    scorch_model::checkpoint::merged(&adapter, &base)
         .unwrap()
         .save(&merged_dir)
         .unwrap();

@@ -395,7 +395,7 @@ fn trainable(seed: u64, lora: bool, dir: &std::path::Path) -> (Checkpoint, Seqs)
         rank: 4,
         ..Default::default()
     };
-    let ck = scorch_model::lora::load_trainable(
+    let ck = scorch_model::checkpoint::load_trainable(
         dir,
         None,
         Device::Cpu,

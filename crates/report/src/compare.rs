@@ -12,10 +12,10 @@ use std::path::Path;
 
 use scorch_tables::{Author, EvalResult, Task, Trajectory};
 
+use crate::rows::collect_rows;
 use crate::stats::{
     Interval, mcnemar_exact, mean_t, minimum_detectable_effect, paired_bootstrap, sample_sd, wilson,
 };
-use crate::summary::collect_rows;
 use scorch_engine::error::EngineError;
 use scorch_engine::record::RunRecord;
 use scorch_engine::store::Store;

@@ -5,6 +5,7 @@
 pub mod compare;
 pub mod plots;
 pub mod preview;
+pub mod rows;
 pub mod stats;
 pub mod summary;
 pub mod text;

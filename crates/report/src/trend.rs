@@ -18,8 +18,8 @@ use scorch_engine::record::RunRecord;
 use scorch_engine::store::Store;
 use scorch_tables::{RlGroup, TrainStep};
 
+use crate::rows::collect_rows;
 use crate::stats::{Interval, mean_t};
-use crate::summary::collect_rows;
 
 /// Steps per window: the mean of the last this many steps against the first this many.
 pub const WINDOW: usize = 10;

@@ -170,7 +170,7 @@ impl DeclaredPlugin for Rl {
         let (model_dir, base_dir) = (ctx.blobs("model")?, ctx.optional_blobs("base")?);
         // Float32 master weights (LoRA: a frozen base in the compute kind and a float32
         // adapter); the layers compute in the precision's kind.
-        let ck = scorch_model::lora::load_trainable(
+        let ck = scorch_model::checkpoint::load_trainable(
             model_dir,
             base_dir.as_deref(),
             device,

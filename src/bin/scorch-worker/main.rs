@@ -54,7 +54,7 @@ pub(crate) enum Failure {
 /// Merge into a folder beside `out`, renamed into place: a failure leaves nothing half-written.
 fn merge_adapter(adapter: &Path, base: &Path, out: &Path) -> Result<(), Failure> {
     let usage = |e: scorch_model::ModelError| Failure::Usage(e.to_string());
-    let merged = scorch_model::lora::merged(adapter, base).map_err(usage)?;
+    let merged = scorch_model::checkpoint::merged(adapter, base).map_err(usage)?;
     let parent = out.parent().unwrap_or(Path::new("."));
     let tmp = tempfile::tempdir_in(parent)
         .map_err(|e| Failure::Failed(format!("writing into {}: {e}", parent.display())))?;

@@ -5,9 +5,8 @@
 use scorch_api::PluginError;
 use scorch_api::reexports::async_trait;
 
-use super::Executor;
+use super::{Executor, NodeJob};
 use crate::attempt::Attempt;
-use crate::job::NodeJob;
 use crate::store::{NodeFile, NodeManifest};
 
 /// Runs nodes on this machine.

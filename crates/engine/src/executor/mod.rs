@@ -11,15 +11,58 @@
 pub mod local;
 pub mod slurm;
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use scorch_api::PluginError;
 use scorch_api::reexports::async_trait;
+use tokio_util::sync::CancellationToken;
 
+use crate::cache::KeyComponents;
 use crate::error::EngineError;
-use crate::job::NodeJob;
 use crate::spec::ExecutorSpec;
 use crate::store::{NodeManifest, Store};
+use crate::workflow::Node;
+
+/// A node to compute, with what its attempts need.
+pub struct NodeJob {
+    /// Its place in the workflow.
+    pub index: usize,
+    /// The node.
+    pub node: Node,
+    /// Where its attempts run.
+    pub executor: Arc<dyn Executor>,
+    /// Its cache key's components.
+    pub comps: KeyComponents,
+    /// The run's store.
+    pub store: Store,
+    /// Fires when the node is no longer wanted.
+    pub cancel: CancellationToken,
+    /// Where it reports.
+    pub progress: Arc<crate::progress::NodeProgress>,
+    /// Replace a published manifest (`--force`).
+    pub overwrite: bool,
+    /// First retry delay; doubles each retry.
+    pub backoff: Duration,
+    /// The workflow file's folder.
+    pub workflow_dir: PathBuf,
+    /// The run.
+    pub run_id: String,
+    /// The workflow's secrets (redacted from logs and errors).
+    pub secrets: crate::interp::Secrets,
+}
+
+impl std::fmt::Debug for NodeJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeJob")
+            .field("node", &self.node.id)
+            .field("executor", &self.executor.name())
+            .field("key", &self.comps.key())
+            .field("run_id", &self.run_id)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Runs attempts at nodes somewhere.
 #[async_trait]

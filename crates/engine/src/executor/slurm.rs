@@ -5,10 +5,9 @@
 use scorch_api::PluginError;
 use scorch_api::reexports::async_trait;
 
-use super::Executor;
+use super::{Executor, NodeJob};
 use crate::cluster::ClusterJob;
 use crate::error::EngineError;
-use crate::job::NodeJob;
 use crate::spec::SlurmSpec;
 use crate::store::{NodeManifest, Store};
 
