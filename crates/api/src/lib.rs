@@ -10,6 +10,7 @@
 //! should run the shared [`conformance`] suite in its tests.
 #![deny(missing_docs)]
 
+pub mod backoff;
 mod column_encoders;
 pub mod conformance;
 mod context;

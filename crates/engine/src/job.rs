@@ -115,7 +115,12 @@ impl NodeJob {
             }
             let e = self.secrets.redact_str(&e.to_string());
             tracing::warn!(node = %self.node.id, attempt = attempts, error = %e, "node failed; retrying");
-            let delay = self.backoff.saturating_mul(1 << (attempts - 1).min(10));
+            // The first retry waits `backoff`, each next one twice as long, at most 1,024 times.
+            let delay = scorch_api::backoff::Backoff {
+                first: self.backoff,
+                max: self.backoff.saturating_mul(1024),
+            }
+            .delay(attempts);
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
                 () = self.cancel.cancelled() => {}

@@ -21,6 +21,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+/// How long a pool member that failed is set aside.
+const SET_ASIDE: scorch_api::backoff::Backoff = scorch_api::backoff::Backoff {
+    first: Duration::from_secs(1),
+    max: Duration::from_secs(32),
+};
+
+/// The wait before a request is sent again, when the server does not say.
+const REQUEST_BACKOFF: scorch_api::backoff::Backoff = scorch_api::backoff::Backoff {
+    first: Duration::from_millis(500),
+    max: Duration::from_secs(16),
+};
 /// Tokens and calls spent, and calls the cache saved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
@@ -55,11 +66,11 @@ impl Member {
             .map(|t| t.is_some_and(|t| t > now))
             .unwrap_or(false)
     }
-    /// Set aside for 1 s, doubling with each failure in a row, at most 30 s.
+    /// Set aside for 1 s, doubling with each failure in a row, at most 32 s.
     fn failed(&self) {
-        let n = self.failures.fetch_add(1, Ordering::Relaxed).min(5);
+        let n = self.failures.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut t) = self.out_until.lock() {
-            *t = Some(Instant::now() + Duration::from_secs(1 << n));
+            *t = Some(Instant::now() + SET_ASIDE.delay(n.saturating_add(1)));
         }
     }
     fn answered(&self) {
@@ -279,8 +290,13 @@ impl OpenAiClient {
             if retry_after.is_none() && self.members.iter().any(|m| !m.is_out(now)) {
                 continue;
             }
-            let backoff = retry_after.unwrap_or(0.25 * f64::from(1u32 << attempt.min(6)));
-            tokio::time::sleep(Duration::from_secs_f64(backoff.min(30.0))).await;
+            // The server's Retry-After (at most 30 s) where it gave one; else 0.5 s, doubling,
+            // at most 16 s.
+            let backoff = match retry_after {
+                Some(secs) => Duration::from_secs_f64(secs.min(30.0)),
+                None => REQUEST_BACKOFF.delay(attempt),
+            };
+            tokio::time::sleep(backoff).await;
         };
         let choice = &response["choices"][0];
         let result = ChatResult {
