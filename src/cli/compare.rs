@@ -39,7 +39,8 @@ pub(super) async fn compare(
     let mut arms =
         scorch_report::compare::compare(&store, &record, &graph, baseline.as_deref()).await?;
     if let Some((from, to)) = &gap {
-        scorch_report::compare::gap_closed(&mut arms, from, to).map_err(EngineError::usage)?;
+        scorch_report::compare::gap_closed(&mut arms, from, to)
+            .map_err(|e| EngineError::usage(e.to_string()))?;
     }
     let dir = out.unwrap_or_else(|| PathBuf::from(format!("compare-{}", record.id)));
     scorch_report::compare::write(&arms, baseline.as_deref(), &dir)?;

@@ -645,7 +645,7 @@ fn effective_status(r: &RunRecord) -> String {
 }
 
 /// A node's memory plan in one line.
-fn memory_line(m: &Result<scorch_api::MemoryPlan, String>) -> String {
+fn memory_line(m: &Result<scorch_api::MemoryPlan, scorch_api::memory::PlanError>) -> String {
     match m {
         Ok(plan) => plan.describe(),
         Err(why) => format!("not planned: {why}"),
@@ -653,9 +653,11 @@ fn memory_line(m: &Result<scorch_api::MemoryPlan, String>) -> String {
 }
 
 /// A node's memory plan for `--json`.
-fn memory_json(m: &Result<scorch_api::MemoryPlan, String>) -> serde_json::Value {
+fn memory_json(
+    m: &Result<scorch_api::MemoryPlan, scorch_api::memory::PlanError>,
+) -> serde_json::Value {
     match m {
         Ok(plan) => serde_json::json!(plan),
-        Err(why) => serde_json::json!({"unknown": why}),
+        Err(why) => serde_json::json!({"unknown": why.to_string()}),
     }
 }

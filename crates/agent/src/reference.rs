@@ -21,6 +21,38 @@ pub struct ImportError {
     pub message: String,
 }
 
+/// What is wrong in one reference record (or in an imported trajectory's metadata), and
+/// where in it (`repair_steps[2]: steps[0]`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{problem}", if .at.is_empty() { String::new() } else { format!("{}: ", .at) })]
+pub struct BadRecord {
+    /// Where in the record (empty: the record itself).
+    pub at: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl BadRecord {
+    fn new(problem: impl Into<String>) -> Self {
+        Self::at(String::new(), problem)
+    }
+    fn at(at: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            at: at.into(),
+            problem: problem.into(),
+        }
+    }
+    /// The same problem, seen from the field `outer` that holds where it is.
+    fn within(mut self, outer: impl std::fmt::Display) -> Self {
+        self.at = if self.at.is_empty() {
+            outer.to_string()
+        } else {
+            format!("{outer}: {}", self.at)
+        };
+        self
+    }
+}
+
 /// Rows imported from one file.
 #[derive(Debug, Clone, Default)]
 pub struct Imported {
@@ -38,11 +70,11 @@ fn text(v: Option<&Value>) -> String {
     }
 }
 
-fn observation(v: Option<&Value>) -> Result<Option<String>, String> {
+fn observation(v: Option<&Value>) -> Result<Option<String>, BadRecord> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(format!("observation is not text: {other}")),
+        Some(other) => Err(BadRecord::new(format!("observation is not text: {other}"))),
     }
 }
 
@@ -54,9 +86,14 @@ type Labels = Vec<(&'static str, String)>;
 /// `Plan:` and the reference's plan labels, `Code:`, `Observation:`) come off the fields, once:
 /// the reference's thoughts often begin with `Thought: `, which rendered would read
 /// `Thought: Thought: ...`.
-fn step(v: &Value, index: u32, kind: StepKind, author: Author) -> Result<(Step, Labels), String> {
+fn step(
+    v: &Value,
+    index: u32,
+    kind: StepKind,
+    author: Author,
+) -> Result<(Step, Labels), BadRecord> {
     let Value::Object(o) = v else {
-        return Err(format!("step {index} is not an object"));
+        return Err(BadRecord::new(format!("step {index} is not an object")));
     };
     let known = ["thought", "code", "observation", "is_finished"];
     if !o.contains_key("thought") || o.keys().any(|k| !known.contains(&k.as_str())) {
@@ -154,20 +191,20 @@ pub fn import_record(
     record: &Value,
     source: &str,
     line: usize,
-) -> Result<(Trajectory, Option<RepairRecord>), String> {
+) -> Result<(Trajectory, Option<RepairRecord>), BadRecord> {
     let Value::Object(o) = record else {
-        return Err("a record is not a JSON object".into());
+        return Err(BadRecord::new("a record is not a JSON object"));
     };
     let info = o
         .get("original_task_info")
         .and_then(Value::as_object)
-        .ok_or("no `original_task_info`")?;
+        .ok_or_else(|| BadRecord::new("no `original_task_info`"))?;
     let task_id = text(info.get("id"));
     let question = text(info.get("question"));
     let raw_steps = o
         .get("steps")
         .and_then(Value::as_array)
-        .ok_or("no `steps` list")?;
+        .ok_or_else(|| BadRecord::new("no `steps` list"))?;
     let mentored = o.contains_key("repair_steps");
     let trajectory_id = format!("{source}:{line}");
 
@@ -213,7 +250,8 @@ pub fn import_record(
         } else {
             base_author
         };
-        let (row, taken) = step(s, index, kind, author).map_err(|e| format!("steps[{i}]: {e}"))?;
+        let (row, taken) =
+            step(s, index, kind, author).map_err(|e| e.within(format!("steps[{i}]")))?;
         if let Some(l) = labels_json(&taken) {
             labels.insert(format!("steps.{i}"), l);
         }
@@ -283,7 +321,7 @@ pub fn import_record(
 fn import_repairs(
     o: &Map<String, Value>,
     labels: &mut Map<String, Value>,
-) -> Result<Vec<Repair>, String> {
+) -> Result<Vec<Repair>, BadRecord> {
     let mut repairs = Vec::new();
     for (i, r) in o
         .get("repair_steps")
@@ -295,7 +333,8 @@ fn import_repairs(
         let at = r
             .get("mistake_step_index")
             .and_then(Value::as_u64)
-            .ok_or(format!("repair_steps[{i}]: no mistake_step_index"))? as u32
+            .ok_or_else(|| BadRecord::at(format!("repair_steps[{i}]"), "no mistake_step_index"))?
+            as u32
             + 1;
         let kind = |index: u32| {
             if index == 1 {
@@ -308,26 +347,27 @@ fn import_repairs(
         for (j, s) in r
             .get("student_mistake")
             .and_then(Value::as_array)
-            .ok_or(format!("repair_steps[{i}]: no student_mistake list"))?
+            .ok_or_else(|| BadRecord::at(format!("repair_steps[{i}]"), "no student_mistake list"))?
             .iter()
             .enumerate()
         {
             let index = at + j as u32;
             let (row, taken) = step(s, index, kind(index), Author::Student)
-                .map_err(|e| format!("repair_steps[{i}]: {e}"))?;
+                .map_err(|e| e.within(format!("repair_steps[{i}]")))?;
             if let Some(l) = labels_json(&taken) {
                 labels.insert(format!("repair_steps.{i}.student_mistake.{j}"), l);
             }
             student.push(row);
         }
         let (teacher, taken) = step(
-            r.get("teacher_guided_step")
-                .ok_or(format!("repair_steps[{i}]: no teacher_guided_step"))?,
+            r.get("teacher_guided_step").ok_or_else(|| {
+                BadRecord::at(format!("repair_steps[{i}]"), "no teacher_guided_step")
+            })?,
             at,
             kind(at),
             Author::Teacher,
         )
-        .map_err(|e| format!("repair_steps[{i}]: {e}"))?;
+        .map_err(|e| e.within(format!("repair_steps[{i}]")))?;
         if let Some(l) = labels_json(&taken) {
             labels.insert(format!("repair_steps.{i}.teacher_guided_step"), l);
         }
@@ -390,19 +430,20 @@ pub fn records(
         Some(
             serde_json::from_str::<Value>(&line)
                 .map_err(|e| err(format!("not JSON: {e}")))
-                .and_then(|v| import_record(&v, &source, i + 1).map_err(err)),
+                .and_then(|v| import_record(&v, &source, i + 1).map_err(|e| err(e.to_string()))),
         )
     }))
 }
 
 /// Rebuild the reference record of an imported trajectory (and its repairs).
-pub fn export_record(t: &Trajectory, repairs: Option<&RepairRecord>) -> Result<Value, String> {
-    let meta: Value = serde_json::from_str(&t.metadata).map_err(|e| format!("metadata: {e}"))?;
+pub fn export_record(t: &Trajectory, repairs: Option<&RepairRecord>) -> Result<Value, BadRecord> {
+    let meta: Value =
+        serde_json::from_str(&t.metadata).map_err(|e| BadRecord::at("metadata", e.to_string()))?;
     let mut o = meta
         .get("reference")
         .and_then(Value::as_object)
         .cloned()
-        .ok_or("not an imported trajectory")?;
+        .ok_or_else(|| BadRecord::new("not an imported trajectory"))?;
     let flags = meta
         .get("is_finished")
         .and_then(Value::as_array)

@@ -33,25 +33,41 @@ fn median(mut xs: Vec<Duration>) -> f64 {
     xs.get(xs.len() / 2).map_or(0.0, Duration::as_secs_f64)
 }
 
+/// Why the tool benchmark could not time its steps.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolBenchError {
+    /// The python tool could not start.
+    #[error(transparent)]
+    Start(#[from] crate::python::PythonError),
+    /// A timed step did not give the expected answer.
+    #[error("the step failed: {observation}")]
+    Step {
+        /// What the tool answered.
+        observation: String,
+    },
+}
+
 /// Time `calls` steps of each kind with the python tool in `sandbox`.
-pub fn tools(sandbox: Sandbox, calls: usize) -> Result<ToolReport, String> {
+pub fn tools(sandbox: Sandbox, calls: usize) -> Result<ToolReport, ToolBenchError> {
     let options = PythonOptions {
         sandbox,
         ..PythonOptions::default()
     };
-    let step = |tool: &mut dyn Tool| -> Result<Duration, String> {
+    let step = |tool: &mut dyn Tool| -> Result<Duration, ToolBenchError> {
         let t = Instant::now();
         let out = tool.execute(STEP);
         let took = t.elapsed();
         if out.failed || out.observation.trim() != "4950" {
-            return Err(format!("the step failed: {}", out.observation));
+            return Err(ToolBenchError::Step {
+                observation: out.observation,
+            });
         }
         Ok(took)
     };
     let first = (0..calls)
-        .map(|_| step(&mut PythonTool::new(options.clone()).map_err(|e| e.0)?))
+        .map(|_| step(&mut PythonTool::new(options.clone())?))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut tool = PythonTool::new(options.clone()).map_err(|e| e.0)?;
+    let mut tool = PythonTool::new(options.clone())?;
     step(&mut tool)?;
     let kept = (0..calls)
         .map(|_| step(&mut tool))

@@ -20,6 +20,14 @@ pub struct Hardware {
     pub cuda: bool,
 }
 
+/// `SCORCH_AUTO_DEVICE` names no device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("SCORCH_AUTO_DEVICE=`{value}`: expected `cpu` or `cuda` (what `device: auto` means here)")]
+pub struct UnknownDevice {
+    /// What it says.
+    pub value: String,
+}
+
 impl Hardware {
     /// A machine without a GPU.
     pub const CPU: Self = Self { cuda: false };
@@ -29,13 +37,12 @@ impl Hardware {
     /// This machine: [`AUTO_DEVICE_ENV`] when set, else whether the NVIDIA driver shows a
     /// device (`/dev/nvidia0`, …) that `CUDA_VISIBLE_DEVICES` does not hide. Reading files
     /// keeps this free of libtorch; a node whose key says `cuda` checks again when it runs.
-    pub fn probe() -> Result<Self, String> {
+    pub fn probe() -> Result<Self, UnknownDevice> {
         match std::env::var(AUTO_DEVICE_ENV) {
-            Ok(v) => Self::named(&v).ok_or_else(|| {
-                format!("{AUTO_DEVICE_ENV}=`{v}`: expected `cpu` or `cuda` (what `device: auto` means here)")
-            }),
+            Ok(v) => Self::named(&v).ok_or(UnknownDevice { value: v }),
             Err(_) => Ok(Self {
-                cuda: nvidia_device_present() && !cuda_hidden(std::env::var("CUDA_VISIBLE_DEVICES").ok()),
+                cuda: nvidia_device_present()
+                    && !cuda_hidden(std::env::var("CUDA_VISIBLE_DEVICES").ok()),
             }),
         }
     }

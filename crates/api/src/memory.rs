@@ -75,8 +75,38 @@ pub fn gib(bytes: u64) -> String {
     format!("{:.2}", bytes as f64 / (1u64 << 30) as f64)
 }
 
+/// Why no memory plan could be made for a node: its model's shape is unknown or unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The node has no model to plan for.
+    #[error("`{node}` has no model")]
+    NoModel {
+        /// The node.
+        node: String,
+    },
+    /// The node's model input is not connected.
+    #[error("no model input is connected")]
+    NotConnected,
+    /// The model folder has no readable `config.json`.
+    #[error("no model shape: {path}: {reason}")]
+    NoConfig {
+        /// The file.
+        path: String,
+        /// Why it could not be read.
+        reason: String,
+    },
+    /// The config does not say a shape the plan can use.
+    #[error("{path}: {reason}")]
+    BadConfig {
+        /// The file (or `the model's config.json` where it came from a node's params).
+        path: String,
+        /// What is wrong in it.
+        reason: String,
+    },
+}
+
 /// The function behind a [`MemoryRule`].
-type RuleFn = dyn Fn(&serde_json::Value) -> Result<MemoryPlan, String> + Send + Sync;
+type RuleFn = dyn Fn(&serde_json::Value) -> Result<MemoryPlan, PlanError> + Send + Sync;
 
 /// How a kind turns its model's shape (HF `config.json`) into a plan; an `Err` says what in
 /// the shape it could not read.
@@ -86,12 +116,12 @@ pub struct MemoryRule(Arc<RuleFn>);
 impl MemoryRule {
     /// The rule `f`.
     pub fn new(
-        f: impl Fn(&serde_json::Value) -> Result<MemoryPlan, String> + Send + Sync + 'static,
+        f: impl Fn(&serde_json::Value) -> Result<MemoryPlan, PlanError> + Send + Sync + 'static,
     ) -> Self {
         Self(Arc::new(f))
     }
     /// The plan for a model of `config`'s shape.
-    pub fn plan(&self, config: &serde_json::Value) -> Result<MemoryPlan, String> {
+    pub fn plan(&self, config: &serde_json::Value) -> Result<MemoryPlan, PlanError> {
         (self.0)(config)
     }
 }

@@ -1,7 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow_schema::{Schema, SchemaRef};
+use arrow_schema::{DataType, Schema, SchemaRef};
 
 /// The named inputs and outputs of one configured node.
 #[derive(Debug, Clone, Default)]
@@ -166,18 +166,68 @@ impl fmt::Display for PortType {
     }
 }
 
+/// Why a producer's port does not satisfy a consumer's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortMismatch {
+    /// A table where a blob set is expected, or the other way round.
+    #[error("expects a {consumer} but the producer gives a {producer}")]
+    Kind {
+        /// What the consumer expects.
+        consumer: String,
+        /// What the producer gives.
+        producer: String,
+    },
+    /// Columns missing or of another type.
+    #[error("{}", join(.0))]
+    Columns(Vec<ColumnMismatch>),
+}
+
+/// One required column that a table does not have as required.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ColumnMismatch {
+    /// The column is not there.
+    #[error("column `{name}` ({want}) is missing")]
+    Missing {
+        /// Its name.
+        name: String,
+        /// The type required.
+        want: DataType,
+    },
+    /// The column has another type.
+    #[error("column `{name}` is {have} but {want} is expected")]
+    Type {
+        /// Its name.
+        name: String,
+        /// The type it has.
+        have: DataType,
+        /// The type required.
+        want: DataType,
+    },
+}
+
+fn join(problems: &[ColumnMismatch]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Check that what a producer declares satisfies what a consumer requires.
 ///
 /// A consumer's table columns must all be present in the producer's declaration with the
 /// same Arrow type; extra producer columns are allowed. Nullability is not compared (a
 /// nullable column may hold no null): consumers handle nulls or fail on them. A producer without declared columns passes
 /// here and is checked when its table is read.
-pub fn check_compatible(consumer: &PortType, producer: &PortType) -> Result<(), String> {
+pub fn check_compatible(consumer: &PortType, producer: &PortType) -> Result<(), PortMismatch> {
     match (consumer, producer) {
         (PortType::Blobs, PortType::Blobs) => Ok(()),
-        (PortType::Table(_), PortType::Blobs) | (PortType::Blobs, PortType::Table(_)) => Err(
-            format!("expects a {consumer} but the producer gives a {producer}"),
-        ),
+        (PortType::Table(_), PortType::Blobs) | (PortType::Blobs, PortType::Table(_)) => {
+            Err(PortMismatch::Kind {
+                consumer: consumer.to_string(),
+                producer: producer.to_string(),
+            })
+        }
         (PortType::Table(TableSpec::Any), _) | (_, PortType::Table(TableSpec::Any)) => Ok(()),
         (PortType::Table(TableSpec::Columns(want)), PortType::Table(TableSpec::Columns(have))) => {
             check_schema(want, have)
@@ -186,35 +236,35 @@ pub fn check_compatible(consumer: &PortType, producer: &PortType) -> Result<(), 
 }
 
 /// Check that the table schema `have` satisfies the required columns `want`.
-pub fn check_schema(want: &Schema, have: &Schema) -> Result<(), String> {
+pub fn check_schema(want: &Schema, have: &Schema) -> Result<(), PortMismatch> {
     let mut problems = Vec::new();
     for field in want.fields() {
         match have.field_with_name(field.name()) {
-            Err(_) => problems.push(format!(
-                "column `{}` ({}) is missing",
-                field.name(),
-                field.data_type()
-            )),
-            Ok(got) if got.data_type() != field.data_type() => problems.push(format!(
-                "column `{}` is {} but {} is expected",
-                field.name(),
-                got.data_type(),
-                field.data_type()
-            )),
+            Err(_) => problems.push(ColumnMismatch::Missing {
+                name: field.name().clone(),
+                want: field.data_type().clone(),
+            }),
+            Ok(got) if got.data_type() != field.data_type() => {
+                problems.push(ColumnMismatch::Type {
+                    name: field.name().clone(),
+                    have: got.data_type().clone(),
+                    want: field.data_type().clone(),
+                });
+            }
             Ok(_) => {}
         }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems.join("; "))
+        Err(PortMismatch::Columns(problems))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_schema::{DataType, Field};
+    use arrow_schema::Field;
 
     fn table(cols: &[(&str, DataType, bool)]) -> PortType {
         PortType::table(Schema::new(
@@ -235,13 +285,15 @@ mod tests {
     fn mismatches_are_named() {
         let want = table(&[("x", DataType::Int64, false), ("z", DataType::Utf8, true)]);
         let have = table(&[("x", DataType::Float64, false)]);
-        let err = check_compatible(&want, &have).unwrap_err();
+        let err = check_compatible(&want, &have).unwrap_err().to_string();
         assert!(
             err.contains("column `x` is Float64 but Int64 is expected"),
             "{err}"
         );
         assert!(err.contains("column `z` (Utf8) is missing"), "{err}");
-        let err = check_compatible(&PortType::Blobs, &have).unwrap_err();
+        let err = check_compatible(&PortType::Blobs, &have)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("expects a blob set"), "{err}");
     }
 }

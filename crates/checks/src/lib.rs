@@ -1,5 +1,5 @@
 //! Checks of the repository's source that no compiler makes: the modules of each crate form
-//! no import cycle. A module here is a top-level module of a crate (`src/foo.rs` or
+//! no import cycle, and no library function returns `Result<_, String>`. A module here is a top-level module of a crate (`src/foo.rs` or
 //! `src/foo/`); it imports another when its code (not its comments, not its `#[cfg(test)]`
 //! part) names `crate::other`. A cycle means two ideas that cannot be read, tested or moved
 //! apart; the fix is the part both need in a module of its own.
@@ -49,11 +49,22 @@ fn module_of(rel: &Path) -> String {
 /// The code of a file without its comments and without what follows its first
 /// `#[cfg(test)]` (test modules sit at the end of a file here).
 fn code(text: &str) -> String {
-    let text = text.split("#[cfg(test)]").next().unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.trim_start().starts_with("//"))
+    // Comment lines are blanked, not dropped, so that line numbers stay the file's.
+    let code = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("//") {
+                ""
+            } else {
+                l
+            }
+        })
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    code.split("#[cfg(test)]")
+        .next()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The first path segments after each `crate::` in `code`, with those of a group
@@ -196,6 +207,62 @@ pub fn cycles(graph: &ModuleGraph) -> Vec<Vec<String>> {
     walk.found
 }
 
+/// Places in the code of the `.rs` files under `src` (comments and `#[cfg(test)]` parts
+/// left out) where a `Result` has `String` as its error type: `(file, line)`.
+pub fn string_errors(src: &Path) -> std::io::Result<Vec<(PathBuf, usize)>> {
+    let mut found = Vec::new();
+    let mut stack = vec![src.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = code(&std::fs::read_to_string(&path)?);
+                for at in string_error_offsets(&text) {
+                    found.push((path.clone(), text[..at].lines().count()));
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Byte offsets of each `Result<T, String>` in `code` (`T` may hold commas and generics).
+fn string_error_offsets(code: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (start, _) in code.match_indices("Result<") {
+        if code[..start].ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let body = &code[start + "Result<".len()..];
+        let (mut depth, mut args, mut current) = (1usize, Vec::new(), String::new());
+        for c in body.chars() {
+            match c {
+                '<' | '(' | '[' => depth += 1,
+                '>' | ')' | ']' => depth -= 1,
+                ',' if depth == 1 => {
+                    args.push(std::mem::take(&mut current));
+                    continue;
+                }
+                _ => {}
+            }
+            if depth == 0 {
+                break;
+            }
+            current.push(c);
+        }
+        args.push(current);
+        // A trailing comma leaves an empty last argument.
+        args.retain(|a| !a.trim().is_empty());
+        if args.len() == 2 && args[1].trim() == "String" {
+            out.push(start);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +300,17 @@ mod tests {
             ])),
             vec![vec!["a", "b", "c"], vec!["d", "e"]]
         );
+    }
+
+    #[test]
+    fn a_string_error_type_is_found_whatever_the_ok_type() {
+        let code = "fn a() -> Result<(), String> {}\nfn b() -> Result<Vec<(u8, u8)>, String> {}\nfn c() -> Result<String, E> {}\nfn d() -> io::Result<String> {}\ntype R = Result<\n    HashMap<String, String>,\n    String,\n>;";
+        let lines: Vec<usize> = string_error_offsets(code)
+            .into_iter()
+            .map(|at| code[..at].lines().count())
+            .collect();
+        // 1-based lines: `lines()` counts the one the match starts on.
+        assert_eq!(lines, [1, 2, 5]);
     }
 
     #[test]

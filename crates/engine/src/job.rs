@@ -4,8 +4,31 @@
 
 use std::time::{Duration, Instant};
 
+use scorch_api::PluginError;
+
+use crate::error::EngineError;
 use crate::executor::NodeJob;
 use crate::store::{NodeFile, NodeManifest};
+
+/// Why a node's job published nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The node's lock could not be taken.
+    #[error("{0}")]
+    Lock(#[from] EngineError),
+    /// The run was cancelled while another run computed the node.
+    #[error("cancelled while another run computed it")]
+    CancelledWhileWaiting,
+    /// The last attempt failed (after `attempts` in all).
+    #[error("{source}{}", if *.attempts > 1 { format!(" (after {} attempts)", .attempts) } else { String::new() })]
+    Attempts {
+        /// Attempts made.
+        attempts: u32,
+        /// The last one's error.
+        #[source]
+        source: PluginError,
+    },
+}
 
 /// How a node's job ended.
 #[derive(Debug)]
@@ -13,7 +36,7 @@ pub struct Finished {
     /// The node's place in the workflow.
     pub index: usize,
     /// Its manifest, or the error (secrets not yet redacted).
-    pub result: Result<NodeManifest, String>,
+    pub result: Result<NodeManifest, JobError>,
     /// The run that computed the node while this one waited for it.
     pub computed_by: Option<crate::lease::Computer>,
     /// It stopped because it was cancelled.
@@ -58,13 +81,9 @@ impl NodeJob {
                 return finished(Ok(*m), false, Some(by));
             }
             Ok(crate::lease::NodeLock::Cancelled) => {
-                return finished(
-                    Err("cancelled while another run computed it".into()),
-                    true,
-                    None,
-                );
+                return finished(Err(JobError::CancelledWhileWaiting), true, None);
             }
-            Err(e) => return finished(Err(e.to_string()), false, None),
+            Err(e) => return finished(Err(JobError::Lock(e)), false, None),
         }
         let done = self.compute(start).await;
         if let Err(e) = crate::lease::unlock_node(&self.store, &key).await {
@@ -98,14 +117,12 @@ impl NodeJob {
             };
             let cancelled = !e.is_retryable() || self.cancel.is_cancelled();
             if cancelled || attempts > self.node.retries {
-                let msg = if attempts > 1 {
-                    format!("{e} (after {attempts} attempts)")
-                } else {
-                    e.to_string()
-                };
                 return Finished {
                     index: self.index,
-                    result: Err(msg),
+                    result: Err(JobError::Attempts {
+                        attempts,
+                        source: e,
+                    }),
                     computed_by: None,
                     cancelled,
                     attempts,

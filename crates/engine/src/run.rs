@@ -556,7 +556,7 @@ impl<'a> Scheduler<'a> {
                     .await
             }
             Err(ref err) => {
-                self.record_failure(done.index, err, done.cancelled);
+                self.record_failure(done.index, &err.to_string(), done.cancelled);
                 Ok(())
             }
         }

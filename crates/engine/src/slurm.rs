@@ -163,30 +163,65 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// A Slurm command that did not give what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SlurmError {
+    /// The program could not be started.
+    #[error("cannot run `{program}` ({source}); is Slurm installed here?")]
+    NotRunnable {
+        /// `sbatch`, `scontrol`, ...
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran and failed.
+    #[error("`{command}` failed: {stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// What it wrote on stderr.
+        stderr: String,
+    },
+    /// Its answer could not be read.
+    #[error("{program} said: {output}")]
+    Unreadable {
+        /// The program.
+        program: String,
+        /// What it said.
+        output: String,
+    },
+}
+
 /// Run a Slurm command; its stdout, or what went wrong in its words.
-async fn slurm(program: &str, args: &[String]) -> Result<String, String> {
+async fn slurm(program: &str, args: &[String]) -> Result<String, SlurmError> {
     let out = tokio::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
         .output()
         .await
-        .map_err(|e| format!("cannot run `{program}` ({e}); is Slurm installed here?"))?;
+        .map_err(|source| SlurmError::NotRunnable {
+            program: program.to_owned(),
+            source,
+        })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(format!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(SlurmError::Failed {
+            command: format!("{program} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        })
     }
 }
 
 /// The job's state: from `scontrol`, or from `sacct` once `scontrol` no longer knows it.
-async fn state(id: &str) -> Result<JobState, String> {
+async fn state(id: &str) -> Result<JobState, SlurmError> {
     let args = ["show".to_owned(), "job".into(), "-o".into(), id.to_owned()];
     match slurm("scontrol", &args).await {
-        Ok(text) => parse_scontrol(&text).ok_or_else(|| format!("scontrol said: {text}")),
+        Ok(text) => parse_scontrol(&text).ok_or(SlurmError::Unreadable {
+            program: "scontrol".into(),
+            output: text,
+        }),
         Err(scontrol) => {
             let args: Vec<String> = ["-n", "-X", "-P", "-o", "State,ExitCode,Reason", "-j", id]
                 .map(str::to_owned)
@@ -197,6 +232,14 @@ async fn state(id: &str) -> Result<JobState, String> {
             }
         }
     }
+}
+
+/// What a job said of its node, on its output.
+enum Reported {
+    /// It published the node.
+    Done,
+    /// The node failed with this message.
+    Failed(String),
 }
 
 /// Follows a job's output file: complete lines as they are written.
@@ -304,7 +347,9 @@ impl Submission<'_> {
         let name = format!("scorch:{}:{}", self.job.run_id, self.job.node_id);
         let mut args = sbatch_flags(self.spec, self.resources, &name, output);
         args.push(script.display().to_string());
-        let out = slurm("sbatch", &args).await.map_err(PluginError::failed)?;
+        let out = slurm("sbatch", &args)
+            .await
+            .map_err(|e| PluginError::failed(e.to_string()).with_source(e))?;
         let id = out.trim().split(';').next().unwrap_or_default().to_owned();
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
             return Err(PluginError::failed(format!(
@@ -317,12 +362,12 @@ impl Submission<'_> {
 
     /// Pass on what the job wrote since the last call: progress to the run, its result
     /// into `reported`, anything else (its stderr) to ours.
-    async fn relay(&self, tail: &mut Tail, reported: &mut Option<Result<(), String>>) {
+    async fn relay(&self, tail: &mut Tail, reported: &mut Option<Reported>) {
         for line in tail.lines().await {
             match serde_json::from_str::<Event>(&line) {
                 Ok(e) if e.relay(self.progress) => {}
-                Ok(Event::Failed { message, .. }) => *reported = Some(Err(message)),
-                Ok(_) => *reported = Some(Ok(())),
+                Ok(Event::Failed { message, .. }) => *reported = Some(Reported::Failed(message)),
+                Ok(_) => *reported = Some(Reported::Done),
                 Err(_) => eprintln!("{line}"),
             }
         }
@@ -334,7 +379,7 @@ impl Submission<'_> {
             offset: 0,
             partial: String::new(),
         };
-        let mut reported: Option<Result<(), String>> = None;
+        let mut reported: Option<Reported> = None;
         let mut cancelled = false;
         let every = poll_every();
         let mut unknown_since: Option<std::time::Instant> = None;
@@ -371,11 +416,11 @@ impl Submission<'_> {
                 return Err(PluginError::cancelled());
             }
             return match (st.state.as_str(), reported) {
-                ("COMPLETED", Some(Ok(()))) => Ok(()),
+                ("COMPLETED", Some(Reported::Done)) => Ok(()),
                 // The run may not see the job's output file (no shared filesystem): Slurm's
                 // word is enough, the manifest is checked next.
                 ("COMPLETED", None) => Ok(()),
-                (_, Some(Err(message))) => Err(PluginError::failed(format!(
+                (_, Some(Reported::Failed(message))) => Err(PluginError::failed(format!(
                     "{message} (Slurm job {id}: {})",
                     describe(&st)
                 ))),

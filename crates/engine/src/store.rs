@@ -134,19 +134,33 @@ pub struct Store {
     work_dir: PathBuf,
 }
 
+/// What is wrong with a store URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadStoreUrl {
+    /// `file://` with no folder.
+    #[error("no folder given (use file://DIR)")]
+    NoFolder,
+    /// `s3://` with no bucket.
+    #[error("no bucket given (use s3://BUCKET/PREFIX)")]
+    NoBucket,
+    /// Another scheme.
+    #[error("unsupported scheme; use file://DIR, s3://BUCKET/PREFIX or memory://")]
+    Scheme,
+}
+
 /// Check a store URL without opening anything: `file://DIR`, `s3://BUCKET[/PREFIX]` or
 /// `memory://`. The error says what is wrong in words (no URL prefix).
-pub fn check_url(url: &str) -> Result<(), String> {
+pub fn check_url(url: &str) -> Result<(), BadStoreUrl> {
     if let Some(dir) = url.strip_prefix("file://") {
         if dir.is_empty() {
-            return Err("no folder given (use file://DIR)".into());
+            return Err(BadStoreUrl::NoFolder);
         }
     } else if let Some(rest) = url.strip_prefix("s3://") {
         if rest.split('/').next().is_none_or(str::is_empty) {
-            return Err("no bucket given (use s3://BUCKET/PREFIX)".into());
+            return Err(BadStoreUrl::NoBucket);
         }
     } else if url != "memory://" && url != "memory:" {
-        return Err("unsupported scheme; use file://DIR, s3://BUCKET/PREFIX or memory://".into());
+        return Err(BadStoreUrl::Scheme);
     }
     Ok(())
 }
@@ -167,7 +181,7 @@ impl Store {
         s3_config: &[(&str, &str)],
     ) -> Result<Self, EngineError> {
         let bad = |why: String| EngineError::usage(format!("store `{url}`: {why}"));
-        check_url(url).map_err(bad)?;
+        check_url(url).map_err(|why| bad(why.to_string()))?;
         let (inner, work_dir): (Arc<dyn ObjectStore>, PathBuf) =
             if let Some(dir) = url.strip_prefix("file://") {
                 let root = std::path::absolute(base.join(dir))

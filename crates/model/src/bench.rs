@@ -140,7 +140,8 @@ fn reset_peak() {
 /// The plan of [`scorch_spec::memory`] for a benchmark's step.
 fn memory_plan(b: &TrainBench) -> Result<scorch_api::MemoryPlan, ModelError> {
     let config = serde_json::to_value(&b.config).map_err(|e| ModelError::Config(e.to_string()))?;
-    let shape = scorch_spec::memory::Shape::from_config(&config).map_err(ModelError::Config)?;
+    let shape = scorch_spec::memory::Shape::from_config(&config)
+        .map_err(|e| ModelError::Config(e.to_string()))?;
     let tokens = (b.batch * b.seq) as u64;
     let training = scorch_spec::memory::Training {
         device: if b.device.is_cuda() { "cuda" } else { "cpu" }.into(),
@@ -167,7 +168,9 @@ fn median(mut xs: Vec<f64>) -> f64 {
 
 /// Random weights (HF's initialisation, seeded) of `config` on `device`, in float32.
 fn random_model(config: &Config, device: Device) -> Result<(nn::VarStore, Qwen2), ModelError> {
-    config.validate().map_err(ModelError::Config)?;
+    config
+        .validate()
+        .map_err(|e| ModelError::Config(e.to_string()))?;
     tch::manual_seed(0);
     let vs = nn::VarStore::new(device);
     let model = Qwen2::new(&vs.root(), config.clone());

@@ -72,13 +72,21 @@ pub struct Turn<'a> {
     pub content: &'a str,
 }
 
+/// A checkpoint's config records a chat format this code does not know.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`scorch_chat_format` is {value}; expected \"chatml\" or \"compact\"")]
+pub struct UnknownChatFormat {
+    /// What the key holds (as JSON).
+    pub value: String,
+}
+
 /// How a [`ChatFormat`] is read from and recorded in a checkpoint's config, and how it turns
 /// chats into token ids and back (the format itself is declared in `scorch-kinds`, beside the
 /// params that name it).
 pub trait ChatFormatExt: Sized {
     /// The format a checkpoint's config records (ChatML where it records none); the error
     /// says what the key holds.
-    fn of_config(config: &Config) -> Result<Self, String>;
+    fn of_config(config: &Config) -> Result<Self, UnknownChatFormat>;
     /// Record the format in `config` (ChatML is recorded too, so a reader need not guess).
     fn record(self, config: &mut Config);
     /// The text a from-scratch tokenizer trains on for these turns.
@@ -98,15 +106,15 @@ pub trait ChatFormatExt: Sized {
 impl ChatFormatExt for ChatFormat {
     /// The format a checkpoint's config records (ChatML where it records none); the error
     /// says what the key holds.
-    fn of_config(config: &Config) -> Result<Self, String> {
+    fn of_config(config: &Config) -> Result<Self, UnknownChatFormat> {
         match config.extra.get(CHAT_FORMAT_KEY) {
             None => Ok(Self::Chatml),
             Some(v) => match v.as_str() {
                 Some("chatml") => Ok(Self::Chatml),
                 Some("compact") => Ok(Self::Compact),
-                _ => Err(format!(
-                    "`{CHAT_FORMAT_KEY}` is {v}; expected \"chatml\" or \"compact\""
-                )),
+                _ => Err(UnknownChatFormat {
+                    value: v.to_string(),
+                }),
             },
         }
     }

@@ -354,8 +354,10 @@ impl Checkpoint {
         device: Device,
         seed: u64,
     ) -> Result<Self, ModelError> {
-        config.validate().map_err(ModelError::Config)?;
-        let chat = ChatFormat::of_config(&config).map_err(ModelError::Config)?;
+        config
+            .validate()
+            .map_err(|e| ModelError::Config(e.to_string()))?;
+        let chat = ChatFormat::of_config(&config).map_err(|e| ModelError::Config(e.to_string()))?;
         // torch's generator is global: seeding it and drawing from it must not interleave
         // with another initialisation in this process (parallel nodes, parallel tests).
         let _guard = TORCH_RNG

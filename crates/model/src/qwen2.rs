@@ -93,24 +93,38 @@ impl Config {
         self.hidden_size / self.num_attention_heads
     }
     /// Check what this implementation supports.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), UnsupportedConfig> {
         if self.hidden_act != "silu" {
-            return Err(format!(
-                "hidden_act `{}` is not supported (only silu)",
-                self.hidden_act
-            ));
+            return Err(UnsupportedConfig::Activation(self.hidden_act.clone()));
         }
         if self.hidden_size % self.num_attention_heads != 0 {
-            return Err("hidden_size must divide by num_attention_heads".into());
+            return Err(UnsupportedConfig::Width);
         }
         if self.num_attention_heads % self.num_key_value_heads != 0 {
-            return Err("num_attention_heads must divide by num_key_value_heads".into());
+            return Err(UnsupportedConfig::Heads);
         }
         if self.use_sliding_window {
-            return Err("sliding-window attention is not supported".into());
+            return Err(UnsupportedConfig::SlidingWindow);
         }
         Ok(())
     }
+}
+
+/// A model config this implementation does not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsupportedConfig {
+    /// An activation other than SiLU.
+    #[error("hidden_act `{0}` is not supported (only silu)")]
+    Activation(String),
+    /// Heads that do not divide the width.
+    #[error("hidden_size must divide by num_attention_heads")]
+    Width,
+    /// Key-value heads that do not divide the heads.
+    #[error("num_attention_heads must divide by num_key_value_heads")]
+    Heads,
+    /// Sliding-window attention.
+    #[error("sliding-window attention is not supported")]
+    SlidingWindow,
 }
 
 /// RMSNorm with a learned scale, computed in float32.

@@ -41,7 +41,7 @@ struct Job {
     n: usize,
     /// For a streamed reply: each choice's decoded text so far, after every token.
     progress: Option<mpsc::UnboundedSender<(usize, String)>>,
-    reply: oneshot::Sender<Result<Vec<ChatResult>, String>>,
+    reply: oneshot::Sender<Result<Vec<ChatResult>, Arc<ModelError>>>,
 }
 
 struct AppState {
@@ -86,17 +86,34 @@ struct Request {
     include_usage: bool,
 }
 
-fn parse_request(body: &Value) -> Result<Request, String> {
-    let messages = body["messages"]
-        .as_array()
-        .ok_or("`messages` must be a list")?;
+/// What is wrong with a request's body (a 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum BadRequest {
+    #[error("`messages` must be a list")]
+    Messages,
+    #[error("unknown role {0}")]
+    Role(String),
+    #[error("`content` must be text")]
+    Content,
+    #[error("`n` must be a whole number from 1 to {MAX_N}")]
+    N,
+    #[error("`logprobs` are not streamed; send `stream: false` to get them")]
+    StreamedLogprobs,
+    #[error("the body must be a JSON object")]
+    NotObject,
+    #[error("{0}")]
+    Json(String),
+}
+
+fn parse_request(body: &Value) -> Result<Request, BadRequest> {
+    let messages = body["messages"].as_array().ok_or(BadRequest::Messages)?;
     let mut chat = Vec::with_capacity(messages.len());
     for m in messages {
         let role = match m["role"].as_str() {
             Some("system" | "developer") => Role::System,
             Some("user" | "tool") => Role::User,
             Some("assistant") => Role::Assistant,
-            other => return Err(format!("unknown role {other:?}")),
+            other => return Err(BadRequest::Role(format!("{other:?}"))),
         };
         let content = match &m["content"] {
             Value::String(s) => s.clone(),
@@ -105,7 +122,7 @@ fn parse_request(body: &Value) -> Result<Request, String> {
                 .filter_map(|p| p["text"].as_str())
                 .collect::<Vec<_>>()
                 .join(""),
-            _ => return Err("`content` must be text".into()),
+            _ => return Err(BadRequest::Content),
         };
         chat.push(Message::new(role, content));
     }
@@ -113,13 +130,13 @@ fn parse_request(body: &Value) -> Result<Request, String> {
         Value::Null => 1,
         v => match v.as_u64() {
             Some(n @ 1..=MAX_N) => n as usize,
-            _ => return Err(format!("`n` must be a whole number from 1 to {MAX_N}")),
+            _ => return Err(BadRequest::N),
         },
     };
     let stream = body["stream"].as_bool() == Some(true);
     let logprobs = body["logprobs"].as_bool() == Some(true);
     if stream && logprobs {
-        return Err("`logprobs` are not streamed; send `stream: false` to get them".into());
+        return Err(BadRequest::StreamedLogprobs);
     }
     let stop = match &body["stop"] {
         Value::String(s) => vec![s.clone()],
@@ -187,7 +204,7 @@ async fn chat_completions(
     };
     let req = match parse_request(&body) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let (tx, rx) = oneshot::channel();
     let (progress, progress_rx) = if req.stream {
@@ -241,11 +258,11 @@ async fn whole(
     state: &AppState,
     model_name: &str,
     logprobs: bool,
-    rx: oneshot::Receiver<Result<Vec<ChatResult>, String>>,
+    rx: oneshot::Receiver<Result<Vec<ChatResult>, Arc<ModelError>>>,
 ) -> Response {
     let results = match rx.await {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         Err(_) => return error(StatusCode::SERVICE_UNAVAILABLE, "the model worker stopped"),
     };
     let choices: Vec<Value> = results
@@ -312,7 +329,7 @@ fn stream(
     n: usize,
     include_usage: bool,
     mut progress: mpsc::UnboundedReceiver<(usize, String)>,
-    done: oneshot::Receiver<Result<Vec<ChatResult>, String>>,
+    done: oneshot::Receiver<Result<Vec<ChatResult>, Arc<ModelError>>>,
 ) -> Response {
     let id = state.next_id();
     let created = unix_now();
@@ -366,8 +383,10 @@ fn stream(
             }
             Ok(Err(e)) => {
                 send(
-                    Event::default()
-                        .data(json!({"error": {"message": e, "type": "server_error"}}).to_string()),
+                    Event::default().data(
+                        json!({"error": {"message": e.to_string(), "type": "server_error"}})
+                            .to_string(),
+                    ),
                 );
             }
             Err(_) => {
@@ -441,11 +460,11 @@ async fn list_models(State(state): Shared) -> Json<Value> {
 }
 
 /// A body's JSON object, or what is wrong with it.
-fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Value, String> {
+fn object(body: Result<Json<Value>, JsonRejection>) -> Result<Value, BadRequest> {
     match body {
         Ok(Json(v)) if v.is_object() => Ok(v),
-        Ok(_) => Err("the body must be a JSON object".into()),
-        Err(e) => Err(e.body_text()),
+        Ok(_) => Err(BadRequest::NotObject),
+        Err(e) => Err(BadRequest::Json(e.body_text())),
     }
 }
 
@@ -462,7 +481,7 @@ async fn load_lora_adapter(
 ) -> Response {
     let body = match object(body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let (Some(name), Some(path)) = (body["lora_name"].as_str(), body["lora_path"].as_str()) else {
         return error(
@@ -497,7 +516,7 @@ async fn unload_lora_adapter(
 ) -> Response {
     let body = match object(body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let Some(name) = body["lora_name"].as_str() else {
         return error(StatusCode::BAD_REQUEST, "`lora_name` must be provided");
@@ -587,8 +606,9 @@ fn worker(jobs: std_mpsc::Receiver<Job>) {
                     }
                 }
                 Err(e) => {
+                    let e = Arc::new(e);
                     for job in same {
-                        let _ = job.reply.send(Err(e.to_string()));
+                        let _ = job.reply.send(Err(e.clone()));
                     }
                 }
             }

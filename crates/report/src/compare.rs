@@ -63,17 +63,27 @@ pub struct ArmSummary {
     pub gap_closed: Option<f64>,
 }
 
+/// An arm `--gap` names that the run does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--gap: no arm `{name}` in this run (arms: {known})")]
+pub struct UnknownArm {
+    /// The arm named.
+    pub name: String,
+    /// The run's arms, comma-separated.
+    pub known: String,
+}
+
 /// Set each arm's share of the gap from arm `from` to arm `to` on its split that it closes:
 /// `(arm - from) / (to - from)` of the means across seeds (0 at `from`, 1 at `to`). A split
 /// where the two arms have the same mean gets none; an arm missing from every split is an error.
-pub fn gap_closed(arms: &mut [ArmSummary], from: &str, to: &str) -> Result<(), String> {
+pub fn gap_closed(arms: &mut [ArmSummary], from: &str, to: &str) -> Result<(), UnknownArm> {
     for name in [from, to] {
         if !arms.iter().any(|a| a.arm == name) {
             let known: BTreeSet<&str> = arms.iter().map(|a| a.arm.as_str()).collect();
-            return Err(format!(
-                "--gap: no arm `{name}` in this run (arms: {})",
-                known.into_iter().collect::<Vec<_>>().join(", ")
-            ));
+            return Err(UnknownArm {
+                name: name.to_owned(),
+                known: known.into_iter().collect::<Vec<_>>().join(", "),
+            });
         }
     }
     let mean_of = |arms: &[ArmSummary], arm: &str, split: &str| {

@@ -25,7 +25,7 @@
 //! Peak = weights + gradients + moments + max(pass, step), with
 //! pass = L·N·A + N·max(12·V, A) (checkpointing: L·N·s·h + N·max(12·V, 2·A)).
 
-use scorch_api::memory::{MemoryPart, MemoryPlan};
+use scorch_api::memory::{MemoryPart, MemoryPlan, PlanError};
 use serde::Deserialize;
 
 use crate::student::LoraParams;
@@ -59,14 +59,17 @@ fn d_positions() -> u64 {
 
 impl Shape {
     /// From a `config.json`'s value; the error names what is missing.
-    pub fn from_config(config: &serde_json::Value) -> Result<Self, String> {
-        let s: Self = serde_json::from_value(config.clone())
-            .map_err(|e| format!("the model's config.json: {e}"))?;
+    pub fn from_config(config: &serde_json::Value) -> Result<Self, PlanError> {
+        let bad = |reason: String| PlanError::BadConfig {
+            path: "the model's config.json".into(),
+            reason,
+        };
+        let s: Self = serde_json::from_value(config.clone()).map_err(|e| bad(e.to_string()))?;
         if s.num_attention_heads == 0
             || s.num_key_value_heads == 0
             || !s.hidden_size.is_multiple_of(s.num_attention_heads)
         {
-            return Err("the model's config.json: heads do not divide the width".into());
+            return Err(bad("heads do not divide the width".into()));
         }
         Ok(s)
     }

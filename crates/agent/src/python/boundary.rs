@@ -62,21 +62,87 @@ pub(crate) struct Interpreter {
     pub roots: Vec<PathBuf>,
 }
 
+/// Why the boundary cannot be set up for an interpreter here (cloneable: probes are kept).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BoundaryError {
+    /// A program could not be started.
+    #[error("cannot start {program}: {reason}")]
+    Start {
+        /// The interpreter, or `the sandbox`.
+        program: String,
+        /// Why.
+        reason: String,
+    },
+    /// The interpreter's probe failed.
+    #[error("{python} -c … failed: {stderr}")]
+    Probe {
+        /// The interpreter.
+        python: String,
+        /// What it wrote on stderr.
+        stderr: String,
+    },
+    /// The interpreter's probe answered something unreadable.
+    #[error("{python} gave an unreadable answer: {reason}")]
+    Answer {
+        /// The interpreter.
+        python: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A file or folder could not be read or written.
+    #[error("{path}: {reason}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The seccomp programs cannot be built for this machine.
+    #[error("no seccomp filter for {arch}: {reason}")]
+    Seccomp {
+        /// The architecture.
+        arch: String,
+        /// Why.
+        reason: String,
+    },
+    /// `bwrap` is missing.
+    #[error("bubblewrap (`bwrap`) is not installed")]
+    NoBwrap,
+    /// `bwrap` refused to set up the sandbox.
+    #[error("bwrap failed: {0}")]
+    Bwrap(String),
+}
+
+impl BoundaryError {
+    fn io(path: &Path, e: &std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }
+    }
+    fn seccomp(reason: impl std::fmt::Display) -> Self {
+        Self::Seccomp {
+            arch: std::env::consts::ARCH.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// Ask `python` (outside any sandbox, once per path) where its installation is.
-pub(crate) fn interpreter(python: &Path) -> Result<Interpreter, String> {
+pub(crate) fn interpreter(python: &Path) -> Result<Interpreter, BoundaryError> {
     static SEEN: Probes = OnceLock::new();
     once_per_path(&SEEN, python, probe_interpreter)
 }
 
 /// Results of a probe, by interpreter path.
-type Probes = OnceLock<Mutex<HashMap<PathBuf, Result<Interpreter, String>>>>;
+type Probes = OnceLock<Mutex<HashMap<PathBuf, Result<Interpreter, BoundaryError>>>>;
 
 /// `probe(python)`, run once per path for the life of the process.
 fn once_per_path(
     seen: &'static Probes,
     python: &Path,
-    probe: fn(&Path) -> Result<Interpreter, String>,
-) -> Result<Interpreter, String> {
+    probe: fn(&Path) -> Result<Interpreter, BoundaryError>,
+) -> Result<Interpreter, BoundaryError> {
     let mut seen = seen
         .get_or_init(Default::default)
         .lock()
@@ -86,26 +152,31 @@ fn once_per_path(
         .clone()
 }
 
-fn probe_interpreter(python: &Path) -> Result<Interpreter, String> {
+fn probe_interpreter(python: &Path) -> Result<Interpreter, BoundaryError> {
     const ASK: &str = "import json, sys; print(json.dumps([sys.executable, \
                        [sys.prefix, sys.base_prefix, sys.exec_prefix] + sys.path]))";
     let out = Command::new(python)
         .args(["-I", "-c", ASK])
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot start {}: {e}", python.display()))?;
+        .map_err(|e| BoundaryError::Start {
+            program: python.display().to_string(),
+            reason: e.to_string(),
+        })?;
     if !out.status.success() {
-        return Err(format!(
-            "{} -c … failed: {}",
-            python.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(BoundaryError::Probe {
+            python: python.display().to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
-    let (executable, paths): (PathBuf, Vec<String>) = serde_json::from_slice(&out.stdout)
-        .map_err(|e| format!("{} gave an unreadable answer: {e}", python.display()))?;
+    let (executable, paths): (PathBuf, Vec<String>) =
+        serde_json::from_slice(&out.stdout).map_err(|e| BoundaryError::Answer {
+            python: python.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let executable = executable
         .canonicalize()
-        .map_err(|e| format!("{}: {e}", executable.display()))?;
+        .map_err(|e| BoundaryError::io(&executable, &e))?;
     let mut roots: Vec<PathBuf> = paths
         .iter()
         .filter(|p| !p.is_empty())
@@ -132,12 +203,12 @@ fn probe_interpreter(python: &Path) -> Result<Interpreter, String> {
 
 /// The two seccomp programs (raw `struct sock_filter` arrays, native byte order): the
 /// refusals (EPERM), and `clone3` answered with ENOSYS.
-pub(crate) fn seccomp_programs() -> Result<(Vec<u8>, Vec<u8>), String> {
+pub(crate) fn seccomp_programs() -> Result<(Vec<u8>, Vec<u8>), BoundaryError> {
     let arch = TargetArch::try_from(std::env::consts::ARCH)
-        .map_err(|e| format!("no seccomp filter for {}: {e:?}", std::env::consts::ARCH))?;
+        .map_err(|e| BoundaryError::seccomp(format!("{e:?}")))?;
     let mut refuse: BTreeMap<i64, Vec<SeccompRule>> = DENIED.iter().map(|n| (*n, vec![])).collect();
     let cond = |arg: u8, len: SeccompCmpArgLen, op: SeccompCmpOp, v: u64| {
-        SeccompCondition::new(arg, len, op, v).map_err(|e| e.to_string())
+        SeccompCondition::new(arg, len, op, v).map_err(BoundaryError::seccomp)
     };
     // A clone that makes a process, not a thread.
     refuse.insert(
@@ -149,7 +220,7 @@ pub(crate) fn seccomp_programs() -> Result<(Vec<u8>, Vec<u8>), String> {
                 SeccompCmpOp::MaskedEq(libc::CLONE_THREAD as u64),
                 0,
             )?])
-            .map_err(|e| e.to_string())?,
+            .map_err(BoundaryError::seccomp)?,
         ],
     );
     // Sockets other than Unix ones.
@@ -162,20 +233,20 @@ pub(crate) fn seccomp_programs() -> Result<(Vec<u8>, Vec<u8>), String> {
                 SeccompCmpOp::Ne,
                 libc::AF_UNIX as u64,
             )?])
-            .map_err(|e| e.to_string())?,
+            .map_err(BoundaryError::seccomp)?,
         ],
     );
-    let program = |rules, errno: i32| -> Result<Vec<u8>, String> {
+    let program = |rules, errno: i32| -> Result<Vec<u8>, BoundaryError> {
         let filter = SeccompFilter::new(
             rules,
             SeccompAction::Allow,
             SeccompAction::Errno(errno as u32),
             arch,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(BoundaryError::seccomp)?;
         let bpf: BpfProgram = filter
             .try_into()
-            .map_err(|e: seccompiler::BackendError| e.to_string())?;
+            .map_err(|e: seccompiler::BackendError| BoundaryError::seccomp(e))?;
         let mut bytes = Vec::with_capacity(bpf.len() * 8);
         for i in bpf {
             bytes.extend_from_slice(&i.code.to_ne_bytes());
@@ -333,43 +404,52 @@ pub(crate) fn command(
 
 /// Whether the boundary can be set up for `python` here (probed once per path): `Err` says
 /// why not.
-pub(crate) fn check(python: &Path) -> Result<Interpreter, String> {
+pub(crate) fn check(python: &Path) -> Result<Interpreter, BoundaryError> {
     static SEEN: Probes = OnceLock::new();
     once_per_path(&SEEN, python, probe_boundary)
 }
 
-fn probe_boundary(python: &Path) -> Result<Interpreter, String> {
+fn probe_boundary(python: &Path) -> Result<Interpreter, BoundaryError> {
     let interp = interpreter(python)?;
     let dir = tempfile::Builder::new()
         .prefix("scorch-py-check-")
         .tempdir()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| BoundaryError::io(&std::env::temp_dir(), &e))?;
     let scratch = dir.path().join("scratch");
-    std::fs::create_dir(&scratch).map_err(|e| e.to_string())?;
+    std::fs::create_dir(&scratch).map_err(|e| BoundaryError::io(&scratch, &e))?;
     write_files(dir.path(), "")?;
     let pass = ["-I".into(), "-c".into(), "pass".into()];
     let out = command(dir.path(), &scratch, &interp, &interp.executable, &pass)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot start the sandbox: {e}"))?;
+        .map_err(|e| BoundaryError::Start {
+            program: "the sandbox".into(),
+            reason: e.to_string(),
+        })?;
     if out.status.success() {
         Ok(interp)
     } else {
         let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         Err(if why.contains("FileNotFoundError") {
-            "bubblewrap (`bwrap`) is not installed".into()
+            BoundaryError::NoBwrap
         } else {
-            format!("bwrap failed: {why}")
+            BoundaryError::Bwrap(why)
         })
     }
 }
 
 /// Write the seccomp programs and the worker script into `dir`.
-pub(crate) fn write_files(dir: &Path, worker: &str) -> Result<(), String> {
+pub(crate) fn write_files(dir: &Path, worker: &str) -> Result<(), BoundaryError> {
     let (deny, clone3) = seccomp_programs()?;
-    std::fs::write(dir.join("deny.bpf"), deny).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("clone3.bpf"), clone3).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("sandbox.py"), worker).map_err(|e| e.to_string())
+    for (name, bytes) in [
+        ("deny.bpf", deny.as_slice()),
+        ("clone3.bpf", clone3.as_slice()),
+        ("sandbox.py", worker.as_bytes()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(|e| BoundaryError::io(&path, &e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

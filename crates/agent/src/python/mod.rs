@@ -103,7 +103,7 @@ impl Default for PythonOptions {
 /// Why the boundary cannot be set up for `python` here, or `None` where it can (probed once
 /// per interpreter).
 pub fn sandbox_unavailable(python: &std::path::Path) -> Option<String> {
-    boundary::check(python).err()
+    boundary::check(python).err().map(|e| e.to_string())
 }
 
 #[derive(Debug, Deserialize)]
@@ -147,6 +147,23 @@ impl std::fmt::Debug for PythonTool {
     }
 }
 
+/// Why a step's code got no reply from the interpreter.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("the interpreter is not running")]
+    NotRunning,
+    #[error("the interpreter exited")]
+    Exited,
+    #[error("the interpreter's reply was garbled")]
+    Garbled,
+    #[error("the code ran longer than {seconds:.0} s and was stopped")]
+    Timeout { seconds: f64 },
+    #[error("{0}")]
+    Start(String),
+    #[error("replaying the earlier steps failed: {0}")]
+    Replay(#[source] Box<CallError>),
+}
+
 /// Why the tool could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("python tool: {0}")]
@@ -171,7 +188,7 @@ impl PythonTool {
             })?),
             Sandbox::None => None,
         };
-        boundary::write_files(dir.path(), WORKER).map_err(PythonError)?;
+        boundary::write_files(dir.path(), WORKER).map_err(|e| PythonError(e.to_string()))?;
         let mut tool = Self {
             options,
             dir,
@@ -260,37 +277,32 @@ impl PythonTool {
     }
 
     /// Send `code` to the live worker and wait for its reply.
-    fn call(&mut self, code: &str, timeout: Duration) -> Result<Reply, String> {
-        let worker = self
-            .worker
-            .as_mut()
-            .ok_or("the interpreter is not running")?;
+    fn call(&mut self, code: &str, timeout: Duration) -> Result<Reply, CallError> {
+        let worker = self.worker.as_mut().ok_or(CallError::NotRunning)?;
         let request = serde_json::json!({"code": code}).to_string();
         if writeln!(worker.stdin, "{request}")
             .and_then(|()| worker.stdin.flush())
             .is_err()
         {
-            return Err("the interpreter exited".into());
+            return Err(CallError::Exited);
         }
         match worker.replies.recv_timeout(timeout) {
-            Ok(line) => serde_json::from_str(&line)
-                .map_err(|_| "the interpreter's reply was garbled".into()),
-            Err(RecvTimeoutError::Timeout) => Err(format!(
-                "the code ran longer than {:.0} s and was stopped",
-                timeout.as_secs_f64()
-            )),
-            Err(RecvTimeoutError::Disconnected) => Err("the interpreter exited".into()),
+            Ok(line) => serde_json::from_str(&line).map_err(|_| CallError::Garbled),
+            Err(RecvTimeoutError::Timeout) => Err(CallError::Timeout {
+                seconds: timeout.as_secs_f64(),
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(CallError::Exited),
         }
     }
 
     /// Restart the interpreter and replay the earlier steps (their output discarded).
-    fn restart(&mut self) -> Result<(), String> {
+    fn restart(&mut self) -> Result<(), CallError> {
         self.worker = None;
-        self.worker = Some(self.spawn().map_err(|e| e.0)?);
+        self.worker = Some(self.spawn().map_err(|e| CallError::Start(e.0))?);
         let history = self.history.clone();
         for code in history {
             self.call(&code, self.options.timeout)
-                .map_err(|e| format!("replaying the earlier steps failed: {e}"))?;
+                .map_err(|e| CallError::Replay(Box::new(e)))?;
         }
         Ok(())
     }

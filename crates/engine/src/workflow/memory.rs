@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use scorch_api::memory::{device_memory, gib};
+use scorch_api::memory::{PlanError, device_memory, gib};
 use scorch_api::{MemoryPlan, ModelSource};
 use serde_json::Value;
 
@@ -18,21 +18,20 @@ pub const GPU_MEM_SLOT: &str = "gpu_mem_gb";
 
 /// Plan every training node of `nodes` (topologically sorted) and check each plan.
 pub(super) fn plan_memory(nodes: &mut [Node], dir: &Path, ctx: &mut Ctx<'_>) {
-    let mut shapes: Vec<Result<Value, String>> = Vec::with_capacity(nodes.len());
+    let mut shapes: Vec<Result<Value, PlanError>> = Vec::with_capacity(nodes.len());
     // Each device's memory, read once (for CUDA it runs `nvidia-smi`).
     let mut memory: HashMap<String, Option<u64>> = HashMap::new();
     for node in nodes.iter_mut() {
         let shape = match &node.signature.model {
-            None => Err(format!("`{}` has no model", node.id)),
+            None => Err(PlanError::NoModel {
+                node: node.id.clone(),
+            }),
             Some(ModelSource::Config(c)) => Ok(c.clone()),
             Some(ModelSource::Folder(path)) => read_config(&dir.join(path)),
             Some(ModelSource::Inputs(names)) => names
                 .iter()
                 .find_map(|name| node.inputs.iter().find(|e| &e.input == name))
-                .map_or_else(
-                    || Err("no model input is connected".into()),
-                    |e| shapes[e.node].clone(),
-                ),
+                .map_or_else(|| Err(PlanError::NotConnected), |e| shapes[e.node].clone()),
         };
         if let Some(rule) = &node.signature.memory {
             let plan = shape.clone().and_then(|s| rule.plan(&s));
@@ -45,11 +44,16 @@ pub(super) fn plan_memory(nodes: &mut [Node], dir: &Path, ctx: &mut Ctx<'_>) {
     }
 }
 
-fn read_config(folder: &Path) -> Result<Value, String> {
+fn read_config(folder: &Path) -> Result<Value, PlanError> {
     let path = folder.join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("no model shape: {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let text = std::fs::read_to_string(&path).map_err(|e| PlanError::NoConfig {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| PlanError::BadConfig {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// Refuse `node` if `plan` exceeds its `gpu_mem_gb` (on CUDA) or this machine's device.

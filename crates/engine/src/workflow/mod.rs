@@ -75,7 +75,7 @@ pub struct Node {
     /// Where it runs.
     pub executor: crate::spec::ExecutorSpec,
     /// Its memory plan, if it trains (an `Err` says why there is none).
-    pub memory: Option<Result<scorch_api::MemoryPlan, String>>,
+    pub memory: Option<Result<scorch_api::MemoryPlan, scorch_api::memory::PlanError>>,
 }
 
 impl std::fmt::Debug for Node {

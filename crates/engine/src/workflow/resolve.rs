@@ -43,10 +43,11 @@ pub(super) fn resolve(
     let here = match options.hardware.map_or_else(Hardware::probe, Ok) {
         Ok(h) => h,
         Err(message) => {
-            ctx.diags
-                .push(Diagnostic::new(ErrorKind::Environment, message).hint(Some(
+            ctx.diags.push(
+                Diagnostic::new(ErrorKind::Environment, message.to_string()).hint(Some(
                     "unset it to look for a GPU, or set it to `cpu` or `cuda`".into(),
-                )));
+                )),
+            );
             return None;
         }
     };
