@@ -1,7 +1,8 @@
 //! Helpers shared by the end-to-end tests: run the real `scorch` binary in a temp folder.
 #![allow(dead_code)]
 
-pub mod s3;
+#[allow(unused_imports)]
+pub use scorch_testkit::s3;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,6 +1,5 @@
 //! A real S3-compatible server for tests: moto's server on 127.0.0.1, or the one named by
-//! `SCORCH_TEST_S3_ENDPOINT`. Self-contained, so the engine crate's tests include it too
-//! (`#[path]`).
+//! `SCORCH_TEST_S3_ENDPOINT`.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -17,7 +16,10 @@ pub fn aws_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A running server (stopped when dropped, if this process started it).
+#[derive(Debug)]
 pub struct Server {
+    /// Its base URL.
     pub endpoint: String,
     child: Option<Child>,
 }
@@ -31,6 +33,7 @@ impl Drop for Server {
     }
 }
 
+/// Start moto's server on a free port (or use `SCORCH_TEST_S3_ENDPOINT`) and wait for it.
 pub fn start_server() -> Server {
     if let Ok(endpoint) = std::env::var("SCORCH_TEST_S3_ENDPOINT") {
         return Server {
@@ -73,6 +76,7 @@ pub fn start_server() -> Server {
     server
 }
 
+/// Create `bucket` on the server at `endpoint`.
 pub fn create_bucket(endpoint: &str, bucket: &str) {
     let code = format!(
         "import urllib.request as u; u.urlopen(u.Request('{endpoint}/{bucket}', method='PUT')).read()"
