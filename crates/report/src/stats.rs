@@ -1,6 +1,6 @@
 //! The statistics of an experiment: a Wilson interval per run, a t interval of the mean
 //! across seeds, a paired bootstrap interval of a difference on the same tasks, McNemar's
-//! exact test, and the design's minimum detectable effect. Checked against scipy and statsmodels in `tests/stats_reference.rs`.
+//! exact test, and the design's minimum detectable effect. Checked against scipy and statsmodels in `tests/it/stats_reference.rs`.
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
