@@ -181,7 +181,7 @@ pub fn masked_nll(model: &Qwen2, batch: &Batch) -> (Tensor, f64) {
 /// order (the shuffling generator's position and what is left of the current shuffle), the
 /// log so far, and what the node adds (`extra`).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Position<E> {
+struct Position<E> {
     /// Steps done.
     pub step: usize,
     /// The shuffling generator's word position (a u128, as text: JSON numbers are f64).
@@ -225,10 +225,105 @@ impl<E> Position<E> {
     }
 }
 
+/// The resumable part of a training loop, the one `sft` and `rl` share: the data order
+/// (shuffled passes over `rows` examples, one shuffle per pass), the steps' log, and when to
+/// save. A node's own step (a supervised batch, a GRPO update) happens between
+/// [`batch`](Self::batch) and [`finish_step`](Self::finish_step); a node with a state store
+/// calls [`resume`](Self::resume) after restoring [`dir`](Self::dir) from it, and saves `dir`
+/// to it whenever `finish_step` says it saved.
+#[derive(Debug)]
+pub struct TrainingRun {
+    rng: rand_chacha::ChaCha8Rng,
+    order: Vec<usize>,
+    /// The steps' log so far.
+    pub log: Vec<scorch_tables::TrainStep>,
+    /// The first step to run: 0, or the one after the last saved.
+    pub start: usize,
+    rows: usize,
+    steps: usize,
+    save_every: usize,
+    dir: std::path::PathBuf,
+}
+
+impl TrainingRun {
+    /// A run of `steps` steps over `rows` examples, shuffled by `seed`, saving every
+    /// `save_every` steps (0: never) into `dir`.
+    pub fn new(
+        seed: u64,
+        rows: usize,
+        steps: usize,
+        save_every: usize,
+        dir: std::path::PathBuf,
+    ) -> Self {
+        use rand::SeedableRng;
+        Self {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            order: Vec::new(),
+            log: Vec::with_capacity(steps),
+            start: 0,
+            rows,
+            steps,
+            save_every,
+            dir,
+        }
+    }
+
+    /// The folder the run saves into and resumes from.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Go on from the state saved in [`dir`](Self::dir): the trainer's weights and optimiser,
+    /// the data order, the log. Returns the node's own counters.
+    pub fn resume<E: serde::de::DeserializeOwned>(
+        &mut self,
+        trainer: &mut Trainer,
+    ) -> Result<E, ModelError> {
+        let saved: Position<E> = load_training(&self.dir, trainer)?;
+        self.rng.set_word_pos(saved.word_pos());
+        (self.start, self.order, self.log) = (saved.step, saved.order, saved.log);
+        Ok(saved.extra)
+    }
+
+    /// The rows of the next batch of `size` (at most every row): taken from the current
+    /// pass, a new shuffled pass begun whenever it runs out.
+    pub fn batch(&mut self, size: usize) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        let mut pick = Vec::with_capacity(size);
+        while pick.len() < size.min(self.rows) {
+            if self.order.is_empty() {
+                self.order = (0..self.rows).collect();
+                self.order.shuffle(&mut self.rng);
+            }
+            pick.extend(self.order.pop());
+        }
+        pick
+    }
+
+    /// Log a finished step and, when one is due (never after the last step: the outputs are
+    /// written then), save the run with the node's counters (`extra`, asked for only then)
+    /// into [`dir`](Self::dir). `true`: it saved.
+    pub fn finish_step<E: serde::Serialize>(
+        &mut self,
+        entry: scorch_tables::TrainStep,
+        trainer: &Trainer,
+        extra: impl FnOnce() -> E,
+    ) -> Result<bool, ModelError> {
+        self.log.push(entry);
+        let done = self.log.len();
+        if !Position::<E>::due(done, self.save_every, self.steps) {
+            return Ok(false);
+        }
+        let position = Position::at(done, &self.rng, &self.order, &self.log, extra());
+        save_training(&self.dir, trainer, &position)?;
+        Ok(true)
+    }
+}
+
 /// Save a training run into folder `dir`: the weights that `trainer` trains (every weight, or
 /// a LoRA adapter's: a frozen base is not saved again), its state (`weights.safetensors`,
 /// `optimizer.safetensors`) and `position` (`position.json`).
-pub fn save_training<E: serde::Serialize>(
+fn save_training<E: serde::Serialize>(
     dir: &std::path::Path,
     trainer: &Trainer,
     position: &Position<E>,
@@ -244,7 +339,7 @@ pub fn save_training<E: serde::Serialize>(
 }
 
 /// Take up what [`save_training`] wrote into `dir`; returns the position.
-pub fn load_training<E: serde::de::DeserializeOwned>(
+fn load_training<E: serde::de::DeserializeOwned>(
     dir: &std::path::Path,
     trainer: &mut Trainer,
 ) -> Result<Position<E>, ModelError> {

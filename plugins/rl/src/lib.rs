@@ -7,9 +7,6 @@
 //! new assistant turns (tool observations masked), with an optional KL term to the start.
 #![deny(missing_docs)]
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use scorch_agent::oracle::Oracle;
 use scorch_agent::teacher::Teacher;
 use scorch_api::reexports::async_trait;
@@ -22,15 +19,14 @@ use scorch_model::precision::ComputeKind;
 use scorch_model::spec::{system_for, tool_for};
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{
-    Position, TrainConfig, Trainer, clip_len, collate, load_training, micro_batches, save_training,
-    token_logprobs,
+    TrainConfig, Trainer, TrainingRun, clip_len, collate, micro_batches, token_logprobs,
 };
 use scorch_tables::{Author, RlGroup, RlPrompt, Step, Task, TrainStep, Trajectory};
 
 pub mod loss;
 use serde::{Deserialize, Serialize};
 
-/// What an RL run counts beyond [`Position`], saved with it.
+/// What an RL run counts beyond its [`TrainingRun`], saved with it.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Counts {
     /// Episodes per reward class so far.
@@ -198,9 +194,6 @@ impl DeclaredPlugin for Rl {
         let chat = ck.chat;
         let max_len = ck.model.config.max_position_embeddings as usize;
         let policy = LocalModel::new("student", ck).with_batching(Batching::from_env()?);
-        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
-        let mut order: Vec<usize> = Vec::new();
-        let mut log = Vec::with_capacity(p.steps);
         let mut classes: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
         let mut history: Vec<Vec<(String, f64)>> = Vec::new();
         let mut group_log: Vec<RlGroup> = Vec::new();
@@ -209,52 +202,50 @@ impl DeclaredPlugin for Rl {
         }
         ctx.progress().set_total(p.steps as u64);
         let state = ctx.state_store().filter(|_| p.save_every > 0);
-        let state_dir = ctx.scratch_dir().join("state");
-        let mut start = 0;
+        // Saved only where a state store keeps it.
+        let save_every = if state.is_some() { p.save_every } else { 0 };
+        let mut run = TrainingRun::new(
+            ctx.seed(),
+            prompts.len(),
+            p.steps,
+            save_every,
+            ctx.scratch_dir().join("state"),
+        );
         // A run killed or preempted before: go on from its last saved step.
         if let Some(state) = &state
-            && state.load(&state_dir).await?.is_some()
+            && state.load(run.dir()).await?.is_some()
         {
-            let saved: Position<Counts> = {
+            let saved: Counts = {
                 // Held while the weights change under the model (it also drops cached prefixes).
                 let _guard = policy.lock();
-                load_training(&state_dir, &mut trainer)?
+                run.resume(&mut trainer)?
             };
-            rng.set_word_pos(saved.word_pos());
-            (start, order, log) = (saved.step, saved.order, saved.log);
             for class in RewardClass::ALL {
-                if let Some(&n) = saved.extra.classes.get(class.name()) {
+                if let Some(&n) = saved.classes.get(class.name()) {
                     classes.insert(class.name(), n);
                 }
             }
             // A resumed run reports what the steps before it did, as a whole run would have.
-            for (i, s) in log.iter().enumerate() {
-                for (name, value) in saved.extra.diagnostics.get(i).into_iter().flatten() {
+            for (i, s) in run.log.iter().enumerate() {
+                for (name, value) in saved.diagnostics.get(i).into_iter().flatten() {
                     ctx.metric_at(name, u64::from(s.step), *value);
                 }
                 ctx.metric_at("reward", u64::from(s.step), s.reward);
             }
-            history = saved.extra.diagnostics;
-            group_log = saved.extra.groups;
-            ctx.progress().advance(start as u64);
+            history = saved.diagnostics;
+            group_log = saved.groups;
+            ctx.progress().advance(run.start as u64);
             ctx.progress()
-                .message(&format!("resumed at step {start} of {}", p.steps));
+                .message(&format!("resumed at step {} of {}", run.start, p.steps));
         }
         // Adapter names on a shared server: this node's run, then the step.
         let served_prefix = format!(
             "scorch-rl-{}",
             &blake3::hash(ctx.scratch_dir().to_string_lossy().as_bytes()).to_hex()[..12]
         );
-        for step in start..p.steps {
+        for step in run.start..p.steps {
             ctx.check_cancelled()?;
-            let mut pick = Vec::new();
-            while pick.len() < p.prompts_per_step.min(prompts.len()) {
-                if order.is_empty() {
-                    order = (0..prompts.len()).collect();
-                    order.shuffle(&mut rng);
-                }
-                pick.extend(order.pop());
-            }
+            let pick = run.batch(p.prompts_per_step);
             // G episodes per prompt, all advanced together.
             let mut eps = Vec::new();
             let mut owners = Vec::new();
@@ -527,28 +518,23 @@ impl DeclaredPlugin for Rl {
             ] {
                 ctx.progress().metric(name, Some(step as u64), value);
             }
-            log.push(TrainStep {
+            ctx.progress()
+                .message(&format!("reward {mean_reward:.3}, loss {loss_value:.3}"));
+            ctx.progress().advance(1);
+            let entry = TrainStep {
                 step: step as u32,
                 loss: loss_value,
                 lr,
                 grad_norm: norm,
                 reward: mean_reward,
-            });
-            ctx.progress()
-                .message(&format!("reward {mean_reward:.3}, loss {loss_value:.3}"));
-            ctx.progress().advance(1);
-            let done = step + 1;
-            if let Some(state) = &state
-                && Position::<Counts>::due(done, p.save_every, p.steps)
-            {
-                let counts = Counts {
-                    classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
-                    diagnostics: history.clone(),
-                    groups: group_log.clone(),
-                };
-                let position = Position::at(done, &rng, &order, &log, counts);
-                save_training(&state_dir, &trainer, &position)?;
-                state.save(done as u64, &state_dir).await?;
+            };
+            let saved = run.finish_step(entry, &trainer, || Counts {
+                classes: classes.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+                diagnostics: history.clone(),
+                groups: group_log.clone(),
+            })?;
+            if saved && let Some(state) = &state {
+                state.save(run.log.len() as u64, run.dir()).await?;
             }
         }
         for class in RewardClass::ALL {
@@ -557,7 +543,7 @@ impl DeclaredPlugin for Rl {
         }
         let dir = ctx.blob_dir("checkpoint")?;
         policy.lock().save(&dir)?;
-        ctx.write_rows("metrics", &log)?;
+        ctx.write_rows("metrics", &run.log)?;
         ctx.write_rows("groups", &group_log)
     }
 }

@@ -4,9 +4,6 @@
 //! tokenizer trained on the trajectories' text and a small Qwen2.
 #![deny(missing_docs)]
 
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use scorch_api::reexports::async_trait;
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::sft::{LossOn, SftParams};
@@ -15,9 +12,7 @@ use scorch_model::encode::encode_trajectory_where;
 use scorch_model::precision::ComputeKind;
 use scorch_model::scratch::from_scratch;
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
-use scorch_model::train::{
-    Position, TrainConfig, Trainer, clip_len, load_training, masked_nll, save_training,
-};
+use scorch_model::train::{TrainConfig, Trainer, TrainingRun, clip_len, masked_nll};
 use scorch_tables::{Author, TrainStep, Trajectory};
 
 /// The `sft` plugin.
@@ -95,33 +90,22 @@ impl DeclaredPlugin for Sft {
                     clip: p.clip,
                 };
                 let mut trainer = Trainer::new(&ck.vs, config)?;
-                let mut rng = ChaCha8Rng::seed_from_u64(seed);
-                let mut order: Vec<usize> = Vec::new();
-                let mut log = Vec::with_capacity(p.steps);
-                let mut start = 0;
+                // Saved only where a state store keeps it.
+                let save_every = if state.is_some() { p.save_every } else { 0 };
+                let mut run = TrainingRun::new(seed, seqs.len(), p.steps, save_every, state_dir);
                 // A run killed or preempted before: go on from its last saved step.
                 if let Some(state) = &state
-                    && let Some(step) = state.load_blocking(&state_dir)?
+                    && state.load_blocking(run.dir())?.is_some()
                 {
-                    let saved: Position<()> = load_training(&state_dir, &mut trainer)?;
-                    rng.set_word_pos(saved.word_pos());
-                    (start, order, log) = (saved.step, saved.order, saved.log);
-                    debug_assert_eq!(start as u64, step);
-                    progress.advance(start as u64);
-                    progress.message(&format!("resumed at step {start} of {}", p.steps));
+                    run.resume::<()>(&mut trainer)?;
+                    progress.advance(run.start as u64);
+                    progress.message(&format!("resumed at step {} of {}", run.start, p.steps));
                 }
-                for step in start..p.steps {
+                for step in run.start..p.steps {
                     if cancel.is_cancelled() {
                         return Err(PluginError::cancelled());
                     }
-                    let mut pick = Vec::with_capacity(p.batch_size);
-                    while pick.len() < p.batch_size.min(seqs.len()) {
-                        if order.is_empty() {
-                            order = (0..seqs.len()).collect();
-                            order.shuffle(&mut rng);
-                        }
-                        pick.extend(order.pop());
-                    }
+                    let mut pick = run.batch(p.batch_size);
                     // By length: each micro-batch then pads to little more than its own rows.
                     pick.sort_by_key(|&i| (seqs[i].0.len(), i));
                     let batch: Vec<(Vec<i64>, Vec<f32>)> =
@@ -145,24 +129,21 @@ impl DeclaredPlugin for Sft {
                     progress.metric("lr", Some(step as u64), lr);
                     progress.metric("grad_norm", Some(step as u64), grad_norm);
                     progress.advance(1);
-                    log.push(TrainStep {
+                    let entry = TrainStep {
                         step: step as u32,
                         loss: value,
                         lr,
                         grad_norm,
                         reward: 0.0,
-                    });
-                    let done = step + 1;
-                    if let Some(state) = &state
-                        && Position::<()>::due(done, p.save_every, p.steps)
+                    };
+                    if run.finish_step(entry, &trainer, || ())?
+                        && let Some(state) = &state
                     {
-                        let position = Position::at(done, &rng, &order, &log, ());
-                        save_training(&state_dir, &trainer, &position)?;
-                        state.save_blocking(done as u64, &state_dir)?;
+                        state.save_blocking(run.log.len() as u64, run.dir())?;
                     }
                 }
                 ck.save(&out_dir)?;
-                Ok(log)
+                Ok(run.log)
             })
             .await?;
         for s in steps.iter().step_by((steps.len() / 20).max(1)) {
