@@ -7,45 +7,87 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use minijinja::{Environment, context};
 use scorch_tables::{Author, Step, StepKind, Task};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::format::{Message, Role, parse_step, render_messages, render_step};
 use crate::judge::parse_reply;
 use crate::teacher::{Cost, Demonstration, Teacher, TeacherError, Verdict};
 use crate::tool::Tool;
 
-/// Sampling settings of one chat call: the one sampling type of every chat, to a teacher, an
-/// endpoint or the local student. A node's `sampling:` params become these
-/// (`SamplingParams::chat_options`); the defaults are a judge's: greedy, 1,024 tokens.
-#[derive(Debug, Clone, PartialEq)]
+/// Sampling settings: the one sampling type of scorch, for every chat (to a teacher, an
+/// endpoint or the local student) and in node params (`sampling:`, where `temperature`,
+/// `top_p`, `top_k` and `max_tokens` can be written; the stop strings and the seed are the
+/// caller's). One set of defaults, a student's turn: temperature 1, no nucleus or top-k cut,
+/// 96 tokens. Callers narrow it where they need to: [`ChatOptions::greedy`] for judges and
+/// teachers, [`ChatOptions::seeded`] for a node's sampler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ChatOptions {
     /// Sampling temperature (0: greedy).
+    #[serde(default = "one")]
     pub temperature: f64,
     /// Nucleus sampling (1: off).
+    #[serde(default = "one")]
     pub top_p: f64,
     /// Keep the k most likely tokens (0: off; endpoints get it only when set, as vLLM's and
     /// SGLang's `top_k`).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub top_k: usize,
-    /// Most tokens to write.
+    /// Most tokens per turn.
+    #[serde(default = "default_max_tokens")]
     pub max_tokens: usize,
     /// Stop strings (cut from the text).
+    #[serde(skip)]
     pub stop: Vec<String>,
     /// The sampler's seed (none: the server's choice; the local student then uses 0).
+    #[serde(skip)]
     pub seed: Option<u64>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn default_max_tokens() -> usize {
+    96
+}
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for ChatOptions {
     fn default() -> Self {
         Self {
-            temperature: 0.0,
+            temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
-            max_tokens: 1024,
+            max_tokens: default_max_tokens(),
             stop: Vec::new(),
             seed: None,
         }
     }
 }
+
+impl ChatOptions {
+    /// Greedy, up to `max_tokens`: a judge's or a teacher's call.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            temperature: 0.0,
+            max_tokens,
+            ..Self::default()
+        }
+    }
+
+    /// These settings with the sampler's seed `seed`.
+    pub fn seeded(&self, seed: u64) -> Self {
+        Self {
+            seed: Some(seed),
+            ..self.clone()
+        }
+    }
+}
+
+/// Most tokens of a teacher's or judge's reply.
+const JUDGE_TOKENS: usize = 1024;
 
 /// One chat completion.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,7 +240,10 @@ pub async fn answers_match(
         context! { question => question, predicted => predicted, gold => gold },
     )?;
     let reply = client
-        .chat(&[Message::new(Role::User, prompt)], &ChatOptions::default())
+        .chat(
+            &[Message::new(Role::User, prompt)],
+            &ChatOptions::greedy(JUDGE_TOKENS),
+        )
         .await?;
     Ok((
         says_yes(&reply.text),
@@ -244,7 +289,7 @@ impl LlmTeacher {
             system: system.to_owned(),
             tool: Box::new(tool),
             turn_limit,
-            options: ChatOptions::default(),
+            options: ChatOptions::greedy(JUDGE_TOKENS),
         }
     }
 

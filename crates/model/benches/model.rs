@@ -76,15 +76,14 @@ fn main() {
         .collect();
     let batch = collate(&seqs, 0, Device::Cpu).expect("batch");
     let s = Sampling {
-        temperature: 0.0,
-        max_new_tokens: NEW,
+        options: scorch_agent::llm::ChatOptions::greedy(NEW),
         ..Default::default()
     };
     generate(
         &ck.model,
         &prompts[..2],
         &Sampling {
-            max_new_tokens: 4,
+            options: scorch_agent::llm::ChatOptions::greedy(4),
             ..s.clone()
         },
         0,

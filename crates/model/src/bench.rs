@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor, nn};
 
+use scorch_agent::llm::ChatOptions;
+
 use crate::ModelError;
 use crate::checkpoint::hf_init;
 use crate::generate::{Sampling, generate};
@@ -255,8 +257,10 @@ fn run_train(b: &TrainBench) -> Result<TrainReport, ModelError> {
                 let prompt = b.seq - new;
                 let prompts: Vec<Vec<i64>> = rows.iter().map(|r| r[..prompt].to_vec()).collect();
                 let s = Sampling {
-                    temperature: 1.0,
-                    max_new_tokens: new,
+                    options: ChatOptions {
+                        max_tokens: new,
+                        ..ChatOptions::default()
+                    },
                     ..Sampling::default()
                 };
                 let t = Instant::now();
@@ -379,8 +383,7 @@ pub fn generation(b: &GenerateBench) -> Result<GenerateReport, ModelError> {
     }
     let prompts = random_tokens(b.config.vocab_size, b.batch, b.prompt, 2);
     let s = Sampling {
-        temperature: 0.0,
-        max_new_tokens: b.new_tokens,
+        options: ChatOptions::greedy(b.new_tokens),
         ..Sampling::default()
     };
     let run = || -> Result<f64, ModelError> {

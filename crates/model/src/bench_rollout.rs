@@ -183,7 +183,7 @@ async fn one_path(
         &client,
         &mut eps,
         "bench",
-        &ChatOptions::default(),
+        &ChatOptions::greedy(1024),
         Author::Student,
         &NoProgress,
         Schedule {

@@ -330,7 +330,7 @@ impl<'a> Shard<'a> {
                 }
             };
             let sampling = self.text.sampling(&job.options)?;
-            let cap = sampling.max_new_tokens.min(self.text.room(&prompt));
+            let cap = sampling.options.max_tokens.min(self.text.room(&prompt));
             if cap == 0 {
                 let _ = job.reply.send(Ok(no_room(prompt.len())));
                 continue;

@@ -6,37 +6,28 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
+use scorch_agent::llm::ChatOptions;
+
 use crate::ModelError;
 use crate::prefix::Prefix;
 use crate::qwen2::{KvCache, Qwen2};
 
-/// Sampling settings.
-#[derive(Debug, Clone, PartialEq)]
+/// The sampler's settings: the one sampling type ([`ChatOptions`]) and the tokens that end a
+/// sequence.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Sampling {
-    /// 0 means greedy.
-    pub temperature: f64,
-    /// Keep the smallest set of tokens whose probability reaches this (1.0: off).
-    pub top_p: f64,
-    /// Keep the k most likely tokens (0: off).
-    pub top_k: usize,
-    /// Most new tokens per sequence.
-    pub max_new_tokens: usize,
+    /// Temperature (0: greedy), top-p (1: off), top-k (0: off), the most new tokens per
+    /// sequence (`max_tokens`), and the seed (none: 0) from which [`generate`] derives each
+    /// sequence's own.
+    pub options: ChatOptions,
     /// Tokens that end a sequence (kept in the output).
     pub stop_tokens: Vec<i64>,
-    /// Seed of the sampler: [`generate`] derives each sequence's own from it.
-    pub seed: u64,
 }
 
-impl Default for Sampling {
-    fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_p: 1.0,
-            top_k: 0,
-            max_new_tokens: 64,
-            stop_tokens: Vec::new(),
-            seed: 0,
-        }
+impl Sampling {
+    /// The sampler's seed.
+    pub fn seed(&self) -> u64 {
+        self.options.seed.unwrap_or(0)
     }
 }
 
@@ -65,7 +56,7 @@ pub struct Generation {
 
 /// Pick a token from `logits` (one row).
 fn sample(logits: &[f32], s: &Sampling, rng: &mut ChaCha8Rng) -> usize {
-    if s.temperature <= 0.0 {
+    if s.options.temperature <= 0.0 {
         return logits
             .iter()
             .enumerate()
@@ -75,25 +66,25 @@ fn sample(logits: &[f32], s: &Sampling, rng: &mut ChaCha8Rng) -> usize {
             )
             .0;
     }
-    let t = s.temperature as f32;
+    let t = s.options.temperature as f32;
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut probs: Vec<(usize, f32)> = logits
         .iter()
         .enumerate()
         .map(|(i, &v)| (i, ((v - max) / t).exp()))
         .collect();
-    if s.top_k > 0 || s.top_p < 1.0 {
+    if s.options.top_k > 0 || s.options.top_p < 1.0 {
         probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if s.top_k > 0 {
-            probs.truncate(s.top_k.max(1));
+        if s.options.top_k > 0 {
+            probs.truncate(s.options.top_k.max(1));
         }
-        if s.top_p < 1.0 {
+        if s.options.top_p < 1.0 {
             let total: f32 = probs.iter().map(|p| p.1).sum();
             let mut acc = 0.0;
             let mut keep = probs.len();
             for (i, p) in probs.iter().enumerate() {
                 acc += p.1 / total;
-                if acc >= s.top_p as f32 {
+                if acc >= s.options.top_p as f32 {
                     keep = i + 1;
                     break;
                 }
@@ -135,7 +126,7 @@ pub fn generate(
     stop_check: impl Fn(usize, &[i64]) -> bool + Sync,
 ) -> Result<Vec<Generation>, ModelError> {
     let reuse = prompts.iter().map(|_| None).collect();
-    let seeds: Vec<u64> = (0..prompts.len()).map(|i| row_seed(s.seed, i)).collect();
+    let seeds: Vec<u64> = (0..prompts.len()).map(|i| row_seed(s.seed(), i)).collect();
     Ok(generate_reusing(model, prompts, reuse, &seeds, s, pad, false, stop_check)?.0)
 }
 
@@ -237,7 +228,7 @@ fn generate_shard(
     // generates never depends on the other prompts of its batch.
     let caps: Vec<usize> = prompts
         .iter()
-        .map(|p| s.max_new_tokens.min(positions.saturating_sub(p.len())))
+        .map(|p| s.options.max_tokens.min(positions.saturating_sub(p.len())))
         .collect();
     let max_new = caps.iter().copied().max().unwrap_or(0);
     let device: Device = model.device();
@@ -417,7 +408,7 @@ pub(crate) fn pick(
     let last = last.to_kind(Kind::Float);
     let logp = last.log_softmax(-1, Kind::Float);
     let device = last.device();
-    if device != Device::Cpu && samplers.iter().all(|(s, _)| s.temperature <= 0.0) {
+    if device != Device::Cpu && samplers.iter().all(|(s, _)| s.options.temperature <= 0.0) {
         // Greedy on an accelerator: pick on the device and copy back two numbers per row
         // instead of two rows of the vocabulary (torch's argmax, like `sample`, takes the
         // first of equal maxima).

@@ -138,7 +138,7 @@ pub async fn rollouts(
                     policy.as_ref(),
                     &mut batch,
                     system,
-                    &r.sampling.chat_options(r.seed),
+                    &r.sampling.seeded(r.seed),
                     Author::Student,
                     r.progress,
                     episode::Schedule {

@@ -59,12 +59,12 @@ impl<'a> Text<'a> {
     /// The sampler settings of `o` (its seed aside: each request has its own).
     pub(crate) fn sampling(self, o: &ChatOptions) -> Result<Sampling, ModelError> {
         Ok(Sampling {
-            temperature: o.temperature,
-            top_p: o.top_p,
-            top_k: o.top_k,
-            max_new_tokens: o.max_tokens,
+            options: ChatOptions {
+                stop: Vec::new(),
+                seed: None,
+                ..o.clone()
+            },
             stop_tokens: vec![token_id(self.tk, IM_END)?, token_id(self.tk, END_OF_TEXT)?],
-            seed: 0,
         })
     }
 

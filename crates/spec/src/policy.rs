@@ -42,51 +42,11 @@ pub fn model_inputs(sig: scorch_api::Signature) -> scorch_api::Signature {
         .optional_input("base", scorch_api::PortType::Blobs)
 }
 
-/// Sampling settings in node params.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SamplingParams {
-    /// 0: greedy.
-    #[serde(default = "one")]
-    pub temperature: f64,
-    /// Nucleus sampling.
-    #[serde(default = "one")]
-    pub top_p: f64,
-    /// Most tokens per turn.
-    #[serde(default = "max_tokens")]
-    pub max_tokens: usize,
-}
-
-fn one() -> f64 {
-    1.0
-}
-fn max_tokens() -> usize {
-    96
-}
-
-impl SamplingParams {
-    /// As the options of a chat call, with the sampler's seed.
-    pub fn chat_options(&self, seed: u64) -> scorch_agent::llm::ChatOptions {
-        scorch_agent::llm::ChatOptions {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: 0,
-            max_tokens: self.max_tokens,
-            stop: Vec::new(),
-            seed: Some(seed),
-        }
-    }
-}
-
-impl Default for SamplingParams {
-    fn default() -> Self {
-        Self {
-            temperature: 1.0,
-            top_p: 1.0,
-            max_tokens: max_tokens(),
-        }
-    }
-}
+/// Sampling settings in node params: the one sampling type, [`ChatOptions`]
+/// (`temperature`, `top_p`, `top_k`, `max_tokens`).
+///
+/// [`ChatOptions`]: scorch_agent::llm::ChatOptions
+pub use scorch_agent::llm::ChatOptions as SamplingParams;
 
 /// Where an endpoint is and how to talk to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

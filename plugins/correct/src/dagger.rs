@@ -45,7 +45,7 @@ pub async fn dagger(
         student.as_ref(),
         &mut eps,
         system,
-        &p.sampling.chat_options(seed),
+        &p.sampling.seeded(seed),
         Author::Student,
         &scorch_api::NoProgress,
         episode::Schedule {

@@ -186,7 +186,7 @@ pub async fn mentor_with(
                 )
             })
             .collect();
-        let options = p.sampling.chat_options(seed.wrapping_add(u64::from(round)));
+        let options = p.sampling.seeded(seed.wrapping_add(u64::from(round)));
         let before: Vec<usize> = batch.iter().map(|e| e.steps.len()).collect();
         episode::run_with(
             student.as_ref(),

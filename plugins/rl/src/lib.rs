@@ -268,7 +268,7 @@ impl DeclaredPlugin for Rl {
             let system = system_for(eps.first().map_or("", |e| e.task.task_id.as_str()));
             let options = p
                 .sampling
-                .chat_options(ctx.seed().wrapping_add(step as u64 * 7919));
+                .seeded(ctx.seed().wrapping_add(step as u64 * 7919));
             // Endpoint rollouts: the adapter as it is now, loaded into the server under a name
             // of this step, so the rollouts sample from exactly the weights the update starts at.
             let published = match &p.rollout {

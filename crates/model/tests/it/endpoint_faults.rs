@@ -161,7 +161,7 @@ async fn forty(client: &OpenAiClient) -> (Vec<Episode>, Result<(u64, u64), Model
         client,
         &mut eps,
         "sys",
-        &ChatOptions::default(),
+        &ChatOptions::greedy(1024),
         Author::Student,
         &NoProgress,
         Schedule {

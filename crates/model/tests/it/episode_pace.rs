@@ -105,7 +105,7 @@ async fn independent_episodes_give_the_lock_step_trajectories() {
             &policy,
             &mut eps,
             "sys",
-            &ChatOptions::default(),
+            &ChatOptions::greedy(1024),
             Author::Student,
             &NoProgress,
             Schedule {
@@ -228,7 +228,7 @@ async fn the_tool_calls_of_many_episodes_run_at_once() {
             &Script,
             &mut eps,
             "sys",
-            &ChatOptions::default(),
+            &ChatOptions::greedy(1024),
             Author::Student,
             &NoProgress,
             Schedule {
@@ -269,7 +269,7 @@ fn a_slow_tool_never_blocks_the_async_runtime() {
             &Script,
             &mut eps,
             "sys",
-            &ChatOptions::default(),
+            &ChatOptions::greedy(1024),
             Author::Student,
             &NoProgress,
             Schedule {

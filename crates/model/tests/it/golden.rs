@@ -107,8 +107,7 @@ fn hf_checkpoints_load_and_agree_with_transformers() {
             .map(|x| x.as_i64().unwrap())
             .collect();
         let s = Sampling {
-            temperature: 0.0,
-            max_new_tokens: 12,
+            options: scorch_agent::llm::ChatOptions::greedy(12),
             ..Default::default()
         };
         let ours = generate(&ck.model, std::slice::from_ref(&prompt), &s, 0, |_, _| {

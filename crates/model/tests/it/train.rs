@@ -168,8 +168,7 @@ fn padding_and_batching_change_no_sequence() {
     // cache (which grows past its first size) gives what a full forward pass gives.
     let prompts: Vec<Vec<i64>> = picked.iter().map(|s| s.0.clone()).collect();
     let s = scorch_model::generate::Sampling {
-        temperature: 0.0,
-        max_new_tokens: 12,
+        options: scorch_agent::llm::ChatOptions::greedy(12),
         ..Default::default()
     };
     let batched =
@@ -212,9 +211,11 @@ fn sharded_generation_matches_one_thread() {
     let prompts: Vec<Vec<i64>> = seqs.iter().map(|s| s.0[..s.0.len() - 4].to_vec()).collect();
     assert!(prompts.len() >= 16, "enough prompts for two shards");
     let s = scorch_model::generate::Sampling {
-        temperature: 1.0,
-        max_new_tokens: 10,
-        seed: 5,
+        options: scorch_agent::llm::ChatOptions {
+            max_tokens: 10,
+            ..Default::default()
+        }
+        .seeded(5),
         ..Default::default()
     };
     // Sequence 13 is stopped by the caller after three tokens: the check sees whole-batch
@@ -259,8 +260,7 @@ fn a_sequence_generates_the_same_alone_and_beside_a_long_prompt() {
         .take(positions - 3)
         .collect();
     let s = scorch_model::generate::Sampling {
-        temperature: 0.0,
-        max_new_tokens: 8,
+        options: scorch_agent::llm::ChatOptions::greedy(8),
         ..Default::default()
     };
     let generate = |prompts: &[Vec<i64>]| {
