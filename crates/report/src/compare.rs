@@ -507,12 +507,27 @@ pub fn write(arms: &[ArmSummary], baseline: Option<&str>, dir: &Path) -> Result<
                     (a.arm.clone(), v)
                 })
                 .collect();
+            // Each bar's Wilson interval over its tasks of all seeds.
+            let intervals: Vec<Vec<Option<(f64, f64)>>> = mine
+                .iter()
+                .map(|a| {
+                    ops.iter()
+                        .map(|o| {
+                            a.by_ops.get(o).map(|&(k, n)| {
+                                let w = crate::stats::wilson(k, n, 0.95);
+                                (w.lo, w.hi)
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
             crate::plots::bars(
                 &dir.join(format!("success_by_ops_{split}.png")),
-                &format!("Success by number of operations ({split})"),
+                &format!("Success by number of operations ({split}; 95% Wilson intervals)"),
                 "success",
                 &groups,
                 &series,
+                &intervals,
                 1.0,
             )?;
         }

@@ -174,13 +174,15 @@ fn plot_top(chart: &Chart<'_, '_>, legend: &DrawingArea<BitMapBackend<'_>, Shift
 }
 
 /// Grouped bars: one group per `groups` entry, one bar per series, heights in 0..=`y_max`;
-/// each group's name centred under its bars, each value over its bar.
+/// each group's name centred under its bars, each value over its bar. `intervals[s][g]`,
+/// where given, is bar `g` of series `s`'s interval `(lo, hi)`, drawn as an error bar.
 pub fn bars(
     path: &Path,
     title: &str,
     y_label: &str,
     groups: &[String],
     series: &[(String, Vec<f64>)],
+    intervals: &[Vec<Option<(f64, f64)>>],
     y_max: f64,
 ) -> Result<(), EngineError> {
     let root = canvas(path, (960, 540))?;
@@ -221,6 +223,27 @@ pub fn bars(
         } else {
             12.0
         };
+        // Each bar's interval, an error bar with caps; its label then sits above the bar's
+        // top end.
+        let interval = |g: usize| intervals.get(s).and_then(|i| i.get(g).copied().flatten());
+        let cap = slot * 0.18;
+        chart
+            .draw_series(values.iter().enumerate().filter_map(|(g, _)| {
+                let (lo, hi) = interval(g)?;
+                let x = center(g, s);
+                Some(PathElement::new(
+                    vec![
+                        (x - cap, lo),
+                        (x + cap, lo),
+                        (x, lo),
+                        (x, hi),
+                        (x - cap, hi),
+                        (x + cap, hi),
+                    ],
+                    BLACK.stroke_width(2),
+                ))
+            }))
+            .map_err(|e| fail(title, e))?;
         chart
             .draw_series(values.iter().enumerate().map(|(g, &v)| {
                 let label = if y_max <= 1.0 {
@@ -228,9 +251,10 @@ pub fn bars(
                 } else {
                     format!("{v:.0}")
                 };
+                let top = interval(g).map_or(v, |(_, hi)| hi.max(v));
                 Label::new(
                     label,
-                    (center(g, s), v.max(0.0) + 0.055 * y_max),
+                    (center(g, s), top.max(0.0) + 0.055 * y_max),
                     label_size,
                 )
                 .centered()
@@ -558,6 +582,68 @@ fn kind_color(kind: &str) -> usize {
 mod tests {
     use super::*;
 
+    /// A PNG's pixels as RGB rows.
+    fn rgb(path: &Path) -> (usize, Vec<[u8; 3]>) {
+        let decoder =
+            png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let step = info.color_type.samples();
+        let pixels = buf[..info.buffer_size()]
+            .chunks(step)
+            .map(|p| [p[0], p[1], p[2]])
+            .collect();
+        (info.width as usize, pixels)
+    }
+
+    #[test]
+    fn an_interval_is_drawn_as_an_error_bar_across_the_bar_top() {
+        let dir = tempfile::tempdir().unwrap();
+        let draw = |name: &str, intervals: &[Vec<Option<(f64, f64)>>]| {
+            let path = dir.path().join(name);
+            let series = [("test".to_owned(), vec![0.5])];
+            bars(
+                &path,
+                "t",
+                "accuracy",
+                &["arm".into()],
+                &series,
+                intervals,
+                1.0,
+            )
+            .unwrap();
+            rgb(&path)
+        };
+        let (width, plain) = draw("plain.png", &[]);
+        let (_, with) = draw("with.png", &[vec![Some((0.3, 0.9))]]);
+        // The bar: the columns with many pixels of the series' colour (the legend's mark has
+        // few), and its rows in the middle one.
+        let c = color(0);
+        let bar = [c.0, c.1, c.2];
+        let height = plain.len() / width;
+        let column = |x: usize| (0..height).filter(|&y| plain[y * width + x] == bar).count();
+        let cols: Vec<usize> = (0..width).filter(|&x| column(x) > 50).collect();
+        assert!(!cols.is_empty(), "no bar drawn");
+        let x = (cols[0] + cols[cols.len() - 1]) / 2;
+        let rows: Vec<usize> = (0..height)
+            .filter(|&y| plain[y * width + x] == bar)
+            .collect();
+        let (top, bottom) = (rows[0] as f64, rows[rows.len() - 1] as f64);
+        // The bar spans 0 to 0.5: the row of value v.
+        let row = |v: f64| (bottom - v / 0.5 * (bottom - top)).round() as usize;
+        let dark = |p: [u8; 3]| p.iter().all(|&c| c < 90);
+        for v in [0.35, 0.45, 0.6, 0.75, 0.85] {
+            assert!(dark(with[row(v) * width + x]), "no error bar at {v}");
+            assert!(
+                !dark(plain[row(v) * width + x]),
+                "something dark at {v} without one"
+            );
+        }
+        // Nothing above the interval's top end but its label.
+        assert!(!dark(with[row(0.95) * width + x]));
+    }
+
     fn graph(nodes: &[(&str, &str)], edges: &[(usize, usize)]) -> Graph {
         let mut inputs = vec![Vec::new(); nodes.len()];
         for &(from, to) in edges {
@@ -651,6 +737,7 @@ mod tests {
             "acc",
             &groups,
             &series,
+            &[vec![Some((0.05, 0.2)), None]],
             1.0,
         )
         .unwrap();

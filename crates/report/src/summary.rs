@@ -266,12 +266,13 @@ fn md_table_to_html(md: &str) -> String {
     out
 }
 
-/// The top of a share axis zoomed to the data (with room for the labels), so 1.3% and 0.7%
-/// are told apart; at most 100%.
-fn zoom(series: &[(String, Vec<f64>)]) -> f64 {
+/// The top of a share axis zoomed to the data and the intervals' top ends (with room for the
+/// labels), so 1.3% and 0.7% are told apart; at most 100%.
+fn zoom_with(series: &[(String, Vec<f64>)], intervals: &[Vec<Option<(f64, f64)>>]) -> f64 {
     let top = series
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
+        .chain(intervals.iter().flatten().flatten().map(|(_, hi)| *hi))
         .fold(0.0f64, f64::max);
     (top * 1.25).clamp(0.02, 1.0)
 }
@@ -327,13 +328,34 @@ pub async fn figures(
                 (sp.clone(), values)
             })
             .collect();
+        // Each bar's Wilson interval, from its correct answers over all its rows.
+        let intervals: Vec<Vec<Option<(f64, f64)>>> = splits
+            .iter()
+            .map(|sp| {
+                arms.iter()
+                    .map(|arm| {
+                        let (k, n) = results
+                            .iter()
+                            .filter(|r| &r.label == arm && &series_of(r) == sp)
+                            .fold((0u64, 0u64), |(k, n), r| {
+                                (k + u64::from(r.correct), n + u64::from(r.n))
+                            });
+                        (n > 0).then(|| {
+                            let w = wilson(k, n, 0.95);
+                            (w.lo, w.hi)
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
         crate::plots::bars(
             &dir.join("accuracy.png"),
-            "Accuracy by stage",
+            "Accuracy by stage (95% Wilson intervals)",
             "accuracy",
             &arms,
             &series,
-            zoom(&series),
+            &intervals,
+            zoom_with(&series, &intervals),
         )?;
         drawn.push(("accuracy.png".into(), "Accuracy by stage and split".into()));
     }
@@ -466,6 +488,7 @@ pub async fn figures(
             "share of episodes",
             &groups,
             &series,
+            &[],
             1.0,
         )?;
         drawn.push((
