@@ -111,28 +111,30 @@ fn imported(code: &str) -> BTreeSet<String> {
     out
 }
 
+/// The `.rs` files under `src` with their path relative to it, sorted (`bin/` left out:
+/// binaries are crates of their own).
+fn rust_files(src: &Path) -> std::io::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(src).sort_by_file_name() {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let path = entry.path();
+        let rel = path.strip_prefix(src).unwrap_or(path).to_path_buf();
+        if rel.starts_with("bin") || path.extension().is_none_or(|e| e != "rs") {
+            continue;
+        }
+        files.push((path.to_path_buf(), rel));
+    }
+    Ok(files)
+}
+
 /// The module graph of the crate whose source folder is `src`.
 pub fn module_graph(src: &Path) -> std::io::Result<ModuleGraph> {
     let mut graph = ModuleGraph::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            let rel = path.strip_prefix(src).unwrap_or(&path).to_path_buf();
-            if path.is_dir() {
-                if rel != Path::new("bin") {
-                    stack.push(path);
-                }
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let module = module_of(&rel);
-            let text = std::fs::read_to_string(&path)?;
-            let entry = graph.entry(module.clone()).or_default();
-            entry.extend(imported(&code(&text)).into_iter().filter(|m| *m != module));
-        }
+    for (path, rel) in rust_files(src)? {
+        let module = module_of(&rel);
+        let text = std::fs::read_to_string(&path)?;
+        let entry = graph.entry(module.clone()).or_default();
+        entry.extend(imported(&code(&text)).into_iter().filter(|m| *m != module));
     }
     // Only edges to the crate's own modules (`crate::SomeType` re-exported at the root is not
     // a module).
@@ -211,21 +213,12 @@ pub fn cycles(graph: &ModuleGraph) -> Vec<Vec<String>> {
 /// left out) where a `Result` has `String` as its error type: `(file, line)`.
 pub fn string_errors(src: &Path) -> std::io::Result<Vec<(PathBuf, usize)>> {
     let mut found = Vec::new();
-    let mut stack = vec![src.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = code(&std::fs::read_to_string(&path)?);
-                for at in string_error_offsets(&text) {
-                    found.push((path.clone(), text[..at].lines().count()));
-                }
-            }
+    for (path, _) in rust_files(src)? {
+        let text = code(&std::fs::read_to_string(&path)?);
+        for at in string_error_offsets(&text) {
+            found.push((path.clone(), text[..at].lines().count()));
         }
     }
-    found.sort();
     Ok(found)
 }
 
