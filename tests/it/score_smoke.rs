@@ -208,7 +208,7 @@ fn the_smoke_profile_of_score_yaml_runs_end_to_end() {
         assert!((mean - s.reward).abs() < 1e-9, "step {}: {mine:?}", s.step);
         for g in mine {
             assert_eq!(g.rewards.len(), 2);
-            assert!((g.reward - (g.rewards[0] + g.rewards[1]) / 2.0).abs() < 1e-12);
+            assert!((g.mean() - (g.rewards[0] + g.rewards[1]) / 2.0).abs() < 1e-12);
         }
     }
     let nodes = std::fs::read_to_string(p.path().join("rep/nodes.md")).unwrap();

@@ -97,7 +97,7 @@ fn by_prompt(groups: &[RlGroup], window: usize, n: usize) -> Option<PromptPaired
         let mut sums: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
         for g in groups.iter().filter(|g| range.contains(&(g.step as usize))) {
             let e = sums.entry(g.task_id.as_str()).or_default();
-            (e.0, e.1) = (e.0 + g.reward, e.1 + 1.0);
+            (e.0, e.1) = (e.0 + g.mean(), e.1 + 1.0);
         }
         sums.into_iter()
             .map(|(k, (sum, count))| (k, sum / count))
@@ -220,7 +220,6 @@ mod tests {
             task_id: task.to_owned(),
             prefix_len: 0,
             rewards: vec![reward],
-            reward,
         }
     }
 

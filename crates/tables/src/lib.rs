@@ -285,8 +285,13 @@ pub struct RlGroup {
     pub prefix_len: u32,
     /// Each episode's reward, in sampling order.
     pub rewards: Vec<f64>,
-    /// Their mean.
-    pub reward: f64,
+}
+
+impl RlGroup {
+    /// The group's mean reward.
+    pub fn mean(&self) -> f64 {
+        self.rewards.iter().sum::<f64>() / self.rewards.len().max(1) as f64
+    }
 }
 
 impl TableRow for RlGroup {

@@ -309,14 +309,18 @@ impl DeclaredPlugin for Rl {
                 .iter()
                 .map(|e| (e.task.clone(), e.steps.clone(), e.final_answer.clone()))
                 .collect();
-            let mut rewards = Vec::with_capacity(finished.len());
-            let mut step_classes = Vec::with_capacity(finished.len());
-            for ((task, steps, answer), &pi) in finished.iter().zip(&owners) {
-                let start = if p.from_prefix {
+            // Where each prompt's new steps begin: after its verified prefix, or at the start.
+            let new_from = |pi: usize| {
+                if p.from_prefix {
                     prompts[pi].prefix.len()
                 } else {
                     0
-                };
+                }
+            };
+            let mut rewards = Vec::with_capacity(finished.len());
+            let mut step_classes = Vec::with_capacity(finished.len());
+            for ((task, steps, answer), &pi) in finished.iter().zip(&owners) {
+                let start = new_from(pi);
                 let class = reward_class(
                     p.reward,
                     &prompts[pi],
@@ -336,27 +340,17 @@ impl DeclaredPlugin for Rl {
                 .zip(owners.chunks(p.group_size))
             {
                 adv.extend(advantages(chunk));
-                let prompt = &prompts[owners[0]];
                 group_log.push(RlGroup {
                     step: step as u32,
-                    task_id: prompt.task_id.clone(),
-                    prefix_len: if p.from_prefix {
-                        prompt.prefix.len() as u32
-                    } else {
-                        0
-                    },
+                    task_id: prompts[owners[0]].task_id.clone(),
+                    prefix_len: new_from(owners[0]) as u32,
                     rewards: chunk.to_vec(),
-                    reward: chunk.iter().sum::<f64>() / chunk.len() as f64,
                 });
             }
             // Sequences: the new assistant turns carry the loss.
             let mut seqs = Vec::with_capacity(eps.len());
             for (ep, &pi) in eps.iter().zip(&owners) {
-                let start = if p.from_prefix {
-                    prompts[pi].prefix.len()
-                } else {
-                    0
-                };
+                let start = new_from(pi);
                 let t = Trajectory {
                     trajectory_id: String::new(),
                     task_id: ep.task.task_id.clone(),
