@@ -493,34 +493,24 @@ pub fn write(arms: &[ArmSummary], baseline: Option<&str>, dir: &Path) -> Result<
         let ops: BTreeSet<u32> = mine.iter().flat_map(|a| a.by_ops.keys().copied()).collect();
         if !ops.is_empty() {
             let groups: Vec<String> = ops.iter().map(|o| format!("{o} ops")).collect();
-            let series: Vec<(String, Vec<f64>)> = mine
+            // Each bar's height and 95% Wilson interval, from its (solved, tasks) over all
+            // seeds; an arm without tasks of that size gets an empty bar.
+            let (series, intervals): (Vec<(String, Vec<f64>)>, crate::plots::Intervals) = mine
                 .iter()
                 .map(|a| {
-                    let v = ops
+                    let (values, bands) = ops
                         .iter()
-                        .map(|o| {
-                            a.by_ops
-                                .get(o)
-                                .map_or(0.0, |(k, n)| *k as f64 / (*n).max(1) as f64)
-                        })
-                        .collect();
-                    (a.arm.clone(), v)
-                })
-                .collect();
-            // Each bar's Wilson interval over its tasks of all seeds.
-            let intervals: Vec<Vec<Option<(f64, f64)>>> = mine
-                .iter()
-                .map(|a| {
-                    ops.iter()
-                        .map(|o| {
-                            a.by_ops.get(o).map(|&(k, n)| {
+                        .map(|o| match a.by_ops.get(o) {
+                            Some(&(k, n)) => {
                                 let w = crate::stats::wilson(k, n, 0.95);
-                                (w.lo, w.hi)
-                            })
+                                (k as f64 / n.max(1) as f64, Some((w.lo, w.hi)))
+                            }
+                            None => (0.0, None),
                         })
-                        .collect()
+                        .unzip();
+                    ((a.arm.clone(), values), bands)
                 })
-                .collect();
+                .unzip();
             crate::plots::bars(
                 &dir.join(format!("success_by_ops_{split}.png")),
                 &format!("Success by number of operations ({split}; 95% Wilson intervals)"),

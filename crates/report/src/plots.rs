@@ -173,6 +173,9 @@ fn plot_top(chart: &Chart<'_, '_>, legend: &DrawingArea<BitMapBackend<'_>, Shift
     ys.start - ly.start
 }
 
+/// Each bar's interval `(lo, hi)`, by series then group (`None`: no interval).
+pub type Intervals = Vec<Vec<Option<(f64, f64)>>>;
+
 /// Grouped bars: one group per `groups` entry, one bar per series, heights in 0..=`y_max`;
 /// each group's name centred under its bars, each value over its bar. `intervals[s][g]`,
 /// where given, is bar `g` of series `s`'s interval `(lo, hi)`, drawn as an error bar.

@@ -308,38 +308,36 @@ pub async fn figures(
                 splits.push(sname);
             }
         }
-        let series: Vec<(String, Vec<f64>)> = splits
-            .iter()
-            .map(|sp| {
-                let values = arms
-                    .iter()
-                    .map(|arm| {
-                        let hits: Vec<&EvalResult> = results
-                            .iter()
-                            .filter(|r| &r.label == arm && &series_of(r) == sp)
-                            .collect();
-                        let n: u64 = hits.iter().map(|r| u64::from(r.n)).sum();
-                        hits.iter()
-                            .map(|r| r.accuracy * f64::from(r.n))
-                            .sum::<f64>()
-                            / n.max(1) as f64
-                    })
-                    .collect();
-                (sp.clone(), values)
-            })
-            .collect();
-        // Each bar's Wilson interval, from its correct answers over all its rows.
-        let intervals: Vec<Vec<Option<(f64, f64)>>> = splits
+        // Each bar's correct answers and tasks over all its rows: its height and its
+        // Wilson interval.
+        let counts: Vec<Vec<(u64, u64)>> = splits
             .iter()
             .map(|sp| {
                 arms.iter()
                     .map(|arm| {
-                        let (k, n) = results
+                        results
                             .iter()
                             .filter(|r| &r.label == arm && &series_of(r) == sp)
-                            .fold((0u64, 0u64), |(k, n), r| {
+                            .fold((0, 0), |(k, n), r| {
                                 (k + u64::from(r.correct), n + u64::from(r.n))
-                            });
+                            })
+                    })
+                    .collect()
+            })
+            .collect();
+        let series: Vec<(String, Vec<f64>)> = splits
+            .iter()
+            .zip(&counts)
+            .map(|(sp, bars)| {
+                let values = bars.iter().map(|&(k, n)| k as f64 / n.max(1) as f64);
+                (sp.clone(), values.collect())
+            })
+            .collect();
+        let intervals: crate::plots::Intervals = counts
+            .iter()
+            .map(|bars| {
+                bars.iter()
+                    .map(|&(k, n)| {
                         (n > 0).then(|| {
                             let w = wilson(k, n, 0.95);
                             (w.lo, w.hi)
