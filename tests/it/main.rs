@@ -22,6 +22,7 @@ mod secrets;
 mod serve;
 mod slurm;
 mod stats_reference;
+mod torch_trainer;
 mod trackers;
 mod ui;
 mod worker;

@@ -175,6 +175,18 @@ fn an_sft_node_killed_mid_way_resumes_from_its_last_saved_step() {
 }
 
 #[test]
+fn a_torch_trainer_killed_mid_way_resumes_from_its_last_saved_step() {
+    // Two processes over gloo (DDP); the node saves their state when they say, and the
+    // next run's trainer takes it up: the same checkpoint and loss table, byte for byte.
+    let wf = TRAIN.replace(
+        "      batch_size: 8\n",
+        "      batch_size: 8\n      trainer: {kind: torch, processes_per_node: 2}\n",
+    );
+    assert!(wf.contains("kind: torch"));
+    killed_and_resumed(&wf, "sft", 100, 40, 160);
+}
+
+#[test]
 fn an_rl_node_killed_mid_way_resumes_from_its_last_saved_step() {
     killed_and_resumed(&rl_workflow(), "rl", 15, 10, 30);
 }

@@ -39,8 +39,8 @@ pub use plugin::{
     parse_checked, settle_params, unknown_field_hint,
 };
 pub use port::{
-    ColumnMismatch, InputPort, LocalFile, OutputPort, PortMismatch, PortType, Signature, TableSpec,
-    check_compatible, check_schema,
+    ColumnMismatch, InputPort, LocalFile, OutputPort, PortMismatch, PortType, Processes, Signature,
+    TableSpec, check_compatible, check_schema,
 };
 pub use progress::{Metric, NoProgress, ProgressSink};
 pub use row_writer::RowWriter;

@@ -18,6 +18,20 @@ pub struct Signature {
     pub model: Option<crate::memory::ModelSource>,
     /// How to plan its peak memory from that shape, if it trains.
     pub memory: Option<crate::memory::MemoryRule>,
+    /// The processes it launches beside itself (a distributed trainer), if any: what its
+    /// machine, or its cluster allocation, must give.
+    pub processes: Option<Processes>,
+}
+
+/// Processes a node launches over one or more machines (one per device on a GPU).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Processes {
+    /// Machines.
+    pub nodes: u32,
+    /// Processes on each machine.
+    pub per_node: u32,
+    /// One GPU per process (else one CPU core per process).
+    pub gpus: bool,
 }
 
 impl Signature {
@@ -68,6 +82,11 @@ impl Signature {
     /// Plan this node's peak memory with `rule` (from its [`model`](Self::model)'s shape).
     pub fn memory(mut self, rule: crate::memory::MemoryRule) -> Self {
         self.memory = Some(rule);
+        self
+    }
+    /// Say that it launches `processes` beside itself.
+    pub fn processes(mut self, processes: Processes) -> Self {
+        self.processes = Some(processes);
         self
     }
     /// Accept inputs of any name with type `ty`.

@@ -32,7 +32,8 @@ use crate::worker::Event;
 /// Resource slots that describe a machine: a Slurm job asks for them with `sbatch` instead of
 /// holding them in the run (`gpu_mem_gb`, the memory of the GPU it gets, has no `sbatch`
 /// option: it bounds the node's memory plan, and the partition must give such GPUs).
-pub const MACHINE_SLOTS: [&str; 4] = ["cpu", "gpu", "mem_gb", "gpu_mem_gb"];
+/// `nodes` (a job over several machines) comes from a node that launches processes on each.
+pub const MACHINE_SLOTS: [&str; 5] = ["cpu", "gpu", "mem_gb", "gpu_mem_gb", "nodes"];
 
 /// How often a job's state is read while it runs (`SCORCH_SLURM_POLL_MS` overrides).
 fn poll_every() -> Duration {
@@ -119,7 +120,7 @@ fn parse_sacct(text: &str) -> Option<JobState> {
     })
 }
 
-/// The `sbatch` flags of a node's job.
+/// The `sbatch` options of a node's job (the batch script's `#SBATCH` lines).
 pub fn sbatch_flags(
     spec: &SlurmSpec,
     resources: &BTreeMap<String, u32>,
@@ -127,7 +128,6 @@ pub fn sbatch_flags(
     output: &Path,
 ) -> Vec<String> {
     let mut f = vec![
-        "--parsable".to_owned(),
         format!("--job-name={name}"),
         // `%` starts one of sbatch's file name patterns.
         format!(
@@ -135,6 +135,11 @@ pub fn sbatch_flags(
             output.display().to_string().replace('%', "%%")
         ),
     ];
+    // Several machines: one task on each (which launches that machine's processes).
+    if let Some(&n) = resources.get("nodes").filter(|n| **n > 0) {
+        f.push(format!("--nodes={n}"));
+        f.push("--ntasks-per-node=1".to_owned());
+    }
     if let Some(&n) = resources.get("cpu") {
         f.push(format!("--cpus-per-task={}", n.max(1)));
     }
@@ -156,6 +161,16 @@ pub fn sbatch_flags(
     }
     f.extend(spec.sbatch_args.iter().cloned());
     f
+}
+
+/// An option on an `#SBATCH` line: in double quotes when it holds a space (sbatch splits
+/// the line at spaces outside quotes).
+fn sbatch_word(option: &str) -> String {
+    if option.contains(char::is_whitespace) {
+        format!("\"{}\"", option.replace('"', "\\\""))
+    } else {
+        option.to_owned()
+    }
 }
 
 /// `s` quoted for `sh`.
@@ -331,8 +346,15 @@ impl Submission<'_> {
                 .display()
                 .to_string(),
         };
+        let name = format!("scorch:{}:{}", self.job.run_id, self.job.node_id);
+        // The request in the script itself, so that it says what it asked for (and a
+        // user can resubmit it with `sbatch` alone).
+        let request: String = sbatch_flags(self.spec, self.resources, &name, output)
+            .iter()
+            .map(|f| format!("#SBATCH {}\n", sbatch_word(f)))
+            .collect();
         let text = format!(
-            "#!/bin/sh\n# scorch run {run}, node {node}, attempt {attempt}\nexec {program} node-job --store {store} {run_q} {node_q}\n",
+            "#!/bin/sh\n{request}# scorch run {run}, node {node}, attempt {attempt}\nexec {program} node-job --store {store} {run_q} {node_q}\n",
             run = self.job.run_id,
             node = self.job.node_id,
             attempt = self.job.attempt,
@@ -344,9 +366,7 @@ impl Submission<'_> {
         tokio::fs::write(script, text)
             .await
             .map_err(|e| PluginError::io(format!("writing {}", script.display()), e))?;
-        let name = format!("scorch:{}:{}", self.job.run_id, self.job.node_id);
-        let mut args = sbatch_flags(self.spec, self.resources, &name, output);
-        args.push(script.display().to_string());
+        let args = vec!["--parsable".to_owned(), script.display().to_string()];
         let out = slurm("sbatch", &args)
             .await
             .map_err(|e| PluginError::failed(e.to_string()).with_source(e))?;
@@ -479,6 +499,7 @@ mod tests {
             ("gpu".into(), 2),
             ("mem_gb".into(), 64),
             ("teacher".into(), 1),
+            ("nodes".into(), 2),
         ]
         .into();
         let f = sbatch_flags(
@@ -490,9 +511,10 @@ mod tests {
         assert_eq!(
             f,
             [
-                "--parsable",
                 "--job-name=scorch:r:sft",
                 "--output=/w/sft[lr=1%%]-1.out",
+                "--nodes=2",
+                "--ntasks-per-node=1",
                 "--cpus-per-task=8",
                 "--gres=gpu:2",
                 "--mem=64G",

@@ -16,7 +16,7 @@ pub mod rollout;
 pub mod sft;
 
 // The param types the kinds share live a layer below, where the model reads them too.
-pub use scorch_spec::{memory, policy, student};
+pub use scorch_spec::{memory, policy, student, trainer};
 
 pub use correct::Correct;
 pub use eval::Eval;

@@ -237,6 +237,7 @@ impl Declaration for Rl {
             } else {
                 0
             },
+            shards: 1,
         };
         Ok(crate::policy::model_inputs(Signature::new())
             .input("rl_prompts", RlPrompt::port())

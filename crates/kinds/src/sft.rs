@@ -6,6 +6,7 @@ use scorch_tables::{TableRow, TrainStep, Trajectory};
 use serde::{Deserialize, Serialize};
 
 use crate::student::{InitParams, LoraParams, Precision};
+use crate::trainer::TrainerParams;
 
 /// Which steps of a trajectory carry loss.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -91,6 +92,12 @@ pub struct SftParams {
     /// run ends with the same checkpoint as one that was never stopped.
     #[serde(default = "d_save_every")]
     pub save_every: usize,
+    /// Who trains: `{kind: embedded}` (scorch's loop, in the node's process, on one device)
+    /// or `{kind: torch, launcher: torchrun, processes_per_node: 8, nodes: 2, strategy:
+    /// fsdp}` (PyTorch under a distributed launcher, on this machine or over a Slurm
+    /// allocation). Both train on the same encoded sequences in the same order.
+    #[serde(default, skip_serializing_if = "TrainerParams::is_embedded")]
+    pub trainer: TrainerParams,
 }
 
 fn d_save_every() -> usize {
@@ -182,6 +189,15 @@ impl Declaration for Sft {
             }
         }
         crate::student::check_checkpointing(p.gradient_checkpointing, p.lora.as_ref())?;
+        if let Some(torch) = p.trainer.torch() {
+            torch.check()?;
+            if p.lora.is_some() {
+                return Err(ParamError::new(
+                    "trainer",
+                    "the torch trainer fine-tunes every weight; LoRA trains with `trainer: {kind: embedded}`",
+                ));
+            }
+        }
         if let Some(lora) = &p.lora {
             lora.check()?;
             if p.init.is_some() {
@@ -207,7 +223,15 @@ impl Declaration for Sft {
             checkpointing: p.gradient_checkpointing,
             reference: false,
             rollout_tokens: 0,
+            shards: p.trainer.torch().map_or(1, |t| t.shards()),
         };
+        if let Some(torch) = p.trainer.torch() {
+            sig = sig.processes(scorch_api::Processes {
+                nodes: torch.nodes,
+                per_node: torch.processes_per_node,
+                gpus: p.device == "cuda",
+            });
+        }
         Ok(sig
             .model(crate::memory::source(p.init.as_ref()))
             .memory(crate::memory::rule(training)))

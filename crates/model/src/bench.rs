@@ -153,6 +153,7 @@ fn memory_plan(b: &TrainBench) -> Result<scorch_api::MemoryPlan, ModelError> {
         checkpointing: b.checkpointing,
         reference: false,
         rollout_tokens: if b.rl_new_tokens.is_some() { tokens } else { 0 },
+        shards: 1,
     };
     Ok(scorch_spec::memory::plan(&shape, &training))
 }

@@ -118,7 +118,7 @@ pub fn collate(
 
 /// How many targets the loss of `seqs` scores (at least 1): a sequence's mask counts from its
 /// second token, as in [`collate`].
-fn scored_tokens(seqs: &[(Vec<i64>, Vec<f32>)]) -> f64 {
+pub fn scored_tokens(seqs: &[(Vec<i64>, Vec<f32>)]) -> f64 {
     seqs.iter()
         .map(|(_, m)| m.iter().skip(1).map(|x| f64::from(*x)).sum::<f64>())
         .sum::<f64>()
@@ -353,7 +353,7 @@ fn load_training<E: serde::de::DeserializeOwned>(
 }
 
 /// AdamW's epsilon.
-const EPS: f64 = 1e-8;
+pub const EPS: f64 = 1e-8;
 
 /// AdamW with the schedule, clipping and accumulation.
 pub struct Trainer {

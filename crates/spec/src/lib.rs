@@ -9,3 +9,4 @@
 pub mod memory;
 pub mod policy;
 pub mod student;
+pub mod trainer;

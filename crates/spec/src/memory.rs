@@ -95,6 +95,13 @@ impl Shape {
         self.vocab_size * h + head + self.num_hidden_layers * layer + h
     }
 
+    /// Parameters outside the decoder layers: the embedding, the head (unless tied) and the
+    /// final norm.
+    pub fn root_params(&self) -> u64 {
+        let head = if self.tie_word_embeddings { 0 } else { 1 };
+        (1 + head) * self.vocab_size * self.hidden_size + self.hidden_size
+    }
+
     /// The (in, out) sizes of projection `name`.
     fn projection(&self, name: &str) -> (u64, u64) {
         let (h, m, kv) = (self.hidden_size, self.intermediate_size, self.kv());
@@ -138,6 +145,9 @@ pub struct Training {
     pub reference: bool,
     /// Tokens of KV cache that in-process rollouts hold at once (0: rollouts elsewhere).
     pub rollout_tokens: u64,
+    /// How many processes share the weights, gradients and optimiser state (FSDP over the
+    /// world; 1: each process holds them whole, as the embedded trainer and DDP do).
+    pub shards: u64,
 }
 
 /// The peak of `t` on a model of shape `s` (see the module's formula).
@@ -196,18 +206,34 @@ fn parts(s: &Shape, t: &Training, checkpointing: bool) -> MemoryPlan {
     };
     let reference = if t.reference { sz * params } else { 0 };
     let rollout = t.rollout_tokens * 2 * l * kv * sz;
-    let grads = 4 * trained;
-    let moments = 8 * trained;
-    let fixed = weights + adapter_weights + grads + moments + rotary + reference;
+    // Sharded (FSDP): each process keeps 1/shards of the state, and gathers whole the layer it
+    // computes and the next one (prefetched), the root's embedding and head, and a layer's
+    // gradients before they are reduced and scattered.
+    let shards = t.shards.max(1);
+    let weights = (weights + adapter_weights).div_ceil(shards);
+    let grads = (4 * trained).div_ceil(shards);
+    let moments = (8 * trained).div_ceil(shards);
+    let (gathered, casts) = if shards > 1 {
+        let layer_params = (params - s.root_params()) / l.max(1);
+        let whole = s.root_params() + 3 * layer_params;
+        // bf16: autocast's copies are of the gathered weights only.
+        (4 * whole, if casts > 0 { 2 * whole } else { 0 })
+    } else {
+        (0, casts)
+    };
+    let fixed = weights + grads + moments + rotary + reference + gathered;
     let pass = activations + top + casts;
     let peak = fixed + pass.max(step).max(rollout);
     let mut parts = vec![
-        ("weights", weights + adapter_weights + rotary),
+        ("weights", weights + rotary),
         ("gradients", grads),
         ("optimizer", moments),
         ("activations", activations),
         ("backward top", top),
     ];
+    if gathered > 0 {
+        parts.push(("gathered layers", gathered));
+    }
     if casts > 0 {
         parts.push(("bf16 copies", casts));
     }
@@ -330,6 +356,7 @@ mod tests {
             checkpointing: true,
             reference: false,
             rollout_tokens: 0,
+            shards: 1,
         };
         let full = plan(&qwen("7b"), &t);
         assert!(full.peak > 130 << 30, "{}", full.describe());
@@ -343,5 +370,50 @@ mod tests {
         assert!(lora.peak < 40 << 30, "{}", lora.describe());
         assert!(lora.peak < lora.other_checkpointing);
         assert!(full.smaller.is_some_and(|s| s.contains("rank: 16")));
+    }
+
+    #[test]
+    fn fsdp_over_sixteen_gpus_fits_a_full_7b_fine_tune_in_an_h100() {
+        let t = Training {
+            device: "cuda".into(),
+            bf16: true,
+            lora: None,
+            tokens: 4096,
+            checkpointing: true,
+            reference: false,
+            rollout_tokens: 0,
+            shards: 16,
+        };
+        let one = plan(
+            &qwen("7b"),
+            &Training {
+                shards: 1,
+                ..t.clone()
+            },
+        );
+        let sharded = plan(&qwen("7b"), &t);
+        let part = |p: &MemoryPlan, name: &str| {
+            p.parts
+                .iter()
+                .find(|x| x.name == name)
+                .map_or(0, |x| x.bytes)
+        };
+        // Weights, gradients and AdamW's moments (16 bytes a parameter) split 16 ways.
+        for name in ["gradients", "optimizer"] {
+            assert_eq!(
+                part(&sharded, name),
+                part(&one, name).div_ceil(16),
+                "{name}"
+            );
+        }
+        let state =
+            part(&sharded, "weights") + part(&sharded, "gradients") + part(&sharded, "optimizer");
+        let p = qwen("7b").params();
+        // All but the rotary table (32 MiB for 7B), which every process keeps whole.
+        let rotary = 2 * 4 * 32768 * (3584 / 28);
+        assert!(state.abs_diff(p + rotary) < 1 << 10, "{state}");
+        assert!(part(&sharded, "gathered layers") > 0);
+        assert!(sharded.peak < 80 << 30, "{}", sharded.describe());
+        assert!(one.peak > 130 << 30, "{}", one.describe());
     }
 }

@@ -274,6 +274,32 @@ impl TableRow for TrainStep {
     const KIND: &'static str = "train_steps";
 }
 
+/// One training sequence as an external trainer reads it, pre-tokenized: which optimiser step
+/// and micro-batch it belongs to, its token ids and loss mask, and what the step's loss is
+/// divided by. A step's micro-batches, in order, are its rows grouped by `micro`; the loss of
+/// a step is the sum over its rows of the masked negative log-likelihood, divided by
+/// `scored` (so it does not depend on how the micro-batches are spread over processes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrainSequence {
+    /// Optimiser step (0-based).
+    pub step: u32,
+    /// Micro-batch within the step (0-based): the rows of one forward and backward pass.
+    pub micro: u32,
+    /// Token ids.
+    pub ids: Vec<i64>,
+    /// Per token, 1 where it is a target of the loss (the policy's own turns), else 0; the
+    /// first token is never a target.
+    pub loss_mask: Vec<f32>,
+    /// Targets the whole step scores (at least 1).
+    pub scored: f64,
+    /// The step's learning rate (warm-up and cosine, as the embedded trainer's).
+    pub lr: f64,
+}
+
+impl TableRow for TrainSequence {
+    const KIND: &'static str = "train_sequences";
+}
+
 /// One GRPO group of an RL step: the rewards of the episodes sampled from one prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RlGroup {
@@ -308,6 +334,7 @@ pub fn table_schemas() -> Vec<(&'static str, serde_json::Value)> {
         (EvalResult::KIND, EvalResult::row_schema()),
         (TrainStep::KIND, TrainStep::row_schema()),
         (RlGroup::KIND, RlGroup::row_schema()),
+        (TrainSequence::KIND, TrainSequence::row_schema()),
     ]
 }
 
@@ -378,7 +405,8 @@ mod tests {
                 "rl_prompts",
                 "results",
                 "train_steps",
-                "rl_groups"
+                "rl_groups",
+                "train_sequences"
             ]
         );
         assert!(

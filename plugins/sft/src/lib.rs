@@ -2,17 +2,24 @@
 //! (the student's own steps and the teacher's repairs and demonstrations); tool observations
 //! and malformed steps are masked. Without a `model` input it starts from scratch: a BPE
 //! tokenizer trained on the trajectories' text and a small Qwen2.
+//!
+//! The steps run in the node's process ([`embedded`], the default) or in PyTorch under a
+//! distributed launcher ([`torch`]). Both take their data from here: the same encoded
+//! sequences, the same batches in the same order, the same micro-batches.
 #![deny(missing_docs)]
+
+mod embedded;
+mod torch;
+
+use std::path::PathBuf;
 
 use scorch_api::reexports::async_trait;
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::sft::{LossOn, SftParams};
-use scorch_model::checkpoint::load_trainable;
+use scorch_model::checkpoint::{Checkpoint, load_trainable};
 use scorch_model::encode::encode_trajectory_where;
-use scorch_model::precision::ComputeKind;
 use scorch_model::scratch::from_scratch;
-use scorch_model::tokenizer::{END_OF_TEXT, token_id};
-use scorch_model::train::{TrainConfig, Trainer, TrainingRun, clip_len, masked_nll};
+use scorch_model::train::{TrainConfig, TrainingRun, clip_len};
 use scorch_tables::{Author, TrainStep, Trajectory};
 
 /// The `sft` plugin.
@@ -35,117 +42,17 @@ impl DeclaredPlugin for Sft {
                 "no trajectory to train on (after only_correct)",
             ));
         }
-        let model_dir = ctx.optional_blobs("model")?;
-        let base_dir = ctx.optional_blobs("base")?;
-        let out_dir = ctx.blob_dir("checkpoint")?;
-        let cancel = ctx.cancellation().clone();
-        let progress = ctx.progress_handle();
-        progress.set_total(p.steps as u64);
-        let seed = ctx.seed();
-        let (device, _) = scorch_model::pick_device(&p.device)?;
-        let compute = p.precision.compute_kind(device);
-        let state = ctx.state_store().filter(|_| p.save_every > 0);
-        let state_dir = ctx.scratch_dir().join("state");
-        let steps = ctx
-            .blocking(move || -> Result<Vec<TrainStep>, PluginError> {
-                // Float32 master weights (LoRA: a frozen base in the compute kind and a
-                // float32 adapter); the layers compute in the precision's kind.
-                let mut ck = match (&p.init, model_dir) {
-                    (Some(init), _) => {
-                        let mut ck = from_scratch(init, &trajectories, device, seed)?;
-                        ck.model.set_compute(Some(compute));
-                        ck
-                    }
-                    (None, Some(dir)) => load_trainable(
-                        &dir,
-                        base_dir.as_deref(),
-                        device,
-                        compute,
-                        p.lora.as_ref(),
-                        seed,
-                    )?,
-                    (None, None) => {
-                        return Err(PluginError::failed("no `model` input and no `init`"));
-                    }
-                };
-                ck.model.set_train(true);
-                ck.model.set_checkpointing(p.gradient_checkpointing);
-                let seqs: Vec<(Vec<i64>, Vec<f32>)> = trajectories
-                    .iter()
-                    .map(|t| {
-                        encode_trajectory_where(&ck.tokenizer, ck.chat, t, |_, s| {
-                            p.loss_on == LossOn::All || s.author == Author::Teacher
-                        })
-                        .map(|x| clip_len(x, ck.model.config.max_position_embeddings as usize))
-                    })
-                    .collect::<Result<_, _>>()?;
-                let pad = token_id(&ck.tokenizer, END_OF_TEXT)?;
-                let config = TrainConfig {
-                    lr: p.lr,
-                    betas: (0.9, 0.98),
-                    weight_decay: p.weight_decay,
-                    warmup_steps: p.warmup_steps,
-                    total_steps: p.steps,
-                    min_lr_ratio: p.min_lr_ratio,
-                    clip: p.clip,
-                };
-                let mut trainer = Trainer::new(&ck.vs, config)?;
-                // Saved only where a state store keeps it.
-                let save_every = if state.is_some() { p.save_every } else { 0 };
-                let mut run = TrainingRun::new(seed, seqs.len(), p.steps, save_every, state_dir);
-                // A run killed or preempted before: go on from its last saved step.
-                if let Some(state) = &state
-                    && state.load_blocking(run.dir())?.is_some()
-                {
-                    run.resume::<()>(&mut trainer)?;
-                    progress.advance(run.start as u64);
-                    progress.message(&format!("resumed at step {} of {}", run.start, p.steps));
-                }
-                for step in run.start..p.steps {
-                    if cancel.is_cancelled() {
-                        return Err(PluginError::cancelled());
-                    }
-                    let mut pick = run.batch(p.batch_size);
-                    // By length: each micro-batch then pads to little more than its own rows.
-                    pick.sort_by_key(|&i| (seqs[i].0.len(), i));
-                    let batch: Vec<(Vec<i64>, Vec<f32>)> =
-                        pick.iter().map(|&i| seqs[i].clone()).collect();
-                    // The step's loss is the mean over all its scored tokens: a
-                    // micro-batch's mean weighs in by its share of them.
-                    let value = trainer.accumulate(
-                        &ck.model,
-                        &batch,
-                        p.micro_batch_tokens,
-                        pad,
-                        device,
-                        |b, _, scored| {
-                            let (loss, n) = masked_nll(&ck.model, b);
-                            loss * (n / scored)
-                        },
-                    )?;
-                    let (lr, grad_norm) = trainer.step()?;
-                    progress.message(&format!("loss {value:.3}"));
-                    progress.metric("loss", Some(step as u64), value);
-                    progress.metric("lr", Some(step as u64), lr);
-                    progress.metric("grad_norm", Some(step as u64), grad_norm);
-                    progress.advance(1);
-                    let entry = TrainStep {
-                        step: step as u32,
-                        loss: value,
-                        lr,
-                        grad_norm,
-                        reward: 0.0,
-                    };
-                    if run.finish_step(entry, &trainer, || ())?
-                        && let Some(state) = &state
-                    {
-                        state.save_blocking(run.log.len() as u64, run.dir())?;
-                    }
-                }
-                ck.save(&out_dir)?;
-                Ok(run.log)
-            })
-            .await?;
+        let data = Data {
+            trajectories,
+            model: ctx.optional_blobs("model")?,
+            base: ctx.optional_blobs("base")?,
+            seed: ctx.seed(),
+        };
+        ctx.progress().set_total(p.steps as u64);
+        let steps = match p.trainer.torch().cloned() {
+            None => embedded::train(p, data, ctx).await?,
+            Some(launch) => torch::train(p, launch, data, ctx).await?,
+        };
         for s in steps.iter().step_by((steps.len() / 20).max(1)) {
             ctx.metric_at("loss", u64::from(s.step), s.loss);
         }
@@ -153,5 +60,98 @@ impl DeclaredPlugin for Sft {
             ctx.metric("final_loss", last.loss);
         }
         ctx.write_rows("loss", &steps)
+    }
+}
+
+/// A sequence's token ids and per-token loss mask.
+type Sequence = (Vec<i64>, Vec<f32>);
+
+/// What a node trains on and from.
+struct Data {
+    trajectories: Vec<Trajectory>,
+    /// The `model` input's folder.
+    model: Option<PathBuf>,
+    /// The `base` input's folder (under a LoRA adapter).
+    base: Option<PathBuf>,
+    seed: u64,
+}
+
+impl Data {
+    /// The student to train, on `device` with products in `compute`: a new one (`init`) or
+    /// the `model` input (full fine-tuning, or LoRA adapters on its frozen weights).
+    fn student(
+        &self,
+        p: &SftParams,
+        device: tch::Device,
+        compute: tch::Kind,
+    ) -> Result<Checkpoint, PluginError> {
+        let mut ck = match (&p.init, &self.model) {
+            (Some(init), _) => {
+                let mut ck = from_scratch(init, &self.trajectories, device, self.seed)?;
+                ck.model.set_compute(Some(compute));
+                ck
+            }
+            (None, Some(dir)) => load_trainable(
+                dir,
+                self.base.as_deref(),
+                device,
+                compute,
+                p.lora.as_ref(),
+                self.seed,
+            )?,
+            (None, None) => {
+                return Err(PluginError::failed("no `model` input and no `init`"));
+            }
+        };
+        ck.model.set_train(true);
+        ck.model.set_checkpointing(p.gradient_checkpointing);
+        Ok(ck)
+    }
+
+    /// Every trajectory as (token ids, loss mask) for `ck`, cut to its positions.
+    fn sequences(&self, p: &SftParams, ck: &Checkpoint) -> Result<Vec<Sequence>, PluginError> {
+        let max = ck.model.config.max_position_embeddings as usize;
+        Ok(self
+            .trajectories
+            .iter()
+            .map(|t| {
+                encode_trajectory_where(&ck.tokenizer, ck.chat, t, |_, s| {
+                    p.loss_on == LossOn::All || s.author == Author::Teacher
+                })
+                .map(|x| clip_len(x, max))
+            })
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+/// The optimiser and schedule of `p`.
+fn train_config(p: &SftParams) -> TrainConfig {
+    TrainConfig {
+        lr: p.lr,
+        betas: (0.9, 0.98),
+        weight_decay: p.weight_decay,
+        warmup_steps: p.warmup_steps,
+        total_steps: p.steps,
+        min_lr_ratio: p.min_lr_ratio,
+        clip: p.clip,
+    }
+}
+
+/// The next step's sequences, in micro-batch order: the run's next batch, by length, so that
+/// each micro-batch pads to little more than its own rows.
+fn next_batch(run: &mut TrainingRun, seqs: &[Sequence], size: usize) -> Vec<usize> {
+    let mut pick = run.batch(size);
+    pick.sort_by_key(|&i| (seqs[i].0.len(), i));
+    pick
+}
+
+/// A step's entry in the `loss` table.
+fn entry(step: usize, loss: f64, lr: f64, grad_norm: f64) -> TrainStep {
+    TrainStep {
+        step: step as u32,
+        loss,
+        lr,
+        grad_norm,
+        reward: 0.0,
     }
 }

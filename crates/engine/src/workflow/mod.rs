@@ -17,6 +17,7 @@ use crate::yaml;
 mod ctx;
 mod matrix;
 mod memory;
+mod processes;
 mod resolve;
 
 pub use memory::GPU_MEM_SLOT;

@@ -520,6 +520,17 @@ fn build_nodes(
             1
         };
         resources.entry("cpu".into()).or_insert(cpu);
+        if let Some(processes) = checked.signature.processes {
+            super::processes::fit(
+                id,
+                &base_path,
+                processes,
+                &ns.resources,
+                executor.is_cluster(),
+                &mut resources,
+                ctx,
+            );
+        }
         for (slot, need) in &resources {
             // A cluster job asks the cluster for its machine; this one's cores do not limit it.
             if executor.is_cluster() && crate::slurm::MACHINE_SLOTS.contains(&slot.as_str()) {

@@ -1,0 +1,254 @@
+"""scorch's external trainer: fine-tunes every weight of a Qwen2 checkpoint with PyTorch, one
+process per device, under `torchrun` or `accelerate launch` (which set RANK, WORLD_SIZE,
+LOCAL_RANK and the rendezvous), with DDP or FSDP (`fully_shard` per decoder layer).
+
+Plain PyTorch on a transformers model rather than transformers' Trainer: the `sft` node has
+already fixed everything a Trainer would decide (the sequences, their loss masks, which
+sequences make each step and each micro-batch, the learning rate of every step), and this
+program only carries them out, so that its loss curve can be held against the embedded
+trainer's step by step. Its arithmetic is the embedded trainer's: the masked negative
+log-likelihood summed over a step's micro-batches and divided by the targets the step scores,
+global-norm clipping, AdamW (betas, epsilon 1e-8, decoupled weight decay on every weight).
+
+Usage: torch_trainer.py JOB.json, where the node's JSON says:
+  plan        Parquet of `train_sequences` rows (step, micro, ids, loss_mask, scored, lr)
+  init        the checkpoint to start from (an HF folder)
+  out         where to write the trained `model.safetensors` (the init's names and dtypes)
+  state       the folder of the resumable state; `resume` true: go on from it
+  steps, save_every, betas, eps, weight_decay, clip, pad, seed
+  strategy    ddp | fsdp;  device  cpu | cuda;  bf16  autocast products in bfloat16
+  threads     intra-op threads per process on a CPU
+  gradient_checkpointing
+  ack         the file the node writes a save's step into once it has kept it
+  watch_pid, watch_host   the node's process: the trainer ends when it is gone
+
+Rank 0 writes one JSON object a line on stdout: {"step", "loss", "lr", "grad_norm"} after each
+step; {"saved": N} after writing the state of N steps into `state` (it then waits for the
+node to write N into `ack`: the node copies the folder into the store meanwhile);
+{"done": N} at the end. Everything else goes to stderr.
+"""
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.distributed as dist
+
+
+def log(*args):
+    print("torch_trainer:", *args, file=sys.stderr, flush=True)
+
+
+def emit(rank, **fields):
+    if rank == 0:
+        print(json.dumps(fields), flush=True)
+
+
+def read_plan(path):
+    """{step: [micro-batch rows in order]}, each row (ids, loss_mask); each step's (scored, lr)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["step", "micro", "ids", "loss_mask", "scored", "lr"])
+    cols = {name: table.column(name).to_pylist() for name in table.column_names}
+    steps, meta = {}, {}
+    for i, step in enumerate(cols["step"]):
+        micros = steps.setdefault(step, {})
+        micros.setdefault(cols["micro"][i], []).append((cols["ids"][i], cols["loss_mask"][i]))
+        meta[step] = (cols["scored"][i], cols["lr"][i])
+    return {s: [m[k] for k in sorted(m)] for s, m in steps.items()}, meta
+
+
+def collate(rows, pad, device):
+    """Right-padded ids, attention mask, and the mask of targets (token t + 1 for position t)."""
+    width = max(len(ids) for ids, _ in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    att = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width - 1), dtype=torch.float32)
+    for r, (seq, m) in enumerate(rows):
+        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        att[r, : len(seq)] = 1
+        mask[r, : len(seq) - 1] = torch.tensor(m[1:], dtype=torch.float32)
+    return ids.to(device), att.to(device), mask.to(device)
+
+
+def wrap(model, strategy, device, cuda):
+    if strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if cuda else None, gradient_as_bucket_view=True
+    )
+
+
+def syncing(model, strategy, last):
+    """Gradients are reduced over the processes on a step's last micro-batch only."""
+    if strategy == "fsdp":
+        model.set_requires_gradient_sync(last)
+        return nullcontext()
+    return nullcontext() if last else model.no_sync()
+
+
+def full_state(model, opt):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def save_weights(state, path, names=None):
+    from safetensors.torch import save_file
+
+    names = names or {k: v.dtype for k, v in state.items()}
+    save_file({k: state[k].detach().to(dtype).contiguous().clone() for k, dtype in names.items()}, path)
+
+
+def save_state(job, rank, model, opt, step):
+    msd, osd = full_state(model, opt)
+    if rank == 0:
+        state = job["state"]
+        os.makedirs(state, exist_ok=True)
+        save_weights(msd, os.path.join(state, "model.safetensors"))
+        torch.save(osd, os.path.join(state, "optimizer.pt"))
+        with open(os.path.join(state, "position.json"), "w") as f:
+            json.dump({"step": step}, f)
+        emit(rank, saved=step)
+        ack = job["ack"]
+        while True:
+            try:
+                with open(ack) as f:
+                    if f.read().strip() == str(step):
+                        break
+            except FileNotFoundError:
+                pass
+            time.sleep(0.02)
+    dist.barrier()
+
+
+def load_state(job, model, opt):
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    state = job["state"]
+    msd = load_file(os.path.join(state, "model.safetensors"))
+    osd = torch.load(os.path.join(state, "optimizer.pt"), weights_only=True)
+    set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd,
+                   options=StateDictOptions(full_state_dict=True))
+    with open(os.path.join(state, "position.json")) as f:
+        return json.load(f)["step"]
+
+
+def watch(pid):
+    """End this process when the node's process (on this machine) is gone: a node killed
+    outright leaves no trainer behind."""
+    import threading
+
+    def loop():
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(3)
+            except PermissionError:
+                pass
+            time.sleep(1.0)
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        job = json.load(f)
+    if job.get("watch_host") == os.uname().nodename:
+        watch(job["watch_pid"])
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = job["device"] == "cuda"
+    if cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, int(job["threads"])))
+    dist.init_process_group("nccl" if cuda else "gloo")
+    torch.manual_seed(job["seed"])
+    torch.use_deterministic_algorithms(not cuda)
+
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    init_weights = os.path.join(job["init"], "model.safetensors")
+    with safe_open(init_weights, "pt") as f:
+        names = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
+    names = {k: dtypes.get(d, torch.float32) for k, d in names.items()}
+    # Float32 master weights, as the embedded trainer keeps.
+    model = AutoModelForCausalLM.from_pretrained(job["init"], torch_dtype=torch.float32).to(device)
+    model.config.use_cache = False
+    if job["gradient_checkpointing"]:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    strategy = job["strategy"]
+    model = wrap(model, strategy, device, cuda)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.0, betas=tuple(job["betas"]), eps=job["eps"],
+                            weight_decay=job["weight_decay"])
+    plan, meta = read_plan(job["plan"])
+    steps = job["steps"]
+    start = load_state(job, model, opt) if job["resume"] else 0
+    log(f"rank {rank} of {world}, {strategy}, {device}, steps {start}..{steps}")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if job["bf16"] else nullcontext
+    clip = job["clip"] if job["clip"] > 0 else math.inf
+    for step in range(start, steps):
+        micros = plan[step]
+        scored, lr = meta[step]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        # This process's share of the step's micro-batches; where it has fewer than another,
+        # it passes over one with weight 0 so that every process reduces at the same pass.
+        mine = micros[rank::world]
+        passes = math.ceil(len(micros) / world)
+        total = torch.zeros((), dtype=torch.float64)
+        for i in range(passes):
+            rows, weight = (mine[i], 1.0) if i < len(mine) else (micros[0], 0.0)
+            ids, att, mask = collate(rows, job["pad"], device)
+            with syncing(model, strategy, i == passes - 1):
+                with autocast():
+                    logits = model(input_ids=ids, attention_mask=att).logits
+                logp = logits[:, :-1].float().log_softmax(-1)
+                token = logp.gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+                share = -(token * mask).sum() / scored * weight
+                # DDP and FSDP average the processes' gradients: the sum is wanted.
+                (share * world).backward()
+            total += share.detach().double().cpu()
+        if world > 1:
+            dist.all_reduce(total)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        emit(rank, step=step, loss=total.item(), lr=lr, grad_norm=float(norm))
+        done = step + 1
+        if job["save_every"] > 0 and done % job["save_every"] == 0 and done < steps:
+            save_state(job, rank, model, opt, done)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    msd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if rank == 0:
+        os.makedirs(job["out"], exist_ok=True)
+        save_weights(msd, os.path.join(job["out"], "model.safetensors"), names)
+    dist.barrier()
+    emit(rank, done=steps)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+//! `sft` with `trainer: {kind: torch}`: PyTorch (the pip wheel's, under its own `torchrun`
+//! and HF Accelerate's `accelerate launch`) trains the smoke profile's student on the same
+//! encoded steps as the embedded trainer. One process, two over gloo with DDP, two with FSDP
+//! and two under Accelerate give the embedded trainer's loss curve; the checkpoint evaluates
+//! in `eval` and answers through `scorch serve`.
+
+#![allow(clippy::unwrap_used)]
+
+use crate::common;
+
+use common::{Project, text};
+use scorch_api::parquet_io::read_rows;
+use scorch_tables::{EvalResult, TrainStep};
+
+/// score.yaml's smoke-profile student (hidden 32, one layer, two heads), trained from scratch
+/// on the oracle's demonstrations; micro-batches of at most 400 tokens, so that a step has
+/// several and the processes share them.
+fn workflow() -> String {
+    let student = r#"
+      steps: 12
+      batch_size: 8
+      micro_batch_tokens: 400
+      save_every: 0
+      init: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2}"#;
+    let sft = |trainer: &str| {
+        format!(
+            "    kind: sft\n    params:{student}{trainer}\n    inputs: {{trajectories: {{from: demos.trajectories}}}}\n"
+        )
+    };
+    format!(
+        r#"name: trainers
+nodes:
+  tasks: {{kind: tasks, params: {{split: train, count: 120}}}}
+  demos:
+    kind: rollout
+    params: {{policy: {{kind: oracle}}}}
+    inputs: {{tasks: {{from: tasks.tasks}}}}
+  embedded:
+{}  torch1:
+{}  ddp2:
+{}  fsdp2:
+{}  accelerate2:
+{}  eval_tasks: {{kind: tasks, params: {{split: test, count: 8}}}}
+  eval_ddp2:
+    kind: eval
+    params: {{label: ddp2, sampling: {{max_tokens: 32}}}}
+    inputs: {{tasks: {{from: eval_tasks.tasks}}, model: {{from: ddp2.checkpoint}}}}
+"#,
+        sft(""),
+        sft("\n      trainer: {kind: torch}"),
+        sft("\n      trainer: {kind: torch, processes_per_node: 2}"),
+        sft("\n      trainer: {kind: torch, processes_per_node: 2, strategy: fsdp}"),
+        sft("\n      trainer: {kind: torch, launcher: accelerate, processes_per_node: 2}"),
+    )
+}
+
+fn losses(p: &Project, rec: &serde_json::Value, node: &str) -> Vec<f64> {
+    let rows: Vec<TrainStep> = read_rows(&common::output_file(
+        &p.path().join(".scorch"),
+        rec,
+        node,
+        "loss",
+    ))
+    .unwrap();
+    assert_eq!(
+        rows.iter().map(|r| r.step).collect::<Vec<_>>(),
+        (0..12).collect::<Vec<_>>()
+    );
+    rows.iter().map(|r| r.loss).collect()
+}
+
+/// The largest relative difference of `a` from `b`, step by step.
+fn worst(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs() / y.abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn one_process_two_over_ddp_fsdp_and_accelerate_give_the_embedded_loss_curve() {
+    let p = Project::new();
+    p.write("wf.yaml", &workflow());
+    let rec = p.run_json(&["wf.yaml"], 0);
+    let embedded = losses(&p, &rec, "embedded");
+    let one = losses(&p, &rec, "torch1");
+    // It learned: the curve is not flat.
+    assert!(embedded[11] < embedded[0] - 0.1, "{embedded:?}");
+    assert!(worst(&one, &embedded) < 0.05, "{one:?} vs {embedded:?}");
+    for node in ["ddp2", "fsdp2", "accelerate2"] {
+        let two = losses(&p, &rec, node);
+        assert!(worst(&two, &one) < 0.02, "{node}: {two:?} vs {one:?}");
+    }
+    // Two processes ran, each with its share of every step's micro-batches.
+    let run = rec["id"].as_str().unwrap();
+    for (node, launcher) in [
+        ("ddp2", "torch.distributed.run"),
+        ("fsdp2", "torch.distributed.run"),
+        ("accelerate2", "accelerate.commands.launch"),
+    ] {
+        let log = text(&p.scorch(&["logs", run, node]).stdout);
+        assert!(log.contains(launcher), "{node}: {log}");
+        for rank in ["rank 0 of 2", "rank 1 of 2"] {
+            assert!(log.contains(rank), "{node}: {log}");
+        }
+    }
+    // Its checkpoint is a model the rest of scorch uses: `eval` evaluates it ...
+    let results: Vec<EvalResult> = read_rows(&common::output_file(
+        &p.path().join(".scorch"),
+        &rec,
+        "eval_ddp2",
+        "results",
+    ))
+    .unwrap();
+    assert_eq!(results.len(), 1);
+    assert_eq!((results[0].label.as_str(), results[0].n), ("ddp2", 8));
+    // ... and `scorch serve` answers with it.
+    let out = p.path().join("ddp2");
+    let export = p.scorch(&[
+        "export",
+        &format!("{run}:ddp2.checkpoint"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let folder = common::files_under(&out)
+        .into_iter()
+        .find(|f| f.ends_with("config.json"))
+        .and_then(|f| f.parent().map(std::path::Path::to_path_buf))
+        .unwrap();
+    let (_server, url, _log) = common::serve(
+        p.path(),
+        &[
+            folder.to_str().unwrap(),
+            "--device",
+            "cpu",
+            "--name",
+            "ddp2",
+        ],
+    );
+    let script = r#"
+import sys
+from openai import OpenAI
+client = OpenAI(base_url=sys.argv[1], api_key="unused")
+r = client.chat.completions.create(model="ddp2", messages=[{"role": "user", "content": "What is 2 + 4?"}], max_tokens=8, temperature=0)
+assert r.usage.completion_tokens >= 1, r
+print("answered")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &url])
+        .output()
+        .unwrap();
+    assert!(
+        text(&out.stdout).contains("answered"),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn processes_the_resources_do_not_give_are_refused_before_anything_runs() {
+    let p = Project::new();
+    let wf = workflow().replace(
+        "      trainer: {kind: torch, processes_per_node: 2}\n    inputs: {trajectories: {from: demos.trajectories}}\n",
+        "      trainer: {kind: torch, processes_per_node: 2}\n    inputs: {trajectories: {from: demos.trajectories}}\n    resources: {cpu: 1}\n",
+    );
+    assert!(wf.contains("resources: {cpu: 1}"));
+    p.write("wf.yaml", &wf);
+    let out = p.scorch(&["run", "wf.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("nodes.ddp2.resources.cpu")
+            && err.contains("launches 2 processes on each machine")
+            && err.contains("gives it 1"),
+        "{err}"
+    );
+    // More processes than this run has cores (the local executor's allocation).
+    let wf = workflow().replace(
+        "processes_per_node: 2, strategy",
+        "processes_per_node: 64, strategy",
+    );
+    p.write("wf.yaml", &wf);
+    let out = p.scorch(&["run", "wf.yaml", "--slots", "cpu=2"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("fsdp2"), "{}", text(&out.stderr));
+    // Several machines need a cluster.
+    let wf = workflow().replace("processes_per_node: 2, strategy", "nodes: 2, strategy");
+    p.write("wf.yaml", &wf);
+    let out = p.scorch(&["validate", "wf.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("executor: slurm"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !p.path().join(".scorch/runs").exists()
+            || common::files_under(&p.path().join(".scorch/runs")).is_empty()
+    );
+}
