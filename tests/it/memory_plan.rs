@@ -69,7 +69,13 @@ fn plans(p: &Project, args: &[&str], device: &str) -> serde_json::Value {
         .env("SCORCH_AUTO_DEVICE", device)
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stderr),
+        text(&out.stdout)
+    );
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}"));
     let mut by_id = serde_json::Map::new();
@@ -131,6 +137,65 @@ fn a_full_fine_tuning_of_7b_is_refused_on_80_gb_and_lora_plans_to_fit() {
     assert_eq!(part(polish, "weights"), weights);
     // Checkpointing is what keeps a 4,096-token micro-batch's activations small.
     assert!(tune["other_checkpointing"].as_u64().unwrap_or(0) > peak);
+}
+
+/// `tune`'s resources in `workflow`, and those of a node of eight GPUs.
+const PER_GPU: &str = "gpu: 1, gpu_mem_gb: 80}\n    params: {steps: 1, micro";
+const PER_NODE: &str = "gpu: 8, gpu_mem_gb: 80}\n    params: {steps: 1, micro";
+
+#[test]
+fn a_full_fine_tuning_of_7b_sharded_by_fsdp_over_2x8_gpus_plans_to_fit_on_80_gb() {
+    let p = Project::new();
+    seven_b(&p);
+    let trainer = |strategy: &str| {
+        format!(
+            "gradient_checkpointing: true, precision: bf16, trainer: {{kind: torch, nodes: 2, processes_per_node: 8, strategy: {strategy}}}"
+        )
+    };
+    // Several machines need the cluster; the plan is per process (one a GPU).
+    let on_slurm = [
+        "--set",
+        "executor.kind=slurm",
+        "--set",
+        "executor.shared_store=true",
+    ];
+    // `tune` alone (`polish`, RL in full on one GPU, could not fit).
+    let tune_only = |strategy: &str| {
+        let wf = workflow(&trainer(strategy)).replace(PER_GPU, PER_NODE);
+        assert!(wf.contains(PER_NODE));
+        wf[..wf.find("  polish:").unwrap()].to_owned()
+    };
+    p.write("wf.yaml", &tune_only("fsdp"));
+    let fsdp = plans(&p, &on_slurm, "cuda");
+    let tune = &fsdp["tune"];
+    // Weights, gradients and AdamW's moments, 16 bytes a parameter (7.62 B of them), split
+    // 16 ways (the rotary table, 32 MiB, is whole in every process).
+    let state = part(tune, "weights") + part(tune, "gradients") + part(tune, "optimizer");
+    let rotary = 2 * 4 * 32768 * 128;
+    assert!(
+        (7_600_000_000..7_640_000_000).contains(&(state - rotary)),
+        "{tune}"
+    );
+    assert!(part(tune, "gathered layers") > 0, "{tune}");
+    let peak = tune["peak"].as_u64().unwrap_or(0);
+    assert!(peak < 80 << 30, "{tune}");
+    // DDP keeps the whole state in each process: refused, as the embedded trainer is.
+    p.write("wf.yaml", &tune_only("ddp"));
+    let out = p
+        .cmd(&[
+            "validate",
+            "wf.yaml",
+            on_slurm[0],
+            on_slurm[1],
+            on_slurm[2],
+            on_slurm[3],
+        ])
+        .env("SCORCH_AUTO_DEVICE", "cuda")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("nodes.tune.resources.gpu_mem_gb"), "{err}");
 }
 
 #[test]

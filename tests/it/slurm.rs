@@ -351,3 +351,129 @@ nodes:
         "both jobs were submitted before either ended: {times:?}"
     );
 }
+
+/// The smoke profile's student trained by two PyTorch processes (DDP over gloo).
+const TORCH_SFT: &str = r#"
+name: torch-on-slurm
+nodes:
+  tasks: {kind: tasks, params: {split: train, count: 60}}
+  demos:
+    kind: rollout
+    params: {policy: {kind: oracle}}
+    inputs: {tasks: {from: tasks.tasks}}
+  sft:
+    kind: sft
+    params:
+      steps: 8
+      batch_size: 8
+      micro_batch_tokens: 400
+      save_every: 0
+      init: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2}
+      trainer: {kind: torch, processes_per_node: 2}
+    inputs: {trajectories: {from: demos.trajectories}}
+"#;
+
+#[test]
+fn a_torch_trainer_on_slurm_is_one_allocation_whose_job_launches_srun_torchrun() {
+    slurm();
+    let p = Project::new();
+    p.write("wf.yaml", TORCH_SFT);
+    let local = p.run_json(&["wf.yaml"], 0);
+    let out = p
+        .cmd(&[
+            "run",
+            "wf.yaml",
+            "--set",
+            "executor.kind=slurm",
+            "--set",
+            "executor.shared_store=true",
+            "--store",
+            "file://slurm-store",
+            "--json",
+        ])
+        .env("SCORCH_SLURM_POLL_MS", "250")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rec = common::run_record(&out.stdout);
+    assert_all_completed_jobs(&rec);
+    assert_eq!(
+        results(&rec),
+        results(&local),
+        "the same keys and output bytes as two processes on this machine"
+    );
+    let run = rec["id"].as_str().unwrap();
+    // The batch script asks for one machine with a task that has a core per process.
+    let script = std::fs::read_to_string(
+        p.path()
+            .join(format!("slurm-store/work/slurm/{run}/sft-1.sh")),
+    )
+    .unwrap();
+    for line in [
+        "#SBATCH --nodes=1\n",
+        "#SBATCH --ntasks-per-node=1\n",
+        "#SBATCH --cpus-per-task=2\n",
+    ] {
+        assert!(script.contains(line), "{line:?} in\n{script}");
+    }
+    // Slurm gave that allocation ...
+    let job = common::node(&rec, "sft")["jobs"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let show = text(
+        &Command::new("scontrol")
+            .args(["show", "job", "-o", &job])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert!(
+        show.contains("NumNodes=1 ") && show.contains("NumCPUs=2 "),
+        "{show}"
+    );
+    // ... and the job launched torchrun with srun inside it, its rendezvous on the
+    // allocation's host; two processes trained.
+    let log = text(
+        &p.scorch(&["logs", run, "sft", "--store", "file://slurm-store"])
+            .stdout,
+    );
+    for part in [
+        "launching srun --nodes=1 --ntasks-per-node=1",
+        "torch.distributed.run' '--nnodes=1' '--nproc_per_node=2' '--rdzv_backend=c10d'",
+        "rank 0 of 2",
+        "rank 1 of 2",
+    ] {
+        assert!(log.contains(part), "{part:?} in\n{log}");
+    }
+
+    // More processes than the node's resources give: refused before anything is submitted.
+    let wf = TORCH_SFT.replace(
+        "processes_per_node: 2}\n    inputs: {trajectories: {from: demos.trajectories}}",
+        "processes_per_node: 2}\n    inputs: {trajectories: {from: demos.trajectories}}\n    resources: {cpu: 1}",
+    );
+    assert!(wf.contains("resources: {cpu: 1}"));
+    p.write("wf.yaml", &wf);
+    let out = p
+        .cmd(&[
+            "run",
+            "wf.yaml",
+            "--set",
+            "executor.kind=slurm",
+            "--set",
+            "executor.shared_store=true",
+            "--store",
+            "file://refused-store",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "launches 2 processes on each machine, one per core, but `resources.cpu` gives it 1"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!p.path().join("refused-store/work/slurm").exists());
+}

@@ -91,8 +91,24 @@ fn one_process_two_over_ddp_fsdp_and_accelerate_give_the_embedded_loss_curve() {
         let two = losses(&p, &rec, node);
         assert!(worst(&two, &one) < 0.02, "{node}: {two:?} vs {one:?}");
     }
-    // Two processes ran, each with its share of every step's micro-batches.
+    // Its steps reach the run record's metrics as the embedded trainer's do: the same
+    // names at the same steps (the per-step live metrics: `resume::a_torch_trainer_...`).
+    let names = |node: &str| {
+        common::node(&rec, node)["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| (m["name"].as_str().unwrap().to_owned(), m["step"].as_u64()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names("ddp2"), names("embedded"));
+    assert!(
+        names("ddp2").contains(&("final_loss".to_owned(), None)),
+        "{:?}",
+        names("ddp2")
+    );
     let run = rec["id"].as_str().unwrap();
+    // Two processes ran, each with its share of every step's micro-batches.
     for (node, launcher) in [
         ("ddp2", "torch.distributed.run"),
         ("fsdp2", "torch.distributed.run"),

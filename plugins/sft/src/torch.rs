@@ -72,7 +72,15 @@ pub(crate) async fn train(
     let job = ctx
         .blocking(move || prepare(&p, data, &files2, job))
         .await?;
-    let (program, args) = command(&launch, &files, ctx.workflow_dir())?;
+    let python = std::env::var("SCORCH_PYTHON").unwrap_or_else(|_| "python3".into());
+    let allocation = Allocation::here()?;
+    let (program, args) = command(
+        &launch,
+        &files,
+        ctx.workflow_dir(),
+        &python,
+        allocation.as_ref(),
+    )?;
     let mut node_log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -310,29 +318,46 @@ fn prepare(p: &SftParams, data: Data, files: &Files, mut job: Job) -> Result<Job
     Ok(job)
 }
 
-/// The launcher's command line: on this machine, or with `srun` over the Slurm allocation the
-/// node runs in.
+/// The Slurm allocation a node runs in: its job, the rendezvous host and port (on the
+/// allocation's first machine, where the node runs), the cores of each task.
+#[derive(Debug, Clone)]
+struct Allocation {
+    job: String,
+    head: String,
+    port: u16,
+    cpus_per_task: Option<String>,
+}
+
+impl Allocation {
+    /// The allocation this process runs in, if any.
+    fn here() -> Result<Option<Self>, PluginError> {
+        let Ok(job) = std::env::var("SLURM_JOB_ID") else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            job,
+            head: head_node()?,
+            port: free_port()?,
+            cpus_per_task: std::env::var("SLURM_CPUS_PER_TASK").ok(),
+        }))
+    }
+}
+
+/// The launcher's command line: on this machine, or with `srun` over the Slurm allocation
+/// `slurm` (one task per machine, each launching that machine's processes).
 fn command(
     launch: &TorchTrainer,
     files: &Files,
     workflow_dir: &Path,
+    python: &str,
+    slurm: Option<&Allocation>,
 ) -> Result<(String, Vec<String>), PluginError> {
-    let python = std::env::var("SCORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let script = [
-        files.program.display().to_string(),
-        files.job.display().to_string(),
-    ];
     let (nodes, per_node) = (launch.nodes, launch.processes_per_node);
-    let slurm = std::env::var("SLURM_JOB_ID").ok();
-    let rendezvous = match &slurm {
-        Some(job) => Some((job.clone(), head_node()?, free_port()?)),
-        None if nodes > 1 => {
-            return Err(PluginError::failed(format!(
-                "`trainer.nodes: {nodes}` needs a Slurm allocation (`executor: slurm`)"
-            )));
-        }
-        None => None,
-    };
+    if nodes > 1 && slurm.is_none() {
+        return Err(PluginError::failed(format!(
+            "`trainer.nodes: {nodes}` needs a Slurm allocation (`executor: slurm`)"
+        )));
+    }
     let mut args: Vec<String> = match launch.launcher {
         Launcher::Torchrun => {
             let mut a = vec![
@@ -341,11 +366,11 @@ fn command(
                 format!("--nnodes={nodes}"),
                 format!("--nproc_per_node={per_node}"),
             ];
-            match &rendezvous {
-                Some((job, head, port)) => a.extend([
+            match slurm {
+                Some(s) => a.extend([
                     "--rdzv_backend=c10d".to_owned(),
-                    format!("--rdzv_endpoint={head}:{port}"),
-                    format!("--rdzv_id=scorch-{job}"),
+                    format!("--rdzv_endpoint={}:{}", s.head, s.port),
+                    format!("--rdzv_id=scorch-{}", s.job),
                 ]),
                 None => a.push("--standalone".to_owned()),
             }
@@ -364,12 +389,12 @@ fn command(
                     workflow_dir.join(config).display()
                 ));
             }
-            if let Some((_, head, port)) = &rendezvous {
+            if let Some(s) = slurm {
                 a.extend([
                     // Each machine's rank comes from its own task, in the shell below.
                     "--machine_rank=$SLURM_NODEID".to_owned(),
-                    format!("--main_process_ip={head}"),
-                    format!("--main_process_port={port}"),
+                    format!("--main_process_ip={}", s.head),
+                    format!("--main_process_port={}", s.port),
                 ]);
             }
             // Accelerate's launcher for several processes (torch's elastic launch, gloo on
@@ -384,27 +409,27 @@ fn command(
             a
         }
     };
-    args.extend(script);
-    let Some(_) = slurm else {
-        return Ok((python, args));
+    args.extend([
+        files.program.display().to_string(),
+        files.job.display().to_string(),
+    ]);
+    let Some(slurm) = slurm else {
+        return Ok((python.to_owned(), args));
     };
-    // One task per machine, each launching its processes; a failed one ends them all.
+    // A failed task ends them all.
     let mut srun = vec![
         format!("--nodes={nodes}"),
         "--ntasks-per-node=1".to_owned(),
         "--kill-on-bad-exit=1".to_owned(),
     ];
-    if let Ok(cpus) = std::env::var("SLURM_CPUS_PER_TASK") {
+    if let Some(cpus) = &slurm.cpus_per_task {
         srun.push(format!("--cpus-per-task={cpus}"));
     }
-    let line = std::iter::once(python)
+    let line = std::iter::once(python.to_owned())
         .chain(args)
-        .map(|a| {
-            if a.contains("$SLURM_NODEID") {
-                a.replace("$SLURM_NODEID", "\"$SLURM_NODEID\"")
-            } else {
-                shell_quote(&a)
-            }
+        .map(|a| match a.strip_suffix("$SLURM_NODEID") {
+            Some(flag) => format!("{flag}\"$SLURM_NODEID\""),
+            None => shell_quote(&a),
         })
         .collect::<Vec<_>>()
         .join(" ");
@@ -505,4 +530,86 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scorch_kinds::trainer::Strategy;
+
+    fn two_by_eight(launcher: Launcher) -> (String, Vec<String>) {
+        let launch = TorchTrainer {
+            launcher,
+            processes_per_node: 8,
+            nodes: 2,
+            strategy: Strategy::Fsdp,
+            config: None,
+        };
+        let slurm = Allocation {
+            job: "77".into(),
+            head: "gpu-a01".into(),
+            port: 29_500,
+            cpus_per_task: Some("64".into()),
+        };
+        let files = Files::new(Path::new("/scratch/torch"));
+        command(&launch, &files, Path::new("/wf"), "python3", Some(&slurm)).unwrap_or_default()
+    }
+
+    #[test]
+    fn two_machines_of_eight_are_one_srun_task_each_launching_eight_processes() {
+        let (program, args) = two_by_eight(Launcher::Torchrun);
+        assert_eq!(program, "srun");
+        assert_eq!(
+            args[..4],
+            [
+                "--nodes=2",
+                "--ntasks-per-node=1",
+                "--kill-on-bad-exit=1",
+                "--cpus-per-task=64"
+            ]
+        );
+        assert_eq!(
+            args[6],
+            "exec 'python3' '-m' 'torch.distributed.run' '--nnodes=2' '--nproc_per_node=8' \
+             '--rdzv_backend=c10d' '--rdzv_endpoint=gpu-a01:29500' '--rdzv_id=scorch-77' \
+             '/scratch/torch/torch_trainer.py' '/scratch/torch/job.json'"
+        );
+        // Accelerate: every machine's rank from its own task's environment.
+        let (_, args) = two_by_eight(Launcher::Accelerate);
+        assert!(
+            args[6].contains(
+                "'--num_processes=16' '--num_machines=2' --machine_rank=\"$SLURM_NODEID\" \
+                 '--main_process_ip=gpu-a01' '--main_process_port=29500' '--multi_gpu'"
+            ),
+            "{}",
+            args[6]
+        );
+        // The shell reads the line as it is meant.
+        let out = std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!(
+                    "SLURM_NODEID=1; set -- {}; printf '%s\\n' \"$@\"",
+                    &args[6][5..]
+                ),
+            ])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        assert!(out.lines().any(|l| l == "--machine_rank=1"), "{out}");
+    }
+
+    #[test]
+    fn several_machines_without_an_allocation_are_refused() {
+        let launch = TorchTrainer {
+            launcher: Launcher::Torchrun,
+            processes_per_node: 1,
+            nodes: 2,
+            strategy: Strategy::Ddp,
+            config: None,
+        };
+        let files = Files::new(Path::new("/s"));
+        let err = command(&launch, &files, Path::new("/wf"), "python3", None);
+        assert!(err.is_err_and(|e| e.to_string().contains("executor: slurm")));
+    }
 }
