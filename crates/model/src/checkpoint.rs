@@ -131,14 +131,7 @@ impl Checkpoint {
                 dir.display()
             )));
         }
-        let config = read_config(dir)?;
-        let chat = ChatFormat::of_config(&config).map_err(|e| {
-            ModelError::Config(format!("{}: {e}", dir.join("config.json").display()))
-        })?;
-        let tokenizer =
-            tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
-                ModelError::Checkpoint(format!("{}: {e}", dir.join("tokenizer.json").display()))
-            })?;
+        let (config, chat, tokenizer) = read_text_side(dir)?;
         let mut vs = nn::VarStore::new(device);
         // The variables are made in `kind` and the file's values copied in (converted as
         // `to_kind` would): a bfloat16 model never holds a float32 copy of itself.
@@ -408,6 +401,20 @@ impl Checkpoint {
             .map_err(|e| ModelError::Checkpoint(e.to_string()))?;
         Ok(())
     }
+}
+
+/// What an HF folder says without its weights: its config, the chat format it records, and
+/// its tokenizer.
+pub fn read_text_side(
+    dir: &Path,
+) -> Result<(Config, ChatFormat, tokenizers::Tokenizer), ModelError> {
+    let config = read_config(dir)?;
+    let chat = ChatFormat::of_config(&config)
+        .map_err(|e| ModelError::Config(format!("{}: {e}", dir.join("config.json").display())))?;
+    let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
+        ModelError::Checkpoint(format!("{}: {e}", dir.join("tokenizer.json").display()))
+    })?;
+    Ok((config, chat, tokenizer))
 }
 
 /// Read and check `config.json`.

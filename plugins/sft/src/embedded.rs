@@ -26,7 +26,8 @@ pub(crate) async fn train(
         // Float32 master weights (LoRA: a frozen base in the compute kind and a float32
         // adapter); the layers compute in the precision's kind.
         let ck = data.student(&p, device, compute)?;
-        let seqs = data.sequences(&p, &ck)?;
+        let max = ck.model.config.max_position_embeddings as usize;
+        let seqs = data.sequences(&p, &ck.tokenizer, ck.chat, max)?;
         let pad = token_id(&ck.tokenizer, END_OF_TEXT)?;
         let mut trainer = Trainer::new(&ck.vs, train_config(&p))?;
         // Saved only where a state store keeps it.

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use scorch_api::reexports::async_trait;
 use scorch_api::{DeclaredPlugin, NodeContext, PluginError};
 use scorch_kinds::sft::{LossOn, SftParams};
+use scorch_kinds::student::ChatFormat;
 use scorch_model::checkpoint::{Checkpoint, load_trainable};
 use scorch_model::encode::encode_trajectory_where;
 use scorch_model::scratch::from_scratch;
@@ -108,14 +109,20 @@ impl Data {
         Ok(ck)
     }
 
-    /// Every trajectory as (token ids, loss mask) for `ck`, cut to its positions.
-    fn sequences(&self, p: &SftParams, ck: &Checkpoint) -> Result<Vec<Sequence>, PluginError> {
-        let max = ck.model.config.max_position_embeddings as usize;
+    /// Every trajectory as (token ids, loss mask) for a model with `tokenizer`, `chat` format
+    /// and `max` positions (it is cut to them).
+    fn sequences(
+        &self,
+        p: &SftParams,
+        tokenizer: &tokenizers::Tokenizer,
+        chat: ChatFormat,
+        max: usize,
+    ) -> Result<Vec<Sequence>, PluginError> {
         Ok(self
             .trajectories
             .iter()
             .map(|t| {
-                encode_trajectory_where(&ck.tokenizer, ck.chat, t, |_, s| {
+                encode_trajectory_where(tokenizer, chat, t, |_, s| {
                     p.loss_on == LossOn::All || s.author == Author::Teacher
                 })
                 .map(|x| clip_len(x, max))

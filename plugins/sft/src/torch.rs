@@ -11,6 +11,8 @@ use scorch_api::{NodeContext, PluginError, RowWriter};
 use scorch_kinds::sft::SftParams;
 use scorch_kinds::student::Precision;
 use scorch_kinds::trainer::{Launcher, TorchTrainer};
+use scorch_model::checkpoint::read_text_side;
+use scorch_model::lora::is_adapter;
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{TrainingRun, lr_at, micro_batches, scored_tokens};
 use scorch_tables::{TrainSequence, TrainStep};
@@ -89,13 +91,14 @@ pub(crate) async fn train(
     use std::io::Write as _;
     let _ = writeln!(
         node_log,
-        "sft: launching {} {} (world size {}, {}, steps {}..{})",
+        "sft: launching {} {} (world size {}, {}, steps {}..{}, from {})",
         program,
         args.join(" "),
         launch.world_size(),
         launch.strategy.name(),
         log.len(),
-        job.steps
+        job.steps,
+        job.init.display()
     );
     let stderr = node_log
         .try_clone()
@@ -168,7 +171,7 @@ pub(crate) async fn train(
             log.len(),
         )));
     }
-    publish(&files, &ctx.blob_dir("checkpoint")?)?;
+    publish(&job.init, &files, &ctx.blob_dir("checkpoint")?)?;
     Ok(log)
 }
 
@@ -277,12 +280,27 @@ fn threads_per_process(processes: u32) -> usize {
 fn prepare(p: &SftParams, data: Data, files: &Files, mut job: Job) -> Result<Job, PluginError> {
     let io = |what: &str, e: std::io::Error| PluginError::io(what.to_owned(), e);
     std::fs::create_dir_all(&files.state).map_err(|e| io("creating the trainer's folder", e))?;
-    let ck = data.student(p, tch::Device::Cpu, tch::Kind::Float)?;
-    let seqs = data.sequences(p, &ck)?;
-    job.pad = token_id(&ck.tokenizer, END_OF_TEXT)?;
+    // A whole model given as `model` is the trainer's start as it is (its weights are read
+    // only there); a new student, or an adapter merged into its base, is written first.
+    let (tokenizer, chat, max) = match (&p.init, &data.model) {
+        (None, Some(dir)) if !is_adapter(dir) => {
+            let (config, chat, tokenizer) = read_text_side(dir)?;
+            job.init.clone_from(dir);
+            (tokenizer, chat, config.max_position_embeddings)
+        }
+        _ => {
+            let ck = data.student(p, tch::Device::Cpu, tch::Kind::Float)?;
+            ck.save(&files.init)?;
+            (
+                ck.tokenizer.clone(),
+                ck.chat,
+                ck.model.config.max_position_embeddings,
+            )
+        }
+    };
+    let seqs = data.sequences(p, &tokenizer, chat, max as usize)?;
+    job.pad = token_id(&tokenizer, END_OF_TEXT)?;
     job.seed = data.seed;
-    ck.save(&files.init)?;
-    drop(ck);
     let config = train_config(p);
     let mut run = TrainingRun::new(data.seed, seqs.len(), p.steps, 0, PathBuf::new());
     let mut plan = RowWriter::<TrainSequence>::create(&files.plan)?;
@@ -505,15 +523,18 @@ fn read_log(state: &Path, step: u64) -> Result<Vec<TrainStep>, PluginError> {
     Ok(log)
 }
 
-/// The checkpoint: the starting one's config and tokenizer with the trained weights.
-fn publish(files: &Files, out: &Path) -> Result<(), PluginError> {
+/// The checkpoint: the starting one's config and tokenizer (its files other than the
+/// weights) with the trained weights.
+fn publish(init: &Path, files: &Files, out: &Path) -> Result<(), PluginError> {
     let io = |what: String, e: std::io::Error| PluginError::io(what, e);
     std::fs::create_dir_all(out).map_err(|e| io(format!("creating {}", out.display()), e))?;
-    let entries = std::fs::read_dir(&files.init)
-        .map_err(|e| io("reading the starting checkpoint".into(), e))?;
+    let entries =
+        std::fs::read_dir(init).map_err(|e| io("reading the starting checkpoint".into(), e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if name == "model.safetensors" {
+        let text = name.to_string_lossy();
+        let weights = text.starts_with("model") && text.contains(".safetensors");
+        if weights || !entry.path().is_file() {
             continue;
         }
         std::fs::copy(entry.path(), out.join(&name))

@@ -185,9 +185,14 @@ def main():
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    init_weights = os.path.join(job["init"], "model.safetensors")
-    with safe_open(init_weights, "pt") as f:
-        names = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    # The starting weights' names and dtypes (one file, or an HF index's shards): the
+    # trained ones are written under the same.
+    import glob
+
+    names = {}
+    for path in sorted(glob.glob(os.path.join(job["init"], "model*.safetensors"))):
+        with safe_open(path, "pt") as f:
+            names.update({k: f.get_slice(k).get_dtype() for k in f.keys()})
     dtypes = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
     names = {k: dtypes.get(d, torch.float32) for k, d in names.items()}
     # Float32 master weights, as the embedded trainer keeps.
