@@ -216,3 +216,98 @@ fn processes_the_resources_do_not_give_are_refused_before_anything_runs() {
             || common::files_under(&p.path().join(".scorch/runs")).is_empty()
     );
 }
+
+/// The processes whose command line mentions `needle`.
+fn processes_with(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+#[test]
+fn a_trainer_whose_node_is_killed_outright_ends_itself() {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    let p = Project::new();
+    let wf = r#"
+name: long
+nodes:
+  tasks: {kind: tasks, params: {split: train, count: 60}}
+  demos:
+    kind: rollout
+    params: {policy: {kind: oracle}}
+    inputs: {tasks: {from: tasks.tasks}}
+  long:
+    kind: sft
+    params:
+      steps: 2000
+      batch_size: 8
+      save_every: 0
+      trainer: {kind: torch, processes_per_node: 2}
+      init: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2}
+    inputs: {trajectories: {from: demos.trajectories}}
+"#;
+    p.write("wf.yaml", wf);
+    let mut run = p
+        .cmd(&["run", "wf.yaml", "--quiet"])
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The trainer's processes (their command lines name the job in this project's store).
+    let needle = p.path().join(".scorch").display().to_string();
+    let trainers = |p: &[u32]| {
+        p.iter()
+            .copied()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("torch_trainer.py"))
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while trainers(&processes_with(&needle)).len() < 3 {
+        assert!(Instant::now() < deadline, "the trainer never started");
+        assert!(run.try_wait().unwrap().is_none(), "the run ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Let them get into their steps, then kill the node's worker alone (SIGKILL: it cannot
+    // stop them itself).
+    std::thread::sleep(Duration::from_secs(5));
+    let workers: Vec<u32> = processes_with("scorch-worker")
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(str::to_owned))
+                .and_then(|rest| rest.split_whitespace().nth(2).map(str::to_owned))
+                .is_some_and(|pgid| pgid == run.id().to_string())
+        })
+        .collect();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    std::process::Command::new("kill")
+        .args(["-9", &workers[0].to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left = loop {
+        let left = trainers(&processes_with(&needle));
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::process::Command::new("kill")
+        .args(["-9", "--", &format!("-{}", run.id())])
+        .status()
+        .unwrap();
+    let _ = run.wait();
+    assert!(left.is_empty(), "trainer processes left behind: {left:?}");
+}

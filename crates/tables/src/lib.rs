@@ -274,30 +274,44 @@ impl TableRow for TrainStep {
     const KIND: &'static str = "train_steps";
 }
 
-/// One training sequence as an external trainer reads it, pre-tokenized: which optimiser step
-/// and micro-batch it belongs to, its token ids and loss mask, and what the step's loss is
-/// divided by. A step's micro-batches, in order, are its rows grouped by `micro`; the loss of
-/// a step is the sum over its rows of the masked negative log-likelihood, divided by
-/// `scored` (so it does not depend on how the micro-batches are spread over processes).
+/// One encoded training sequence, as an external trainer reads it: its token ids and loss
+/// mask. A run's sequences are written once; [`TrainPlanRow`]s say which make each step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TrainSequence {
-    /// Optimiser step (0-based).
-    pub step: u32,
-    /// Micro-batch within the step (0-based): the rows of one forward and backward pass.
-    pub micro: u32,
+    /// Its number (0-based, as the plan names it).
+    pub index: u32,
     /// Token ids.
     pub ids: Vec<i64>,
     /// Per token, 1 where it is a target of the loss (the policy's own turns), else 0; the
     /// first token is never a target.
     pub loss_mask: Vec<f32>,
+}
+
+impl TableRow for TrainSequence {
+    const KIND: &'static str = "train_sequences";
+}
+
+/// One sequence's place in a training run: the optimiser step and micro-batch it belongs to
+/// (a step's micro-batches, in order, are its rows grouped by `micro`), what the step's loss
+/// is divided by, and the step's learning rate. The loss of a step is the sum over its rows
+/// of the masked negative log-likelihood divided by `scored`, however the micro-batches are
+/// spread over processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TrainPlanRow {
+    /// Optimiser step (0-based).
+    pub step: u32,
+    /// Micro-batch within the step (0-based): the rows of one forward and backward pass.
+    pub micro: u32,
+    /// The [`TrainSequence`] (its `index`).
+    pub sequence: u32,
     /// Targets the whole step scores (at least 1).
     pub scored: f64,
     /// The step's learning rate (warm-up and cosine, as the embedded trainer's).
     pub lr: f64,
 }
 
-impl TableRow for TrainSequence {
-    const KIND: &'static str = "train_sequences";
+impl TableRow for TrainPlanRow {
+    const KIND: &'static str = "train_plan";
 }
 
 /// One GRPO group of an RL step: the rewards of the episodes sampled from one prompt.
@@ -335,6 +349,7 @@ pub fn table_schemas() -> Vec<(&'static str, serde_json::Value)> {
         (TrainStep::KIND, TrainStep::row_schema()),
         (RlGroup::KIND, RlGroup::row_schema()),
         (TrainSequence::KIND, TrainSequence::row_schema()),
+        (TrainPlanRow::KIND, TrainPlanRow::row_schema()),
     ]
 }
 
@@ -406,7 +421,8 @@ mod tests {
                 "results",
                 "train_steps",
                 "rl_groups",
-                "train_sequences"
+                "train_sequences",
+                "train_plan"
             ]
         );
         assert!(

@@ -1,6 +1,6 @@
-//! The torch trainer: the node encodes the steps (the plan: every step's sequences, loss
-//! masks, micro-batches and learning rate, as `train_sequences` Parquet) and the starting
-//! checkpoint, then launches `torch_trainer.py` under `torchrun` or `accelerate` (through
+//! The torch trainer: the node encodes the steps (the sequences with their loss masks,
+//! `train_sequences` Parquet, and the plan: every step's sequences by number, micro-batch and
+//! learning rate, `train_plan`) and the starting checkpoint, then launches `torch_trainer.py` under `torchrun` or `accelerate` (through
 //! `srun` inside a Slurm allocation), follows its steps, saves its state into the store when it
 //! says so, and publishes the checkpoint it writes.
 
@@ -15,7 +15,7 @@ use scorch_model::checkpoint::read_text_side;
 use scorch_model::lora::is_adapter;
 use scorch_model::tokenizer::{END_OF_TEXT, token_id};
 use scorch_model::train::{TrainingRun, lr_at, micro_batches, scored_tokens};
-use scorch_tables::{TrainSequence, TrainStep};
+use scorch_tables::{TrainPlanRow, TrainSequence, TrainStep};
 use serde::Deserialize;
 use tokio::io::AsyncBufReadExt;
 
@@ -182,7 +182,9 @@ struct Files {
     program: PathBuf,
     /// Its job.
     job: PathBuf,
-    /// The encoded steps.
+    /// The encoded sequences.
+    sequences: PathBuf,
+    /// Which make each step.
     plan: PathBuf,
     /// The starting checkpoint.
     init: PathBuf,
@@ -199,6 +201,7 @@ impl Files {
         Self {
             program: work.join("torch_trainer.py"),
             job: work.join("job.json"),
+            sequences: work.join("sequences.parquet"),
             plan: work.join("plan.parquet"),
             init: work.join("init"),
             out: work.join("out"),
@@ -211,6 +214,7 @@ impl Files {
 /// What `torch_trainer.py` reads (see its docstring).
 #[derive(Debug, Clone, serde::Serialize)]
 struct Job {
+    sequences: PathBuf,
     plan: PathBuf,
     init: PathBuf,
     out: PathBuf,
@@ -239,6 +243,7 @@ impl Job {
     fn from_params(p: &SftParams, launch: &TorchTrainer, files: &Files) -> Self {
         let config = train_config(p);
         Self {
+            sequences: files.sequences.clone(),
             plan: files.plan.clone(),
             init: files.init.clone(),
             out: files.out.clone(),
@@ -301,26 +306,33 @@ fn prepare(p: &SftParams, data: Data, files: &Files, mut job: Job) -> Result<Job
     let seqs = data.sequences(p, &tokenizer, chat, max as usize)?;
     job.pad = token_id(&tokenizer, END_OF_TEXT)?;
     job.seed = data.seed;
+    // Each sequence once, then every step's rows by number.
+    let mut written = RowWriter::<TrainSequence>::create(&files.sequences)?;
+    for (index, (ids, loss_mask)) in seqs.iter().enumerate() {
+        written.push(TrainSequence {
+            index: index as u32,
+            ids: ids.clone(),
+            loss_mask: loss_mask.clone(),
+        })?;
+    }
+    written.finish()?;
     let config = train_config(p);
     let mut run = TrainingRun::new(data.seed, seqs.len(), p.steps, 0, PathBuf::new());
-    let mut plan = RowWriter::<TrainSequence>::create(&files.plan)?;
+    let mut plan = RowWriter::<TrainPlanRow>::create(&files.plan)?;
     for step in 0..p.steps {
-        let batch: Vec<Sequence> = next_batch(&mut run, &seqs, p.batch_size)
-            .into_iter()
-            .map(|i| seqs[i].clone())
-            .collect();
+        let rows = next_batch(&mut run, &seqs, p.batch_size);
+        let batch: Vec<Sequence> = rows.iter().map(|&i| seqs[i].clone()).collect();
         let scored = scored_tokens(&batch);
         let lr = lr_at(&config, step);
-        for (micro, rows) in micro_batches(&batch, p.micro_batch_tokens)
+        for (micro, range) in micro_batches(&batch, p.micro_batch_tokens)
             .into_iter()
             .enumerate()
         {
-            for (ids, loss_mask) in &batch[rows] {
-                plan.push(TrainSequence {
+            for &sequence in &rows[range] {
+                plan.push(TrainPlanRow {
                     step: step as u32,
                     micro: micro as u32,
-                    ids: ids.clone(),
-                    loss_mask: loss_mask.clone(),
+                    sequence: sequence as u32,
                     scored,
                     lr,
                 })?;

@@ -11,7 +11,8 @@ log-likelihood summed over a step's micro-batches and divided by the targets the
 global-norm clipping, AdamW (betas, epsilon 1e-8, decoupled weight decay on every weight).
 
 Usage: torch_trainer.py JOB.json, where the node's JSON says:
-  plan        Parquet of `train_sequences` rows (step, micro, ids, loss_mask, scored, lr)
+  sequences   Parquet of `train_sequences` rows (index, ids, loss_mask)
+  plan        Parquet of `train_plan` rows (step, micro, sequence, scored, lr)
   init        the checkpoint to start from (an HF folder)
   out         where to write the trained `model.safetensors` (the init's names and dtypes)
   state       the folder of the resumable state; `resume` true: go on from it
@@ -47,16 +48,19 @@ def emit(rank, **fields):
         print(json.dumps(fields), flush=True)
 
 
-def read_plan(path):
+def read_plan(sequences, plan):
     """{step: [micro-batch rows in order]}, each row (ids, loss_mask); each step's (scored, lr)."""
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["step", "micro", "ids", "loss_mask", "scored", "lr"])
+    seqs = pq.read_table(sequences, columns=["index", "ids", "loss_mask"])
+    rows = dict(zip(seqs.column("index").to_pylist(),
+                    zip(seqs.column("ids").to_pylist(), seqs.column("loss_mask").to_pylist())))
+    table = pq.read_table(plan, columns=["step", "micro", "sequence", "scored", "lr"])
     cols = {name: table.column(name).to_pylist() for name in table.column_names}
     steps, meta = {}, {}
     for i, step in enumerate(cols["step"]):
         micros = steps.setdefault(step, {})
-        micros.setdefault(cols["micro"][i], []).append((cols["ids"][i], cols["loss_mask"][i]))
+        micros.setdefault(cols["micro"][i], []).append(rows[cols["sequence"][i]])
         meta[step] = (cols["scored"][i], cols["lr"][i])
     return {s: [m[k] for k in sorted(m)] for s, m in steps.items()}, meta
 
@@ -205,7 +209,7 @@ def main():
     model = wrap(model, strategy, device, cuda)
     opt = torch.optim.AdamW(model.parameters(), lr=0.0, betas=tuple(job["betas"]), eps=job["eps"],
                             weight_decay=job["weight_decay"])
-    plan, meta = read_plan(job["plan"])
+    plan, meta = read_plan(job["sequences"], job["plan"])
     steps = job["steps"]
     start = load_state(job, model, opt) if job["resume"] else 0
     log(f"rank {rank} of {world}, {strategy}, {device}, steps {start}..{steps}")
