@@ -11,6 +11,8 @@ import sys
 from playwright.sync_api import sync_playwright
 
 url, run, node, release, shot = sys.argv[1:6]
+# A chart's title and how many points it draws.
+CHART = "e => e.dataset.metric + ' (' + e.dataset.points + ' points)'"
 seen = {}
 with sync_playwright() as p:
     browser = p.chromium.launch(
@@ -27,10 +29,14 @@ with sync_playwright() as p:
     page.evaluate("window.__scorch_marker = 42")
     page.click(box)
     page.wait_for_selector('[data-metric="loss"]', timeout=30_000)
-    seen["chart_while_running"] = page.eval_on_selector('[data-metric="loss"] text', "e => e.textContent")
+    seen["chart_while_running"] = page.eval_on_selector('[data-metric="loss"]', CHART)
+    # A view the user zoomed stays zoomed while the run's states change under it.
+    page.click("#zin")
+    zoomed = page.get_attribute("#viewport", "transform")
     seen["log_while_running"] = page.inner_text("#log")
     pathlib.Path(release).write_text("go")
     page.wait_for_selector(f'{box}[data-state="ran"]', timeout=60_000)
+    seen["zoom_kept_live"] = page.get_attribute("#viewport", "transform") == zoomed
     seen["marker_after"] = page.evaluate("window.__scorch_marker")
     page.wait_for_function(
         "document.getElementById('run-status').textContent === 'succeeded'", timeout=30_000)
@@ -43,7 +49,7 @@ with sync_playwright() as p:
     seen["rows"] = page.eval_on_selector_all("#preview tr", "trs => trs.length - 1")
     page.click(box)
     page.wait_for_selector('[data-metric="loss"]', timeout=30_000)
-    seen["chart_after"] = page.eval_on_selector('[data-metric="loss"] text', "e => e.textContent")
+    seen["chart_after"] = page.eval_on_selector('[data-metric="loss"]', CHART)
     page.screenshot(path=shot, full_page=True)
     browser.close()
 print(json.dumps(seen))

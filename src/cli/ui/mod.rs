@@ -6,6 +6,10 @@
 //! - `GET /api/runs/{run}/stream`: server-sent events, a `record` event each time the record
 //!   changes (the engine rewrites it within two seconds of a node starting or ending), until
 //!   the run is over;
+//! - `GET /api/runs/{run}/results`: its evaluation results (accuracy with Wilson intervals,
+//!   paired differences against the first arm) with its profile and vars;
+//! - `GET /api/runs/{run}/metrics`: every node's metrics as reported while it ran;
+//! - `GET /api/runs/{run}/params`: each node's params as its cache key has them;
 //! - `GET /api/runs/{run}/nodes/{node}/metrics`: the metrics the node reported as it ran;
 //! - `GET /api/runs/{run}/nodes/{node}/log`: its log (a running node's as it grows, redacted
 //!   with the workflow's secrets);
@@ -76,6 +80,9 @@ pub(crate) async fn ui(store: StoreArgs, addr: SocketAddr) -> Result<(), Failure
         .route("/api/runs/{run}", get(run))
         .route("/api/runs/{run}/stream", get(stream))
         .route("/api/runs/{run}/compare", get(compare))
+        .route("/api/runs/{run}/results", get(results))
+        .route("/api/runs/{run}/metrics", get(run_metrics))
+        .route("/api/runs/{run}/params", get(params))
         .route("/api/runs/{run}/nodes/{node}/metrics", get(metrics))
         .route("/api/runs/{run}/nodes/{node}/log", get(log))
         .route("/api/artifacts/{hash}", get(artifact))
@@ -174,22 +181,81 @@ fn node_of<'a>(
     })
 }
 
+/// The metrics node `node` of run `r` reported as it ran: kept with the run once it is done,
+/// read from this machine's work folder while it runs.
+async fn live_metrics(store: &Store, r: &RunRecord, node: &str) -> Vec<MetricLine> {
+    let text = match store.node_file(&r.id, node, NodeFile::Metrics).await {
+        Ok(Some(t)) => t,
+        _ => std::fs::read_to_string(store.live_node_file(&r.id, node, NodeFile::Metrics))
+            .unwrap_or_default(),
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 async fn metrics(
     State(app): Shared,
     Path((id, node)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let r = record(&app.store, &id).await?;
     let n = node_of(&r, &node)?;
-    let text = match app.store.node_file(&r.id, &n.id, NodeFile::Metrics).await? {
-        Some(t) => t,
-        None => std::fs::read_to_string(app.store.live_node_file(&r.id, &n.id, NodeFile::Metrics))
-            .unwrap_or_default(),
-    };
-    let live: Vec<MetricLine> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let live = live_metrics(&app.store, &r, &n.id).await;
     Ok(Json(json!({"live": live, "summary": n.metrics})))
+}
+
+/// Every node's reported metrics, by node (nodes that reported none are left out).
+async fn run_metrics(State(app): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = record(&app.store, &id).await?;
+    let mut out = serde_json::Map::new();
+    for n in &r.nodes {
+        let live = live_metrics(&app.store, &r, &n.id).await;
+        if !live.is_empty() {
+            out.insert(n.id.clone(), json!(live));
+        }
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+/// The run's results table as `scorch run` prints it, with its profile and vars.
+async fn results(State(app): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = record(&app.store, &id).await?;
+    let lines = scorch_report::summary::collect_results(&app.store, &r).await?;
+    let diff = |d: &Option<(String, scorch_report::stats::Interval)>| {
+        d.as_ref()
+            .map(|(base, i)| json!({"base": base, "estimate": i.estimate, "lo": i.lo, "hi": i.hi}))
+    };
+    let rows: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            let e = &l.result;
+            json!({
+                "node": l.node, "label": e.label, "suite": e.suite, "split": e.split,
+                "n": e.n, "correct": e.correct, "accuracy": l.wilson.estimate,
+                "lo": l.wilson.lo, "hi": l.wilson.hi, "vs": diff(&l.vs),
+                "vs_previous": diff(&l.vs_previous), "answer_diversity": e.answer_diversity,
+                "pass_at_k": e.pass_at_k, "mean_turns": e.mean_turns,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({"rows": rows, "profile": r.profile, "vars": r.vars}),
+    ))
+}
+
+/// Each node's params as its cache key has them (secrets as `${env.NAME}`), for the nodes
+/// whose result is in the store.
+async fn params(State(app): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let r = record(&app.store, &id).await?;
+    let mut out = serde_json::Map::new();
+    for n in &r.nodes {
+        if let Some(key) = &n.key
+            && let Ok(Some(m)) = app.store.manifest(key).await
+        {
+            out.insert(n.id.clone(), m.components.params);
+        }
+    }
+    Ok(Json(Value::Object(out)))
 }
 
 async fn log(
