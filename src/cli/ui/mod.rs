@@ -47,7 +47,16 @@ const POLL: Duration = Duration::from_millis(500);
 #[derive(Debug)]
 struct App {
     store: Store,
+    /// The runs list's entries by run id, with the size of the record they were read from:
+    /// a finished run's record does not change, so a list of a thousand runs reads only the
+    /// records that are new or still running.
+    listed: tokio::sync::Mutex<std::collections::HashMap<String, (u64, Value)>>,
+    /// A finished run's results table (its paired intervals take a bootstrap to compute).
+    results: tokio::sync::Mutex<std::collections::HashMap<String, Value>>,
 }
+
+/// How many run records the runs list reads at once.
+const READ_AT_ONCE: usize = 32;
 
 type Shared = State<Arc<App>>;
 
@@ -73,7 +82,11 @@ pub(crate) async fn ui(store: StoreArgs, addr: SocketAddr) -> Result<(), Failure
     })?;
     let local = listener.local_addr().unwrap_or(addr);
     eprintln!("scorch ui: http://{local}/ (store {})", store.url());
-    let app = Arc::new(App { store });
+    let app = Arc::new(App {
+        store,
+        listed: Default::default(),
+        results: Default::default(),
+    });
     let router = Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/api/runs", get(runs))
@@ -117,16 +130,47 @@ async fn record(store: &Store, id: &str) -> Result<RunRecord, ApiError> {
 }
 
 async fn runs(State(app): Shared) -> Result<Json<Value>, ApiError> {
-    let mut out = Vec::new();
-    for r in super::runs::all_runs(&app.store).await? {
-        let mut v = with_status(&r);
-        // The list needs no node details.
-        if let Some(o) = v.as_object_mut() {
-            o.remove("nodes");
-            o.insert("node_count".into(), json!(r.nodes.len()));
+    use futures::StreamExt;
+    let mut ids = app.store.list(scorch_engine::layout::RUNS).await?;
+    ids.reverse();
+    let mut listed = app.listed.lock().await;
+    let fresh = |id: &str, size: u64| {
+        listed
+            .get(id)
+            .is_some_and(|(s, v)| *s == size && v["status"] != "running")
+    };
+    let stale: Vec<(String, u64)> = ids
+        .iter()
+        .filter(|(id, size)| !fresh(id, *size))
+        .cloned()
+        .collect();
+    let read: Vec<(String, u64, Option<RunRecord>)> = futures::stream::iter(stale)
+        .map(|(id, size)| {
+            let store = &app.store;
+            async move {
+                let r = store.run::<RunRecord>(&id).await.ok().flatten();
+                (id, size, r)
+            }
+        })
+        .buffered(READ_AT_ONCE)
+        .collect()
+        .await;
+    for (id, size, r) in read {
+        if let Some(r) = r {
+            let mut v = with_status(&r);
+            // The list needs no node details.
+            if let Some(o) = v.as_object_mut() {
+                o.remove("nodes");
+                o.remove("vars");
+                o.insert("node_count".into(), json!(r.nodes.len()));
+            }
+            listed.insert(id, (size, v));
         }
-        out.push(v);
     }
+    let out: Vec<Value> = ids
+        .iter()
+        .filter_map(|(id, _)| listed.get(id).map(|(_, v)| v.clone()))
+        .collect();
     Ok(Json(Value::Array(out)))
 }
 
@@ -219,6 +263,9 @@ async fn run_metrics(State(app): Shared, Path(id): Path<String>) -> Result<Json<
 
 /// The run's results table as `scorch run` prints it, with its profile and vars.
 async fn results(State(app): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    if let Some(v) = app.results.lock().await.get(&id) {
+        return Ok(Json(v.clone()));
+    }
     let r = record(&app.store, &id).await?;
     let lines = scorch_report::summary::collect_results(&app.store, &r).await?;
     let diff = |d: &Option<(String, scorch_report::stats::Interval)>| {
@@ -238,9 +285,11 @@ async fn results(State(app): Shared, Path(id): Path<String>) -> Result<Json<Valu
             })
         })
         .collect();
-    Ok(Json(
-        json!({"rows": rows, "profile": r.profile, "vars": r.vars}),
-    ))
+    let v = json!({"rows": rows, "profile": r.profile, "vars": r.vars});
+    if r.status != RunStatus::Running {
+        app.results.lock().await.insert(r.id.clone(), v.clone());
+    }
+    Ok(Json(v))
 }
 
 /// Each node's params as its cache key has them (secrets as `${env.NAME}`), for the nodes
