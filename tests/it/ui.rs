@@ -270,6 +270,11 @@ fn the_run_page_shows_results_first_the_whole_dag_curves_and_runs_side_by_side()
         "{seen}"
     );
     assert_eq!(seen["zoom_kept"], true, "{seen}");
+    // Edges run between boxes, never through one.
+    for k in ["edges", "big_edges"] {
+        assert!(seen[k]["paths"].as_u64().unwrap() >= 15, "{seen}");
+        assert_eq!(seen[k]["through_boxes"], 0, "{k}: {seen}");
+    }
     // 40 nodes, every box in view.
     assert_eq!(seen["big_dag"]["boxes"], 40, "{seen}");
     assert_eq!(seen["big_dag"]["outside"], 0, "{seen}");

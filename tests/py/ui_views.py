@@ -23,6 +23,27 @@ BOXES_IN_VIEW = """() => {
   const out = boxes.filter((r) => r.left < 0 || r.top < 0 || r.right > innerWidth || r.bottom > innerHeight);
   return {boxes: boxes.length, outside: out.length};
 }"""
+# Edges that pass through a box other than their two ends: sampled along each path, in the
+# graph's own coordinates.
+EDGES_THROUGH_BOXES = """() => {
+  const boxes = [...document.querySelectorAll('#viewport .box')].map((b) => {
+    const [x, y] = b.getAttribute('transform').match(/[-0-9.]+/g).map(Number);
+    const r = b.querySelector('rect.frame');
+    return {x, y, w: +r.getAttribute('width'), h: +r.getAttribute('height')};
+  });
+  let hits = 0, paths = 0;
+  for (const p of document.querySelectorAll('#viewport path.edge')) {
+    paths++;
+    const len = p.getTotalLength();
+    const inside = (q) => boxes.findIndex((b) => q.x > b.x + 1 && q.x < b.x + b.w - 1 && q.y > b.y + 1 && q.y < b.y + b.h - 1);
+    const ends = new Set([inside(p.getPointAtLength(0.5)), inside(p.getPointAtLength(len - 0.5))]);
+    for (let k = 1; k < 60; k++) {
+      const i = inside(p.getPointAtLength(len * k / 60));
+      if (i >= 0 && !ends.has(i)) { hits++; break; }
+    }
+  }
+  return {paths, through_boxes: hits};
+}"""
 OVERFLOW = """() => ({page: document.documentElement.scrollWidth - innerWidth,
   main: document.getElementById('main').scrollWidth - document.getElementById('main').clientWidth})"""
 
@@ -49,6 +70,7 @@ with sync_playwright() as p:
     seen["results_rows"] = page.eval_on_selector_all(
         "#results-table tr[data-node]", "rows => rows.map((r) => [...r.cells].map((c) => c.textContent))")
     seen["dag"] = page.evaluate(BOXES_IN_VIEW)
+    seen["edges"] = page.evaluate(EDGES_THROUGH_BOXES)
     seen["groups"] = page.eval_on_selector_all("#viewport .box[data-group]", "g => g.map((x) => x.dataset.group)")
     seen["overflow"] = page.evaluate(OVERFLOW)
     page.screenshot(path=str(out / "run-page.png"))
@@ -92,6 +114,7 @@ with sync_playwright() as p:
     page.wait_for_function("document.querySelectorAll('#viewport .box').length >= 40", timeout=60_000)
     page.wait_for_timeout(300)
     seen["big_dag"] = page.evaluate(BOXES_IN_VIEW)
+    seen["big_edges"] = page.evaluate(EDGES_THROUGH_BOXES)
     seen["big_overflow"] = page.evaluate(OVERFLOW)
     page.screenshot(path=str(out / "big-dag.png"))
 
