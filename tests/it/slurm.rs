@@ -373,27 +373,31 @@ nodes:
     inputs: {trajectories: {from: demos.trajectories}}
 "#;
 
+/// `scorch run wf.yaml --json` with every node a job of the local Slurm, on store `store`.
+fn run_on_slurm(p: &Project, store: &str) -> std::process::Output {
+    p.cmd(&[
+        "run",
+        "wf.yaml",
+        "--set",
+        "executor.kind=slurm",
+        "--set",
+        "executor.shared_store=true",
+        "--store",
+        store,
+        "--json",
+    ])
+    .env("SCORCH_SLURM_POLL_MS", "250")
+    .output()
+    .unwrap()
+}
+
 #[test]
 fn a_torch_trainer_on_slurm_is_one_allocation_whose_job_launches_srun_torchrun() {
     slurm();
     let p = Project::new();
     p.write("wf.yaml", TORCH_SFT);
     let local = p.run_json(&["wf.yaml"], 0);
-    let out = p
-        .cmd(&[
-            "run",
-            "wf.yaml",
-            "--set",
-            "executor.kind=slurm",
-            "--set",
-            "executor.shared_store=true",
-            "--store",
-            "file://slurm-store",
-            "--json",
-        ])
-        .env("SCORCH_SLURM_POLL_MS", "250")
-        .output()
-        .unwrap();
+    let out = run_on_slurm(&p, "file://slurm-store");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let rec = common::run_record(&out.stdout);
     assert_all_completed_jobs(&rec);
@@ -454,26 +458,15 @@ fn a_torch_trainer_on_slurm_is_one_allocation_whose_job_launches_srun_torchrun()
     );
     assert!(wf.contains("resources: {cpu: 1}"));
     p.write("wf.yaml", &wf);
-    let out = p
-        .cmd(&[
-            "run",
-            "wf.yaml",
-            "--set",
-            "executor.kind=slurm",
-            "--set",
-            "executor.shared_store=true",
-            "--store",
-            "file://refused-store",
-        ])
-        .output()
-        .unwrap();
+    let out = run_on_slurm(&p, "file://refused-store");
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    // (With `--json`, the diagnostics come as JSON on stdout.)
+    let said = text(&out.stdout) + &text(&out.stderr);
     assert!(
-        text(&out.stderr).contains(
+        said.contains(
             "launches 2 processes on each machine, one per core, but `resources.cpu` gives it 1"
         ),
-        "{}",
-        text(&out.stderr)
+        "{said}"
     );
     assert!(!p.path().join("refused-store/work/slurm").exists());
 }

@@ -44,6 +44,23 @@ fn start_ui(p: &Project) -> (Killed, String) {
     (ui, addr)
 }
 
+/// Run `tests/py/SCRIPT` (Playwright in Debian's headless Chromium) with `args`; what it
+/// saw, as the JSON it prints.
+fn browse(script: &str, args: &[&str]) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(format!("{}/tests/py/{script}", env!("CARGO_MANIFEST_DIR")))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 const SLOW: &str = r#"
 import json, os, sys, time
 release = sys.argv[1]
@@ -94,20 +111,17 @@ fn a_running_node_turns_done_in_the_browser_without_a_reload() {
         std::thread::sleep(Duration::from_millis(100));
     };
     let shot = p.path().join("ui.png");
-    let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ui_check.py"))
-        .args([&format!("http://{addr}"), &id, "slow"])
-        .arg(p.path().join("release"))
-        .arg(&shot)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
+    let release = p.path().join("release").display().to_string();
+    let seen = browse(
+        "ui_check.py",
+        &[
+            &format!("http://{addr}"),
+            &id,
+            "slow",
+            &release,
+            &shot.display().to_string(),
+        ],
     );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["running"], true);
     assert_eq!(seen["chart_while_running"], "loss (10 points)");
     assert!(
@@ -169,24 +183,16 @@ fn the_run_page_shows_results_first_the_whole_dag_curves_and_runs_side_by_side()
     let (_ui, addr) = start_ui(&p);
     let shots =
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-artifacts/ui");
-    let out = Command::new("python3")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/ui_views.py"))
-        .args([
+    let seen = browse(
+        "ui_views.py",
+        &[
             &format!("http://{addr}"),
             &id(&smoke),
             &id(&other),
             &id(&big),
-        ])
-        .arg(&shots)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
+            &shots.display().to_string(),
+        ],
     );
-    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
     // The results table, above the fold, with the run's numbers: each eval node's rows with
     // their Wilson intervals, as `scorch run` prints them.

@@ -176,7 +176,7 @@ pub(crate) async fn train(
 }
 
 /// The files of one node's trainer, under its scratch folder.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 struct Files {
     /// The trainer program.
     program: PathBuf,
@@ -186,7 +186,8 @@ struct Files {
     sequences: PathBuf,
     /// Which make each step.
     plan: PathBuf,
-    /// The starting checkpoint.
+    /// The starting checkpoint, when the node writes one.
+    #[serde(skip)]
     init: PathBuf,
     /// The trained weights.
     out: PathBuf,
@@ -214,12 +215,10 @@ impl Files {
 /// What `torch_trainer.py` reads (see its docstring).
 #[derive(Debug, Clone, serde::Serialize)]
 struct Job {
-    sequences: PathBuf,
-    plan: PathBuf,
+    #[serde(flatten)]
+    files: Files,
+    /// The starting checkpoint: `files.init`, or the `model` input's folder as it is.
     init: PathBuf,
-    out: PathBuf,
-    state: PathBuf,
-    ack: PathBuf,
     resume: bool,
     steps: usize,
     save_every: usize,
@@ -243,12 +242,8 @@ impl Job {
     fn from_params(p: &SftParams, launch: &TorchTrainer, files: &Files) -> Self {
         let config = train_config(p);
         Self {
-            sequences: files.sequences.clone(),
-            plan: files.plan.clone(),
+            files: files.clone(),
             init: files.init.clone(),
-            out: files.out.clone(),
-            state: files.state.clone(),
-            ack: files.ack.clone(),
             resume: false,
             steps: p.steps,
             save_every: p.save_every,
