@@ -187,6 +187,17 @@ fn a_torch_trainer_killed_mid_way_resumes_from_its_last_saved_step() {
 }
 
 #[test]
+fn a_deepspeed_zero3_trainer_killed_mid_way_resumes_from_its_last_saved_step() {
+    // DeepSpeed's own checkpoint (a file per process, packed into one), saved into the store.
+    let wf = TRAIN.replace(
+        "      batch_size: 8\n",
+        "      batch_size: 8\n      trainer: {kind: torch, processes_per_node: 2, strategy: deepspeed_zero3}\n",
+    );
+    assert!(wf.contains("deepspeed_zero3"));
+    killed_and_resumed(&wf, "sft", 100, 40, 160);
+}
+
+#[test]
 fn an_rl_node_killed_mid_way_resumes_from_its_last_saved_step() {
     killed_and_resumed(&rl_workflow(), "rl", 15, 10, 30);
 }

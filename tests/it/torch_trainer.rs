@@ -1,7 +1,7 @@
 //! `sft` with `trainer: {kind: torch}`: PyTorch (the pip wheel's, under its own `torchrun`
 //! and HF Accelerate's `accelerate launch`) trains the smoke profile's student on the same
-//! encoded steps as the embedded trainer. One process, two over gloo with DDP, two with FSDP
-//! and two under Accelerate give the embedded trainer's loss curve; the checkpoint evaluates
+//! encoded steps as the embedded trainer. One process, two over gloo with DDP, two with FSDP,
+//! two with DeepSpeed ZeRO-3 and two under Accelerate give the embedded trainer's loss curve; the checkpoint evaluates
 //! in `eval` and answers through `scorch serve`.
 
 #![allow(clippy::unwrap_used)]
@@ -40,6 +40,7 @@ nodes:
 {}  ddp2:
 {}  fsdp2:
 {}  accelerate2:
+{}  zero3:
 {}  eval_tasks: {{kind: tasks, params: {{split: test, count: 8}}}}
   eval_ddp2:
     kind: eval
@@ -51,6 +52,7 @@ nodes:
         sft("\n      trainer: {kind: torch, processes_per_node: 2}"),
         sft("\n      trainer: {kind: torch, processes_per_node: 2, strategy: fsdp}"),
         sft("\n      trainer: {kind: torch, launcher: accelerate, processes_per_node: 2}"),
+        sft("\n      trainer: {kind: torch, processes_per_node: 2, strategy: deepspeed_zero3}"),
     )
 }
 
@@ -78,7 +80,7 @@ fn worst(a: &[f64], b: &[f64]) -> f64 {
 }
 
 #[test]
-fn one_process_two_over_ddp_fsdp_and_accelerate_give_the_embedded_loss_curve() {
+fn one_process_two_over_ddp_fsdp_deepspeed_and_accelerate_give_the_embedded_loss_curve() {
     let p = Project::new();
     p.write("wf.yaml", &workflow());
     let rec = p.run_json(&["wf.yaml"], 0);
@@ -86,9 +88,17 @@ fn one_process_two_over_ddp_fsdp_and_accelerate_give_the_embedded_loss_curve() {
     let one = losses(&p, &rec, "torch1");
     // It learned: the curve is not flat.
     assert!(embedded[11] < embedded[0] - 0.1, "{embedded:?}");
+    eprintln!(
+        "one process: at most {:.1e} of the loss from the embedded trainer's",
+        worst(&one, &embedded)
+    );
     assert!(worst(&one, &embedded) < 0.05, "{one:?} vs {embedded:?}");
-    for node in ["ddp2", "fsdp2", "accelerate2"] {
+    for node in ["ddp2", "fsdp2", "accelerate2", "zero3"] {
         let two = losses(&p, &rec, node);
+        eprintln!(
+            "{node}: at most {:.1e} of the loss from one process's",
+            worst(&two, &one)
+        );
         assert!(worst(&two, &one) < 0.02, "{node}: {two:?} vs {one:?}");
     }
     // Its steps reach the run record's metrics as the embedded trainer's do: the same
@@ -113,6 +123,7 @@ fn one_process_two_over_ddp_fsdp_and_accelerate_give_the_embedded_loss_curve() {
         ("ddp2", "torch.distributed.run"),
         ("fsdp2", "torch.distributed.run"),
         ("accelerate2", "accelerate.commands.launch"),
+        ("zero3", "torch.distributed.run"),
     ] {
         let log = text(&p.scorch(&["logs", run, node]).stdout);
         assert!(log.contains(launcher), "{node}: {log}");

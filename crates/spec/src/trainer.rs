@@ -1,6 +1,7 @@
 //! Which trainer runs a training node's steps: the embedded one (scorch's own loop on tch, in
 //! the node's process, one device) or PyTorch under a distributed launcher (`torchrun` or
-//! `accelerate`) with DDP or FSDP, on one machine or over a Slurm allocation's nodes.
+//! `accelerate`) with DDP, FSDP or DeepSpeed ZeRO-3, on one machine or over a Slurm
+//! allocation's nodes.
 //!
 //! Both train the same sequences, with the same loss masks, in the same order of batches and
 //! micro-batches: the node encodes them once and the external trainer reads them
@@ -16,7 +17,8 @@ pub enum TrainerParams {
     /// scorch's own training loop (tch) in the node's process, on one device.
     #[default]
     Embedded,
-    /// PyTorch under a distributed launcher: one process per device, DDP or FSDP.
+    /// PyTorch under a distributed launcher: one process per device, DDP, FSDP or DeepSpeed
+    /// ZeRO-3.
     Torch(TorchTrainer),
 }
 
@@ -56,6 +58,9 @@ pub enum Strategy {
     /// PyTorch FSDP (`fully_shard`, per decoder layer): weights, gradients and optimiser
     /// state are sharded over the processes, each layer gathered for its own pass.
     Fsdp,
+    /// DeepSpeed ZeRO stage 3: the same sharding by DeepSpeed, with its own accumulation,
+    /// clipping and checkpoints.
+    DeepspeedZero3,
 }
 
 impl Strategy {
@@ -64,6 +69,7 @@ impl Strategy {
         match self {
             Self::Ddp => "ddp",
             Self::Fsdp => "fsdp",
+            Self::DeepspeedZero3 => "deepspeed_zero3",
         }
     }
 }
@@ -104,7 +110,7 @@ impl TorchTrainer {
     pub fn shards(&self) -> u64 {
         match self.strategy {
             Strategy::Ddp => 1,
-            Strategy::Fsdp => u64::from(self.world_size()),
+            Strategy::Fsdp | Strategy::DeepspeedZero3 => u64::from(self.world_size()),
         }
     }
 

@@ -1,6 +1,7 @@
 """scorch's external trainer: fine-tunes every weight of a Qwen2 checkpoint with PyTorch, one
 process per device, under `torchrun` or `accelerate launch` (which set RANK, WORLD_SIZE,
-LOCAL_RANK and the rendezvous), with DDP or FSDP (`fully_shard` per decoder layer).
+LOCAL_RANK and the rendezvous), with DDP, FSDP (`fully_shard` per decoder layer) or DeepSpeed
+ZeRO stage 3.
 
 Plain PyTorch on a transformers model rather than transformers' Trainer: the `sft` node has
 already fixed everything a Trainer would decide (the sequences, their loss masks, which
@@ -17,7 +18,7 @@ Usage: torch_trainer.py JOB.json, where the node's JSON says:
   out         where to write the trained `model.safetensors` (the init's names and dtypes)
   state       the folder of the resumable state; `resume` true: go on from it
   steps, save_every, betas, eps, weight_decay, clip, pad, seed
-  strategy    ddp | fsdp;  device  cpu | cuda;  bf16  autocast products in bfloat16
+  strategy    ddp | fsdp | deepspeed_zero3;  device  cpu | cuda;  bf16  autocast products in bfloat16
   threads     intra-op threads per process on a CPU
   gradient_checkpointing
   ack         the file the node writes a save's step into once it has kept it
@@ -102,6 +103,7 @@ def syncing(model, strategy, last):
 
 
 def full_state(model, opt):
+    """Whole model and optimiser state dicts on rank 0 (empty elsewhere)."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     return get_state_dict(model, opt, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
@@ -114,13 +116,15 @@ def save_weights(state, path, names=None):
     save_file({k: state[k].detach().to(dtype).contiguous().clone() for k, dtype in names.items()}, path)
 
 
-def save_state(job, rank, model, opt, step):
-    msd, osd = full_state(model, opt)
+def save_state(job, rank, trainer, step):
+    """The state after `step` steps into `job["state"]` (flat files: the node keeps the
+    folder's files in the store); then wait until the node says it has kept them."""
+    state = job["state"]
     if rank == 0:
-        state = job["state"]
         os.makedirs(state, exist_ok=True)
-        save_weights(msd, os.path.join(state, "model.safetensors"))
-        torch.save(osd, os.path.join(state, "optimizer.pt"))
+    dist.barrier()
+    trainer.save(state, rank)
+    if rank == 0:
         with open(os.path.join(state, "position.json"), "w") as f:
             json.dump({"step": step}, f)
         emit(rank, saved=step)
@@ -136,17 +140,129 @@ def save_state(job, rank, model, opt, step):
     dist.barrier()
 
 
-def load_state(job, model, opt):
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+def masked_share(logits, ids, mask, scored, weight):
+    """This pass's share of the step's loss: its masked negative log-likelihood over the
+    targets the whole step scores."""
+    logp = logits[:, :-1].float().log_softmax(-1)
+    token = logp.gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return -(token * mask).sum() / scored * weight
 
-    state = job["state"]
-    msd = load_file(os.path.join(state, "model.safetensors"))
-    osd = torch.load(os.path.join(state, "optimizer.pt"), weights_only=True)
-    set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd,
-                   options=StateDictOptions(full_state_dict=True))
-    with open(os.path.join(state, "position.json")) as f:
-        return json.load(f)["step"]
+
+class TorchParallel:
+    """PyTorch's DDP or FSDP (`fully_shard`) with torch's AdamW; state through
+    `torch.distributed.checkpoint`'s state-dict API (whole tensors, so DDP and FSDP alike)."""
+
+    def __init__(self, model, job, device, cuda):
+        self.strategy = job["strategy"]
+        self.model = wrap(model, self.strategy, device, cuda)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=0.0, betas=tuple(job["betas"]),
+                                     eps=job["eps"], weight_decay=job["weight_decay"])
+        self.clip = job["clip"] if job["clip"] > 0 else math.inf
+
+    def pass_(self, batch, scored, weight, last, world, autocast):
+        ids, att, mask = batch
+        with syncing(self.model, self.strategy, last):
+            with autocast():
+                logits = self.model(input_ids=ids, attention_mask=att).logits
+            share = masked_share(logits, ids, mask, scored, weight)
+            # DDP and FSDP average the processes' gradients: the sum is wanted.
+            (share * world).backward()
+        return share
+
+    def step(self, lr):
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip)
+        if hasattr(norm, "full_tensor"):
+            norm = norm.full_tensor()
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def save(self, state, rank):
+        msd, osd = full_state(self.model, self.opt)
+        if rank == 0:
+            save_weights(msd, os.path.join(state, "model.safetensors"))
+            torch.save(osd, os.path.join(state, "optimizer.pt"))
+
+    def load(self, state):
+        from safetensors.torch import load_file
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        msd = load_file(os.path.join(state, "model.safetensors"))
+        osd = torch.load(os.path.join(state, "optimizer.pt"), weights_only=True)
+        set_state_dict(self.model, self.opt, model_state_dict=msd, optim_state_dict=osd,
+                       options=StateDictOptions(full_state_dict=True))
+
+    def weights(self):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+class DeepSpeedZero3:
+    """DeepSpeed ZeRO stage 3: weights, gradients and AdamW's state partitioned over the
+    processes. Accumulation over a step's passes by DeepSpeed's own boundary (one optimiser
+    step at the last pass); its clipping and AdamW (torch's, `torch_adam`); its checkpoints,
+    one file per process, packed into one archive in the state folder."""
+
+    def __init__(self, model, job, device, cuda):
+        import deepspeed
+
+        config = {
+            "train_micro_batch_size_per_gpu": 1,
+            "gradient_accumulation_steps": 1,
+            "zero_optimization": {"stage": 3},
+            "gradient_clipping": job["clip"],
+            "optimizer": {"type": "AdamW", "params": {
+                "lr": 0.0, "betas": list(job["betas"]), "eps": job["eps"],
+                "weight_decay": job["weight_decay"], "torch_adam": True}},
+            "steps_per_print": 1 << 30,
+        }
+        self.engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
+                                                    config=config)
+
+    def pass_(self, batch, scored, weight, last, world, autocast):
+        ids, att, mask = batch
+        self.engine.set_gradient_accumulation_boundary(last)
+        with autocast():
+            logits = self.engine(input_ids=ids, attention_mask=att).logits
+        share = masked_share(logits, ids, mask, scored, weight)
+        # DeepSpeed averages the processes' gradients: the sum is wanted.
+        self.engine.backward(share * world)
+        return share
+
+    def step(self, lr):
+        for group in self.engine.optimizer.param_groups:
+            group["lr"] = lr
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        return float(norm if norm is not None else 0.0)
+
+    def save(self, state, rank):
+        import shutil
+        import tarfile
+
+        staging = os.path.join(state, "deepspeed")
+        self.engine.save_checkpoint(staging, tag="state")
+        dist.barrier()
+        if rank == 0:
+            with tarfile.open(os.path.join(state, "deepspeed.tar"), "w") as tar:
+                tar.add(staging, arcname="deepspeed")
+            shutil.rmtree(staging)
+
+    def load(self, state):
+        import tarfile
+
+        if int(os.environ.get("RANK", "0")) == 0:
+            with tarfile.open(os.path.join(state, "deepspeed.tar")) as tar:
+                tar.extractall(state, filter="data")
+        dist.barrier()
+        self.engine.load_checkpoint(os.path.join(state, "deepspeed"), tag="state")
+
+    def weights(self):
+        # Gathered to rank 0 a module at a time (as HF Accelerate reads a ZeRO-3 model).
+        return self.engine._zero3_consolidated_16bit_state_dict() or {}
 
 
 def watch(pid):
@@ -206,20 +322,19 @@ def main():
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     strategy = job["strategy"]
-    model = wrap(model, strategy, device, cuda)
-    opt = torch.optim.AdamW(model.parameters(), lr=0.0, betas=tuple(job["betas"]), eps=job["eps"],
-                            weight_decay=job["weight_decay"])
+    trainer = (DeepSpeedZero3 if strategy == "deepspeed_zero3" else TorchParallel)(model, job, device, cuda)
     plan, meta = read_plan(job["sequences"], job["plan"])
     steps = job["steps"]
-    start = load_state(job, model, opt) if job["resume"] else 0
+    start = 0
+    if job["resume"]:
+        trainer.load(job["state"])
+        with open(os.path.join(job["state"], "position.json")) as f:
+            start = json.load(f)["step"]
     log(f"rank {rank} of {world}, {strategy}, {device}, steps {start}..{steps}")
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if job["bf16"] else nullcontext
-    clip = job["clip"] if job["clip"] > 0 else math.inf
     for step in range(start, steps):
         micros = plan[step]
         scored, lr = meta[step]
-        for group in opt.param_groups:
-            group["lr"] = lr
         # This process's share of the step's micro-batches; where it has fewer than another,
         # it passes over one with weight 0 so that every process reduces at the same pass.
         mine = micros[rank::world]
@@ -227,30 +342,17 @@ def main():
         total = torch.zeros((), dtype=torch.float64)
         for i in range(passes):
             rows, weight = (mine[i], 1.0) if i < len(mine) else (micros[0], 0.0)
-            ids, att, mask = collate(rows, job["pad"], device)
-            with syncing(model, strategy, i == passes - 1):
-                with autocast():
-                    logits = model(input_ids=ids, attention_mask=att).logits
-                logp = logits[:, :-1].float().log_softmax(-1)
-                token = logp.gather(2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-                share = -(token * mask).sum() / scored * weight
-                # DDP and FSDP average the processes' gradients: the sum is wanted.
-                (share * world).backward()
+            share = trainer.pass_(collate(rows, job["pad"], device), scored, weight,
+                                  i == passes - 1, world, autocast)
             total += share.detach().double().cpu()
         if world > 1:
             dist.all_reduce(total)
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        if hasattr(norm, "full_tensor"):
-            norm = norm.full_tensor()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        emit(rank, step=step, loss=total.item(), lr=lr, grad_norm=float(norm))
+        norm = trainer.step(lr)
+        emit(rank, step=step, loss=total.item(), lr=lr, grad_norm=norm)
         done = step + 1
         if job["save_every"] > 0 and done % job["save_every"] == 0 and done < steps:
-            save_state(job, rank, model, opt, done)
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    msd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            save_state(job, rank, trainer, done)
+    msd = trainer.weights()
     if rank == 0:
         os.makedirs(job["out"], exist_ok=True)
         save_weights(msd, os.path.join(job["out"], "model.safetensors"), names)
