@@ -241,12 +241,8 @@ fn processes_with(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-#[test]
-fn a_trainer_whose_node_is_killed_outright_ends_itself() {
-    use std::os::unix::process::CommandExt;
-    use std::time::{Duration, Instant};
-    let p = Project::new();
-    let wf = r#"
+/// A torch trainer of 2,000 steps (two processes), run in a process group of its own.
+const LONG: &str = r#"
 name: long
 nodes:
   tasks: {kind: tasks, params: {split: train, count: 60}}
@@ -264,34 +260,60 @@ nodes:
       init: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2}
     inputs: {trajectories: {from: demos.trajectories}}
 "#;
-    p.write("wf.yaml", wf);
+
+/// The processes of the trainer of project `p` (torchrun and its two workers): their command
+/// lines name the trainer in the project's store.
+fn trainers(p: &Project) -> Vec<u32> {
+    let needle = p.path().join(".scorch").display().to_string();
+    processes_with(&needle)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("torch_trainer.py"))
+        })
+        .collect()
+}
+
+/// `scorch run` of [`LONG`] in a process group of its own, once its trainer is in its steps.
+fn long_run(p: &Project) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    use std::time::{Duration, Instant};
+    p.write("wf.yaml", LONG);
     let mut run = p
         .cmd(&["run", "wf.yaml", "--quiet"])
         .process_group(0)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The trainer's processes (their command lines name the job in this project's store).
-    let needle = p.path().join(".scorch").display().to_string();
-    let trainers = |p: &[u32]| {
-        p.iter()
-            .copied()
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("torch_trainer.py"))
-            })
-            .collect::<Vec<_>>()
-    };
     let deadline = Instant::now() + Duration::from_secs(120);
-    while trainers(&processes_with(&needle)).len() < 3 {
+    while trainers(p).len() < 3 {
         assert!(Instant::now() < deadline, "the trainer never started");
         assert!(run.try_wait().unwrap().is_none(), "the run ended");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Let them get into their steps, then kill the node's worker alone (SIGKILL: it cannot
-    // stop them itself).
     std::thread::sleep(Duration::from_secs(5));
+    run
+}
+
+/// Wait up to 30 s for the trainer's processes to be gone; those left.
+fn left_after(p: &Project) -> Vec<u32> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = trainers(p);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_trainer_whose_node_is_killed_outright_ends_itself() {
+    let p = Project::new();
+    let mut run = long_run(&p);
+    // Kill the node's worker alone (SIGKILL: it cannot stop them itself).
     let workers: Vec<u32> = processes_with("scorch-worker")
         .into_iter()
         .filter(|pid| {
@@ -307,18 +329,34 @@ nodes:
         .args(["-9", &workers[0].to_string()])
         .status()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let left = loop {
-        let left = trainers(&processes_with(&needle));
-        if left.is_empty() || Instant::now() > deadline {
-            break left;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let left = left_after(&p);
     std::process::Command::new("kill")
         .args(["-9", "--", &format!("-{}", run.id())])
         .status()
         .unwrap();
     let _ = run.wait();
     assert!(left.is_empty(), "trainer processes left behind: {left:?}");
+}
+
+#[test]
+fn ctrl_c_stops_the_trainers_processes_and_publishes_nothing() {
+    let p = Project::new();
+    let run = long_run(&p);
+    std::process::Command::new("kill")
+        .args(["-INT", &run.id().to_string()])
+        .status()
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+    assert!(left_after(&p).is_empty(), "trainer processes left behind");
+    let runs = p.path().join(".scorch/runs");
+    let record = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(record).unwrap()).unwrap();
+    assert_eq!(rec["status"], "cancelled");
+    assert_eq!(common::node(&rec, "long")["outcome"], "cancelled", "{rec}");
 }

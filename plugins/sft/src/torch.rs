@@ -118,42 +118,48 @@ pub(crate) async fn train(
         .take()
         .ok_or_else(|| PluginError::failed("the trainer's output is not readable"))?;
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    loop {
-        let line = tokio::select! {
-            line = lines.next_line() => line.map_err(|e| PluginError::io("reading the trainer's output", e))?,
-            () = ctx.cancellation().cancelled() => {
-                stop(&mut child).await;
-                return Err(PluginError::cancelled());
-            }
-        };
-        let Some(line) = line else { break };
-        match serde_json::from_str::<Said>(&line) {
-            Ok(Said::Step {
-                step,
-                loss,
-                lr,
-                grad_norm,
-            }) => {
-                progress.message(&format!("loss {loss:.3}"));
-                progress.metric("loss", Some(step as u64), loss);
-                progress.metric("lr", Some(step as u64), lr);
-                progress.metric("grad_norm", Some(step as u64), grad_norm);
-                progress.advance(1);
-                log.push(entry(step, loss, lr, grad_norm));
-            }
-            Ok(Said::Saved { saved }) => {
-                if let Some(store) = &state {
-                    write_log(&files.state, &log)?;
-                    store.save(saved, &files.state).await?;
+    let followed = async {
+        loop {
+            let line = tokio::select! {
+                line = lines.next_line() => line.map_err(|e| PluginError::io("reading the trainer's output", e))?,
+                () = ctx.cancellation().cancelled() => return Err(PluginError::cancelled()),
+            };
+            let Some(line) = line else {
+                return Ok(());
+            };
+            match serde_json::from_str::<Said>(&line) {
+                Ok(Said::Step {
+                    step,
+                    loss,
+                    lr,
+                    grad_norm,
+                }) => {
+                    progress.message(&format!("loss {loss:.3}"));
+                    progress.metric("loss", Some(step as u64), loss);
+                    progress.metric("lr", Some(step as u64), lr);
+                    progress.metric("grad_norm", Some(step as u64), grad_norm);
+                    progress.advance(1);
+                    log.push(entry(step, loss, lr, grad_norm));
                 }
-                std::fs::write(&files.ack, saved.to_string())
-                    .map_err(|e| PluginError::io("answering the trainer", e))?;
-            }
-            Ok(Said::Done { .. }) => {}
-            Err(_) => {
-                let _ = writeln!(node_log, "{line}");
+                Ok(Said::Saved { saved }) => {
+                    if let Some(store) = &state {
+                        write_log(&files.state, &log)?;
+                        store.save(saved, &files.state).await?;
+                    }
+                    std::fs::write(&files.ack, saved.to_string())
+                        .map_err(|e| PluginError::io("answering the trainer", e))?;
+                }
+                Ok(Said::Done { .. }) => {}
+                Err(_) => {
+                    let _ = writeln!(node_log, "{line}");
+                }
             }
         }
+    };
+    // Cancelled, or the node cannot go on (its state not saved): the trainer stops too.
+    if let Err(e) = followed.await {
+        stop(&mut child).await;
+        return Err(e);
     }
     let status = child
         .wait()
