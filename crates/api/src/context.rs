@@ -129,6 +129,14 @@ impl NodeContext {
     pub fn log_file(&self) -> &Path {
         &self.parts.log_file
     }
+    /// The last `n` lines of the node's log: what a failed command or process said last.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = std::fs::read(&self.parts.log_file)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
     /// The workflow file's directory: resolve relative paths in params against it.
     pub fn workflow_dir(&self) -> &Path {
         &self.parts.workflow_dir

@@ -277,7 +277,7 @@ impl Plugin for Exec {
         };
         metrics.read_new(progress.as_ref());
         if !status.success() {
-            let tail = log_tail(&log_path);
+            let tail = ctx.log_tail(20);
             return Err(PluginError::failed(format!(
                 "`{}` exited with {status}; its last output:\n{tail}",
                 argv.join(" ")
@@ -365,15 +365,6 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String, Plu
     }
     out.push_str(rest);
     Ok(out)
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(20);
-    lines[start..].join("\n")
 }
 
 #[cfg(test)]

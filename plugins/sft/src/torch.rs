@@ -37,10 +37,6 @@ enum Said {
     Saved {
         saved: u64,
     },
-    Done {
-        #[allow(dead_code)]
-        done: u64,
-    },
 }
 
 /// Train on `data` as `p` says, with the processes `launch` asks for; the steps' log.
@@ -55,6 +51,7 @@ pub(crate) async fn train(
     let progress = ctx.progress_handle();
     // The state is saved only where a store keeps it.
     let state = ctx.state_store().filter(|_| p.save_every > 0);
+    let allocation = Allocation::here()?;
     let mut log: Vec<TrainStep> = Vec::new();
     if let Some(store) = &state
         && let Some(step) = store.load(&files.state).await?
@@ -67,7 +64,7 @@ pub(crate) async fn train(
         steps: p.steps,
         save_every: if state.is_some() { p.save_every } else { 0 },
         resume: !log.is_empty(),
-        ..Job::from_params(&p, &launch, &files)
+        ..Job::from_params(&p, &launch, &files, allocation.as_ref())
     };
     let steps = p.steps;
     let files2 = files.clone();
@@ -75,7 +72,6 @@ pub(crate) async fn train(
         .blocking(move || prepare(&p, data, &files2, job))
         .await?;
     let python = std::env::var("SCORCH_PYTHON").unwrap_or_else(|_| "python3".into());
-    let allocation = Allocation::here()?;
     let (program, args) = command(
         &launch,
         &files,
@@ -149,7 +145,6 @@ pub(crate) async fn train(
                     std::fs::write(&files.ack, saved.to_string())
                         .map_err(|e| PluginError::io("answering the trainer", e))?;
                 }
-                Ok(Said::Done { .. }) => {}
                 Err(_) => {
                     let _ = writeln!(node_log, "{line}");
                 }
@@ -168,7 +163,7 @@ pub(crate) async fn train(
     if !status.success() {
         return Err(PluginError::failed(format!(
             "the torch trainer exited with {status}; its last output:\n{}",
-            tail(ctx.log_file())
+            ctx.log_tail(20)
         )));
     }
     if log.len() != steps {
@@ -245,7 +240,12 @@ struct Job {
 }
 
 impl Job {
-    fn from_params(p: &SftParams, launch: &TorchTrainer, files: &Files) -> Self {
+    fn from_params(
+        p: &SftParams,
+        launch: &TorchTrainer,
+        files: &Files,
+        slurm: Option<&Allocation>,
+    ) -> Self {
         let config = train_config(p);
         Self {
             files: files.clone(),
@@ -262,7 +262,7 @@ impl Job {
             strategy: launch.strategy.name(),
             device: p.device.clone(),
             bf16: p.precision == Precision::Bf16,
-            threads: threads_per_process(launch.processes_per_node),
+            threads: threads_per_process(launch.processes_per_node, slurm),
             gradient_checkpointing: p.gradient_checkpointing,
             watch_pid: std::process::id(),
             watch_host: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -273,10 +273,9 @@ impl Job {
 }
 
 /// The cores a process may use: the allocation's (Slurm) or this machine's, shared out.
-fn threads_per_process(processes: u32) -> usize {
-    let cores = std::env::var("SLURM_CPUS_PER_TASK")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
+fn threads_per_process(processes: u32, slurm: Option<&Allocation>) -> usize {
+    let cores = slurm
+        .and_then(|s| s.cpus_per_task.as_deref()?.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     (cores / processes.max(1) as usize).max(1)
 }
@@ -557,13 +556,6 @@ fn publish(init: &Path, files: &Files, out: &Path) -> Result<(), PluginError> {
     std::fs::copy(&weights, out.join("model.safetensors"))
         .map_err(|e| io(format!("copying {}", weights.display()), e))?;
     Ok(())
-}
-
-/// The last lines of the node's log.
-fn tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 #[cfg(test)]

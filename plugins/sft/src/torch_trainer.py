@@ -26,8 +26,8 @@ Usage: torch_trainer.py JOB.json, where the node's JSON says:
 
 Rank 0 writes one JSON object a line on stdout: {"step", "loss", "lr", "grad_norm"} after each
 step; {"saved": N} after writing the state of N steps into `state` (it then waits for the
-node to write N into `ack`: the node copies the folder into the store meanwhile);
-{"done": N} at the end. Everything else goes to stderr.
+node to write N into `ack`: the node copies the folder into the store meanwhile).
+Everything else goes to stderr.
 """
 import json
 import math
@@ -357,7 +357,6 @@ def main():
         os.makedirs(job["out"], exist_ok=True)
         save_weights(msd, os.path.join(job["out"], "model.safetensors"), names)
     dist.barrier()
-    emit(rank, done=steps)
     dist.destroy_process_group()
 
 
