@@ -284,6 +284,21 @@ def watch(pid):
 
 
 def main():
+    # A rank's exception goes to the launcher's error file, so that torchrun's and
+    # Accelerate's failure summary names its traceback as the root cause.
+    from torch.distributed.elastic.multiprocessing.errors import record
+
+    record(train)()
+    # Everything is written and the process group destroyed: leave without the interpreter's
+    # teardown, where a native thread a library left running aborts the process now and
+    # then ("terminate called without an active exception": DeepSpeed ZeRO-3 on a busy CPU,
+    # after the last step; one run in a few when three ran at once on two cores).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def train():
     with open(sys.argv[1]) as f:
         job = json.load(f)
     if job.get("watch_host") == os.uname().nodename:
