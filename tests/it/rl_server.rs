@@ -83,6 +83,23 @@ fn call(url: &str, route: &str, body: Option<serde_json::Value>) -> (u16, String
     (status.parse().unwrap(), rest.to_owned())
 }
 
+/// The same tokens with log-probabilities within 1e-4: the server's matrix products may
+/// sum in another order from one request to the next on a busy CPU (seen under the full
+/// suite: 5e-7 apart).
+fn same_reply(x: &serde_json::Value, y: &serde_json::Value) -> bool {
+    let (Some(x), Some(y)) = (x.as_array(), y.as_array()) else {
+        return false;
+    };
+    x.len() == y.len()
+        && x.iter().zip(y).all(|(x, y)| {
+            x["token"] == y["token"]
+                && match (x["logprob"].as_f64(), y["logprob"].as_f64()) {
+                    (Some(p), Some(q)) => (p - q).abs() < 1e-4,
+                    _ => false,
+                }
+        })
+}
+
 /// The greedy reply of `model` and its token log-probabilities.
 fn greedy(url: &str, model: &str) -> (u16, serde_json::Value) {
     let (status, body) = call(
@@ -140,10 +157,14 @@ fn rl_samples_from_a_server_that_reloads_its_adapter_every_step() {
     let (status, base) = greedy(&url, &served);
     assert_eq!(status, 200);
     assert!(
-        a.is_array() && base.is_array() && a != b && a != base,
+        a.is_array() && base.is_array() && !same_reply(&a, &b) && !same_reply(&a, &base),
         "{a} {b} {base}"
     );
-    assert_eq!(greedy(&url, "live").1, a);
+    let sampled_from = |model: &str, reply: &serde_json::Value| {
+        let got = greedy(&url, model).1;
+        assert!(same_reply(&got, reply), "{model}: {got} against {reply}");
+    };
+    sampled_from("live", &a);
     // A name in use is refused, unless in place: then the next request samples the new one.
     let load = |inplace: bool| {
         call(
@@ -157,9 +178,9 @@ fn rl_samples_from_a_server_that_reloads_its_adapter_every_step() {
     let (status, body) = load(false);
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("already been loaded"), "{body}");
-    assert_eq!(greedy(&url, "live").1, a);
+    sampled_from("live", &a);
     assert_eq!(load(true).0, 200);
-    assert_eq!(greedy(&url, "live").1, b);
+    sampled_from("live", &b);
     // The models list names the adapters with their base.
     let listed = models(&url);
     let ids: Vec<&str> = listed["data"]
