@@ -228,6 +228,78 @@ fn processes_the_resources_do_not_give_are_refused_before_anything_runs() {
     );
 }
 
+/// Two steps under `accelerate launch` with a launcher config file at `config`.
+const ACCELERATE: &str = r#"
+name: launch_config
+nodes:
+  tasks: {kind: tasks, params: {split: train, count: 16}}
+  demos: {kind: rollout, params: {policy: {kind: oracle}}, inputs: {tasks: {from: tasks.tasks}}}
+  acc:
+    kind: sft
+    params:
+      steps: 2
+      batch_size: 4
+      save_every: 0
+      init: {hidden_size: 32, num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 2}
+      trainer: {kind: torch, launcher: accelerate, processes_per_node: 2, config: launch/accelerate.yaml}
+    inputs: {trajectories: {from: demos.trajectories}}
+"#;
+
+#[test]
+fn a_launcher_config_is_accelerates_and_must_be_there_before_the_trainer_starts() {
+    let p = Project::new();
+    // torchrun takes none: bad input, before anything runs.
+    p.write("wf.yaml", &ACCELERATE.replace("launcher: accelerate, ", ""));
+    let out = p.scorch(&["run", "wf.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("trainer.config") && err.contains("--config_file"),
+        "{err}"
+    );
+    // Accelerate's, but not there: `validate` warns, and the node fails before it launches.
+    p.write("wf.yaml", ACCELERATE);
+    let out = p.scorch(&["validate", "wf.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let warned = text(&out.stderr);
+    assert!(
+        warned.contains("nodes.acc.params.trainer.config")
+            && warned.contains("launch/accelerate.yaml"),
+        "{warned}"
+    );
+    let rec = p.run_json(&["wf.yaml"], 1);
+    let acc = common::node(&rec, "acc");
+    assert_eq!(acc["outcome"], "failed", "{rec}");
+    let error = acc["error"].as_str().unwrap();
+    assert!(
+        error.contains("`trainer.config`: no file")
+            && error.contains(
+                &p.path()
+                    .join("launch/accelerate.yaml")
+                    .display()
+                    .to_string()
+            ),
+        "{error}"
+    );
+    let run = rec["id"].as_str().unwrap();
+    let log = text(&p.scorch(&["logs", run, "acc"]).stdout);
+    assert!(!log.contains("launching"), "{log}");
+    // There: Accelerate reads it (its port `0`: a free one), and the node trains.
+    p.write(
+        "launch/accelerate.yaml",
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: MULTI_GPU\nnum_machines: 1\nnum_processes: 2\nmain_process_port: 0\n",
+    );
+    let rec = p.run_json(&["wf.yaml"], 0);
+    assert_eq!(common::node(&rec, "acc")["outcome"], "ran", "{rec}");
+    let run = rec["id"].as_str().unwrap();
+    let log = text(&p.scorch(&["logs", run, "acc"]).stdout);
+    assert!(
+        log.contains("--config_file=") && log.contains("launch/accelerate.yaml"),
+        "{log}"
+    );
+    assert!(!log.contains("--main_process_port"), "{log}");
+}
+
 /// The processes whose command line mentions `needle`.
 fn processes_with(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")

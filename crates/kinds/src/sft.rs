@@ -231,6 +231,9 @@ impl Declaration for Sft {
                 per_node: torch.processes_per_node,
                 gpus: p.device == "cuda",
             });
+            if let Some(config) = &torch.config {
+                sig = sig.reads_local("trainer.config", config);
+            }
         }
         Ok(sig
             .model(crate::memory::source(p.init.as_ref()))

@@ -122,6 +122,13 @@ impl TorchTrainer {
                 "processes_per_node and nodes must be at least 1",
             ));
         }
+        if self.config.is_some() && self.launcher == Launcher::Torchrun {
+            return Err(scorch_api::ParamError::new(
+                "trainer.config",
+                "a config file is Accelerate's `--config_file` (`launcher: accelerate`); \
+                 torchrun takes its processes from `processes_per_node` and `nodes`",
+            ));
+        }
         Ok(())
     }
 }

@@ -46,6 +46,14 @@ pub(crate) async fn train(
     data: Data,
     ctx: &NodeContext,
 ) -> Result<Vec<TrainStep>, PluginError> {
+    if let Some(path) = config_file(&launch, ctx.workflow_dir())
+        && !path.is_file()
+    {
+        return Err(PluginError::failed(format!(
+            "`trainer.config`: no file {} (paths are relative to the workflow file's folder)",
+            path.display()
+        )));
+    }
     let work = ctx.scratch_dir().join("torch");
     let files = Files::new(&work);
     let progress = ctx.progress_handle();
@@ -413,11 +421,13 @@ fn command(
                 format!("--num_processes={}", launch.world_size()),
                 format!("--num_machines={nodes}"),
             ];
-            if let Some(config) = &launch.config {
-                a.push(format!(
-                    "--config_file={}",
-                    workflow_dir.join(config).display()
-                ));
+            if let Some(config) = config_file(launch, workflow_dir) {
+                a.push(format!("--config_file={}", config.display()));
+            }
+            if slurm.is_none() && launch.config.is_none() {
+                // A free port of this machine's, not Accelerate's fixed 29500, which two
+                // trainers started at once would both take.
+                a.push("--main_process_port=0".to_owned());
             }
             if let Some(s) = slurm {
                 a.extend([
@@ -483,6 +493,12 @@ fn head_node() -> Result<String, PluginError> {
         .next()
         .map(str::to_owned)
         .ok_or_else(|| PluginError::failed(format!("no host in the allocation `{list}`")))
+}
+
+/// The launcher's config file, absolute (the trainer runs in its own folder).
+fn config_file(launch: &TorchTrainer, workflow_dir: &Path) -> Option<PathBuf> {
+    let path = workflow_dir.join(launch.config.as_ref()?);
+    Some(std::path::absolute(&path).unwrap_or(path))
 }
 
 /// A port free on this machine now, for the rendezvous.
