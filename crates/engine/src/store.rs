@@ -189,7 +189,11 @@ impl Store {
                 std::fs::create_dir_all(&root).map_err(|e| {
                     EngineError::io(format!("creating store folder {}", root.display()), e)
                 })?;
-                let fs = LocalFileSystem::new_with_prefix(&root).map_err(|e| bad(e.to_string()))?;
+                // A folder emptied by a delete goes with it (a published node's saved
+                // state, gc's leftovers), up to the store's root; a write recreates it.
+                let fs = LocalFileSystem::new_with_prefix(&root)
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_automatic_cleanup(true);
                 (Arc::new(fs), root.join("work"))
             } else if url == "memory://" || url == "memory:" {
                 (
