@@ -259,7 +259,8 @@ impl TrainingRun {
         Self {
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
             order: Vec::new(),
-            log: Vec::with_capacity(steps),
+            // `steps` is the user's (any number): room for a log of reasonable length.
+            log: Vec::with_capacity(steps.min(1 << 16)),
             start: 0,
             rows,
             steps,
@@ -289,8 +290,9 @@ impl TrainingRun {
     /// pass, a new shuffled pass begun whenever it runs out.
     pub fn batch(&mut self, size: usize) -> Vec<usize> {
         use rand::seq::SliceRandom;
+        let size = size.min(self.rows);
         let mut pick = Vec::with_capacity(size);
-        while pick.len() < size.min(self.rows) {
+        while pick.len() < size {
             if self.order.is_empty() {
                 self.order = (0..self.rows).collect();
                 self.order.shuffle(&mut self.rng);
@@ -523,6 +525,17 @@ impl Trainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_larger_than_the_data_takes_each_row_once() {
+        // `batch_size` is the user's: any number, the largest included, is a batch of at
+        // most every row (it panicked reserving room for `usize::MAX` rows).
+        let mut run = TrainingRun::new(7, 5, usize::MAX, 0, std::path::PathBuf::new());
+        let mut pick = run.batch(usize::MAX);
+        pick.sort_unstable();
+        assert_eq!(pick, vec![0, 1, 2, 3, 4]);
+        assert_eq!(run.batch(2).len(), 2);
+    }
 
     #[test]
     fn micro_batches_respect_the_token_budget() {

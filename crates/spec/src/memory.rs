@@ -25,6 +25,8 @@
 //! Peak = weights + gradients + moments + max(pass, step), with
 //! pass = L·N·A + N·max(12·V, A) (checkpointing: L·N·s·h + N·max(12·V, 2·A)).
 
+use std::num::Saturating as S;
+
 use scorch_api::memory::{MemoryPart, MemoryPlan, PlanError};
 use serde::Deserialize;
 
@@ -78,28 +80,35 @@ impl Shape {
         self.hidden_size / self.num_attention_heads
     }
 
+    // The counts saturate rather than overflow: a shape or a batch past any machine's memory
+    // (a hostile config.json, a mistyped param) plans "too big", never a panic.
     fn kv(&self) -> u64 {
-        self.num_key_value_heads * self.head_dim()
+        self.num_key_value_heads.saturating_mul(self.head_dim())
     }
 
     /// Every parameter.
     pub fn params(&self) -> u64 {
-        let (h, m, kv) = (self.hidden_size, self.intermediate_size, self.kv());
-        let attention = h * h + 2 * h * kv + (h + 2 * kv) + h * h;
-        let layer = attention + 3 * h * m + 2 * h;
+        let (h, m, kv, v) = (
+            S(self.hidden_size),
+            S(self.intermediate_size),
+            S(self.kv()),
+            S(self.vocab_size),
+        );
+        let attention = h * h + S(2) * h * kv + (h + S(2) * kv) + h * h;
+        let layer = attention + S(3) * h * m + S(2) * h;
         let head = if self.tie_word_embeddings {
-            0
+            S(0)
         } else {
-            self.vocab_size * h
+            v * h
         };
-        self.vocab_size * h + head + self.num_hidden_layers * layer + h
+        (v * h + head + S(self.num_hidden_layers) * layer + h).0
     }
 
     /// Parameters outside the decoder layers: the embedding, the head (unless tied) and the
     /// final norm.
     pub fn root_params(&self) -> u64 {
         let head = if self.tie_word_embeddings { 0 } else { 1 };
-        (1 + head) * self.vocab_size * self.hidden_size + self.hidden_size
+        (S(1 + head) * S(self.vocab_size) * S(self.hidden_size) + S(self.hidden_size)).0
     }
 
     /// The (in, out) sizes of projection `name`.
@@ -115,16 +124,12 @@ impl Shape {
 
     /// Parameters of LoRA adapters `lora` on every layer.
     pub fn adapter_params(&self, lora: &LoraParams) -> u64 {
-        let r = lora.rank.max(0) as u64;
-        let per_layer: u64 = lora
-            .targets
-            .iter()
-            .map(|t| {
-                let (i, o) = self.projection(t);
-                r * (i + o)
-            })
-            .sum();
-        self.num_hidden_layers * per_layer
+        let r = S(lora.rank.max(0) as u64);
+        let per_layer = lora.targets.iter().fold(S(0), |sum, t| {
+            let (i, o) = self.projection(t);
+            sum + r * (S(i) + S(o))
+        });
+        (S(self.num_hidden_layers) * per_layer).0
     }
 }
 
@@ -159,73 +164,87 @@ pub fn plan(s: &Shape, t: &Training) -> MemoryPlan {
 }
 
 fn parts(s: &Shape, t: &Training, checkpointing: bool) -> MemoryPlan {
-    let sz: u64 = if t.bf16 { 2 } else { 4 };
-    let params = s.params();
+    let sz = S(if t.bf16 { 2 } else { 4 });
+    let params = S(s.params());
     let (h, m, kv, l, v) = (
-        s.hidden_size,
-        s.intermediate_size,
-        s.kv(),
-        s.num_hidden_layers,
-        s.vocab_size,
+        S(s.hidden_size),
+        S(s.intermediate_size),
+        S(s.kv()),
+        S(s.num_hidden_layers),
+        S(s.vocab_size),
     );
-    let n = t.tokens;
+    let n = S(t.tokens);
     let (weights, trained) = match &t.lora {
-        Some(lora) => (sz * params, s.adapter_params(lora)),
-        None => (4 * params, params),
+        Some(lora) => (sz * params, S(s.adapter_params(lora))),
+        None => (S(4) * params, params),
     };
-    let adapter_weights = if t.lora.is_some() { 4 * trained } else { 0 };
+    let adapter_weights = if t.lora.is_some() {
+        S(4) * trained
+    } else {
+        S(0)
+    };
     // A bf16 copy of every weight held by the pass's products (full fine-tuning in bf16).
     let casts = if t.bf16 && t.lora.is_none() {
-        2 * params
+        S(2) * params
     } else {
-        0
+        S(0)
     };
     // Keys and values as attention gets them: repeated to every query head under
     // grouped-query attention (the unrepeated ones are then freed).
-    let keys_values = if kv < h { 2 * h } else { 2 * kv };
-    let lora_acts = t.lora.as_ref().map_or(0, |lora| {
-        lora.rank.max(0) as u64 * lora.targets.len() as u64
+    let keys_values = if kv < h { S(2) * h } else { S(2) * kv };
+    let lora_acts = t.lora.as_ref().map_or(S(0), |lora| {
+        S(lora.rank.max(0) as u64) * S(lora.targets.len() as u64)
     });
-    let layer =
-        n * (sz * (9 * h + keys_values + 4 * m + lora_acts) + if t.bf16 { 8 * h } else { 0 });
-    let head = 12 * v * n;
+    let norms = if t.bf16 { S(8) * h } else { S(0) };
+    let layer = n * (sz * (S(9) * h + keys_values + S(4) * m + lora_acts) + norms);
+    let head = S(12) * v * n;
     // What is kept across layers, and what the pass adds at its peak: the head's gradients
     // at the top, or the layer whose backward pass runs (recomputed first, with
     // checkpointing).
     let (activations, top) = if checkpointing {
-        (l * n * sz * h, head.max(2 * layer))
+        (l * n * sz * h, head.max(S(2) * layer))
     } else {
         (l * layer, head.max(layer))
     };
-    let rotary = 2 * 4 * s.max_position_embeddings * s.head_dim();
+    let rotary = S(2 * 4) * S(s.max_position_embeddings) * S(s.head_dim());
     let step = if t.lora.is_none() {
         let largest = (v * h).max(h * m);
-        3 * 4 * largest
+        S(3 * 4) * largest
     } else {
-        0
+        S(0)
     };
-    let reference = if t.reference { sz * params } else { 0 };
-    let rollout = t.rollout_tokens * 2 * l * kv * sz;
+    let reference = if t.reference { sz * params } else { S(0) };
+    let rollout = S(t.rollout_tokens) * S(2) * l * kv * sz;
     // Sharded (FSDP): each process keeps 1/shards of the state, and gathers whole the layer it
     // computes and the next one (prefetched), the root's embedding and head, and a layer's
     // gradients before they are reduced and scattered.
     let shards = t.shards.max(1);
-    let weights = (weights + adapter_weights).div_ceil(shards);
-    let grads = (4 * trained).div_ceil(shards);
-    let moments = (8 * trained).div_ceil(shards);
+    let weights = S((weights + adapter_weights).0.div_ceil(shards));
+    let grads = S((S(4) * trained).0.div_ceil(shards));
+    let moments = S((S(8) * trained).0.div_ceil(shards));
     let (gathered, casts) = if shards > 1 {
-        let layer_params = (params - s.root_params()) / l.max(1);
-        let whole = s.root_params() + 3 * layer_params;
+        let root = S(s.root_params());
+        let layer_params = (params - root) / S(l.0.max(1));
+        let whole = root + S(3) * layer_params;
         // bf16: autocast's copies are of the gathered weights only.
-        (4 * whole, if casts > 0 { 2 * whole } else { 0 })
+        let casts = if casts > S(0) { S(2) * whole } else { S(0) };
+        (S(4) * whole, casts)
     } else {
-        (0, casts)
+        (S(0), casts)
     };
     let fixed = weights + grads + moments + rotary + reference + gathered;
     let pass = activations + top + casts;
-    let peak = fixed + pass.max(step).max(rollout);
+    let peak = (fixed + pass.max(step).max(rollout)).0;
+    let (weights, grads, moments, activations, top) = (
+        (weights + rotary).0,
+        grads.0,
+        moments.0,
+        activations.0,
+        top.0,
+    );
+    let (gathered, casts, reference, rollout) = (gathered.0, casts.0, reference.0, rollout.0);
     let mut parts = vec![
-        ("weights", weights + rotary),
+        ("weights", weights),
         ("gradients", grads),
         ("optimizer", moments),
         ("activations", activations),
@@ -344,6 +363,37 @@ mod tests {
             ..LoraParams::default()
         };
         assert_eq!(qwen("7b").adapter_params(&lora), 40_370_176);
+    }
+
+    #[test]
+    fn sizes_past_any_machine_plan_as_too_big_without_overflowing() {
+        // A hostile config.json and a mistyped micro-batch: every count saturates.
+        let huge = Shape {
+            vocab_size: u64::MAX,
+            hidden_size: u64::MAX - 1,
+            intermediate_size: u64::MAX,
+            num_hidden_layers: u64::MAX,
+            num_attention_heads: 1,
+            num_key_value_heads: u64::MAX,
+            tie_word_embeddings: false,
+            max_position_embeddings: u64::MAX,
+        };
+        for (shape, tokens) in [(huge, 1), (qwen("7b"), u64::MAX)] {
+            for lora in [None, Some(LoraParams::default())] {
+                let t = Training {
+                    device: "cuda".into(),
+                    bf16: true,
+                    lora,
+                    tokens,
+                    checkpointing: false,
+                    reference: true,
+                    rollout_tokens: u64::MAX,
+                    shards: 16,
+                };
+                let p = plan(&shape, &t);
+                assert_eq!(p.peak, u64::MAX, "{}", p.describe());
+            }
+        }
     }
 
     #[test]

@@ -103,7 +103,7 @@ fn one() -> u32 {
 impl TorchTrainer {
     /// Processes in all: the world size.
     pub fn world_size(&self) -> u32 {
-        self.processes_per_node * self.nodes
+        self.processes_per_node.saturating_mul(self.nodes)
     }
 
     /// How many ways the model's state is sharded (1: replicated).
@@ -120,6 +120,15 @@ impl TorchTrainer {
             return Err(scorch_api::ParamError::new(
                 "trainer.processes_per_node",
                 "processes_per_node and nodes must be at least 1",
+            ));
+        }
+        if self.processes_per_node.checked_mul(self.nodes).is_none() {
+            return Err(scorch_api::ParamError::new(
+                "trainer.nodes",
+                format!(
+                    "{} machines of {} processes each is more processes than can be counted",
+                    self.nodes, self.processes_per_node
+                ),
             ));
         }
         if self.config.is_some() && self.launcher == Launcher::Torchrun {
@@ -162,5 +171,35 @@ mod tests {
             serde_json::json!({"kind": "torch", "strategy": "zero9"}),
         );
         assert!(bad.is_err());
+    }
+
+    #[test]
+    fn what_cannot_launch_is_refused_by_the_param_it_is_written_in() {
+        let torch = |v: serde_json::Value| {
+            serde_json::from_value::<TrainerParams>(v)
+                .unwrap_or_default()
+                .torch()
+                .cloned()
+                .unwrap()
+        };
+        let refused = |v: serde_json::Value| torch(v).check().map_err(|e| e.path);
+        assert_eq!(
+            refused(serde_json::json!({"kind": "torch", "processes_per_node": 0})),
+            Err("trainer.processes_per_node".into())
+        );
+        // No overflow: a world size past u32 is bad input, not a panic.
+        let huge = serde_json::json!({"kind": "torch", "processes_per_node": u32::MAX, "nodes": 2});
+        assert_eq!(refused(huge.clone()), Err("trainer.nodes".into()));
+        assert_eq!(torch(huge).world_size(), u32::MAX);
+        assert_eq!(
+            refused(serde_json::json!({"kind": "torch", "config": "a.yaml"})),
+            Err("trainer.config".into())
+        );
+        assert_eq!(
+            refused(
+                serde_json::json!({"kind": "torch", "launcher": "accelerate", "config": "a.yaml", "processes_per_node": 8, "nodes": 2})
+            ),
+            Ok(())
+        );
     }
 }
