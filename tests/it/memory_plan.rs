@@ -273,3 +273,56 @@ fn a_model_without_a_readable_shape_is_not_planned_and_still_loads() {
         "{stdout}"
     );
 }
+
+#[test]
+fn sizes_past_any_machine_are_bad_input_and_never_a_panic() {
+    let p = Project::new();
+    // A folder whose config.json claims a model wider than any machine's memory.
+    p.write(
+        "base/config.json",
+        &serde_json::json!({
+            "vocab_size": u64::MAX, "hidden_size": u64::MAX - 1, "intermediate_size": u64::MAX,
+            "num_hidden_layers": u64::MAX, "num_attention_heads": 1,
+            "num_key_value_heads": u64::MAX, "max_position_embeddings": u64::MAX,
+        })
+        .to_string(),
+    );
+    let refused = |wf: String, needle: &str| {
+        p.write("wf.yaml", &wf);
+        let out = p
+            .cmd(&["validate", "wf.yaml"])
+            .env("SCORCH_AUTO_DEVICE", "cuda")
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{needle}: {err}");
+        assert!(err.contains(needle), "{needle}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    refused(workflow("gradient_checkpointing: true"), "gpu_mem_gb");
+    seven_b(&p);
+    // A micro-batch of 2^64 - 1 tokens plans too big.
+    refused(
+        workflow("gradient_checkpointing: true").replace(
+            "micro_batch_tokens: 4096",
+            &format!("micro_batch_tokens: {}", u64::MAX),
+        ),
+        "gpu_mem_gb",
+    );
+    // Counts of processes and episodes that overflow are refused at their params.
+    let max = u32::MAX;
+    refused(
+        workflow(&format!(
+            "trainer: {{kind: torch, processes_per_node: {max}, nodes: {max}}}"
+        )),
+        "more processes than can be counted",
+    );
+    let huge = usize::MAX;
+    refused(
+        workflow("gradient_checkpointing: true").replace(
+            "params: {steps: 1, lora:",
+            &format!("params: {{prompts_per_step: {huge}, group_size: {huge}, mini_batches: 1, steps: 1, lora:"),
+        ),
+        "more episodes than can be counted",
+    );
+}

@@ -193,6 +193,15 @@ impl Declaration for Rl {
                 "must be positive (tokens per forward and backward pass)",
             ));
         }
+        if p.prompts_per_step.checked_mul(p.group_size).is_none() {
+            return Err(ParamError::new(
+                "group_size",
+                format!(
+                    "{} prompts of {} episodes each is more episodes than can be counted",
+                    p.prompts_per_step, p.group_size
+                ),
+            ));
+        }
         if p.ppo_epochs == 0 {
             return Err(ParamError::new("ppo_epochs", "must be at least 1"));
         }

@@ -185,7 +185,10 @@ impl DeclaredPlugin for Rl {
         let config = TrainConfig {
             lr: p.lr,
             warmup_steps: 1,
-            total_steps: p.steps * p.ppo_epochs * p.mini_batches,
+            total_steps: p
+                .steps
+                .saturating_mul(p.ppo_epochs)
+                .saturating_mul(p.mini_batches),
             min_lr_ratio: 1.0,
             ..TrainConfig::default()
         };
