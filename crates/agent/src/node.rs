@@ -56,6 +56,15 @@ impl Plugin for TasksPlugin {
         "A tasks table: the built-in arithmetic suite, or a benchmark file"
     }
     fn signature(&self, p: &TasksParams) -> Result<Signature, ParamError> {
+        if p.offset.checked_add(p.count).is_none() {
+            return Err(ParamError::new(
+                "count",
+                format!(
+                    "offset {} plus count {} runs past the last task number (2^64 - 1)",
+                    p.offset, p.count
+                ),
+            ));
+        }
         if p.source == "builtin" && Split::parse(&p.split).is_none() {
             return Err(
                 ParamError::new("split", format!("unknown split `{}`", p.split))
@@ -102,5 +111,15 @@ mod tests {
         )
         .await;
         assert!(r.is_ok(), "{r:?}");
+    }
+
+    #[test]
+    fn task_numbers_past_the_last_are_refused_at_count() {
+        use scorch_api::DynPlugin;
+        let max = u64::MAX;
+        let refused = TasksPlugin.check(&serde_json::json!({"offset": max, "count": 1}));
+        assert_eq!(refused.err().map(|e| e.path), Some("count".to_owned()));
+        let last = TasksPlugin.check(&serde_json::json!({"offset": max - 1, "count": 1}));
+        assert!(last.is_ok());
     }
 }

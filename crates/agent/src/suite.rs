@@ -395,7 +395,7 @@ pub fn task(seed: u64, split: Split, index: u64) -> Task {
 
 /// `count` tasks of `split`, from index `offset`.
 pub fn tasks(seed: u64, split: Split, offset: u64, count: u64) -> Vec<Task> {
-    (offset..offset + count)
+    (offset..offset.saturating_add(count))
         .map(|i| task(seed, split, i))
         .collect()
 }
