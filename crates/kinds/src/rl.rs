@@ -232,7 +232,7 @@ impl Declaration for Rl {
         }
         // In-process rollouts keep every episode of a step in one batch, each up to its turn
         // limit of sampled turns.
-        let rows = (p.prompts_per_step as u64).saturating_mul(p.group_size as u64);
+        let rows = (p.prompts_per_step * p.group_size) as u64;
         let turns = u64::from(p.turn_limit.unwrap_or(8));
         let training = crate::memory::Training {
             device: p.device.clone(),
